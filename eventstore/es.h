@@ -1,0 +1,152 @@
+/*
+ * eventstore: private declarations shared by its modules.
+ *
+ * Threads: gRPC completion-queue thread(s) validate requests and hand them
+ * on; writer threads group-commit CreateEvent calls; reader threads answer
+ * GetEvents and admin calls; one thread per GetEventsStream call; one
+ * watermark thread; one outbox relay thread. Each thread that talks to the
+ * database owns its own connection.
+ */
+#ifndef ES_H
+#define ES_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eventstore.pb-c.h"
+#include "ordo/grpc.h"
+#include "ordo/pg.h"
+#include "ordo/status.h"
+
+typedef struct es_config {
+    const char *database_url;
+    const char *nats_url;
+    const char *listen;
+    const char *log_level;
+    int max_message_bytes;   /* whole gRPC request */
+    int max_event_bytes;     /* one event_data */
+    int max_batch_events;    /* events in one CreateEvent */
+    int writers;
+    int group_commit_max;    /* calls per write transaction; 1 = no group commit */
+    int readers;
+    int max_streams;
+    int gap_timeout_ms;
+    int statement_timeout_ms;
+    bool relay;
+    int relay_batch;
+    int shutdown_grace_ms;
+    int grpc_threads;
+    bool migrate;
+} es_config_t;
+
+typedef struct es_stats {
+    atomic_llong appends, conflicts, duplicates, tx_retries, batches;
+    atomic_llong published, publish_errors, set_aside;
+} es_stats_t;
+
+typedef struct es_writer es_writer_t;
+typedef struct es_readers es_readers_t;
+typedef struct es_watermark es_watermark_t;
+typedef struct es_relay es_relay_t;
+typedef struct es_streams es_streams_t;
+
+typedef struct es_ctx {
+    const es_config_t *cfg;
+    es_stats_t stats;
+    ordo_grpc_server_t *server;
+    es_writer_t *writer;
+    es_readers_t *readers;
+    es_watermark_t *watermark;
+    es_relay_t *relay;
+    es_streams_t *streams;
+} es_ctx_t;
+
+/* ---- service.c: gRPC handlers ---- */
+ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err);
+
+/* ---- writer.c: group-committed appends ---- */
+
+/* One validated CreateEvent call on its way to the database. */
+typedef struct es_append {
+    ordo_grpc_call_t *call;
+    Eventstore__Event **events;   /* points into the call's request */
+    size_t n;
+    char (*ids)[37];              /* event ids, generated where the client gave none */
+    char **metadata;              /* each event's metadata as a JSON object text */
+    int64_t expected;             /* -1: any */
+    /* result, reset on every attempt */
+    ordo_status st;
+    char msg[256];
+    int64_t version, position;
+    bool duplicate;
+    bool deferred;                /* shares an event id with an earlier call of the batch */
+    struct es_append *next;
+} es_append_t;
+
+/* validate.c: checks @p req; on ORDO_OK *out is a new append for the writer. */
+ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
+                               const Eventstore__CreateEventRequest *req, es_append_t **out,
+                               ordo_error_t *err);
+
+ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err);
+/* Queues @p a; the writer answers its call and frees it. */
+void es_writer_submit(es_writer_t *w, es_append_t *a);
+/* Answers what is queued, stops the threads, frees. */
+void es_writer_destroy(es_writer_t *w);
+void es_append_free(es_append_t *a);
+
+/* ---- reader.c: GetEvents, admin calls, GetEventsStream ---- */
+ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *err);
+void es_readers_get_events(es_readers_t *r, ordo_grpc_call_t *call, const Eventstore__GetEventsRequest *req);
+void es_readers_stats(es_readers_t *r, ordo_grpc_call_t *call);
+void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call, const Eventstore__RepublishRequest *req);
+void es_readers_destroy(es_readers_t *r);
+
+ordo_status es_streams_create(es_ctx_t *ctx, es_streams_t **out);
+/* Starts a thread serving one GetEventsStream call (or refuses it). */
+void es_streams_start(es_streams_t *s, ordo_grpc_call_t *call, const Eventstore__GetEventsRequest *req);
+/* Ends every stream (status OK) and joins their threads. */
+void es_streams_destroy(es_streams_t *s);
+
+/* ---- watermark.c: the readers' safe high-water mark ---- */
+ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_t *err);
+int64_t es_watermark_get(es_watermark_t *wm);
+/* Waits up to @p timeout_ms for the mark to pass @p above; returns the mark. */
+int64_t es_watermark_wait(es_watermark_t *wm, int64_t above, int timeout_ms);
+/* A commit up to @p position happened here: look again now. */
+void es_watermark_poke(es_watermark_t *wm, int64_t position);
+/* The highest position this process committed (readers wait for the mark to reach it). */
+int64_t es_watermark_local_commit(es_watermark_t *wm);
+void es_watermark_destroy(es_watermark_t *wm);
+
+/* ---- relay.c: outbox → JetStream ---- */
+ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err);
+void es_relay_poke(es_relay_t *r);
+bool es_relay_connected(es_relay_t *r);
+/* Publishes what is pending (bounded wait), stops, frees. */
+void es_relay_destroy(es_relay_t *r);
+
+/* ---- events.c: rows ↔ messages ---- */
+
+/* The columns every event query selects, in this order. */
+#define ES_EVENT_COLUMNS                                                              \
+    "e.position, e.event_id::text, e.event_type, e.aggregate_id, e.aggregate_type, "  \
+    "e.event_data::text, e.stream, e.version, "                                       \
+    "(extract(epoch FROM e.created_at) * 1000000)::int8, e.metadata::text"
+
+/* Fills @p ev (already initialised) from row @p row of @p res (ES_EVENT_COLUMNS).
+ * Strings point into @p res, which must outlive @p ev; metadata is allocated. */
+void es_event_from_row(Eventstore__Event *ev, const PGresult *res, int row);
+/* Frees what es_event_from_row allocated for metadata. */
+void es_event_free_metadata(Eventstore__Event *ev);
+
+/* Session settings for connections that write: bound every transaction so the
+ * readers' gap rule holds (docs/eventstore.md, "Gaps"). */
+void es_writer_session_sql(const es_config_t *cfg, char *out, size_t cap);
+
+/* Standard retry policy of the event store's transactions. */
+extern const ordo_retry_policy_t es_retry_policy;
+
+#endif

@@ -1,0 +1,143 @@
+/* eventstore: the gRPC event store. Thin: config, build, run, shut down. */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "es.h"
+#include "ordo/config.h"
+#include "ordo/log.h"
+#include "ordo/migrate.h"
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(es_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("database-url", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ordo", ORDO_OPT_STRING, database_url, 0, 0, "libpq URI of PostgreSQL or CockroachDB"),
+    OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server with JetStream"),
+    OPT("listen", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, listen, 0, 0, "gRPC listen address (port 0: any free port)"),
+    OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
+    OPT("max-message-bytes", "ORDO_MAX_MESSAGE_BYTES", "1048576", ORDO_OPT_INT, max_message_bytes, 1024, 64 << 20, "largest gRPC request accepted (RESOURCE_EXHAUSTED above)"),
+    OPT("max-event-bytes", "ORDO_MAX_EVENT_BYTES", "524288", ORDO_OPT_INT, max_event_bytes, 16, 900 << 10, "largest event_data accepted (must fit a NATS message)"),
+    OPT("max-batch-events", "ORDO_MAX_BATCH_EVENTS", "1000", ORDO_OPT_INT, max_batch_events, 1, 100000, "most events in one CreateEvent"),
+    OPT("writers", "ORDO_WRITERS", "2", ORDO_OPT_INT, writers, 1, 64, "writer threads (database connections that append)"),
+    OPT("group-commit-max", "ORDO_GROUP_COMMIT_MAX", "256", ORDO_OPT_INT, group_commit_max, 1, 4096, "CreateEvent calls per transaction (1: one transaction per call)"),
+    OPT("readers", "ORDO_READERS", "2", ORDO_OPT_INT, readers, 1, 64, "reader threads for GetEvents and admin calls"),
+    OPT("max-streams", "ORDO_MAX_STREAMS", "64", ORDO_OPT_INT, max_streams, 1, 4096, "concurrent GetEventsStream calls"),
+    OPT("gap-timeout-ms", "ORDO_GAP_TIMEOUT_MS", "10000", ORDO_OPT_INT, gap_timeout_ms, 100, 3600000, "age after which a position gap is known never to fill"),
+    OPT("statement-timeout-ms", "ORDO_STATEMENT_TIMEOUT_MS", "2000", ORDO_OPT_INT, statement_timeout_ms, 10, 600000, "bound on each write statement and idle time in a write transaction"),
+    OPT("relay", "ORDO_RELAY", "true", ORDO_OPT_BOOL, relay, 0, 0, "publish the outbox to JetStream"),
+    OPT("relay-batch", "ORDO_RELAY_BATCH", "500", ORDO_OPT_INT, relay_batch, 1, 100000, "outbox rows published per round"),
+    OPT("shutdown-grace-ms", "ORDO_SHUTDOWN_GRACE_MS", "5000", ORDO_OPT_INT, shutdown_grace_ms, 0, 600000, "time in-flight calls get on SIGTERM"),
+    OPT("grpc-threads", "ORDO_GRPC_THREADS", "1", ORDO_OPT_INT, grpc_threads, 1, 8, "gRPC completion-queue threads"),
+    OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
+};
+
+static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
+{
+    if (ordo_log_level_parse(cfg->log_level) < 0)
+        return ordo_error_set(err, ORDO_INVALID, "--log-level must be debug, info, warn or error");
+    if (cfg->gap_timeout_ms < 3 * cfg->statement_timeout_ms)
+        return ordo_error_set(err, ORDO_INVALID, "--gap-timeout-ms must be at least 3 x --statement-timeout-ms "
+                                                 "(a write transaction must end before its gap is skipped)");
+    if (cfg->max_event_bytes >= cfg->max_message_bytes)
+        return ordo_error_set(err, ORDO_INVALID, "--max-event-bytes must be below --max-message-bytes");
+    return ORDO_OK;
+}
+
+static ordo_status migrate(const es_config_t *cfg, ordo_error_t *err)
+{
+    ordo_pg_t pg;
+    ordo_status st = ordo_pg_open(&pg, cfg->database_url, NULL, err);
+    if (st == ORDO_OK)
+        st = ordo_migrate(&pg, err);
+    ordo_pg_close(&pg);
+    return st;
+}
+
+static ordo_status start(es_ctx_t *ctx, ordo_error_t *err)
+{
+    const es_config_t *cfg = ctx->cfg;
+    ordo_grpc_server_config_t scfg = {cfg->listen, cfg->max_message_bytes, cfg->grpc_threads};
+    ordo_status st;
+    int port = 0;
+
+    if (cfg->migrate && (st = migrate(cfg, err)) != ORDO_OK)
+        return st;
+    if ((st = es_watermark_create(ctx, &ctx->watermark, err)) != ORDO_OK ||
+        (cfg->relay && (st = es_relay_create(ctx, &ctx->relay, err)) != ORDO_OK) ||
+        (st = es_writer_create(ctx, &ctx->writer, err)) != ORDO_OK ||
+        (st = es_readers_create(ctx, &ctx->readers, err)) != ORDO_OK ||
+        (st = es_streams_create(ctx, &ctx->streams)) != ORDO_OK ||
+        (st = ordo_grpc_server_create(&scfg, &ctx->server, err)) != ORDO_OK ||
+        (st = es_service_register(ctx, err)) != ORDO_OK ||
+        (st = ordo_grpc_server_start(ctx->server, &port, err)) != ORDO_OK)
+        return st;
+    ORDO_INFO("eventstore serving", "listen=%s port=%d writers=%d group_commit_max=%d relay=%s",
+              cfg->listen, port, cfg->writers, cfg->group_commit_max, cfg->relay ? "on" : "off");
+    /* for scripts that start us on port 0 */
+    printf("port=%d\n", port);
+    fflush(stdout);
+    return ORDO_OK;
+}
+
+/* Stops in dependency order: no new calls, finish appends, end streams,
+ * then let the relay publish the last commits. */
+static void stop(es_ctx_t *ctx)
+{
+    /* streams see the server stopping and end; appends in flight complete */
+    if (ctx->server != NULL)
+        ordo_grpc_server_shutdown(ctx->server, ctx->cfg->shutdown_grace_ms);
+    es_streams_destroy(ctx->streams);
+    es_writer_destroy(ctx->writer);
+    es_readers_destroy(ctx->readers);
+    ordo_grpc_server_destroy(ctx->server);
+    es_relay_destroy(ctx->relay);
+    es_watermark_destroy(ctx->watermark);
+}
+
+int main(int argc, char **argv)
+{
+    es_config_t cfg;
+    es_ctx_t ctx;
+    ordo_error_t err;
+    sigset_t stop_signals;
+    bool help;
+    int rc = 0, sig = 0;
+
+    memset(&cfg, 0, sizeof cfg);
+    if (ordo_config_load(options, sizeof options / sizeof options[0], &cfg, argc, argv, &help, &err) != ORDO_OK ||
+        (!help && check_config(&cfg, &err) != ORDO_OK)) {
+        fprintf(stderr, "eventstore: %s\n", err.msg);
+        return 2;
+    }
+    if (help) {
+        ordo_config_usage(stdout, "eventstore", options, sizeof options / sizeof options[0]);
+        return 0;
+    }
+    ordo_log_init("eventstore", (ordo_log_level)ordo_log_level_parse(cfg.log_level));
+
+    /* Blocked in every thread (they inherit the mask); main takes them with
+     * sigwait, so no handler runs at all. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    memset(&ctx, 0, sizeof ctx);
+    ctx.cfg = &cfg;
+    if (start(&ctx, &err) != ORDO_OK) {
+        ORDO_ERROR("eventstore cannot start", "err=\"%s\"", err.msg);
+        rc = 1;
+    } else {
+        sigwait(&stop_signals, &sig);
+        ORDO_INFO("eventstore stopping", "signal=%d", sig);
+    }
+    stop(&ctx);
+    if (rc == 0)
+        ORDO_INFO("eventstore stopped", "%s", "");
+    return rc;
+}

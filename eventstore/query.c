@@ -1,0 +1,74 @@
+/* Building and running the event queries shared by GetEvents and GetEventsStream. */
+#include <stdio.h>
+#include <string.h>
+
+#include "query.h"
+#include "ordo/buf.h"
+#include "ordo/uuid.h"
+
+enum { DEFAULT_LIMIT = 1000, MAX_LIMIT = 10000 };
+
+ordo_status es_query_check(const Eventstore__GetEventsRequest *req, ordo_error_t *err)
+{
+    if (req->event_id[0] != '\0' && !ordo_uuid_valid(req->event_id))
+        return ordo_error_set(err, ORDO_INVALID, "event_id \"%.64s\" is not a UUID", req->event_id);
+    if (req->from_position < 0)
+        return ordo_error_set(err, ORDO_INVALID, "from_position must be 0 or more");
+    if (req->limit < 0)
+        return ordo_error_set(err, ORDO_INVALID, "limit must be 0 (server default) or more");
+    return ORDO_OK;
+}
+
+int es_query_limit(int32_t requested)
+{
+    return requested <= 0 ? DEFAULT_LIMIT : requested > MAX_LIMIT ? MAX_LIMIT : requested;
+}
+
+ordo_status es_query_events(ordo_pg_t *pg, const Eventstore__GetEventsRequest *req, int64_t from,
+                            int64_t upto, int limit, PGresult **out, ordo_error_t *err)
+{
+    ordo_buf_t sql = ORDO_BUF_INIT;
+    const char *params[6];
+    char from_s[24], upto_s[24], limit_s[16];
+    int n = 0;
+    ordo_status st;
+
+    snprintf(from_s, sizeof from_s, "%lld", (long long)from);
+    snprintf(upto_s, sizeof upto_s, "%lld", (long long)upto);
+    snprintf(limit_s, sizeof limit_s, "%d", limit);
+    ordo_buf_puts(&sql, "SELECT " ES_EVENT_COLUMNS " FROM events e WHERE e.position > $1");
+    params[n++] = from_s;
+    if (upto >= 0) {
+        params[n++] = upto_s;
+        ordo_buf_printf(&sql, " AND e.position <= $%d", n);
+    }
+    if (req->event_id[0] != '\0') {
+        params[n++] = req->event_id;
+        ordo_buf_printf(&sql, " AND e.event_id = $%d::uuid", n);
+    }
+    if (req->aggregate_id[0] != '\0') {
+        params[n++] = req->aggregate_id;
+        ordo_buf_printf(&sql, " AND e.aggregate_id = $%d", n);
+    }
+    if (req->aggregate_type[0] != '\0') {
+        params[n++] = req->aggregate_type;
+        ordo_buf_printf(&sql, " AND e.aggregate_type = $%d", n);
+    }
+    if (req->event_type[0] != '\0') {
+        params[n++] = req->event_type;
+        ordo_buf_printf(&sql, " AND e.event_type = $%d", n);
+    }
+    ordo_buf_printf(&sql, " ORDER BY e.position LIMIT %s", limit_s);
+    st = ordo_buf_failed(&sql) ? ordo_error_set(err, ORDO_NO_MEMORY, "out of memory")
+                               : ordo_pg_query(pg, ordo_buf_str(&sql), n, params, out, err);
+    ordo_buf_free(&sql);
+    return st;
+}
+
+bool es_query_needs_watermark(const Eventstore__GetEventsRequest *req)
+{
+    /* One aggregate's events are ordered by its version lock: nothing later can
+     * commit below them. One event id is just there or not. Other reads page
+     * over the global order and must stop at the safe mark. */
+    return req->aggregate_id[0] == '\0' && req->event_id[0] == '\0';
+}

@@ -1,0 +1,21 @@
+/* Event queries shared by GetEvents and GetEventsStream. */
+#ifndef ES_QUERY_H
+#define ES_QUERY_H
+
+#include "es.h"
+
+/* INVALID for a malformed event_id, a negative from_position or limit. */
+ordo_status es_query_check(const Eventstore__GetEventsRequest *req, ordo_error_t *err);
+
+/* The requested limit with the server default and cap applied. */
+int es_query_limit(int32_t requested);
+
+/* True when the read must stop at the watermark (global or type-filtered reads). */
+bool es_query_needs_watermark(const Eventstore__GetEventsRequest *req);
+
+/* Events matching @p req's filters with from < position <= upto (upto < 0: no bound),
+ * ordered by position, at most @p limit. Columns: ES_EVENT_COLUMNS. */
+ordo_status es_query_events(ordo_pg_t *pg, const Eventstore__GetEventsRequest *req, int64_t from,
+                            int64_t upto, int limit, PGresult **out, ordo_error_t *err);
+
+#endif

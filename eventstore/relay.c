@@ -1,0 +1,400 @@
+/*
+ * The outbox relay: publishes committed events to JetStream in position
+ * order and deletes their outbox rows only after JetStream acknowledged
+ * them. NATS being down is waited out; an event JetStream refuses for good
+ * is set aside in outbox_rejected (logged and counted) and the relay goes on.
+ * A crash between publish and delete re-publishes on restart; the
+ * Nats-Msg-Id header (the event id) lets JetStream drop the duplicate.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "es.h"
+#include "ordo/buf.h"
+#include "ordo/bus.h"
+#include "ordo/log.h"
+
+enum { ACK_WAIT_MS = 5000, IDLE_MS = 1000, RECONNECT_MS = 500 };
+
+typedef struct rejected {
+    int64_t position;
+    char error[160];
+} rejected_t;
+
+struct es_relay {
+    es_ctx_t *ctx;
+    pthread_t thread;
+    pthread_mutex_t mu;         /* guards the fields below */
+    pthread_cond_t cv;
+    bool poke, stopping;
+    atomic_bool connected;
+    /* results of the batch in flight, filled by cnats' ack callback */
+    int64_t *acked;
+    size_t n_acked;
+    rejected_t *rejected;
+    size_t n_rejected;
+    size_t n_failed;
+};
+
+static int64_t header_int(natsMsg *msg, const char *key)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(msg, key, &v) == NATS_OK && v != NULL ? strtoll(v, NULL, 10) : -1;
+}
+
+static void add_rejected(es_relay_t *r, int64_t position, const char *why)
+{
+    rejected_t *x;
+    if (r->n_rejected >= (size_t)r->ctx->cfg->relay_batch) {
+        r->n_failed++;
+        return;
+    }
+    x = &r->rejected[r->n_rejected++];
+    x->position = position;
+    snprintf(x->error, sizeof x->error, "%s", why);
+}
+
+/* cnats calls this from its own thread, once per published message. */
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    es_relay_t *r = closure;
+    int64_t position = header_int(msg, "Ordo-Position");
+    (void)js;
+
+    pthread_mutex_lock(&r->mu);
+    if (pa != NULL && r->n_acked < (size_t)r->ctx->cfg->relay_batch)
+        r->acked[r->n_acked++] = position;
+    else if (pae != NULL && pae->ErrCode != 0)
+        add_rejected(r, position, pae->ErrText != NULL ? pae->ErrText : "rejected by JetStream");
+    else
+        r->n_failed++;
+    pthread_mutex_unlock(&r->mu);
+    natsMsg_Destroy(msg);
+}
+
+static void set_meta_headers(natsMsg *msg, const Eventstore__Event *ev)
+{
+    for (size_t i = 0; i < ev->n_metadata; i++) {
+        const char *k = ev->metadata[i]->key, *v = ev->metadata[i]->value;
+        char name[96];
+        if (strcmp(k, "correlation_id") == 0)
+            snprintf(name, sizeof name, "Ordo-Correlation-Id");
+        else if (strcmp(k, "causation_id") == 0)
+            snprintf(name, sizeof name, "Ordo-Causation-Id");
+        else if (strcmp(k, "traceparent") == 0 || strcmp(k, "tracestate") == 0)
+            snprintf(name, sizeof name, "%s", k);
+        else
+            snprintf(name, sizeof name, "Ordo-Meta-%s", k);
+        natsMsgHeader_Set(msg, name, v);
+    }
+}
+
+/* The envelope of DESIGN.md ("Bus"). */
+static natsStatus build_msg(const Eventstore__Event *ev, natsMsg **out)
+{
+    char subject[300], num[24];
+    natsMsg *msg = NULL;
+    natsStatus s;
+
+    if (!ordo_bus_subject(subject, sizeof subject, ev->aggregate_type, ev->event_type))
+        return NATS_INVALID_SUBJECT;
+    s = natsMsg_Create(&msg, subject, NULL, ev->event_data, (int)strlen(ev->event_data));
+    if (s != NATS_OK)
+        return s;
+    natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->event_id);
+    natsMsgHeader_Set(msg, "Ordo-Event-Type", ev->event_type);
+    natsMsgHeader_Set(msg, "Ordo-Aggregate-Id", ev->aggregate_id);
+    natsMsgHeader_Set(msg, "Ordo-Aggregate-Type", ev->aggregate_type);
+    snprintf(num, sizeof num, "%lld", (long long)ev->version);
+    natsMsgHeader_Set(msg, "Ordo-Version", num);
+    snprintf(num, sizeof num, "%lld", (long long)ev->position);
+    natsMsgHeader_Set(msg, "Ordo-Position", num);
+    snprintf(num, sizeof num, "%lld", (long long)ev->created_at);
+    natsMsgHeader_Set(msg, "Ordo-Created-At", num);
+    if (ev->stream[0] != '\0')
+        natsMsgHeader_Set(msg, "Ordo-Stream", ev->stream);
+    set_meta_headers(msg, ev);
+    *out = msg;
+    return NATS_OK;
+}
+
+/* Publishes rows of @p res until one fails for a passing reason. */
+static void publish_rows(es_relay_t *r, ordo_bus_t *bus, const PGresult *res)
+{
+    for (int i = 0; i < PQntuples(res); i++) {
+        Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
+        natsMsg *msg = NULL;
+        natsStatus s;
+
+        es_event_from_row(&ev, res, i);
+        s = build_msg(&ev, &msg);
+        if (s == NATS_OK)
+            s = js_PublishMsgAsync(ordo_bus_js(bus), &msg, NULL);
+        natsMsg_Destroy(msg);
+        es_event_free_metadata(&ev);
+        if (s == NATS_OK)
+            continue;
+        pthread_mutex_lock(&r->mu);
+        if (s == NATS_MAX_PAYLOAD || s == NATS_INVALID_SUBJECT)
+            add_rejected(r, ev.position, natsStatus_GetText(s));
+        else
+            r->n_failed++;
+        pthread_mutex_unlock(&r->mu);
+        if (s != NATS_MAX_PAYLOAD && s != NATS_INVALID_SUBJECT)
+            break;      /* later events of the same aggregate must not overtake this one */
+    }
+}
+
+static void wait_for_acks(es_relay_t *r, ordo_bus_t *bus)
+{
+    jsPubOptions po;
+    natsMsgList pending;
+
+    jsPubOptions_Init(&po);
+    po.MaxWait = ACK_WAIT_MS;
+    if (js_PublishAsyncComplete(ordo_bus_js(bus), &po) == NATS_OK)
+        return;
+    /* unanswered: count as failed; they stay in the outbox and go again */
+    if (js_PublishAsyncGetPendingList(&pending, ordo_bus_js(bus)) == NATS_OK) {
+        pthread_mutex_lock(&r->mu);
+        r->n_failed += (size_t)pending.Count;
+        pthread_mutex_unlock(&r->mu);
+        natsMsgList_Destroy(&pending);
+    }
+}
+
+/* Deletes acknowledged and set-aside rows; records the set-aside ones. */
+static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
+{
+    ordo_buf_t done = ORDO_BUF_INIT, rej_pos = ORDO_BUF_INIT, rej_err = ORDO_BUF_INIT;
+    const char *params[2];
+    ordo_status st = ORDO_OK;
+
+    ordo_buf_puts(&done, "{");
+    for (size_t i = 0; i < r->n_acked; i++)
+        ordo_buf_printf(&done, "%s%lld", i ? "," : "", (long long)r->acked[i]);
+    ordo_buf_puts(&rej_pos, "{");
+    ordo_buf_puts(&rej_err, "{");
+    for (size_t i = 0; i < r->n_rejected; i++) {
+        ordo_buf_printf(&done, "%s%lld", done.len > 1 ? "," : "", (long long)r->rejected[i].position);
+        ordo_buf_printf(&rej_pos, "%s%lld", i ? "," : "", (long long)r->rejected[i].position);
+        if (i)
+            ordo_buf_puts(&rej_err, ",");
+        ordo_buf_pg_array_elem(&rej_err, r->rejected[i].error, strlen(r->rejected[i].error));
+        ORDO_ERROR("event set aside: JetStream refused it", "position=%lld err=\"%s\"",
+                   (long long)r->rejected[i].position, r->rejected[i].error);
+    }
+    ordo_buf_puts(&done, "}");
+    ordo_buf_puts(&rej_pos, "}");
+    ordo_buf_puts(&rej_err, "}");
+    if (r->n_rejected > 0) {
+        params[0] = ordo_buf_str(&rej_pos);
+        params[1] = ordo_buf_str(&rej_err);
+        st = ordo_pg_query(pg, "INSERT INTO outbox_rejected (position, error)"
+                               " SELECT * FROM unnest($1::int8[], $2::text[])"
+                               " ON CONFLICT (position) DO UPDATE SET error = excluded.error, rejected_at = now()",
+                           2, params, NULL, err);
+    }
+    if (st == ORDO_OK && r->n_acked + r->n_rejected > 0) {
+        params[0] = ordo_buf_str(&done);
+        st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, NULL, err);
+    }
+    ordo_buf_free(&done);
+    ordo_buf_free(&rej_pos);
+    ordo_buf_free(&rej_err);
+    return st;
+}
+
+/* One round: read a page of the outbox, publish it, settle it.
+ * Returns the number of rows read, or -1 when something failed. */
+static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
+{
+    char limit[16];
+    const char *params[1] = {limit};
+    PGresult *res;
+    ordo_error_t err;
+    int rows;
+    size_t failed;
+
+    snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
+    if (ordo_pg_ensure(pg, &err) != ORDO_OK ||
+        ordo_pg_query(pg, "SELECT " ES_EVENT_COLUMNS " FROM outbox o JOIN events e ON e.position = o.position"
+                          " ORDER BY o.position LIMIT $1::int4", 1, params, &res, &err) != ORDO_OK) {
+        ORDO_WARN("relay cannot read the outbox", "err=\"%s\"", err.msg);
+        return -1;
+    }
+    rows = PQntuples(res);
+    r->n_acked = r->n_rejected = r->n_failed = 0;
+    if (rows > 0) {
+        publish_rows(r, bus, res);
+        wait_for_acks(r, bus);
+    }
+    PQclear(res);
+    if (rows == 0)
+        return 0;
+    pthread_mutex_lock(&r->mu);   /* late callbacks may still arrive: freeze the results */
+    failed = r->n_failed;
+    if (settle(r, pg, &err) != ORDO_OK) {
+        ORDO_WARN("relay cannot settle the outbox (will publish again)", "err=\"%s\"", err.msg);
+        failed++;
+    }
+    atomic_fetch_add(&r->ctx->stats.published, (long long)r->n_acked);
+    atomic_fetch_add(&r->ctx->stats.set_aside, (long long)r->n_rejected);
+    atomic_fetch_add(&r->ctx->stats.publish_errors, (long long)failed);
+    r->n_acked = r->n_rejected = r->n_failed = 0;
+    pthread_mutex_unlock(&r->mu);
+    return failed > 0 ? -1 : rows;
+}
+
+/* Waits for a poke, a stop or @p ms. Returns false when stopping. */
+static bool relay_wait(es_relay_t *r, int ms)
+{
+    struct timespec until;
+    bool stop;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->mu);
+    while (!r->poke && !r->stopping)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
+            break;
+    r->poke = false;
+    stop = r->stopping;
+    pthread_mutex_unlock(&r->mu);
+    return !stop;
+}
+
+static bool stopping(es_relay_t *r)
+{
+    bool s;
+    pthread_mutex_lock(&r->mu);
+    s = r->stopping;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
+{
+    jsOptions jo;
+    ordo_bus_config_t cfg = {r->ctx->cfg->nats_url, "eventstore-relay", 2000, &jo};
+    ordo_bus_t *bus = NULL;
+    ordo_error_t err;
+
+    jsOptions_Init(&jo);
+    jo.PublishAsync.AckHandler = on_ack;
+    jo.PublishAsync.AckHandlerClosure = r;
+    jo.PublishAsync.MaxPending = r->ctx->cfg->relay_batch;
+    if (ordo_bus_connect(&cfg, &bus, &err) != ORDO_OK || ordo_bus_ensure_events_stream(bus, &err) != ORDO_OK) {
+        if (!*warned)
+            ORDO_WARN("relay cannot reach JetStream; events wait in the outbox", "err=\"%s\"", err.msg);
+        *warned = true;
+        ordo_bus_destroy(bus);
+        return NULL;
+    }
+    ORDO_INFO("relay connected to JetStream", "url=%s", r->ctx->cfg->nats_url);
+    *warned = false;
+    return bus;
+}
+
+static void *relay_thread(void *arg)
+{
+    es_relay_t *r = arg;
+    ordo_pg_t pg = {NULL, r->ctx->cfg->database_url, NULL};
+    ordo_bus_t *bus = NULL;
+    bool warned = false, draining = false;
+    int failures = 0;
+
+    for (;;) {
+        int n;
+        if (bus == NULL && (bus = relay_connect(r, &warned)) == NULL) {
+            if (!relay_wait(r, RECONNECT_MS))
+                break;
+            continue;
+        }
+        atomic_store(&r->connected, ordo_bus_connected(bus));
+        n = relay_round(r, &pg, bus);
+        if (n < 0) {
+            ordo_retry_policy_t p = {1, 50, 2000};
+            ordo_backoff_sleep(&p, ++failures > 6 ? 6 : failures);
+            if (draining || stopping(r))
+                break;
+            continue;
+        }
+        failures = 0;
+        if (n >= r->ctx->cfg->relay_batch)
+            continue;               /* more is waiting */
+        if (draining)
+            break;
+        if (!relay_wait(r, IDLE_MS))
+            draining = true;        /* stopping: one more round publishes the last commits */
+    }
+    atomic_store(&r->connected, false);
+    ordo_bus_destroy(bus);
+    ordo_pg_close(&pg);
+    return NULL;
+}
+
+ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
+{
+    es_relay_t *r = calloc(1, sizeof *r);
+    size_t batch = (size_t)ctx->cfg->relay_batch;
+
+    *out = NULL;
+    if (r == NULL || (r->acked = calloc(batch, sizeof *r->acked)) == NULL ||
+        (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL) {
+        if (r != NULL)
+            free(r->acked);
+        free(r);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
+    r->ctx = ctx;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    atomic_init(&r->connected, false);
+    if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
+        free(r->acked);
+        free(r->rejected);
+        free(r);
+        return ordo_error_set(err, ORDO_INTERNAL, "cannot start the relay thread");
+    }
+    *out = r;
+    return ORDO_OK;
+}
+
+void es_relay_poke(es_relay_t *r)
+{
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->poke = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool es_relay_connected(es_relay_t *r)
+{
+    return r != NULL && atomic_load(&r->connected);
+}
+
+void es_relay_destroy(es_relay_t *r)
+{
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->acked);
+    free(r->rejected);
+    free(r);
+}

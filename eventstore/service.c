@@ -1,0 +1,59 @@
+/* The gRPC face of the event store: hands each call to the module that serves it. */
+#include "es.h"
+
+static void on_create_event(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    es_append_t *a;
+    ordo_error_t err;
+
+    if (es_validate_append(ctx->cfg, call, (const Eventstore__CreateEventRequest *)msg, &a, &err) != ORDO_OK) {
+        ordo_grpc_call_finish(call, err.code, err.msg, NULL);
+        return;
+    }
+    es_writer_submit(ctx->writer, a);
+}
+
+static void on_get_events(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    es_readers_get_events(ctx->readers, call, (const Eventstore__GetEventsRequest *)msg);
+}
+
+static void on_get_events_stream(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    es_streams_start(ctx->streams, call, (const Eventstore__GetEventsRequest *)msg);
+}
+
+static void on_get_stats(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    (void)msg;
+    es_readers_stats(ctx->readers, call);
+}
+
+static void on_republish(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    es_readers_republish(ctx->readers, call, (const Eventstore__RepublishRequest *)msg);
+}
+
+ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err)
+{
+    static const ordo_grpc_method_t store[] = {
+        {"CreateEvent", on_create_event, false},
+        {"GetEvents", on_get_events, false},
+        {"GetEventsStream", on_get_events_stream, true},
+    };
+    static const ordo_grpc_method_t admin[] = {
+        {"GetStats", on_get_stats, false},
+        {"Republish", on_republish, false},
+    };
+    ordo_status st = ordo_grpc_server_add_service(ctx->server, &eventstore__event_store__descriptor,
+                                                  store, 3, ctx, err);
+    if (st == ORDO_OK)
+        st = ordo_grpc_server_add_service(ctx->server, &eventstore__event_store_admin__descriptor,
+                                          admin, 2, ctx, err);
+    return st;
+}

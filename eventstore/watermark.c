@@ -1,0 +1,222 @@
+/*
+ * The readers' safe high-water mark: the highest position P such that every
+ * position at or below P is settled — committed, or never going to be.
+ *
+ * Positions come from a sequence, so a transaction still in flight can hold
+ * a lower position than one already committed. The mark walks the committed
+ * positions in order and stops at the first gap, unless the event after the
+ * gap is older than gap_timeout: created_at is taken by clock_timestamp()
+ * when that event's position was drawn, after the gap's position was drawn,
+ * and every writer's transaction is bounded by statement and idle timeouts
+ * well below gap_timeout, so such a gap can no longer fill. See
+ * docs/eventstore.md, "Gaps".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "es.h"
+#include "ordo/log.h"
+
+enum { PAGE = 10000, TICK_MS = 100, START_BACK = 1000000 };
+
+struct es_watermark {
+    es_ctx_t *ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t changed;    /* the mark moved */
+    pthread_cond_t poked;      /* a local commit happened */
+    int64_t mark;
+    int64_t local_commit;
+    bool poke, stopping, ready;
+    pthread_t thread;
+};
+
+static struct timespec in_ms(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* Where to start walking: a million positions below the top are long settled. */
+static ordo_status initial_mark(ordo_pg_t *pg, int64_t *mark, ordo_error_t *err)
+{
+    PGresult *res;
+    ordo_status st = ordo_pg_query(pg, "SELECT coalesce(max(position), 0) FROM events", 0, NULL, &res, err);
+    if (st != ORDO_OK)
+        return st;
+    *mark = strtoll(PQgetvalue(res, 0, 0), NULL, 10) - START_BACK;
+    if (*mark < 0)
+        *mark = 0;
+    PQclear(res);
+    return ORDO_OK;
+}
+
+/* One walk from @p mark: returns the new mark in *mark, and whether a full page was read. */
+static ordo_status advance(es_watermark_t *wm, ordo_pg_t *pg, int64_t *mark, bool *more, ordo_error_t *err)
+{
+    char from[24], gap[40];
+    const char *params[2] = {from, gap};
+    PGresult *res;
+    ordo_status st;
+    int n;
+
+    snprintf(from, sizeof from, "%lld", (long long)*mark);
+    snprintf(gap, sizeof gap, "%d milliseconds", wm->ctx->cfg->gap_timeout_ms);
+    st = ordo_pg_query(pg, "SELECT position, created_at < clock_timestamp() - $2::interval FROM events"
+                           " WHERE position > $1::int8 ORDER BY position LIMIT 10000", 2, params, &res, err);
+    if (st != ORDO_OK)
+        return st;
+    n = PQntuples(res);
+    *more = n == PAGE;
+    for (int i = 0; i < n; i++) {
+        int64_t p = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        bool old = PQgetvalue(res, i, 1)[0] == 't';
+        if (p != *mark + 1) {
+            if (!old) {
+                *more = false;
+                break;
+            }
+            ORDO_INFO("gap settled: positions never committed", "from=%lld to=%lld",
+                      (long long)*mark + 1, (long long)p - 1);
+        }
+        *mark = p;
+    }
+    PQclear(res);
+    return ORDO_OK;
+}
+
+static void publish(es_watermark_t *wm, int64_t mark)
+{
+    pthread_mutex_lock(&wm->mu);
+    if (mark > wm->mark || !wm->ready) {
+        wm->mark = mark;
+        wm->ready = true;
+        pthread_cond_broadcast(&wm->changed);
+    }
+    pthread_mutex_unlock(&wm->mu);
+}
+
+static bool wait_for_work(es_watermark_t *wm)
+{
+    struct timespec until = in_ms(TICK_MS);
+    bool stop;
+    pthread_mutex_lock(&wm->mu);
+    while (!wm->poke && !wm->stopping)
+        if (pthread_cond_timedwait(&wm->poked, &wm->mu, &until) != 0)
+            break;
+    wm->poke = false;
+    stop = wm->stopping;
+    pthread_mutex_unlock(&wm->mu);
+    return !stop;
+}
+
+static void *watermark_thread(void *arg)
+{
+    es_watermark_t *wm = arg;
+    ordo_pg_t pg = {NULL, wm->ctx->cfg->database_url, NULL};
+    ordo_error_t err;
+    int64_t mark = -1;
+    bool more = false, warned = false;
+
+    do {
+        do {
+            ordo_status st = ordo_pg_ensure(&pg, &err);
+            if (st == ORDO_OK && mark < 0)
+                st = initial_mark(&pg, &mark, &err);
+            if (st == ORDO_OK)
+                st = advance(wm, &pg, &mark, &more, &err);
+            if (st != ORDO_OK) {
+                if (!warned)
+                    ORDO_WARN("watermark cannot read the database", "err=\"%s\"", err.msg);
+                warned = true;
+                break;
+            }
+            warned = false;
+            publish(wm, mark);
+        } while (more);
+    } while (wait_for_work(wm));
+    ordo_pg_close(&pg);
+    return NULL;
+}
+
+ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_t *err)
+{
+    es_watermark_t *wm = calloc(1, sizeof *wm);
+    *out = NULL;
+    if (wm == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    wm->ctx = ctx;
+    pthread_mutex_init(&wm->mu, NULL);
+    pthread_cond_init(&wm->changed, NULL);
+    pthread_cond_init(&wm->poked, NULL);
+    if (pthread_create(&wm->thread, NULL, watermark_thread, wm) != 0) {
+        free(wm);
+        return ordo_error_set(err, ORDO_INTERNAL, "cannot start the watermark thread");
+    }
+    *out = wm;
+    return ORDO_OK;
+}
+
+int64_t es_watermark_get(es_watermark_t *wm)
+{
+    int64_t m;
+    pthread_mutex_lock(&wm->mu);
+    m = wm->mark;
+    pthread_mutex_unlock(&wm->mu);
+    return m;
+}
+
+int64_t es_watermark_wait(es_watermark_t *wm, int64_t above, int timeout_ms)
+{
+    struct timespec until = in_ms(timeout_ms);
+    int64_t m;
+    pthread_mutex_lock(&wm->mu);
+    while (wm->mark <= above && !wm->stopping)
+        if (pthread_cond_timedwait(&wm->changed, &wm->mu, &until) != 0)
+            break;
+    m = wm->mark;
+    pthread_mutex_unlock(&wm->mu);
+    return m;
+}
+
+void es_watermark_poke(es_watermark_t *wm, int64_t position)
+{
+    pthread_mutex_lock(&wm->mu);
+    if (position > wm->local_commit)
+        wm->local_commit = position;
+    wm->poke = true;
+    pthread_cond_signal(&wm->poked);
+    pthread_mutex_unlock(&wm->mu);
+}
+
+int64_t es_watermark_local_commit(es_watermark_t *wm)
+{
+    int64_t p;
+    pthread_mutex_lock(&wm->mu);
+    p = wm->local_commit;
+    pthread_mutex_unlock(&wm->mu);
+    return p;
+}
+
+void es_watermark_destroy(es_watermark_t *wm)
+{
+    if (wm == NULL)
+        return;
+    pthread_mutex_lock(&wm->mu);
+    wm->stopping = true;
+    pthread_cond_broadcast(&wm->poked);
+    pthread_cond_broadcast(&wm->changed);
+    pthread_mutex_unlock(&wm->mu);
+    pthread_join(wm->thread, NULL);
+    pthread_mutex_destroy(&wm->mu);
+    pthread_cond_destroy(&wm->changed);
+    pthread_cond_destroy(&wm->poked);
+    free(wm);
+}

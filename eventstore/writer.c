@@ -1,0 +1,534 @@
+/*
+ * The write path: CreateEvent calls queue here; writer threads take up to
+ * group_commit_max of them at a time and append them in ONE transaction
+ * (REPEATABLE READ; SERIALIZABLE on CockroachDB), still giving each call its
+ * own result:
+ *
+ *   1. look up every event id          -> duplicates answered from what is stored
+ *   2. lock the stream heads           -> each call's expected version checked in order
+ *   3. one INSERT statement            -> stream heads, events and outbox rows
+ *   4. COMMIT, then answer every call
+ *
+ * A call that fails its own check never fails its neighbours; a statement
+ * error that one call's data may have caused makes the batch run again one
+ * call per transaction. Retries (40001/40P01, lost connection) repeat the
+ * whole transaction; a COMMIT whose answer was lost is resolved by looking
+ * the event ids up.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "es.h"
+#include "ordo/buf.h"
+#include "ordo/log.h"
+
+struct es_writer {
+    es_ctx_t *ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    es_append_t *head, *tail;
+    bool stopping;
+    pthread_t *threads;
+    int n_threads;
+};
+
+typedef struct head {
+    const char *aggregate_id;
+    const char *aggregate_type;   /* as stored, or of the first call creating it */
+    char stored_type[129];
+    int64_t version;
+    bool exists, touched;
+} head_t;
+
+/* One transaction's worth of calls and the scratch it needs. */
+typedef struct batch {
+    es_append_t **items;
+    size_t n;
+    head_t *heads;
+    size_t n_heads;
+    ordo_buf_t a[11];             /* the INSERT's array parameters */
+} batch_t;
+
+const ordo_retry_policy_t es_retry_policy = {8, 2, 250};
+
+static const char *const INSERT_SQL =
+    "WITH heads AS ("
+    "  INSERT INTO streams (aggregate_id, aggregate_type, version)"
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])"
+    "  ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version"
+    "  RETURNING 1"
+    "), ins AS ("
+    "  INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
+    "                      event_data, metadata, stream)"
+    "  SELECT u.id, u.agg, u.atype, u.ver, u.etype, u.data::jsonb, u.meta::jsonb, u.stream"
+    "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::text[],"
+    "              $9::text[], $10::text[], $11::text[])"
+    "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"
+    "  ORDER BY u.ord"
+    "  RETURNING position, event_id"
+    "), ob AS ("
+    "  INSERT INTO outbox (position) SELECT position FROM ins"
+    ") "
+    "SELECT position, event_id::text FROM ins ORDER BY position";
+
+void es_writer_session_sql(const es_config_t *cfg, char *out, size_t cap)
+{
+    snprintf(out, cap, "SET statement_timeout = %d; SET idle_in_transaction_session_timeout = %d",
+             cfg->statement_timeout_ms, cfg->statement_timeout_ms);
+}
+
+static bool live(const es_append_t *a)
+{
+    return a->st == ORDO_OK && !a->duplicate && !a->deferred;
+}
+
+static void set_result(es_append_t *a, ordo_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_result(es_append_t *a, ordo_status st, const char *fmt, ...)
+{
+    va_list ap;
+    a->st = st;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
+    va_end(ap);
+}
+
+static void array_begin(ordo_buf_t *b)
+{
+    ordo_buf_reset(b);
+    ordo_buf_puts(b, "{");
+}
+
+static void array_text(ordo_buf_t *b, const char *s)
+{
+    if (b->len > 1)
+        ordo_buf_puts(b, ",");
+    ordo_buf_pg_array_elem(b, s, strlen(s));
+}
+
+static void array_int(ordo_buf_t *b, int64_t v)
+{
+    ordo_buf_printf(b, "%s%lld", b->len > 1 ? "," : "", (long long)v);
+}
+
+/* Marks every call that holds the stored event of row @p r. */
+static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched)
+{
+    const char *id = PQgetvalue(res, r, 0), *stored_aggregate = PQgetvalue(res, r, 1);
+
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        for (size_t k = 0; k < a->n; k++) {
+            if (strcmp(a->ids[k], id) != 0)
+                continue;
+            matched[i]++;
+            if (strcmp(stored_aggregate, a->events[k]->aggregate_id) != 0)
+                set_result(a, ORDO_INVALID, "event_id %s is already stored for another aggregate (%.100s)",
+                           id, stored_aggregate);
+            else if (k == a->n - 1) {
+                a->version = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+                a->position = strtoll(PQgetvalue(res, r, 3), NULL, 10);
+            }
+        }
+    }
+}
+
+/* Step 1: events already stored make their call a duplicate (or an error). */
+static ordo_status check_duplicates(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
+{
+    ordo_buf_t *ids = &b->a[0];
+    const char *params[1];
+    PGresult *res;
+    ordo_status st;
+    size_t *matched = calloc(b->n, sizeof *matched);
+
+    if (matched == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    array_begin(ids);
+    for (size_t i = 0; i < b->n; i++)
+        for (size_t k = 0; k < b->items[i]->n; k++)
+            array_text(ids, b->items[i]->ids[k]);
+    ordo_buf_puts(ids, "}");
+    params[0] = ordo_buf_str(ids);
+    st = ordo_pg_query(pg, "SELECT event_id::text, aggregate_id, version, position FROM events"
+                           " WHERE event_id = ANY($1::uuid[])", 1, params, &res, err);
+    if (st != ORDO_OK) {
+        free(matched);
+        return st;
+    }
+    for (int r = 0; r < PQntuples(res); r++)
+        match_stored(b, res, r, matched);
+    PQclear(res);
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        if (a->st != ORDO_OK || matched[i] == 0)
+            continue;
+        if (matched[i] == a->n)
+            a->duplicate = true;
+        else
+            set_result(a, ORDO_CONFLICT, "%zu of the %zu event ids are already stored: a request is replayed whole or not at all",
+                       matched[i], a->n);
+    }
+    free(matched);
+    return ORDO_OK;
+}
+
+/* Calls sharing an event id with an earlier live call wait for the next batch. */
+static void defer_overlaps(batch_t *b)
+{
+    for (size_t i = 1; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        for (size_t j = 0; j < i && live(a); j++) {
+            if (!live(b->items[j]))
+                continue;
+            for (size_t k = 0; k < a->n && !a->deferred; k++)
+                for (size_t m = 0; m < b->items[j]->n; m++)
+                    if (strcmp(a->ids[k], b->items[j]->ids[m]) == 0) {
+                        a->deferred = true;
+                        break;
+                    }
+        }
+    }
+}
+
+static head_t *find_head(batch_t *b, const char *aggregate_id)
+{
+    for (size_t i = 0; i < b->n_heads; i++)
+        if (strcmp(b->heads[i].aggregate_id, aggregate_id) == 0)
+            return &b->heads[i];
+    return NULL;
+}
+
+/* Step 2: lock the heads of the live calls' aggregates and check expected versions in order. */
+static ordo_status lock_heads(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
+{
+    ordo_buf_t *ids = &b->a[0];
+    const char *params[1];
+    PGresult *res;
+    ordo_status st;
+
+    b->n_heads = 0;
+    array_begin(ids);
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        if (!live(a) || find_head(b, a->events[0]->aggregate_id) != NULL)
+            continue;
+        b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "", 0, false, false};
+        array_text(ids, a->events[0]->aggregate_id);
+    }
+    ordo_buf_puts(ids, "}");
+    if (b->n_heads == 0)
+        return ORDO_OK;
+    params[0] = ordo_buf_str(ids);
+    st = ordo_pg_query(pg, "SELECT aggregate_id, aggregate_type, version FROM streams"
+                           " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id FOR UPDATE",
+                       1, params, &res, err);
+    if (st != ORDO_OK)
+        return st;
+    for (int r = 0; r < PQntuples(res); r++) {
+        head_t *h = find_head(b, PQgetvalue(res, r, 0));
+        if (h == NULL)
+            continue;
+        snprintf(h->stored_type, sizeof h->stored_type, "%s", PQgetvalue(res, r, 1));
+        h->aggregate_type = h->stored_type;
+        h->version = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        h->exists = true;
+    }
+    PQclear(res);
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        head_t *h;
+        if (!live(a))
+            continue;
+        h = find_head(b, a->events[0]->aggregate_id);
+        if (strcmp(h->aggregate_type, a->events[0]->aggregate_type) != 0)
+            set_result(a, ORDO_INVALID, "aggregate %.100s is of type %s, not %s",
+                       h->aggregate_id, h->aggregate_type, a->events[0]->aggregate_type);
+        else if (a->expected >= 0 && a->expected != h->version)
+            set_result(a, ORDO_CONFLICT, "wrong expected version %lld: aggregate %.100s is at version %lld",
+                       (long long)a->expected, h->aggregate_id, (long long)h->version);
+        else {
+            h->version += (int64_t)a->n;
+            h->touched = true;
+            a->version = h->version;
+        }
+    }
+    return ORDO_OK;
+}
+
+/* Step 3: one statement writes stream heads, events and outbox rows. */
+static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
+{
+    const char *params[11];
+    PGresult *res;
+    ordo_status st;
+    int row = 0;
+
+    for (int i = 0; i < 11; i++)
+        array_begin(&b->a[i]);
+    for (size_t i = 0; i < b->n_heads; i++) {
+        if (!b->heads[i].touched)
+            continue;
+        array_text(&b->a[0], b->heads[i].aggregate_id);
+        array_text(&b->a[1], b->heads[i].aggregate_type);
+        array_int(&b->a[2], b->heads[i].version);
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        if (!live(a))
+            continue;
+        for (size_t k = 0; k < a->n; k++) {
+            const Eventstore__Event *ev = a->events[k];
+            array_text(&b->a[3], a->ids[k]);
+            array_text(&b->a[4], ev->aggregate_id);
+            array_text(&b->a[5], ev->aggregate_type);
+            array_int(&b->a[6], a->version - (int64_t)a->n + 1 + (int64_t)k);
+            array_text(&b->a[7], ev->event_type);
+            array_text(&b->a[8], ev->event_data);
+            array_text(&b->a[9], a->metadata[k]);
+            array_text(&b->a[10], ev->stream);
+        }
+    }
+    for (int i = 0; i < 11; i++) {
+        ordo_buf_puts(&b->a[i], "}");
+        if (ordo_buf_failed(&b->a[i]))
+            return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory building the insert");
+        params[i] = ordo_buf_str(&b->a[i]);
+    }
+    st = ordo_pg_query(pg, INSERT_SQL, 11, params, &res, err);
+    if (st == ORDO_CONFLICT)     /* the same event id or version committed meanwhile elsewhere */
+        return ORDO_RETRY;
+    if (st != ORDO_OK)
+        return st;
+    /* Rows come back in position order, which is the order they were given in. */
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        if (!live(a))
+            continue;
+        row += (int)a->n;
+        if (row <= PQntuples(res) && strcmp(PQgetvalue(res, row - 1, 1), a->ids[a->n - 1]) == 0)
+            a->position = strtoll(PQgetvalue(res, row - 1, 0), NULL, 10);
+        else
+            st = ordo_error_set(err, ORDO_INTERNAL, "insert returned rows out of order");
+    }
+    PQclear(res);
+    return st;
+}
+
+static ordo_status batch_body(ordo_pg_t *pg, void *arg, ordo_error_t *err)
+{
+    batch_t *b = arg;
+    ordo_status st;
+
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        a->st = ORDO_OK;
+        a->msg[0] = '\0';
+        a->duplicate = a->deferred = false;
+        a->version = a->position = 0;
+    }
+    if ((st = check_duplicates(pg, b, err)) != ORDO_OK)
+        return st;
+    defer_overlaps(b);
+    if ((st = lock_heads(pg, b, err)) != ORDO_OK)
+        return st;
+    for (size_t i = 0; i < b->n; i++)
+        if (live(b->items[i]))
+            return insert_events(pg, b, err);
+    return ORDO_OK;
+}
+
+/* After a lost COMMIT answer: the first live event id tells whether it committed. */
+static ordo_status batch_resolve(ordo_pg_t *pg, void *arg, ordo_error_t *err)
+{
+    batch_t *b = arg;
+    const char *params[1];
+    PGresult *res;
+    ordo_status st;
+
+    for (size_t i = 0; i < b->n; i++) {
+        if (!live(b->items[i]))
+            continue;
+        params[0] = b->items[i]->ids[0];
+        st = ordo_pg_query(pg, "SELECT 1 FROM events WHERE event_id = $1::uuid", 1, params, &res, err);
+        if (st != ORDO_OK)
+            return st;
+        st = PQntuples(res) == 1 ? ORDO_OK : ORDO_RETRY;
+        PQclear(res);
+        ORDO_WARN("commit outcome resolved by event id", "event_id=%s committed=%s",
+                  b->items[i]->ids[0], st == ORDO_OK ? "yes" : "no");
+        return st;
+    }
+    return ORDO_OK;
+}
+
+static void answer(es_writer_t *w, es_append_t *a)
+{
+    Eventstore__CreateEventResponse resp = EVENTSTORE__CREATE_EVENT_RESPONSE__INIT;
+    es_stats_t *stats = &w->ctx->stats;
+
+    if (a->st == ORDO_OK) {
+        resp.is_success = 1;
+        resp.version = a->version;
+        resp.position = a->position;
+        resp.duplicate = a->duplicate;
+        atomic_fetch_add(a->duplicate ? &stats->duplicates : &stats->appends, 1);
+        ordo_grpc_call_finish(a->call, ORDO_OK, NULL, &resp.base);
+    } else {
+        if (a->st == ORDO_CONFLICT)
+            atomic_fetch_add(&stats->conflicts, 1);
+        ORDO_DEBUG("append refused", "status=%s err=\"%s\"", ordo_status_text(a->st), a->msg);
+        ordo_grpc_call_finish(a->call, a->st, a->msg, NULL);
+    }
+    es_append_free(a);
+}
+
+static void requeue_front(es_writer_t *w, es_append_t *a)
+{
+    pthread_mutex_lock(&w->mu);
+    a->next = w->head;
+    w->head = a;
+    if (w->tail == NULL)
+        w->tail = a;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void run_batch(es_writer_t *w, ordo_pg_t *pg, es_append_t **items, size_t n)
+{
+    batch_t b = {items, n, NULL, 0, {ORDO_BUF_INIT}};
+    ordo_pg_tx_t tx = {"BEGIN ISOLATION LEVEL REPEATABLE READ", batch_body, batch_resolve, &b, es_retry_policy};
+    ordo_error_t err;
+    ordo_status st;
+    int retries = 0;
+    int64_t last = 0;
+
+    b.heads = calloc(n, sizeof *b.heads);
+    st = b.heads == NULL ? ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory")
+                         : ordo_pg_transact(pg, &tx, &retries, &err);
+    atomic_fetch_add(&w->ctx->stats.tx_retries, retries);
+    for (int i = 0; i < 11; i++)
+        ordo_buf_free(&b.a[i]);
+    free(b.heads);
+
+    if (st != ORDO_OK && n > 1 && st != ORDO_UNAVAILABLE && st != ORDO_TIMEOUT) {
+        /* Maybe one call's data broke the statement: give each its own transaction. */
+        ORDO_WARN("batch failed; retrying its calls one by one", "calls=%zu err=\"%s\"", n, err.msg);
+        for (size_t i = 0; i < n; i++)
+            run_batch(w, pg, &items[i], 1);
+        return;
+    }
+    if (st == ORDO_OK) {
+        atomic_fetch_add(&w->ctx->stats.batches, 1);
+        /* Readers learn of the commit before its callers do: read-your-writes. */
+        for (size_t i = 0; i < n; i++)
+            if (live(items[i]) && items[i]->position > last)
+                last = items[i]->position;
+        if (last > 0) {
+            es_watermark_poke(w->ctx->watermark, last);
+            es_relay_poke(w->ctx->relay);
+        }
+    } else {
+        ORDO_WARN("append failed", "calls=%zu status=%s err=\"%s\"", n, ordo_status_text(st), err.msg);
+    }
+    for (size_t i = 0; i < n; i++) {
+        es_append_t *a = items[i];
+        if (st != ORDO_OK)
+            set_result(a, st, "%s", err.msg);
+        else if (a->deferred) {
+            requeue_front(w, a);
+            continue;
+        }
+        answer(w, a);
+    }
+}
+
+static size_t take(es_writer_t *w, es_append_t **items, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&w->mu);
+    while (w->head == NULL && !w->stopping)
+        pthread_cond_wait(&w->cv, &w->mu);
+    while (w->head != NULL && n < max) {
+        items[n++] = w->head;
+        w->head = w->head->next;
+    }
+    if (w->head == NULL)
+        w->tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+static void *writer_thread(void *arg)
+{
+    es_writer_t *w = arg;
+    size_t max = (size_t)w->ctx->cfg->group_commit_max, n;
+    es_append_t **items = calloc(max, sizeof *items);
+    char session[160];
+    ordo_pg_t pg;
+    ordo_error_t err;
+
+    es_writer_session_sql(w->ctx->cfg, session, sizeof session);
+    if (ordo_pg_open(&pg, w->ctx->cfg->database_url, session, &err) != ORDO_OK)
+        ORDO_WARN("writer cannot reach the database yet", "err=\"%s\"", err.msg);
+    while (items != NULL && (n = take(w, items, max)) > 0)
+        run_batch(w, &pg, items, n);
+    ordo_pg_close(&pg);
+    free(items);
+    return NULL;
+}
+
+ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err)
+{
+    es_writer_t *w = calloc(1, sizeof *w);
+
+    *out = NULL;
+    if (w == NULL || (w->threads = calloc((size_t)ctx->cfg->writers, sizeof *w->threads)) == NULL) {
+        free(w);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
+    w->ctx = ctx;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    for (int i = 0; i < ctx->cfg->writers; i++) {
+        if (pthread_create(&w->threads[i], NULL, writer_thread, w) != 0) {
+            es_writer_destroy(w);
+            return ordo_error_set(err, ORDO_INTERNAL, "cannot start writer threads");
+        }
+        w->n_threads++;
+    }
+    *out = w;
+    return ORDO_OK;
+}
+
+void es_writer_submit(es_writer_t *w, es_append_t *a)
+{
+    a->next = NULL;
+    pthread_mutex_lock(&w->mu);
+    if (w->tail != NULL)
+        w->tail->next = a;
+    else
+        w->head = a;
+    w->tail = a;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void es_writer_destroy(es_writer_t *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for (int i = 0; i < w->n_threads; i++)
+        pthread_join(w->threads[i], NULL);
+    free(w->threads);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}

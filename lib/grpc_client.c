@@ -1,0 +1,254 @@
+/*
+ * gRPC client over protobuf-c messages (gRPC C core). Each call uses its own
+ * pluck completion queue, so any number of threads may share one client.
+ */
+#include "grpc_internal.h"
+
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ordo_grpc_client {
+    grpc_channel *channel;
+};
+
+struct ordo_grpc_stream {
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_byte_buffer *recv;
+    grpc_status_code status;
+    grpc_slice details;
+    bool recv_pending;              /* a RECV_MESSAGE batch is in flight */
+    bool ended;                     /* the status was received */
+};
+
+ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
+                                    ordo_grpc_client_t **out, ordo_error_t *err)
+{
+    grpc_arg args[2];
+    grpc_channel_args cargs = {2, args};
+    grpc_channel_credentials *creds;
+    ordo_grpc_client_t *c = calloc(1, sizeof *c);
+
+    *out = NULL;
+    if (c == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    grpc_init();
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = max_message_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = max_message_bytes;
+    creds = grpc_insecure_credentials_create();
+    c->channel = grpc_channel_create(target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    if (c->channel == NULL) {
+        free(c);
+        grpc_shutdown();
+        return ordo_error_set(err, ORDO_INVALID, "cannot create a channel to %s", target);
+    }
+    *out = c;
+    return ORDO_OK;
+}
+
+void ordo_grpc_client_destroy(ordo_grpc_client_t *c)
+{
+    if (c == NULL)
+        return;
+    grpc_channel_destroy(c->channel);
+    free(c);
+    grpc_shutdown();
+}
+
+static void cq_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type
+           != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
+static ordo_status status_to_error(grpc_status_code code, grpc_slice details, ordo_error_t *err)
+{
+    ordo_status st = ordo_status_of_grpc_code(code);
+    if (st != ORDO_OK) {
+        char *text = grpc_slice_to_c_string(details);
+        ordo_error_set(err, st, "%s", text[0] ? text : "call failed");
+        gpr_free(text);
+    }
+    return st;
+}
+
+ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
+                                   const ProtobufCMessage *request,
+                                   const ProtobufCMessageDescriptor *response_desc,
+                                   int timeout_ms, ProtobufCMessage **response,
+                                   ordo_error_t *err)
+{
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_byte_buffer *send = ordo_grpc_pack(request), *recv = NULL;
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op ops[6];
+    ordo_status st;
+    grpc_call *call;
+    grpc_event ev;
+
+    *response = NULL;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                    grpc_slice_from_static_string(path), NULL,
+                                    ordo_grpc_deadline_ms(timeout_ms), NULL);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[5].data.recv_status_on_client.status = &code;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) != GRPC_CALL_OK) {
+        st = ordo_error_set(err, ORDO_INTERNAL, "cannot start the call %s", path);
+        goto cleanup;
+    }
+    ev = grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    (void)ev;
+    st = status_to_error(code, details, err);
+    if (st == ORDO_OK) {
+        if (recv == NULL)
+            st = ordo_error_set(err, ORDO_INTERNAL, "%s answered OK without a message", path);
+        else if ((*response = ordo_grpc_unpack(response_desc, recv)) == NULL)
+            st = ordo_error_set(err, ORDO_INTERNAL, "%s answered a malformed %s", path, response_desc->name);
+    }
+
+cleanup:
+    grpc_call_unref(call);
+    cq_destroy(cq);
+    grpc_byte_buffer_destroy(send);
+    if (recv != NULL)
+        grpc_byte_buffer_destroy(recv);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    return st;
+}
+
+ordo_status ordo_grpc_stream_open(ordo_grpc_client_t *c, const char *path,
+                                  const ProtobufCMessage *request, int timeout_ms,
+                                  ordo_grpc_stream_t **out, ordo_error_t *err)
+{
+    ordo_grpc_stream_t *s = calloc(1, sizeof *s);
+    grpc_byte_buffer *send;
+    grpc_op ops[4];
+    grpc_call_error e;
+
+    *out = NULL;
+    if (s == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    s->cq = grpc_completion_queue_create_for_pluck(NULL);
+    s->details = grpc_empty_slice();
+    grpc_metadata_array_init(&s->initial_md);
+    grpc_metadata_array_init(&s->trailing_md);
+    s->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq,
+                                       grpc_slice_from_static_string(path), NULL,
+                                       ordo_grpc_deadline_ms(timeout_ms), NULL);
+    send = ordo_grpc_pack(request);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    e = grpc_call_start_batch(s->call, ops, 4, (void *)1, NULL);
+    if (e == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(s->cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_byte_buffer_destroy(send);
+    if (e != GRPC_CALL_OK) {
+        ordo_grpc_stream_close(s);
+        return ordo_error_set(err, ORDO_INTERNAL, "cannot start the call %s", path);
+    }
+    *out = s;
+    return ORDO_OK;
+}
+
+static void stream_recv_status(ordo_grpc_stream_t *s)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    op.data.recv_status_on_client.status = &s->status;
+    op.data.recv_status_on_client.status_details = &s->details;
+    if (grpc_call_start_batch(s->call, &op, 1, (void *)3, NULL) == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(s->cq, (void *)3, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    else
+        s->status = GRPC_STATUS_INTERNAL;
+    s->ended = true;
+}
+
+ordo_status ordo_grpc_stream_next(ordo_grpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
+                                  ProtobufCMessage **out, ordo_error_t *err)
+{
+    grpc_op op;
+    ordo_status st;
+
+    *out = NULL;
+    if (s->ended)
+        goto ended;
+    if (!s->recv_pending) {
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_RECV_MESSAGE;
+        op.data.recv_message.recv_message = &s->recv;
+        if (grpc_call_start_batch(s->call, &op, 1, (void *)2, NULL) != GRPC_CALL_OK)
+            return ordo_error_set(err, ORDO_INTERNAL, "cannot read from the stream");
+        s->recv_pending = true;
+    }
+    grpc_completion_queue_pluck(s->cq, (void *)2, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    s->recv_pending = false;
+    if (s->recv != NULL) {
+        *out = ordo_grpc_unpack(desc, s->recv);
+        grpc_byte_buffer_destroy(s->recv);
+        s->recv = NULL;
+        if (*out == NULL)
+            return ordo_error_set(err, ORDO_INTERNAL, "the stream sent a malformed %s", desc->name);
+        return ORDO_OK;
+    }
+    stream_recv_status(s);
+ended:
+    st = status_to_error(s->status, s->details, err);
+    return st == ORDO_OK ? ordo_error_set(err, ORDO_NOT_FOUND, "end of stream") : st;
+}
+
+void ordo_grpc_stream_close(ordo_grpc_stream_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->call != NULL) {
+        grpc_call_cancel(s->call, NULL);
+        if (s->recv_pending) {
+            grpc_completion_queue_pluck(s->cq, (void *)2, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            if (s->recv != NULL)
+                grpc_byte_buffer_destroy(s->recv);
+        }
+        if (!s->ended)
+            stream_recv_status(s);
+        grpc_call_unref(s->call);
+    }
+    cq_destroy(s->cq);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->initial_md);
+    grpc_metadata_array_destroy(&s->trailing_md);
+    free(s);
+}

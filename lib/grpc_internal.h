@@ -1,0 +1,20 @@
+/* Private to lib/: helpers shared by grpc_server.c and grpc_client.c. */
+#ifndef ORDO_GRPC_INTERNAL_H
+#define ORDO_GRPC_INTERNAL_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+
+#include "ordo/grpc.h"
+
+/** Packs @p msg into a new byte buffer (caller destroys it). */
+grpc_byte_buffer *ordo_grpc_pack(const ProtobufCMessage *msg);
+
+/** Unpacks @p bb with @p desc; NULL when it is not a valid message. */
+ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+
+/** Now + @p timeout_ms on the realtime clock; infinite for timeout_ms <= 0. */
+gpr_timespec ordo_grpc_deadline_ms(int timeout_ms);
+
+#endif

@@ -1,0 +1,519 @@
+/*
+ * Generic gRPC server over protobuf-c service descriptors (gRPC C core).
+ *
+ * Each registered method keeps a few requested-call slots armed; an
+ * unregistered path gets one generic slot that answers UNIMPLEMENTED. A call
+ * is reference-counted: one reference for its owner (the handler until it
+ * finishes the call, then the finish batch) and one for the early
+ * RECV_CLOSE_ON_SERVER batch, which tells us when the client went away.
+ */
+#include "grpc_internal.h"
+
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ordo/log.h"
+
+enum { SLOTS_PER_METHOD = 8, MAX_THREADS = 8 };
+
+typedef enum tag_kind {
+    TAG_NEW,        /* a registered method's call arrived */
+    TAG_UNKNOWN,    /* a call to a path nobody registered arrived */
+    TAG_CLOSE,      /* RECV_CLOSE_ON_SERVER completed: the call is over */
+    TAG_SEND,       /* one streaming SEND_MESSAGE completed */
+    TAG_FINISH,     /* the final status was sent */
+    TAG_SHUTDOWN,   /* grpc_server_shutdown_and_notify completed */
+} tag_kind;
+
+typedef struct tag {
+    tag_kind kind;
+    ordo_grpc_call_t *call;
+} tag_t;
+
+typedef struct method_entry {
+    char path[256];
+    void *registered;
+    const ProtobufCMethodDescriptor *desc;
+    ordo_grpc_handler_cb handler;   /* NULL: UNIMPLEMENTED */
+    bool streaming;
+    void *ctx;
+} method_entry_t;
+
+struct ordo_grpc_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    pthread_t threads[MAX_THREADS];
+    int n_threads;
+    method_entry_t *methods;
+    size_t n_methods;
+    atomic_bool stopping;
+    bool started, shut_down;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool shutdown_tag_seen;
+    int live_calls;                 /* accepted calls not yet freed; under mu */
+    tag_t shutdown_tag;
+    int port;                       /* bound by create, reported by start */
+};
+
+struct ordo_grpc_call {
+    ordo_grpc_server_t *srv;
+    method_entry_t *m;              /* NULL for an unknown path */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details;      /* unknown paths only */
+    grpc_byte_buffer *payload;
+    ProtobufCMessage *request;
+    atomic_int refs;
+    bool accepted;
+    tag_t t_new, t_close, t_send, t_finish;
+    int close_cancelled;
+    atomic_bool cancelled;
+    bool sent_initial_md;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool send_done, send_ok;
+    grpc_byte_buffer *out;          /* message of the finish batch */
+    grpc_slice status_details;
+};
+
+static void call_unref(ordo_grpc_call_t *c);
+
+static ordo_grpc_call_t *call_new(ordo_grpc_server_t *srv, method_entry_t *m)
+{
+    ordo_grpc_call_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->srv = srv;
+    c->m = m;
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->cancelled, false);
+    grpc_metadata_array_init(&c->md);
+    grpc_call_details_init(&c->details);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->t_new = (tag_t){m != NULL ? TAG_NEW : TAG_UNKNOWN, c};
+    c->t_close = (tag_t){TAG_CLOSE, c};
+    c->t_send = (tag_t){TAG_SEND, c};
+    c->t_finish = (tag_t){TAG_FINISH, c};
+    return c;
+}
+
+static void call_free(ordo_grpc_call_t *c)
+{
+    ordo_grpc_server_t *srv = c->srv;
+    bool accepted = c->accepted;
+
+    if (c->call != NULL)
+        grpc_call_unref(c->call);
+    if (c->request != NULL)
+        protobuf_c_message_free_unpacked(c->request, NULL);
+    if (c->payload != NULL)
+        grpc_byte_buffer_destroy(c->payload);
+    if (c->out != NULL)
+        grpc_byte_buffer_destroy(c->out);
+    grpc_slice_unref(c->status_details);
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_details_destroy(&c->details);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+
+    if (accepted) {
+        pthread_mutex_lock(&srv->mu);
+        srv->live_calls--;
+        pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+    }
+}
+
+static void call_unref(ordo_grpc_call_t *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        call_free(c);
+}
+
+/* Keeps one more requested-call slot armed for @p m (NULL: unknown paths). */
+static void arm_slot(ordo_grpc_server_t *srv, method_entry_t *m)
+{
+    ordo_grpc_call_t *c;
+    grpc_call_error e;
+
+    if (atomic_load(&srv->stopping))
+        return;
+    c = call_new(srv, m);
+    if (c == NULL) {
+        ORDO_ERROR("grpc: out of memory arming a call slot", "%s", "");
+        return;
+    }
+    if (m != NULL)
+        e = grpc_server_request_registered_call(srv->server, m->registered, &c->call, &c->deadline,
+                                                &c->md, &c->payload, srv->cq, srv->cq, &c->t_new);
+    else
+        e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->md, srv->cq, srv->cq,
+                                     &c->t_new);
+    if (e != GRPC_CALL_OK) {
+        ORDO_ERROR("grpc: request_call failed", "error=%d", (int)e);
+        call_free(c);
+    }
+}
+
+static void start_close_watch(ordo_grpc_call_t *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    atomic_fetch_add(&c->refs, 1);
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
+        atomic_store(&c->cancelled, true);
+        call_unref(c);
+    }
+}
+
+static void on_new_call(ordo_grpc_call_t *c, bool ok)
+{
+    ordo_grpc_server_t *srv = c->srv;
+    method_entry_t *m = c->m;
+    char msg[320];
+
+    if (!ok) {              /* the server is shutting down: the slot was never used */
+        call_free(c);
+        return;
+    }
+    arm_slot(srv, m);
+    pthread_mutex_lock(&srv->mu);
+    srv->live_calls++;
+    c->accepted = true;
+    pthread_mutex_unlock(&srv->mu);
+    start_close_watch(c);
+
+    if (m == NULL) {
+        char *path = grpc_slice_to_c_string(c->details.method);
+        snprintf(msg, sizeof msg, "unknown method %s", path);
+        gpr_free(path);
+        ordo_grpc_call_finish(c, ORDO_UNIMPLEMENTED, msg, NULL);
+        return;
+    }
+    if (m->handler == NULL) {
+        snprintf(msg, sizeof msg, "method %s is not implemented", m->path);
+        ordo_grpc_call_finish(c, ORDO_UNIMPLEMENTED, msg, NULL);
+        return;
+    }
+    if (c->payload == NULL) {
+        ordo_grpc_call_finish(c, ORDO_INVALID, "the request carries no message", NULL);
+        return;
+    }
+    c->request = ordo_grpc_unpack(m->desc->input, c->payload);
+    if (c->request == NULL) {
+        snprintf(msg, sizeof msg, "malformed request: not a valid %s message", m->desc->input->name);
+        ordo_grpc_call_finish(c, ORDO_INVALID, msg, NULL);
+        return;
+    }
+    m->handler(m->ctx, c, c->request);
+}
+
+static void dispatch(ordo_grpc_server_t *srv, tag_t *t, bool ok)
+{
+    ordo_grpc_call_t *c = t->call;
+
+    switch (t->kind) {
+    case TAG_NEW:
+    case TAG_UNKNOWN:
+        on_new_call(c, ok);
+        break;
+    case TAG_CLOSE:
+        pthread_mutex_lock(&c->mu);
+        atomic_store(&c->cancelled, c->close_cancelled != 0 || !ok);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        call_unref(c);
+        break;
+    case TAG_SEND:
+        pthread_mutex_lock(&c->mu);
+        c->send_done = true;
+        c->send_ok = ok;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        break;
+    case TAG_FINISH:
+        call_unref(c);
+        break;
+    case TAG_SHUTDOWN:
+        pthread_mutex_lock(&srv->mu);
+        srv->shutdown_tag_seen = true;
+        pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+        break;
+    }
+}
+
+static void *cq_thread(void *arg)
+{
+    ordo_grpc_server_t *srv = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type == GRPC_OP_COMPLETE)
+            dispatch(srv, ev.tag, ev.success != 0);
+    }
+    return NULL;
+}
+
+ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
+                                    ordo_grpc_server_t **out, ordo_error_t *err)
+{
+    ordo_grpc_server_t *srv;
+    grpc_arg args[2];
+    grpc_channel_args cargs = {2, args};
+    grpc_server_credentials *creds;
+    int port;
+
+    *out = NULL;
+    if (cfg->threads < 1 || cfg->threads > MAX_THREADS)
+        return ordo_error_set(err, ORDO_INVALID, "grpc threads must be 1..%d", MAX_THREADS);
+    srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    grpc_init();
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    atomic_init(&srv->stopping, false);
+    srv->n_threads = cfg->threads;
+    srv->shutdown_tag = (tag_t){TAG_SHUTDOWN, NULL};
+
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = cfg->max_message_bytes;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = 64 * 1024 * 1024;
+    srv->server = grpc_server_create(&cargs, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+
+    creds = grpc_insecure_server_credentials_create();
+    port = grpc_server_add_http2_port(srv->server, cfg->addr, creds);
+    grpc_server_credentials_release(creds);
+    if (port == 0) {
+        ordo_grpc_server_destroy(srv);
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot listen on %s", cfg->addr);
+    }
+    srv->port = port;
+    *out = srv;
+    return ORDO_OK;
+}
+
+ordo_status ordo_grpc_server_add_service(ordo_grpc_server_t *srv,
+                                         const ProtobufCServiceDescriptor *desc,
+                                         const ordo_grpc_method_t *methods, size_t n_methods,
+                                         void *ctx, ordo_error_t *err)
+{
+    method_entry_t *grown = realloc(srv->methods, (srv->n_methods + desc->n_methods) * sizeof *grown);
+    if (grown == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    srv->methods = grown;
+    for (size_t i = 0; i < n_methods; i++)
+        if (protobuf_c_service_descriptor_get_method_by_name(desc, methods[i].name) == NULL)
+            return ordo_error_set(err, ORDO_INVALID, "%s has no method %s", desc->name, methods[i].name);
+    for (unsigned i = 0; i < desc->n_methods; i++) {
+        method_entry_t *m = &srv->methods[srv->n_methods++];
+        memset(m, 0, sizeof *m);
+        m->desc = &desc->methods[i];
+        m->ctx = ctx;
+        snprintf(m->path, sizeof m->path, "/%s/%s", desc->name, m->desc->name);
+        for (size_t k = 0; k < n_methods; k++) {
+            if (strcmp(methods[k].name, m->desc->name) == 0) {
+                m->handler = methods[k].handler;
+                m->streaming = methods[k].server_streaming;
+            }
+        }
+        m->registered = grpc_server_register_method(srv->server, m->path, NULL,
+                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (m->registered == NULL)
+            return ordo_error_set(err, ORDO_INTERNAL, "cannot register %s", m->path);
+    }
+    return ORDO_OK;
+}
+
+ordo_status ordo_grpc_server_start(ordo_grpc_server_t *srv, int *bound_port, ordo_error_t *err)
+{
+    grpc_server_start(srv->server);
+    srv->started = true;
+    for (size_t i = 0; i < srv->n_methods; i++)
+        for (int k = 0; k < SLOTS_PER_METHOD; k++)
+            arm_slot(srv, &srv->methods[i]);
+    arm_slot(srv, NULL);
+    for (int i = 0; i < srv->n_threads; i++) {
+        if (pthread_create(&srv->threads[i], NULL, cq_thread, srv) != 0) {
+            srv->n_threads = i;
+            return ordo_error_set(err, ORDO_INTERNAL, "cannot start gRPC threads");
+        }
+    }
+    if (bound_port != NULL)
+        *bound_port = srv->port;
+    return ORDO_OK;
+}
+
+bool ordo_grpc_server_stopping(const ordo_grpc_server_t *srv)
+{
+    return atomic_load(&srv->stopping);
+}
+
+static bool wait_until(ordo_grpc_server_t *srv, bool (*done)(ordo_grpc_server_t *), int ms)
+{
+    struct timespec until;
+    bool ok;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&srv->mu);
+    while (!(ok = done(srv)))
+        if (pthread_cond_timedwait(&srv->cv, &srv->mu, &until) != 0 && !(ok = done(srv)))
+            break;
+    pthread_mutex_unlock(&srv->mu);
+    return ok;
+}
+
+static bool all_done(ordo_grpc_server_t *srv)
+{
+    return srv->shutdown_tag_seen && srv->live_calls == 0;
+}
+
+void ordo_grpc_server_shutdown(ordo_grpc_server_t *srv, int grace_ms)
+{
+    if (srv->shut_down)
+        return;
+    srv->shut_down = true;
+    atomic_store(&srv->stopping, true);
+    if (srv->started) {
+        grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+        if (!wait_until(srv, all_done, grace_ms)) {
+            ORDO_WARN("grpc: cancelling calls still in flight after the grace period", "grace_ms=%d", grace_ms);
+            grpc_server_cancel_all_calls(srv->server);
+            while (!wait_until(srv, all_done, 1000))
+                ORDO_WARN("grpc: waiting for handlers to finish their calls", "live=%d", srv->live_calls);
+        }
+    }
+    grpc_server_destroy(srv->server);
+    srv->server = NULL;
+    grpc_completion_queue_shutdown(srv->cq);
+    for (int i = 0; i < srv->n_threads; i++)
+        pthread_join(srv->threads[i], NULL);
+    srv->n_threads = 0;
+    if (!srv->started) {
+        /* never started: drain whatever the queue still reports */
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type != GRPC_QUEUE_SHUTDOWN)
+            ;
+    }
+    grpc_completion_queue_destroy(srv->cq);
+    srv->cq = NULL;
+}
+
+void ordo_grpc_server_destroy(ordo_grpc_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    ordo_grpc_server_shutdown(srv, 0);
+    free(srv->methods);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv);
+    grpc_shutdown();
+}
+
+void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *message,
+                           const ProtobufCMessage *response)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+
+    memset(ops, 0, sizeof ops);
+    if (!c->sent_initial_md) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->sent_initial_md = true;
+    }
+    if (st == ORDO_OK && response != NULL) {
+        c->out = ordo_grpc_pack(response);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->out;
+        n++;
+    }
+    c->status_details = grpc_slice_from_copied_string(st == ORDO_OK || message == NULL ? "" : message);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)ordo_grpc_code_of(st);
+    ops[n].data.send_status_from_server.status_details = &c->status_details;
+    n++;
+    /* The owner's reference now belongs to the finish batch. */
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_finish, NULL) != GRPC_CALL_OK) {
+        ORDO_ERROR("grpc: cannot send the final status", "path=%s", c->m ? c->m->path : "?");
+        call_unref(c);
+    }
+}
+
+ordo_status ordo_grpc_call_send(ordo_grpc_call_t *c, const ProtobufCMessage *msg)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    grpc_byte_buffer *bb;
+    bool ok;
+
+    if (atomic_load(&c->cancelled))
+        return ORDO_UNAVAILABLE;
+    memset(ops, 0, sizeof ops);
+    if (!c->sent_initial_md) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = true;
+    }
+    bb = ordo_grpc_pack(msg);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = bb;
+    n++;
+    pthread_mutex_lock(&c->mu);
+    c->send_done = false;
+    pthread_mutex_unlock(&c->mu);
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
+        grpc_byte_buffer_destroy(bb);
+        return ORDO_UNAVAILABLE;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->send_done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    ok = c->send_ok;
+    pthread_mutex_unlock(&c->mu);
+    grpc_byte_buffer_destroy(bb);
+    return ok ? ORDO_OK : ORDO_UNAVAILABLE;
+}
+
+bool ordo_grpc_call_cancelled(ordo_grpc_call_t *c)
+{
+    return atomic_load(&c->cancelled);
+}
+
+ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *c)
+{
+    return c->srv;
+}
+
+long long ordo_grpc_call_ms_left(const ordo_grpc_call_t *c)
+{
+    gpr_timespec dl = gpr_convert_clock_type(c->deadline, GPR_CLOCK_REALTIME);
+    if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0 || dl.tv_sec > (int64_t)1 << 40)
+        return INT64_MAX;
+    gpr_timespec left = gpr_time_sub(dl, gpr_now(GPR_CLOCK_REALTIME));
+    return (long long)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+}

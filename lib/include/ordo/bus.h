@@ -1,0 +1,54 @@
+/**
+ * @file bus.h
+ * NATS JetStream access (cnats): connection with endless reconnects, the
+ * EVENTS stream, and the subject/header conventions of DESIGN.md ("Bus").
+ */
+#ifndef ORDO_BUS_H
+#define ORDO_BUS_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ordo/status.h"
+
+#define ORDO_BUS_STREAM "EVENTS"
+#define ORDO_BUS_SUBJECTS "events.>"
+
+typedef struct ordo_bus ordo_bus_t;
+
+typedef struct ordo_bus_config {
+    const char *url;          /**< "nats://127.0.0.1:4222" */
+    const char *name;         /**< connection name shown by the server */
+    int connect_timeout_ms;
+    jsOptions *js_options;    /**< may be NULL; copied by cnats */
+} ordo_bus_config_t;
+
+/**
+ * Connects and creates a JetStream context. The connection reconnects on its
+ * own forever; publishes while it is reconnecting fail at once instead of
+ * being buffered (so nothing is sent out of order after a reconnect).
+ */
+ordo_status ordo_bus_connect(const ordo_bus_config_t *cfg, ordo_bus_t **out, ordo_error_t *err);
+
+/** Closes and frees. Accepts NULL. */
+void ordo_bus_destroy(ordo_bus_t *bus);
+
+bool ordo_bus_connected(ordo_bus_t *bus);
+jsCtx *ordo_bus_js(ordo_bus_t *bus);
+natsConnection *ordo_bus_conn(ordo_bus_t *bus);
+
+/** Creates the EVENTS stream (events.>, file storage, 2 min duplicate window) if missing. */
+ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err);
+
+/** Maps a cnats status (and JetStream error code, or 0) to ordo_status, with @p what as context. */
+ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, ordo_error_t *err);
+
+/**
+ * Writes the subject events.<aggregate_type>.<event_type> into @p out, with
+ * the characters NATS reserves in a token (space, '*', '>', control
+ * characters) replaced by '_'. @return false if it does not fit.
+ */
+bool ordo_bus_subject(char *out, size_t cap, const char *aggregate_type, const char *event_type);
+
+#endif

@@ -1,0 +1,46 @@
+/**
+ * @file config.h
+ * Configuration as a table: each option has a flag, an environment variable,
+ * a default and a description, declared once by the daemon. Precedence:
+ * flag, then environment, then default. Values are validated at start and the
+ * filled struct is read-only afterwards.
+ *
+ * String values point into argv, the environment or the table's defaults:
+ * they live as long as the process and are never freed.
+ */
+#ifndef ORDO_CONFIG_H
+#define ORDO_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ordo/status.h"
+
+typedef enum ordo_opt_type {
+    ORDO_OPT_STRING,   /**< const char * */
+    ORDO_OPT_INT,      /**< int, within [min, max] */
+    ORDO_OPT_BOOL,     /**< bool: true/false/1/0/on/off/yes/no */
+} ordo_opt_type;
+
+typedef struct ordo_option {
+    const char *flag;       /**< without dashes: "database-url" → --database-url */
+    const char *env;        /**< "DATABASE_URL", or NULL */
+    const char *def;        /**< default, as text */
+    ordo_opt_type type;
+    size_t offset;          /**< offsetof(the daemon's config struct, field) */
+    long min, max;          /**< ORDO_OPT_INT only */
+    const char *help;
+} ordo_option_t;
+
+/**
+ * Fills @p cfg from @p argv, the environment and defaults. Sets *@p help when
+ * --help was given (nothing else is checked then).
+ */
+ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
+                             int argc, char **argv, bool *help, ordo_error_t *err);
+
+/** Prints one line per option: flag, variable, default, description. */
+void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n);
+
+#endif

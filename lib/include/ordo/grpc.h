@@ -1,0 +1,141 @@
+/**
+ * @file grpc.h
+ * A generic gRPC server and client over protobuf-c service descriptors,
+ * built on the gRPC C core.
+ *
+ * Server: register a ProtobufCServiceDescriptor with a handler per method.
+ * A completion-queue thread accepts calls, unpacks the request with the
+ * method's input descriptor and calls the handler. Handlers run on that
+ * thread and must not block: they hand the call to their own workers, which
+ * answer later with ordo_grpc_call_finish() from any thread.
+ *
+ * Ownership: a call and its request belong to the server; the handler may
+ * use both until it calls ordo_grpc_call_finish(), exactly once.
+ */
+#ifndef ORDO_GRPC_H
+#define ORDO_GRPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ordo/status.h"
+
+typedef struct ordo_grpc_server ordo_grpc_server_t;
+typedef struct ordo_grpc_call ordo_grpc_call_t;
+
+/** Receives a new call. @p request is owned by @p call. Must not block. */
+typedef void (*ordo_grpc_handler_cb)(void *ctx, ordo_grpc_call_t *call,
+                                     const ProtobufCMessage *request);
+
+typedef struct ordo_grpc_method {
+    const char *name;              /**< method name as in the .proto, e.g. "CreateEvent" */
+    ordo_grpc_handler_cb handler;
+    bool server_streaming;         /**< answered with ordo_grpc_call_send() + finish */
+} ordo_grpc_method_t;
+
+typedef struct ordo_grpc_server_config {
+    const char *addr;              /**< "127.0.0.1:50051"; port 0 picks a free port */
+    int max_message_bytes;         /**< larger requests get RESOURCE_EXHAUSTED */
+    int threads;                   /**< completion-queue threads (1 is usually best) */
+} ordo_grpc_server_config_t;
+
+/** Creates a server (not yet listening). Free with ordo_grpc_server_destroy(). */
+ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
+                                    ordo_grpc_server_t **out, ordo_error_t *err);
+
+/**
+ * Serves @p desc: @p methods (copied) name its methods; @p ctx is passed to
+ * each handler. Methods of @p desc without a handler answer UNIMPLEMENTED.
+ * Call before ordo_grpc_server_start().
+ */
+ordo_status ordo_grpc_server_add_service(ordo_grpc_server_t *srv,
+                                         const ProtobufCServiceDescriptor *desc,
+                                         const ordo_grpc_method_t *methods, size_t n_methods,
+                                         void *ctx, ordo_error_t *err);
+
+/** Binds and starts serving; @p bound_port receives the port (may be NULL). */
+ordo_status ordo_grpc_server_start(ordo_grpc_server_t *srv, int *bound_port, ordo_error_t *err);
+
+/** True once ordo_grpc_server_shutdown() has begun: streaming handlers should end. */
+bool ordo_grpc_server_stopping(const ordo_grpc_server_t *srv);
+
+/**
+ * Stops accepting calls, lets calls in flight finish for up to @p grace_ms,
+ * then cancels the rest and waits for them. Blocks; call once.
+ */
+void ordo_grpc_server_shutdown(ordo_grpc_server_t *srv, int grace_ms);
+
+/** Frees the server (shuts it down first if needed). Accepts NULL. */
+void ordo_grpc_server_destroy(ordo_grpc_server_t *srv);
+
+/**
+ * Ends a call: status @p st (mapped by ordo_grpc_code_of), a message for
+ * errors, and @p response for ORDO_OK (NULL otherwise; packed before return,
+ * so the caller keeps ownership). Thread-safe; exactly once per call; the
+ * call and its request must not be used afterwards.
+ */
+void ordo_grpc_call_finish(ordo_grpc_call_t *call, ordo_status st, const char *message,
+                           const ProtobufCMessage *response);
+
+/**
+ * Sends one message of a server-streaming call and waits until gRPC took it.
+ * @return ORDO_OK, or ORDO_UNAVAILABLE when the client went away.
+ */
+ordo_status ordo_grpc_call_send(ordo_grpc_call_t *call, const ProtobufCMessage *msg);
+
+/** True when the client cancelled the call or the connection broke. */
+bool ordo_grpc_call_cancelled(ordo_grpc_call_t *call);
+
+/** The server a call belongs to. */
+ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *call);
+
+/** Milliseconds left before the client's deadline (INT64_MAX when none). */
+long long ordo_grpc_call_ms_left(const ordo_grpc_call_t *call);
+
+/** The one mapping from ordo_status to a gRPC status code. */
+int ordo_grpc_code_of(ordo_status st);
+
+/** The one mapping from a gRPC status code back to ordo_status. */
+ordo_status ordo_status_of_grpc_code(int code);
+
+/* ------------------------------------------------------------------ client */
+
+typedef struct ordo_grpc_client ordo_grpc_client_t;
+typedef struct ordo_grpc_stream ordo_grpc_stream_t;
+
+/** Opens an insecure channel to @p target ("127.0.0.1:50051"). Thread-safe use. */
+ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
+                                    ordo_grpc_client_t **out, ordo_error_t *err);
+
+/** Closes the channel. Accepts NULL. */
+void ordo_grpc_client_destroy(ordo_grpc_client_t *c);
+
+/**
+ * One unary call to @p path ("/eventstore.EventStore/CreateEvent"). On
+ * ORDO_OK, *@p response is unpacked with @p response_desc and owned by the
+ * caller (protobuf_c_message_free_unpacked). Otherwise @p err holds the
+ * server's status (mapped back to ordo_status) and message. Thread-safe.
+ */
+ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
+                                   const ProtobufCMessage *request,
+                                   const ProtobufCMessageDescriptor *response_desc,
+                                   int timeout_ms, ProtobufCMessage **response,
+                                   ordo_error_t *err);
+
+/** Starts a server-streaming call. Close with ordo_grpc_stream_close(). */
+ordo_status ordo_grpc_stream_open(ordo_grpc_client_t *c, const char *path,
+                                  const ProtobufCMessage *request, int timeout_ms,
+                                  ordo_grpc_stream_t **out, ordo_error_t *err);
+
+/**
+ * Receives the next message (caller frees it). ORDO_NOT_FOUND at a clean end
+ * of the stream; the server's status otherwise.
+ */
+ordo_status ordo_grpc_stream_next(ordo_grpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
+                                  ProtobufCMessage **out, ordo_error_t *err);
+
+/** Cancels (if still open) and frees the stream. Accepts NULL. */
+void ordo_grpc_stream_close(ordo_grpc_stream_t *s);
+
+#endif

@@ -1,0 +1,78 @@
+/**
+ * @file pg.h
+ * PostgreSQL / CockroachDB access over libpq: one connection per ordo_pg_t
+ * (not thread-safe: one thread at a time), reconnect on loss, SQLSTATE
+ * mapped to ordo_status in one place, and transactions retried as a whole
+ * on 40001/40P01 or a lost connection, with jittered exponential backoff.
+ */
+#ifndef ORDO_PG_H
+#define ORDO_PG_H
+
+#include <libpq-fe.h>
+
+#include "ordo/status.h"
+
+typedef struct ordo_pg {
+    PGconn *conn;
+    const char *url;        /**< not owned: must outlive the handle */
+    const char *setup_sql;  /**< run after every (re)connect, e.g. session timeouts; may be NULL */
+} ordo_pg_t;
+
+/** Connects (and runs @p setup_sql). On failure @p pg is still valid and
+ *  later calls try to reconnect. Close with ordo_pg_close(). */
+ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *setup_sql, ordo_error_t *err);
+
+/** Closes the connection. Accepts a never-opened or already closed handle. */
+void ordo_pg_close(ordo_pg_t *pg);
+
+/** Reconnects when the connection is missing or broken. */
+ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err);
+
+/**
+ * The one mapping from a libpq result to ordo_status: ORDO_RETRY for
+ * 40001/40P01, ORDO_UNAVAILABLE for a lost connection or 08xxx/57P0x/53xxx,
+ * ORDO_CONFLICT for 23505 (unique violation), ORDO_INVALID for other 22xxx/23xxx,
+ * ORDO_TIMEOUT for 57014, ORDO_INTERNAL otherwise. Does not clear @p res.
+ */
+ordo_status ordo_pg_check(PGconn *conn, const PGresult *res, ordo_error_t *err);
+
+/**
+ * Runs @p sql with @p n text parameters. On ORDO_OK, *@p out (if not NULL)
+ * receives the result, which the caller PQclear()s; on error nothing is returned.
+ */
+ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
+                          PGresult **out, ordo_error_t *err);
+
+/** Runs one or more statements without parameters, discarding results. */
+ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err);
+
+typedef struct ordo_retry_policy {
+    int max_attempts;
+    int base_delay_ms;
+    int max_delay_ms;
+} ordo_retry_policy_t;
+
+typedef ordo_status (*ordo_pg_tx_cb)(ordo_pg_t *pg, void *arg, ordo_error_t *err);
+
+typedef struct ordo_pg_tx {
+    const char *begin_sql;    /**< e.g. "BEGIN ISOLATION LEVEL REPEATABLE READ" */
+    ordo_pg_tx_cb body;       /**< the statements; ORDO_OK commits, ORDO_RETRY retries, other aborts */
+    /** After a COMMIT whose outcome is unknown (connection lost): ORDO_OK if
+     *  it did commit, ORDO_RETRY if it did not. NULL: report ORDO_UNAVAILABLE. */
+    ordo_pg_tx_cb resolve;
+    void *arg;
+    ordo_retry_policy_t policy;
+} ordo_pg_tx_t;
+
+/**
+ * Runs @p tx, retrying as a whole on ORDO_RETRY (40001/40P01) and on a lost
+ * connection before COMMIT. *@p retries (may be NULL) is increased by the
+ * number of retries. The body runs once per attempt and must reset any state
+ * it fills.
+ */
+ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries, ordo_error_t *err);
+
+/** Sleeps the jittered backoff for @p attempt (1-based) of @p policy. */
+void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
+
+#endif

@@ -1,0 +1,192 @@
+#include "ordo/pg.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ordo/log.h"
+
+ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *setup_sql, ordo_error_t *err)
+{
+    pg->conn = NULL;
+    pg->url = url;
+    pg->setup_sql = setup_sql;
+    return ordo_pg_ensure(pg, err);
+}
+
+void ordo_pg_close(ordo_pg_t *pg)
+{
+    if (pg->conn != NULL)
+        PQfinish(pg->conn);
+    pg->conn = NULL;
+}
+
+ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
+{
+    if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK)
+        return ORDO_OK;
+    ordo_pg_close(pg);
+    pg->conn = PQconnectdb(pg->url);
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        ordo_error_set(err, ORDO_UNAVAILABLE, "database unreachable: %s", PQerrorMessage(pg->conn));
+        /* libpq messages end in a newline: keep log lines whole */
+        if (err != NULL)
+            err->msg[strcspn(err->msg, "\n")] = '\0';
+        ordo_pg_close(pg);
+        return ORDO_UNAVAILABLE;
+    }
+    if (pg->setup_sql != NULL) {
+        PGresult *res = PQexec(pg->conn, pg->setup_sql);
+        ordo_status st = ordo_pg_check(pg->conn, res, err);
+        PQclear(res);
+        if (st != ORDO_OK) {
+            ordo_pg_close(pg);
+            return st;
+        }
+    }
+    return ORDO_OK;
+}
+
+static ordo_status status_of_sqlstate(const char *state)
+{
+    if (state == NULL)
+        return ORDO_INTERNAL;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        return ORDO_RETRY;
+    if (strcmp(state, "23505") == 0)
+        return ORDO_CONFLICT;
+    if (strcmp(state, "57014") == 0)
+        return ORDO_TIMEOUT;
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0)
+        return ORDO_UNAVAILABLE;
+    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
+        return ORDO_INVALID;
+    return ORDO_INTERNAL;
+}
+
+ordo_status ordo_pg_check(PGconn *conn, const PGresult *res, ordo_error_t *err)
+{
+    ExecStatusType rs = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    const char *state, *text;
+    ordo_status st;
+
+    if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK || rs == PGRES_EMPTY_QUERY)
+        return ORDO_OK;
+    if (PQstatus(conn) != CONNECTION_OK)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    text = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    st = status_of_sqlstate(state);
+    return ordo_error_set(err, st, "database error %s: %s", state ? state : "?",
+                          text ? text : PQerrorMessage(conn));
+}
+
+ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
+                          PGresult **out, ordo_error_t *err)
+{
+    PGresult *res;
+    ordo_status st;
+
+    if (out != NULL)
+        *out = NULL;
+    if (pg->conn == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    res = PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
+    st = ordo_pg_check(pg->conn, res, err);
+    if (st == ORDO_OK && out != NULL)
+        *out = res;
+    else
+        PQclear(res);
+    return st;
+}
+
+ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
+{
+    PGresult *res;
+    ordo_status st;
+
+    if (pg->conn == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    res = PQexec(pg->conn, sql);
+    st = ordo_pg_check(pg->conn, res, err);
+    PQclear(res);
+    return st;
+}
+
+void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
+{
+    struct timespec now, ts;
+    long ms = policy->base_delay_ms;
+    unsigned seed;
+
+    for (int i = 1; i < attempt && ms < policy->max_delay_ms; i++)
+        ms *= 2;
+    if (ms > policy->max_delay_ms)
+        ms = policy->max_delay_ms;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    seed = (unsigned)(now.tv_nsec ^ (long)attempt * 2654435761L);
+    /* full jitter in [ms/2, ms]: racing writers spread out instead of colliding again */
+    long us = ms * 500 + (long)(rand_r(&seed) % (ms * 500 + 1));
+    ts.tv_sec = us / 1000000;
+    ts.tv_nsec = (us % 1000000) * 1000;
+    nanosleep(&ts, NULL);
+}
+
+/* After a COMMIT whose answer was lost: did it commit? */
+static ordo_status resolve_commit(ordo_pg_t *pg, const ordo_pg_tx_t *tx, ordo_error_t *err)
+{
+    if (tx->resolve == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "commit outcome unknown: connection lost");
+    for (int attempt = 1; attempt <= tx->policy.max_attempts; attempt++) {
+        if (ordo_pg_ensure(pg, err) == ORDO_OK) {
+            ordo_status st = tx->resolve(pg, tx->arg, err);
+            if (st == ORDO_OK || st == ORDO_RETRY)
+                return st;
+        }
+        ordo_backoff_sleep(&tx->policy, attempt);
+    }
+    return ordo_error_set(err, ORDO_UNAVAILABLE, "commit outcome unknown and the database stays unreachable");
+}
+
+ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries, ordo_error_t *err)
+{
+    ordo_status st = ORDO_UNAVAILABLE;
+    ordo_error_t last;
+
+    ordo_error_set(&last, ORDO_UNAVAILABLE, "no attempt made");
+    for (int attempt = 1; attempt <= tx->policy.max_attempts; attempt++) {
+        if (attempt > 1) {
+            if (retries != NULL)
+                (*retries)++;
+            ordo_backoff_sleep(&tx->policy, attempt - 1);
+        }
+        st = ordo_pg_ensure(pg, &last);
+        if (st == ORDO_OK)
+            st = ordo_pg_exec(pg, tx->begin_sql, &last);
+        if (st == ORDO_OK)
+            st = tx->body(pg, tx->arg, &last);
+        if (st == ORDO_OK) {
+            st = ordo_pg_exec(pg, "COMMIT", &last);
+            if (st == ORDO_OK)
+                return ORDO_OK;
+            if (st == ORDO_UNAVAILABLE) {
+                st = resolve_commit(pg, tx, &last);
+                if (st == ORDO_OK)
+                    return ORDO_OK;
+            }
+        } else if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
+            PGresult *res = PQexec(pg->conn, "ROLLBACK");
+            PQclear(res);
+        }
+        if (st != ORDO_RETRY && st != ORDO_UNAVAILABLE)
+            break;
+        ORDO_DEBUG("transaction retry", "attempt=%d status=%s err=\"%s\"", attempt, ordo_status_text(st), last.msg);
+    }
+    if (st == ORDO_RETRY)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "gave up after %d attempts: %s",
+                              tx->policy.max_attempts, last.msg);
+    if (err != NULL)
+        *err = last;
+    return st;
+}
