@@ -1,0 +1,283 @@
+"""Test harness: a real PostgreSQL, a real nats-server and the real eventstore,
+started on free loopback ports in a private temp folder and stopped afterwards
+(only the processes started here, by PID).
+
+The event store is driven with grpcio stubs generated from proto/ at start:
+an independent client, not our C code.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("ORDO_BUILD", os.path.join(ROOT, "build"))
+EVENTSTORE = os.path.join(BUILD, "eventstore", "eventstore")
+ORDOCTL = os.path.join(BUILD, "tools", "ordoctl")
+PG_BIN = sorted(
+    (os.path.join("/usr/lib/postgresql", v, "bin") for v in os.listdir("/usr/lib/postgresql")),
+    key=lambda p: int(p.split("/")[-2]),
+)[-1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_for(cond, timeout=15.0, what="condition"):
+    """Polls cond() until it returns a truthy value; bounded."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def load_stubs(workdir):
+    out = os.path.join(workdir, "stubs")
+    os.makedirs(out, exist_ok=True)
+    subprocess.run(
+        ["protoc", f"-I{ROOT}/proto", f"--python_out={out}", f"--grpc_out={out}",
+         "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", "eventstore.proto"],
+        check=True)
+    sys.path.insert(0, out)
+    import eventstore_pb2
+    import eventstore_pb2_grpc
+    return eventstore_pb2, eventstore_pb2_grpc
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+class Cluster:
+    """PostgreSQL + nats-server + eventstore for one test file."""
+
+    def __init__(self, nats=True, nats_config=None, **es_flags):
+        self.dir = tempfile.mkdtemp(prefix="ordo-test-")
+        os.chmod(self.dir, 0o755)
+        self.es_proc = None
+        self.nats_proc = None
+        self.nats_port = free_port()
+        self.nats_config = nats_config
+        self.es_flags = es_flags
+        self.pb, self.grpc_mod = load_stubs(self.dir)
+        self._start_pg()
+        if nats:
+            self.start_nats()
+        self.start_es()
+
+    # ---- PostgreSQL
+    def _start_pg(self):
+        pgdir = os.path.join(self.dir, "pg")
+        os.makedirs(pgdir)
+        shutil.chown(pgdir, "postgres", "postgres")
+        os.chmod(pgdir, 0o700)
+        run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/initdb", "-D", f"{pgdir}/data", "-U", "postgres",
+             "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"], cwd="/")
+        self.pgdir = pgdir
+        for _ in range(5):
+            self.pg_port = free_port()
+            r = subprocess.run(
+                ["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", f"{pgdir}/data", "-l", f"{pgdir}/log",
+                 "-w", "-t", "30", "-o",
+                 f"-p {self.pg_port} -k {pgdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                 "start"], cwd="/", capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+        else:
+            raise RuntimeError("cannot start PostgreSQL: " + open(f"{pgdir}/log").read()[-2000:])
+        run(["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "-qAt", "-c",
+             "CREATE DATABASE ordo"])
+        self.database_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/ordo"
+
+    def pg_stop(self):
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", f"{self.pgdir}/data",
+                        "-m", "fast", "-w", "stop"], cwd="/", capture_output=True)
+
+    def pg_start_again(self):
+        run(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pg_ctl", "-D", f"{self.pgdir}/data", "-l",
+             f"{self.pgdir}/log", "-w", "-t", "30", "-o",
+             f"-p {self.pg_port} -k {self.pgdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+             "start"], cwd="/")
+
+    def db(self):
+        import psycopg2
+        conn = psycopg2.connect(self.database_url)
+        conn.autocommit = True
+        return conn
+
+    def sql(self, query, *args):
+        with self.db() as conn, conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else None
+
+    # ---- NATS
+    @property
+    def nats_url(self):
+        return f"nats://127.0.0.1:{self.nats_port}"
+
+    def start_nats(self):
+        cmd = ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.nats_port), "-sd", os.path.join(self.dir, "js")]
+        if self.nats_config:
+            path = os.path.join(self.dir, "nats.conf")
+            with open(path, "w") as f:
+                f.write(self.nats_config)
+            cmd += ["-c", path]
+        self.nats_proc = subprocess.Popen(cmd, stdout=open(os.path.join(self.dir, "nats.log"), "ab"),
+                                          stderr=subprocess.STDOUT)
+        wait_port(self.nats_port)
+
+    def stop_nats(self):
+        if self.nats_proc:
+            self.nats_proc.terminate()
+            self.nats_proc.wait(timeout=10)
+            self.nats_proc = None
+
+    # ---- eventstore
+    def start_es(self, **override):
+        flags = dict(self.es_flags)
+        flags.update(override)
+        self.es_log = open(os.path.join(self.dir, "eventstore.log"), "ab")
+        cmd = [EVENTSTORE, "--listen", "127.0.0.1:0", "--database-url", self.database_url,
+               "--nats-url", self.nats_url]
+        for k, v in flags.items():
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+        self.es_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.es_log, text=True)
+        line = self.es_proc.stdout.readline()
+        if not line.startswith("port="):
+            self.es_proc.wait(timeout=10)
+            raise RuntimeError("eventstore did not start: " + self.log_tail())
+        self.es_port = int(line.strip().split("=")[1])
+        import grpc
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.es_port}")
+        self.store = self.grpc_mod.EventStoreStub(self.channel)
+        self.admin = self.grpc_mod.EventStoreAdminStub(self.channel)
+
+    def stop_es(self, sig=signal.SIGTERM, timeout=20):
+        """Stops eventstore with sig; returns its exit code."""
+        if not self.es_proc:
+            return None
+        self.channel.close()
+        self.es_proc.send_signal(sig)
+        rc = self.es_proc.wait(timeout=timeout)
+        self.es_proc = None
+        return rc
+
+    def log_tail(self, n=4000):
+        try:
+            return open(os.path.join(self.dir, "eventstore.log")).read()[-n:]
+        except OSError:
+            return ""
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.es_port}"
+
+    # ---- helpers
+    def event(self, aggregate_id, event_type="thing-happened", data=None, aggregate_type="order", **kw):
+        return self.pb.Event(aggregate_id=aggregate_id, aggregate_type=aggregate_type, event_type=event_type,
+                             event_data=json.dumps(data if data is not None else {"n": 1}), **kw)
+
+    def append(self, *events, expected=None, timeout=10):
+        req = self.pb.CreateEventRequest()
+        if len(events) == 1:
+            req.event.CopyFrom(events[0])
+        else:
+            req.events.extend(events)
+        if expected is not None:
+            req.expected_version = expected
+        return self.store.CreateEvent(req, timeout=timeout)
+
+    def stats(self):
+        return self.admin.GetStats(self.pb.StatsRequest(), timeout=10)
+
+    def bus_dump(self):
+        out = run([ORDOCTL, "bus-dump", "--nats-url", self.nats_url]).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def close(self):
+        try:
+            if self.es_proc:
+                self.es_proc.kill()
+                self.es_proc.wait(timeout=10)
+        finally:
+            self.stop_nats()
+            self.pg_stop()
+            if os.environ.get("ORDO_KEEP_TEST_DIR"):
+                print("test folder kept:", self.dir)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Checks:
+    """Counts checks; prints the closing line 'N passed, N failed'."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, cond, what):
+        if cond:
+            self.passed += 1
+            print(f"ok - {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL - {what}")
+        return cond
+
+    def eq(self, got, want, what):
+        return self.ok(got == want, f"{what} (got {got!r}, want {want!r})" if got != want else what)
+
+    def raises(self, code, fn, what, contains=None):
+        import grpc
+        try:
+            fn()
+        except grpc.RpcError as e:
+            good = e.code() == code and (contains is None or contains in (e.details() or ""))
+            return self.ok(good, f"{what}: {e.code().name} \"{e.details()}\"")
+        return self.ok(False, f"{what}: no error raised (want {code.name})")
+
+    def finish(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
+
+def run_tests(tests, cluster_factory):
+    """Runs each test function against a cluster; exceptions count as failures."""
+    checks = Checks()
+    cluster = cluster_factory()
+    try:
+        for t in tests:
+            print(f"# {t.__name__}")
+            try:
+                t(cluster, checks)
+            except Exception as e:  # a crashed test is a failed test, and the next still runs
+                import traceback
+                traceback.print_exc()
+                checks.ok(False, f"{t.__name__} raised {type(e).__name__}: {e}")
+                print(cluster.log_tail())
+    finally:
+        cluster.close()
+    checks.finish()

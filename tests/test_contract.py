@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""The eventstore.EventStore contract, driven by an independent client
+(python3-grpcio, stubs generated from proto/eventstore.proto)."""
+import json
+import threading
+import uuid
+
+import grpc
+
+from harness import Cluster, run_tests, wait_for
+
+C = grpc.StatusCode
+
+
+def test_round_trip(c, t):
+    eid = str(uuid.uuid4())
+    ev = c.event("rt-1", "order-created", {"amount": 12.5, "items": [1, 2]}, event_id=eid, stream="ORDERS")
+    ev.metadata["correlation_id"] = "corr-1"
+    r = c.append(ev, expected=0)
+    t.ok(r.is_success and r.version == 1 and r.position > 0 and not r.duplicate, "first append: version 1")
+    got = c.store.GetEvents(c.pb.GetEventsRequest(event_id=eid), timeout=10).events
+    t.eq(len(got), 1, "read back by event_id")
+    e = got[0]
+    t.eq((e.event_id, e.aggregate_id, e.aggregate_type, e.event_type, e.stream, e.version, e.position),
+         (eid, "rt-1", "order", "order-created", "ORDERS", 1, r.position), "envelope fields round-trip")
+    t.eq(json.loads(e.event_data), {"amount": 12.5, "items": [1, 2]}, "event_data round-trips as JSON")
+    t.eq(dict(e.metadata), {"correlation_id": "corr-1"}, "metadata round-trips")
+    t.ok(e.created_at > 1_600_000_000_000_000, "created_at is unix microseconds")
+
+    r2 = c.append(c.event("rt-1", "order-paid"))
+    t.ok(r2.version == 2 and r2.position > r.position, "second append: version 2, later position")
+    gen = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="rt-1"), timeout=10).events
+    t.eq([x.version for x in gen], [1, 2], "read by aggregate, ordered")
+    t.ok(uuid.UUID(gen[1].event_id).version == 4, "an empty event_id is generated (UUID v4)")
+
+
+def test_batch_and_filters(c, t):
+    evs = [c.event("bf-1", f"step-{i}", {"i": i}, aggregate_type="cart") for i in range(5)]
+    r = c.append(*evs, expected=0)
+    t.ok(r.is_success and r.version == 5, "batch of 5 appended atomically, last version 5")
+    got = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="bf-1"), timeout=10).events
+    t.eq([x.event_type for x in got], [f"step-{i}" for i in range(5)], "batch kept its order")
+    positions = [x.position for x in got]
+    t.ok(positions == sorted(positions) and positions[-1] == r.position, "positions increase; response has the last")
+    by_type = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_type="cart", event_type="step-3"), timeout=10).events
+    t.eq([x.aggregate_id for x in by_type], ["bf-1"], "filter by aggregate_type + event_type")
+    page = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_type="cart", limit=2), timeout=10).events
+    t.eq(len(page), 2, "limit caps the page")
+    rest = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_type="cart", from_position=page[-1].position),
+                             timeout=10).events
+    t.eq([x.event_type for x in rest], ["step-2", "step-3", "step-4"], "from_position is exclusive")
+
+
+def test_expected_version(c, t):
+    c.append(c.event("ev-1"), expected=0)
+    t.raises(C.FAILED_PRECONDITION, lambda: c.append(c.event("ev-1"), expected=0),
+             "expected 0 on an existing aggregate", contains="at version 1")
+    t.raises(C.FAILED_PRECONDITION, lambda: c.append(c.event("ev-1"), expected=5),
+             "expected 5 when at 1 names the current version", contains="at version 1")
+    t.raises(C.FAILED_PRECONDITION, lambda: c.append(c.event("ev-none"), expected=3),
+             "expected 3 on a missing aggregate", contains="at version 0")
+    t.ok(c.append(c.event("ev-1"), expected=1).version == 2, "expected 1 when at 1 succeeds")
+    t.ok(c.append(c.event("ev-1")).version == 3, "no expected version: any")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.event("ev-1"), expected=-1), "negative expected version")
+    t.eq(len(c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="ev-none"), timeout=10).events), 0,
+         "a refused append wrote nothing")
+
+
+def test_racing_appends(c, t):
+    """Of two appends racing with the same expected version, exactly one wins."""
+    rounds, bad = 20, 0
+    for i in range(rounds):
+        agg = f"race-{i}"
+        c.append(c.event(agg), expected=0)
+        results = []
+        barrier = threading.Barrier(2)
+
+        def go():
+            barrier.wait()
+            try:
+                results.append(c.append(c.event(agg), expected=1).version)
+            except grpc.RpcError as e:
+                results.append(e.code())
+
+        threads = [threading.Thread(target=go) for _ in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=20)
+        if sorted(map(str, results)) != sorted(map(str, [2, C.FAILED_PRECONDITION])):
+            bad += 1
+            print("race round", i, results)
+    t.eq(bad, 0, f"{rounds} rounds of two racing appends: one wins, one FAILED_PRECONDITION")
+    # many writers, no expected version: versions stay gapless and unique
+    n_threads, per = 8, 10
+    errors = []
+
+    def writer():
+        for _ in range(per):
+            try:
+                c.append(c.event("race-any"))
+            except grpc.RpcError as e:
+                errors.append(e.code())
+
+    threads = [threading.Thread(target=writer) for _ in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    got = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="race-any", limit=1000), timeout=10).events
+    t.eq(errors, [], "80 concurrent appends without expected version all succeed")
+    t.eq([e.version for e in got], list(range(1, n_threads * per + 1)), "versions 1..80, no gap, no repeat")
+
+
+def test_idempotent_replay(c, t):
+    eid = str(uuid.uuid4())
+    r1 = c.append(c.event("idem-1", event_id=eid))
+    r2 = c.append(c.event("idem-1", event_id=eid))
+    t.ok(not r1.duplicate and r2.duplicate, "replaying an event id answers duplicate=true")
+    t.eq((r2.version, r2.position), (r1.version, r1.position), "the duplicate reports the stored version/position")
+    t.eq(len(c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="idem-1"), timeout=10).events), 1,
+         "nothing new was written")
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    b1 = c.append(*[c.event("idem-2", event_id=i) for i in ids], expected=0)
+    b2 = c.append(*[c.event("idem-2", event_id=i) for i in ids], expected=0)
+    t.ok(b2.duplicate and b2.version == b1.version == 3, "a replayed batch is a duplicate, even with expected 0")
+    t.raises(C.FAILED_PRECONDITION,
+             lambda: c.append(c.event("idem-2", event_id=ids[0]), c.event("idem-2")),
+             "a batch that is only partly stored is refused")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.event("idem-other", event_id=eid)),
+             "an event id stored for another aggregate is refused", contains="another aggregate")
+    same = str(uuid.uuid4())
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.event("idem-3", event_id=same), c.event("idem-3", event_id=same)),
+             "the same event id twice in one request")
+    upper = str(uuid.uuid4()).upper()
+    c.append(c.event("idem-4", event_id=upper))
+    t.ok(c.append(c.event("idem-4", event_id=upper.lower())).duplicate, "event ids compare case-insensitively")
+
+
+def test_batch_atomicity(c, t):
+    good = c.event("atom-1")
+    bad = c.pb.Event(aggregate_id="atom-1", aggregate_type="order", event_type="x", event_data="{not json")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(good, bad), "a batch with one non-JSON event is refused",
+             contains="event 1")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.event("atom-1"), c.event("atom-2")),
+             "events of mixed aggregates", contains="mixed aggregates")
+    t.eq(len(c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="atom-1"), timeout=10).events), 0,
+         "neither batch wrote anything")
+
+
+def test_bad_input(c, t):
+    pb = c.pb
+    t.raises(C.INVALID_ARGUMENT, lambda: c.store.CreateEvent(pb.CreateEventRequest(), timeout=10), "no event at all")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(pb.Event(aggregate_type="order", event_type="x", event_data="{}")),
+             "missing aggregate_id", contains="aggregate_id is missing")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(pb.Event(aggregate_id="a", aggregate_type="order", event_data="{}")),
+             "missing event_type", contains="event_type is missing")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(pb.Event(aggregate_id="a", event_type="x", event_data="{}")),
+             "missing aggregate_type", contains="aggregate_type is missing")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.event("a", event_id="not-a-uuid")), "malformed event UUID",
+             contains="not a UUID")
+    t.raises(C.INVALID_ARGUMENT,
+             lambda: c.append(pb.Event(aggregate_id="a", aggregate_type="o", event_type="x", event_data="")),
+             "empty event_data")
+    t.raises(C.INVALID_ARGUMENT,
+             lambda: c.append(pb.Event(aggregate_id="a", aggregate_type="o", event_type="x", event_data='{"a":1,"a":2}')),
+             "duplicate JSON keys")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.event("a", aggregate_type="bad..type")), "empty subject token")
+    ev = c.event("a")
+    ev.metadata["bad key"] = "v"
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(ev), "metadata key with a space")
+    both = pb.CreateEventRequest(event=c.event("a"))
+    both.events.append(c.event("a"))
+    t.raises(C.INVALID_ARGUMENT, lambda: c.store.CreateEvent(both, timeout=10), "event and events both set")
+    big = json.dumps({"blob": "x" * 600_000})
+    t.raises(C.INVALID_ARGUMENT,
+             lambda: c.append(pb.Event(aggregate_id="a", aggregate_type="o", event_type="x", event_data=big)),
+             "event_data over --max-event-bytes", contains="over the limit")
+    huge = json.dumps({"blob": "x" * 2_000_000})
+    t.raises(C.RESOURCE_EXHAUSTED,
+             lambda: c.append(pb.Event(aggregate_id="a", aggregate_type="o", event_type="x", event_data=huge)),
+             "message over --max-message-bytes")
+    raw = c.channel.unary_unary("/eventstore.EventStore/CreateEvent",
+                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    t.raises(C.INVALID_ARGUMENT, lambda: raw(b"\xff\xff\xff\xff\x0f garbage", timeout=10), "malformed protobuf",
+             contains="malformed request")
+    unknown = c.channel.unary_unary("/eventstore.EventStore/DropEverything",
+                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    t.raises(C.UNIMPLEMENTED, lambda: unknown(b"", timeout=10), "unknown method")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.store.GetEvents(pb.GetEventsRequest(event_id="zzz"), timeout=10),
+             "GetEvents with a malformed event_id")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.store.GetEvents(pb.GetEventsRequest(from_position=-4), timeout=10),
+             "GetEvents with a negative from_position")
+    bad_utf8 = pb.CreateEventRequest()
+    bad_utf8.event.CopyFrom(c.event("a"))
+    wire = bytearray(bad_utf8.SerializeToString())
+    wire = wire.replace(b"order", b"ord\xffr")
+    t.raises(C.INVALID_ARGUMENT, lambda: raw(bytes(wire), timeout=10), "invalid UTF-8 in a string field")
+    t.ok(c.append(c.event("still-serving")).is_success, "the server keeps serving after all of that")
+
+
+def test_stream(c, t):
+    base = c.append(c.event("st-0")).position
+    for i in range(1, 4):
+        c.append(c.event(f"st-{i}"))
+    call = c.store.GetEventsStream(c.pb.GetEventsRequest(from_position=base - 1), timeout=30)
+    got = []
+    live_sent = threading.Event()
+
+    def read():
+        for ev in call:
+            got.append(ev)
+            if len(got) == 4:
+                live_sent.wait(10)
+            if len(got) == 7:
+                break
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_for(lambda: len(got) >= 4, 10, "catch-up events")
+    for i in range(4, 7):
+        c.append(c.event(f"st-{i}"))
+    live_sent.set()
+    reader.join(timeout=15)
+    call.cancel()
+    t.eq([e.aggregate_id for e in got], [f"st-{i}" for i in range(7)], "stream: 4 caught up, then 3 live, in order")
+    positions = [e.position for e in got]
+    t.ok(positions == sorted(positions), "stream positions increase")
+    # filtered stream
+    call = c.store.GetEventsStream(c.pb.GetEventsRequest(aggregate_id="st-5"), timeout=10)
+    first = next(iter(call))
+    call.cancel()
+    t.eq(first.aggregate_id, "st-5", "a stream filtered by aggregate")
+    t.ok(c.append(c.event("after-stream")).is_success, "cancelled streams leave the server serving")
+
+
+if __name__ == "__main__":
+    run_tests([test_round_trip, test_batch_and_filters, test_expected_version, test_racing_appends,
+               test_idempotent_replay, test_batch_atomicity, test_bad_input, test_stream],
+              lambda: Cluster())

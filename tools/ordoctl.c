@@ -1,0 +1,316 @@
+/*
+ * ordoctl: the operator's command-line client of the event store (gRPC) and
+ * of the EVENTS stream (JetStream). Prints JSON, one document per line.
+ *
+ *   ordoctl append   --aggregate-id ID --aggregate-type T --type E --data JSON [--expected N] [--event-id UUID]
+ *   ordoctl get      [--aggregate-id ID] [--aggregate-type T] [--type E] [--event-id UUID] [--from N] [--limit N]
+ *   ordoctl tail     [--from N] [--count N] [--timeout-ms MS]     (GetEventsStream)
+ *   ordoctl stats
+ *   ordoctl republish --from N [--to M]
+ *   ordoctl bus-dump [--nats-url URL]                             (every message of EVENTS)
+ */
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventstore.pb-c.h"
+#include "ordo/bus.h"
+#include "ordo/config.h"
+#include "ordo/grpc.h"
+
+typedef struct ctl_config {
+    const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata;
+    int expected, from, to, limit, count, timeout_ms;
+} ctl_config_t;
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(ctl_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, addr, 0, 0, "event store address"),
+    OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server (bus-dump)"),
+    OPT("aggregate-id", NULL, "", ORDO_OPT_STRING, aggregate_id, 0, 0, "aggregate id"),
+    OPT("aggregate-type", NULL, "", ORDO_OPT_STRING, aggregate_type, 0, 0, "aggregate type"),
+    OPT("type", NULL, "", ORDO_OPT_STRING, type, 0, 0, "event type"),
+    OPT("data", NULL, "{}", ORDO_OPT_STRING, data, 0, 0, "event data (JSON)"),
+    OPT("event-id", NULL, "", ORDO_OPT_STRING, event_id, 0, 0, "event id (UUID)"),
+    OPT("metadata", NULL, "", ORDO_OPT_STRING, metadata, 0, 0, "metadata as key=value,key=value"),
+    OPT("expected", NULL, "-1", ORDO_OPT_INT, expected, -1, 2147483647, "expected version (-1: any)"),
+    OPT("from", NULL, "0", ORDO_OPT_INT, from, 0, 2147483647, "position to start after / republish from"),
+    OPT("to", NULL, "0", ORDO_OPT_INT, to, 0, 2147483647, "last position to republish (0: the end)"),
+    OPT("limit", NULL, "0", ORDO_OPT_INT, limit, 0, 100000, "most events (0: server default)"),
+    OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 100000000, "tail: stop after this many events (0: never)"),
+    OPT("timeout-ms", NULL, "10000", ORDO_OPT_INT, timeout_ms, 1, 86400000, "deadline of the call"),
+};
+#define N_OPTIONS (sizeof options / sizeof options[0])
+
+static json_t *event_json(const Eventstore__Event *ev)
+{
+    json_t *meta = json_object();
+    json_t *data = json_loads(ev->event_data, JSON_DECODE_ANY, NULL);
+    for (size_t i = 0; i < ev->n_metadata; i++)
+        json_object_set_new(meta, ev->metadata[i]->key, json_string(ev->metadata[i]->value));
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:I, s:I, s:I, s:o}",
+                     "event_id", ev->event_id, "event_type", ev->event_type,
+                     "aggregate_id", ev->aggregate_id, "aggregate_type", ev->aggregate_type,
+                     "event_data", data ? data : json_string(ev->event_data), "stream", ev->stream,
+                     "version", (json_int_t)ev->version, "position", (json_int_t)ev->position,
+                     "created_at", (json_int_t)ev->created_at, "metadata", meta);
+}
+
+static void print_json(json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    puts(text ? text : "null");
+    free(text);
+    json_decref(doc);
+}
+
+static int fail(const ordo_error_t *err)
+{
+    print_json(json_pack("{s:{s:s, s:s}}", "error", "code", ordo_status_text(err->code), "message", err->msg));
+    return 1;
+}
+
+/* Parses "k=v,k=v" into metadata entries (pointers into a copy of @p text). */
+static void parse_metadata(const char *text, Eventstore__Event *ev, Eventstore__Event__MetadataEntry *entries,
+                           Eventstore__Event__MetadataEntry **ptrs, size_t cap, char *copy)
+{
+    char *save = NULL;
+    strcpy(copy, text);
+    for (char *kv = strtok_r(copy, ",", &save); kv != NULL && ev->n_metadata < cap; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        eventstore__event__metadata_entry__init(&entries[ev->n_metadata]);
+        entries[ev->n_metadata].key = kv;
+        entries[ev->n_metadata].value = eq + 1;
+        ptrs[ev->n_metadata] = &entries[ev->n_metadata];
+        ev->n_metadata++;
+    }
+    ev->metadata = ptrs;
+}
+
+static int cmd_append(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__CreateEventRequest req = EVENTSTORE__CREATE_EVENT_REQUEST__INIT;
+    Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
+    Eventstore__Event__MetadataEntry entries[16], *ptrs[16];
+    char *copy = malloc(strlen(cfg->metadata) + 1);
+    Eventstore__CreateEventResponse *resp;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+    ordo_status st;
+
+    ev.event_id = (char *)cfg->event_id;
+    ev.aggregate_id = (char *)cfg->aggregate_id;
+    ev.aggregate_type = (char *)cfg->aggregate_type;
+    ev.event_type = (char *)cfg->type;
+    ev.event_data = (char *)cfg->data;
+    parse_metadata(cfg->metadata, &ev, entries, ptrs, 16, copy);
+    req.event = &ev;
+    if (cfg->expected >= 0) {
+        req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;
+        req.expected_version = cfg->expected;
+    }
+    st = ordo_grpc_client_unary(c, "/eventstore.EventStore/CreateEvent", &req.base,
+                                &eventstore__create_event_response__descriptor, cfg->timeout_ms, &out, &err);
+    free(copy);
+    if (st != ORDO_OK)
+        return fail(&err);
+    resp = (Eventstore__CreateEventResponse *)out;
+    print_json(json_pack("{s:b, s:I, s:I, s:b}", "is_success", resp->is_success, "version", (json_int_t)resp->version,
+                         "position", (json_int_t)resp->position, "duplicate", resp->duplicate));
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static void fill_get_request(Eventstore__GetEventsRequest *req, const ctl_config_t *cfg)
+{
+    req->event_id = (char *)cfg->event_id;
+    req->aggregate_id = (char *)cfg->aggregate_id;
+    req->aggregate_type = (char *)cfg->aggregate_type;
+    req->event_type = (char *)cfg->type;
+    req->from_position = cfg->from;
+    req->limit = cfg->limit;
+}
+
+static int cmd_get(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    Eventstore__GetEventsResponse *resp;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+
+    fill_get_request(&req, cfg);
+    if (ordo_grpc_client_unary(c, "/eventstore.EventStore/GetEvents", &req.base,
+                               &eventstore__get_events_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
+        return fail(&err);
+    resp = (Eventstore__GetEventsResponse *)out;
+    for (size_t i = 0; i < resp->n_events; i++)
+        print_json(event_json(resp->events[i]));
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int cmd_tail(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    ordo_grpc_stream_t *s;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+    ordo_status st;
+    int seen = 0;
+
+    fill_get_request(&req, cfg);
+    if (ordo_grpc_stream_open(c, "/eventstore.EventStore/GetEventsStream", &req.base, cfg->timeout_ms, &s, &err) != ORDO_OK)
+        return fail(&err);
+    while ((cfg->count == 0 || seen < cfg->count) &&
+           (st = ordo_grpc_stream_next(s, &eventstore__event__descriptor, &out, &err)) == ORDO_OK) {
+        print_json(event_json((Eventstore__Event *)out));
+        fflush(stdout);
+        protobuf_c_message_free_unpacked(out, NULL);
+        seen++;
+    }
+    ordo_grpc_stream_close(s);
+    if (cfg->count > 0 && seen < cfg->count)
+        return fail(&err);
+    return 0;
+}
+
+static int cmd_stats(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__StatsRequest req = EVENTSTORE__STATS_REQUEST__INIT;
+    Eventstore__StatsResponse *r;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+
+    if (ordo_grpc_client_unary(c, "/eventstore.EventStoreAdmin/GetStats", &req.base,
+                               &eventstore__stats_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
+        return fail(&err);
+    r = (Eventstore__StatsResponse *)out;
+    print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+                         "events", (json_int_t)r->events, "aggregates", (json_int_t)r->aggregates,
+                         "outbox_backlog", (json_int_t)r->outbox_backlog, "last_position", (json_int_t)r->last_position,
+                         "safe_position", (json_int_t)r->safe_position, "published", (json_int_t)r->published,
+                         "publish_errors", (json_int_t)r->publish_errors, "set_aside", (json_int_t)r->set_aside,
+                         "appends", (json_int_t)r->appends, "conflicts", (json_int_t)r->conflicts,
+                         "duplicates", (json_int_t)r->duplicates, "tx_retries", (json_int_t)r->tx_retries,
+                         "batches", (json_int_t)r->batches, "bus_connected", r->bus_connected));
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int cmd_republish(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__RepublishRequest req = EVENTSTORE__REPUBLISH_REQUEST__INIT;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+
+    req.from_position = cfg->from;
+    req.to_position = cfg->to;
+    if (ordo_grpc_client_unary(c, "/eventstore.EventStoreAdmin/Republish", &req.base,
+                               &eventstore__republish_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
+        return fail(&err);
+    print_json(json_pack("{s:I}", "queued", (json_int_t)((Eventstore__RepublishResponse *)out)->queued));
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static json_t *msg_json(natsMsg *m, uint64_t seq)
+{
+    json_t *headers = json_object();
+    const char **keys = NULL;
+    int n = 0;
+    char *body = strndup(natsMsg_GetData(m) ? natsMsg_GetData(m) : "", (size_t)natsMsg_GetDataLength(m));
+
+    if (natsMsgHeader_Keys(m, &keys, &n) == NATS_OK) {
+        for (int i = 0; i < n; i++) {
+            const char *v = NULL;
+            if (natsMsgHeader_Get(m, keys[i], &v) == NATS_OK)
+                json_object_set_new(headers, keys[i], json_string(v));
+        }
+        free((void *)keys);
+    }
+    json_t *doc = json_pack("{s:I, s:s, s:s, s:o}", "seq", (json_int_t)seq, "subject", natsMsg_GetSubject(m),
+                            "data", body, "headers", headers);
+    free(body);
+    return doc;
+}
+
+static int cmd_bus_dump(const ctl_config_t *cfg)
+{
+    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
+    jsStreamInfo *si = NULL;
+    ordo_bus_t *bus;
+    ordo_error_t err;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
+        return fail(&err);
+    s = js_GetStreamInfo(&si, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
+    if (s != NATS_OK) {
+        ordo_status_of_nats(s, jerr, "cannot read the EVENTS stream", &err);
+        ordo_bus_destroy(bus);
+        return fail(&err);
+    }
+    for (uint64_t seq = si->State.FirstSeq; seq > 0 && seq <= si->State.LastSeq; seq++) {
+        natsMsg *m = NULL;
+        if (js_GetMsg(&m, ordo_bus_js(bus), ORDO_BUS_STREAM, seq, NULL, &jerr) != NATS_OK)
+            continue;   /* deleted */
+        print_json(msg_json(m, seq));
+        natsMsg_Destroy(m);
+    }
+    jsStreamInfo_Destroy(si);
+    ordo_bus_destroy(bus);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    ctl_config_t cfg;
+    ordo_grpc_client_t *c = NULL;
+    ordo_error_t err;
+    const char *cmd = argc > 1 ? argv[1] : "";
+    bool help;
+    int rc;
+
+    memset(&cfg, 0, sizeof cfg);
+    if (argc < 2 || strcmp(cmd, "--help") == 0) {
+        fprintf(stderr, "usage: ordoctl append|get|tail|stats|republish|bus-dump [options]\n");
+        ordo_config_usage(stderr, "ordoctl COMMAND", options, N_OPTIONS);
+        return 2;
+    }
+    if (ordo_config_load(options, N_OPTIONS, &cfg, argc - 1, argv + 1, &help, &err) != ORDO_OK) {
+        fprintf(stderr, "ordoctl: %s\n", err.msg);
+        return 2;
+    }
+    if (help) {
+        ordo_config_usage(stdout, "ordoctl COMMAND", options, N_OPTIONS);
+        return 0;
+    }
+    if (strcmp(cmd, "bus-dump") == 0)
+        return cmd_bus_dump(&cfg);
+    if (ordo_grpc_client_create(cfg.addr, 64 << 20, &c, &err) != ORDO_OK)
+        return fail(&err);
+    if (strcmp(cmd, "append") == 0)
+        rc = cmd_append(c, &cfg);
+    else if (strcmp(cmd, "get") == 0)
+        rc = cmd_get(c, &cfg);
+    else if (strcmp(cmd, "tail") == 0)
+        rc = cmd_tail(c, &cfg);
+    else if (strcmp(cmd, "stats") == 0)
+        rc = cmd_stats(c, &cfg);
+    else if (strcmp(cmd, "republish") == 0)
+        rc = cmd_republish(c, &cfg);
+    else {
+        fprintf(stderr, "ordoctl: unknown command \"%s\"\n", cmd);
+        rc = 2;
+    }
+    ordo_grpc_client_destroy(c);
+    return rc;
+}
