@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""Retries and outages: a forced SQLSTATE 40001, a database that goes away and
+comes back, late-committing transactions and the readers' gap rule."""
+import threading
+import time
+import uuid
+
+import grpc
+
+from harness import Cluster, run_tests, wait_for
+
+C = grpc.StatusCode
+
+
+def waiting_on_lock(c):
+    return c.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0] > 0
+
+
+def test_forced_serialization_failure(c, t):
+    """A concurrent UPDATE of the stream head commits while the append waits on
+    it: PostgreSQL raises a real 40001 in the append's REPEATABLE READ
+    transaction, and the event store retries it as a whole."""
+    c.append(c.event("retry-1"), expected=0)
+    before = c.stats().tx_retries
+    blocker = c.db()
+    blocker.autocommit = False
+    cur = blocker.cursor()
+    cur.execute("UPDATE streams SET version = version WHERE aggregate_id = 'retry-1'")
+    result = {}
+
+    def append():
+        try:
+            result["r"] = c.append(c.event("retry-1", "after-retry"), timeout=30)
+        except grpc.RpcError as e:
+            result["e"] = e
+
+    th = threading.Thread(target=append)
+    th.start()
+    wait_for(lambda: waiting_on_lock(c), 10, "the append to wait on the row lock")
+    blocker.commit()
+    blocker.close()
+    th.join(timeout=30)
+    t.ok("r" in result and result["r"].version == 2, f"the append succeeded after the conflict: {result}")
+    t.ok(c.stats().tx_retries > before, "the transaction was retried (tx_retries grew)")
+    log = open(f"{c.pgdir}/log").read()
+    t.ok("could not serialize access due to concurrent update" in log, "PostgreSQL raised 40001 (server log)")
+
+
+def test_database_down(c, t):
+    c.append(c.event("down-1"))
+    c.pg_stop()
+    start = time.time()
+    t.raises(C.UNAVAILABLE, lambda: c.append(c.event("down-1"), timeout=30), "append while the database is down")
+    t.ok(time.time() - start < 15, f"answered within bounded retries ({time.time() - start:.1f}s)")
+    t.raises(C.UNAVAILABLE, lambda: c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="down-1"), timeout=30),
+             "read while the database is down")
+    c.pg_start_again()
+    r = wait_for(lambda: _try_append(c, "down-1"), 20, "appends to work again")
+    t.ok(r.version == 2, "after the database is back, appends resume (no lost or doubled version)")
+
+
+def _try_append(c, agg):
+    try:
+        return c.append(c.event(agg), timeout=10)
+    except grpc.RpcError:
+        return None
+
+
+def _insert_direct(cur, agg):
+    cur.execute("INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, event_data)"
+                " VALUES (%s, %s, 'order', 1, 'slow', '{}') RETURNING position", (str(uuid.uuid4()), agg))
+    return cur.fetchone()[0]
+
+
+def test_late_commit_is_not_skipped(c, t):
+    """A transaction holding a lower position commits after a higher one: readers
+    paging by position must wait for it, not skip it."""
+    head = c.append(c.event("gap-before")).position
+    slow = c.db()
+    slow.autocommit = False
+    cur = slow.cursor()
+    slow_pos = _insert_direct(cur, "gap-slow")
+    fast = c.append(c.event("gap-fast"))
+    t.ok(fast.position > slow_pos, "the committed event holds a later position than the one in flight")
+    call = c.store.GetEventsStream(c.pb.GetEventsRequest(from_position=head), timeout=30)
+    got = []
+
+    def read():
+        try:
+            for e in call:
+                got.append(e.aggregate_id)
+        except grpc.RpcError as e:   # cancelled below
+            if e.code() != C.CANCELLED:
+                raise
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(1.0)
+    t.eq(got, [], "the stream does not pass the in-flight position")
+    page = c.store.GetEvents(c.pb.GetEventsRequest(from_position=head), timeout=10).events
+    t.eq([e.aggregate_id for e in page], [], "GetEvents (global) stops below the in-flight position")
+    slow.commit()
+    slow.close()
+    wait_for(lambda: len(got) >= 2, 10, "both events")
+    call.cancel()
+    reader.join(timeout=10)
+    t.eq(got[:2], ["gap-slow", "gap-fast"], "once committed, the late event comes first, nothing skipped")
+
+
+def test_rolled_back_gap_is_skipped(c, t):
+    """A position that will never commit stops readers only until gap_timeout."""
+    aborted = c.db()
+    aborted.autocommit = False
+    cur = aborted.cursor()
+    _insert_direct(cur, "gap-dead")
+    after = c.append(c.event("gap-after-dead"))
+    aborted.rollback()
+    aborted.close()
+    start = time.time()
+    r = wait_for(lambda: c.store.GetEvents(c.pb.GetEventsRequest(from_position=after.position - 2),
+                                           timeout=10).events, 15, "the read to pass the dead gap")
+    waited = time.time() - start
+    t.eq([e.aggregate_id for e in r], ["gap-after-dead"], "the dead position is skipped")
+    t.ok(waited >= 1.0, f"but only after the gap timeout ({waited:.1f}s)")
+
+
+if __name__ == "__main__":
+    run_tests([test_forced_serialization_failure, test_late_commit_is_not_skipped, test_rolled_back_gap_is_skipped,
+               test_database_down],
+              lambda: Cluster(gap_timeout_ms=1500, statement_timeout_ms=500))

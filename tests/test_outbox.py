@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+"""The transactional outbox: what a client was told is stored is published to
+JetStream once NATS is reachable — across NATS outages, kill -9 and SIGTERM —
+in aggregate order, deduplicated by event id; what JetStream refuses for good
+is set aside without wedging the relay."""
+import collections
+import signal
+import threading
+import time
+
+import grpc
+
+from harness import Cluster, run_tests, wait_for
+
+
+def backlog(c):
+    return c.stats().outbox_backlog
+
+
+def check_bus(c, t, expected_ids, what):
+    msgs = c.bus_dump()
+    ids = [m["headers"].get("Nats-Msg-Id") for m in msgs]
+    counts = collections.Counter(ids)
+    t.ok(set(expected_ids) <= set(ids), f"{what}: every acknowledged event is on the bus")
+    t.ok(all(v == 1 for v in counts.values()), f"{what}: each event exactly once on the bus")
+    last = {}
+    ordered = True
+    for m in msgs:
+        agg, ver = m["headers"]["Ordo-Aggregate-Id"], int(m["headers"]["Ordo-Version"])
+        if ver <= last.get(agg, 0):
+            ordered = False
+        last[agg] = ver
+    t.ok(ordered, f"{what}: each aggregate's events are in version order on the bus")
+    return msgs
+
+
+def event_ids(c, prefix):
+    rows = c.sql("SELECT event_id::text FROM events WHERE aggregate_id LIKE %s", prefix + "%")
+    return [r[0] for r in rows]
+
+
+def test_envelope(c, t):
+    ev = c.event("env-1", "order-created", {"total": 3}, stream="ORDERS")
+    ev.metadata["correlation_id"] = "corr-9"
+    ev.metadata["causation_id"] = "cause-9"
+    ev.metadata["traceparent"] = "00-abc-def-01"
+    r = c.append(ev)
+    wait_for(lambda: backlog(c) == 0, 10, "the outbox to drain")
+    stored = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="env-1"), timeout=10).events[0]
+    m = [m for m in c.bus_dump() if m["headers"].get("Ordo-Aggregate-Id") == "env-1"][0]
+    h = m["headers"]
+    t.eq(m["subject"], "events.order.order-created", "subject events.<aggregate_type>.<event_type>")
+    t.eq(h["Nats-Msg-Id"], stored.event_id, "Nats-Msg-Id is the event id")
+    t.eq((h["Ordo-Event-Type"], h["Ordo-Aggregate-Type"], h["Ordo-Version"], h["Ordo-Position"], h["Ordo-Stream"]),
+         ("order-created", "order", "1", str(r.position), "ORDERS"), "envelope headers")
+    t.eq(h["Ordo-Created-At"], str(stored.created_at), "Ordo-Created-At")
+    t.eq((h["Ordo-Correlation-Id"], h["Ordo-Causation-Id"], h["traceparent"]), ("corr-9", "cause-9", "00-abc-def-01"),
+         "metadata headers")
+    import json
+    t.eq(json.loads(m["data"]), {"total": 3}, "body is the event data")
+    sp = c.append(c.event("env sp*ce>", aggregate_type="odd type"))
+    wait_for(lambda: backlog(c) == 0, 10, "the outbox to drain")
+    odd = [m for m in c.bus_dump() if m["headers"].get("Ordo-Position") == str(sp.position)]
+    t.eq(odd[0]["subject"] if odd else None, "events.odd_type.thing-happened", "reserved subject characters replaced")
+
+
+def test_nats_down(c, t):
+    c.stop_nats()
+    wait_for(lambda: not c.stats().bus_connected, 10, "the relay to notice")
+    acked = []
+    for i in range(30):
+        r = c.append(c.event(f"nd-{i % 3}", "step", {"i": i}))
+        acked.append(r.position)
+    t.eq(len(acked), 30, "appends succeed while NATS is down")
+    t.ok(backlog(c) >= 30, "the events wait in the outbox")
+    c.start_nats()
+    wait_for(lambda: backlog(c) == 0, 30, "the outbox to drain after NATS is back")
+    check_bus(c, t, event_ids(c, "nd-"), "after a NATS outage")
+
+
+def test_kill_before_publish(c, t):
+    """kill -9 between commit and publish: NATS is down, so nothing can have been
+    published when the process dies; the next start publishes it."""
+    c.stop_nats()
+    for i in range(20):
+        c.append(c.event(f"k9-{i % 4}", "step", {"i": i}))
+    t.eq(backlog(c), 20, "20 committed events unpublished")
+    c.stop_es(signal.SIGKILL)
+    c.start_nats()
+    time.sleep(0.5)
+    t.ok(not [m for m in c.bus_dump() if m["headers"]["Ordo-Aggregate-Id"].startswith("k9-")],
+         "nothing of them reached the bus before the restart")
+    c.start_es()
+    wait_for(lambda: backlog(c) == 0, 30, "the restarted relay to drain the outbox")
+    check_bus(c, t, event_ids(c, "k9-"), "after kill -9 and restart")
+
+
+def test_republish_is_deduplicated(c, t):
+    before = len(c.bus_dump())
+    first = c.sql("SELECT min(position) FROM events")[0][0]
+    r = c.admin.Republish(c.pb.RepublishRequest(from_position=first), timeout=10)
+    t.ok(r.queued >= before, f"republish queued {r.queued} events")
+    wait_for(lambda: backlog(c) == 0, 30, "the republish to finish")
+    t.eq(len(c.bus_dump()), before, "JetStream dropped the re-sent events as duplicates (Nats-Msg-Id)")
+
+
+def test_sigterm_flushes(c, t):
+    """SIGTERM during a load: every acknowledged append is stored and published,
+    and the process exits 0."""
+    acked, stop = [], threading.Event()
+
+    def writer(n):
+        i = 0
+        while not stop.is_set() and i < 2000:
+            try:
+                acked.append(c.append(c.event(f"term-{n}", "step", {"i": i}), timeout=10).position)
+            except grpc.RpcError:
+                return
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for th in threads:
+        th.start()
+    time.sleep(1.0)
+    rc = c.stop_es(signal.SIGTERM)
+    stop.set()
+    for th in threads:
+        th.join(timeout=30)
+    t.eq(rc, 0, "eventstore exits 0 on SIGTERM")
+    stored = {r[0] for r in c.sql("SELECT position FROM events WHERE aggregate_id LIKE 'term-%%'")}
+    t.ok(len(acked) > 0 and set(acked) <= stored, f"all {len(acked)} acknowledged appends are stored")
+    t.eq(c.sql("SELECT count(*) FROM outbox")[0][0], 0, "the relay flushed the outbox before exiting")
+    c.start_es()
+    check_bus(c, t, event_ids(c, "term-"), "after SIGTERM")
+
+
+if __name__ == "__main__":
+    run_tests([test_envelope, test_nats_down, test_kill_before_publish, test_republish_is_deduplicated,
+               test_sigterm_flushes], lambda: Cluster())

@@ -1,0 +1,159 @@
+/* Unit tests of libordo's pure logic (cmocka). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ordo/buf.h"
+#include "ordo/bus.h"
+#include "ordo/config.h"
+#include "ordo/grpc.h"
+#include "ordo/json.h"
+#include "ordo/uuid.h"
+
+typedef struct cfg {
+    const char *name;
+    int count;
+    bool flag;
+} cfg_t;
+
+static const ordo_option_t opts[] = {
+    {"name", "ORDO_UNIT_NAME", "dflt", ORDO_OPT_STRING, offsetof(cfg_t, name), 0, 0, "a name"},
+    {"count", "ORDO_UNIT_COUNT", "3", ORDO_OPT_INT, offsetof(cfg_t, count), 1, 10, "a count"},
+    {"flag", NULL, "false", ORDO_OPT_BOOL, offsetof(cfg_t, flag), 0, 0, "a flag"},
+};
+
+static void config_precedence(void **state)
+{
+    cfg_t c;
+    bool help;
+    ordo_error_t err;
+    char *argv[] = {"prog", "--count=7", "--flag", NULL};
+    (void)state;
+
+    setenv("ORDO_UNIT_NAME", "from-env", 1);
+    setenv("ORDO_UNIT_COUNT", "5", 1);
+    assert_int_equal(ordo_config_load(opts, 3, &c, 3, argv, &help, &err), ORDO_OK);
+    assert_string_equal(c.name, "from-env");
+    assert_int_equal(c.count, 7);
+    assert_true(c.flag);
+    unsetenv("ORDO_UNIT_NAME");
+    unsetenv("ORDO_UNIT_COUNT");
+    assert_int_equal(ordo_config_load(opts, 3, &c, 1, argv, &help, &err), ORDO_OK);
+    assert_string_equal(c.name, "dflt");
+    assert_int_equal(c.count, 3);
+    assert_false(c.flag);
+}
+
+static void config_rejects(void **state)
+{
+    cfg_t c;
+    bool help;
+    ordo_error_t err;
+    char *range[] = {"prog", "--count", "11"};
+    char *unknown[] = {"prog", "--nope=1"};
+    char *missing[] = {"prog", "--name"};
+    char *helpv[] = {"prog", "--help"};
+    (void)state;
+
+    assert_int_equal(ordo_config_load(opts, 3, &c, 3, range, &help, &err), ORDO_INVALID);
+    assert_non_null(strstr(err.msg, "1..10"));
+    assert_int_equal(ordo_config_load(opts, 3, &c, 2, unknown, &help, &err), ORDO_INVALID);
+    assert_non_null(strstr(err.msg, "unknown option"));
+    assert_int_equal(ordo_config_load(opts, 3, &c, 2, missing, &help, &err), ORDO_INVALID);
+    assert_int_equal(ordo_config_load(opts, 3, &c, 2, helpv, &help, &err), ORDO_OK);
+    assert_true(help);
+}
+
+static void uuids(void **state)
+{
+    char a[ORDO_UUID_LEN], b[ORDO_UUID_LEN];
+    (void)state;
+
+    ordo_uuid_v4(a);
+    assert_true(ordo_uuid_valid(a));
+    assert_false(ordo_uuid_valid("not-a-uuid"));
+    assert_false(ordo_uuid_valid("123e4567-e89b-12d3-a456-42661417400"));
+    assert_true(ordo_uuid_v5(a, "payment", b));
+    assert_true(ordo_uuid_valid(b));
+    assert_int_equal(b[14], '5');
+    char c[ORDO_UUID_LEN];
+    assert_true(ordo_uuid_v5(a, "payment", c));
+    assert_string_equal(b, c);              /* deterministic */
+    assert_true(ordo_uuid_v5(a, "refund", c));
+    assert_string_not_equal(b, c);
+    assert_false(ordo_uuid_v5("bad", "x", c));
+}
+
+static void json_and_utf8(void **state)
+{
+    ordo_error_t err;
+    (void)state;
+
+    assert_int_equal(ordo_json_check("{\"a\":[1,2]}", 11, &err), ORDO_OK);
+    assert_int_equal(ordo_json_check("42", 2, &err), ORDO_OK);
+    assert_int_equal(ordo_json_check("{\"a\":1,\"a\":2}", 13, &err), ORDO_INVALID);
+    assert_int_equal(ordo_json_check("{", 1, &err), ORDO_INVALID);
+    assert_int_equal(ordo_json_check("{} {}", 5, &err), ORDO_INVALID);
+    assert_true(ordo_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+    assert_false(ordo_utf8_valid("\xff", 1));
+    assert_false(ordo_utf8_valid("\xc0\xaf", 2));          /* overlong */
+    assert_false(ordo_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
+    assert_false(ordo_utf8_valid("\xe2\x82", 2));          /* truncated */
+    assert_false(ordo_utf8_valid("a\0b", 3));
+}
+
+static void buffers(void **state)
+{
+    ordo_buf_t b = ORDO_BUF_INIT;
+    (void)state;
+
+    ordo_buf_json_string(&b, "a\"b\\c\n\x01", 7);
+    assert_string_equal(ordo_buf_str(&b), "\"a\\\"b\\\\c\\n\\u0001\"");
+    ordo_buf_reset(&b);
+    ordo_buf_pg_array_elem(&b, "x\"y\\z", 5);
+    assert_string_equal(ordo_buf_str(&b), "\"x\\\"y\\\\z\"");
+    ordo_buf_reset(&b);
+    for (int i = 0; i < 1000; i++)
+        ordo_buf_printf(&b, "%d,", i);
+    assert_int_equal(b.len, strlen(ordo_buf_str(&b)));
+    assert_false(ordo_buf_failed(&b));
+    ordo_buf_free(&b);
+}
+
+static void subjects(void **state)
+{
+    char s[64];
+    (void)state;
+
+    assert_true(ordo_bus_subject(s, sizeof s, "order", "order-created"));
+    assert_string_equal(s, "events.order.order-created");
+    assert_true(ordo_bus_subject(s, sizeof s, "my type", "a*b>c\t"));
+    assert_string_equal(s, "events.my_type.a_b_c_");
+    assert_false(ordo_bus_subject(s, 16, "order", "order-created"));
+}
+
+static void status_mapping(void **state)
+{
+    (void)state;
+    ordo_status all[] = {ORDO_OK, ORDO_INVALID, ORDO_CONFLICT, ORDO_NOT_FOUND, ORDO_UNAVAILABLE,
+                         ORDO_TIMEOUT, ORDO_UNIMPLEMENTED, ORDO_INTERNAL};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        assert_int_equal(ordo_status_of_grpc_code(ordo_grpc_code_of(all[i])), all[i]);
+    assert_int_equal(ordo_grpc_code_of(ORDO_TOO_LARGE), 8);      /* RESOURCE_EXHAUSTED */
+    assert_int_equal(ordo_grpc_code_of(ORDO_CONFLICT), 9);       /* FAILED_PRECONDITION */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(config_precedence), cmocka_unit_test(config_rejects), cmocka_unit_test(uuids),
+        cmocka_unit_test(json_and_utf8),     cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
+        cmocka_unit_test(status_mapping),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
