@@ -69,8 +69,9 @@ static ordo_status advance(es_watermark_t *wm, ordo_pg_t *pg, int64_t *mark, boo
 
     snprintf(from, sizeof from, "%lld", (long long)*mark);
     snprintf(gap, sizeof gap, "%d milliseconds", wm->ctx->cfg->gap_timeout_ms);
-    st = ordo_pg_query(pg, "SELECT position, created_at < clock_timestamp() - $2::interval FROM events"
-                           " WHERE position > $1::int8 ORDER BY position LIMIT 10000", 2, params, &res, err);
+    st = ordo_pg_query_prepared(pg, "wm_walk", "SELECT position, created_at < clock_timestamp() - $2::interval"
+                                               " FROM events WHERE position > $1::int8 ORDER BY position LIMIT 10000",
+                                2, params, &res, err);
     if (st != ORDO_OK)
         return st;
     n = PQntuples(res);
@@ -120,7 +121,7 @@ static bool wait_for_work(es_watermark_t *wm)
 static void *watermark_thread(void *arg)
 {
     es_watermark_t *wm = arg;
-    ordo_pg_t pg = {NULL, wm->ctx->cfg->database_url, NULL};
+    ordo_pg_t pg = {.url = wm->ctx->cfg->database_url};
     ordo_error_t err;
     int64_t mark = -1;
     bool more = false, warned = false;

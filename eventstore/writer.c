@@ -24,14 +24,21 @@
 #include "ordo/buf.h"
 #include "ordo/log.h"
 
-struct es_writer {
-    es_ctx_t *ctx;
+/* One writer thread and its queue. Calls are routed to a lane by their
+ * aggregate, so two lanes never contend for the same stream head. */
+typedef struct lane {
+    es_writer_t *w;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     es_append_t *head, *tail;
-    bool stopping;
-    pthread_t *threads;
-    int n_threads;
+    bool stopping, started;
+    pthread_t thread;
+} lane_t;
+
+struct es_writer {
+    es_ctx_t *ctx;
+    lane_t *lanes;
+    int n_lanes;
 };
 
 typedef struct head {
@@ -153,8 +160,8 @@ static ordo_status check_duplicates(ordo_pg_t *pg, batch_t *b, ordo_error_t *err
             array_text(ids, b->items[i]->ids[k]);
     ordo_buf_puts(ids, "}");
     params[0] = ordo_buf_str(ids);
-    st = ordo_pg_query(pg, "SELECT event_id::text, aggregate_id, version, position FROM events"
-                           " WHERE event_id = ANY($1::uuid[])", 1, params, &res, err);
+    st = ordo_pg_query_prepared(pg, "es_dups", "SELECT event_id::text, aggregate_id, version, position FROM events"
+                                               " WHERE event_id = ANY($1::uuid[])", 1, params, &res, err);
     if (st != ORDO_OK) {
         free(matched);
         return st;
@@ -223,9 +230,9 @@ static ordo_status lock_heads(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
     if (b->n_heads == 0)
         return ORDO_OK;
     params[0] = ordo_buf_str(ids);
-    st = ordo_pg_query(pg, "SELECT aggregate_id, aggregate_type, version FROM streams"
-                           " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id FOR UPDATE",
-                       1, params, &res, err);
+    st = ordo_pg_query_prepared(pg, "es_heads", "SELECT aggregate_id, aggregate_type, version FROM streams"
+                                                " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id FOR UPDATE",
+                                1, params, &res, err);
     if (st != ORDO_OK)
         return st;
     for (int r = 0; r < PQntuples(res); r++) {
@@ -298,7 +305,7 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
             return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory building the insert");
         params[i] = ordo_buf_str(&b->a[i]);
     }
-    st = ordo_pg_query(pg, INSERT_SQL, 11, params, &res, err);
+    st = ordo_pg_query_prepared(pg, "es_insert", INSERT_SQL, 11, params, &res, err);
     if (st == ORDO_CONFLICT)     /* the same event id or version committed meanwhile elsewhere */
         return ORDO_RETRY;
     if (st != ORDO_OK)
@@ -386,19 +393,20 @@ static void answer(es_writer_t *w, es_append_t *a)
     es_append_free(a);
 }
 
-static void requeue_front(es_writer_t *w, es_append_t *a)
+static void requeue_front(lane_t *l, es_append_t *a)
 {
-    pthread_mutex_lock(&w->mu);
-    a->next = w->head;
-    w->head = a;
-    if (w->tail == NULL)
-        w->tail = a;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&l->mu);
+    a->next = l->head;
+    l->head = a;
+    if (l->tail == NULL)
+        l->tail = a;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
 }
 
-static void run_batch(es_writer_t *w, ordo_pg_t *pg, es_append_t **items, size_t n)
+static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
 {
+    es_writer_t *w = l->w;
     batch_t b = {items, n, NULL, 0, {ORDO_BUF_INIT}};
     ordo_pg_tx_t tx = {"BEGIN ISOLATION LEVEL REPEATABLE READ", batch_body, batch_resolve, &b, es_retry_policy};
     ordo_error_t err;
@@ -418,7 +426,7 @@ static void run_batch(es_writer_t *w, ordo_pg_t *pg, es_append_t **items, size_t
         /* Maybe one call's data broke the statement: give each its own transaction. */
         ORDO_WARN("batch failed; retrying its calls one by one", "calls=%zu err=\"%s\"", n, err.msg);
         for (size_t i = 0; i < n; i++)
-            run_batch(w, pg, &items[i], 1);
+            run_batch(l, pg, &items[i], 1);
         return;
     }
     if (st == ORDO_OK) {
@@ -439,43 +447,44 @@ static void run_batch(es_writer_t *w, ordo_pg_t *pg, es_append_t **items, size_t
         if (st != ORDO_OK)
             set_result(a, st, "%s", err.msg);
         else if (a->deferred) {
-            requeue_front(w, a);
+            requeue_front(l, a);
             continue;
         }
         answer(w, a);
     }
 }
 
-static size_t take(es_writer_t *w, es_append_t **items, size_t max)
+static size_t take(lane_t *l, es_append_t **items, size_t max)
 {
     size_t n = 0;
-    pthread_mutex_lock(&w->mu);
-    while (w->head == NULL && !w->stopping)
-        pthread_cond_wait(&w->cv, &w->mu);
-    while (w->head != NULL && n < max) {
-        items[n++] = w->head;
-        w->head = w->head->next;
+    pthread_mutex_lock(&l->mu);
+    while (l->head == NULL && !l->stopping)
+        pthread_cond_wait(&l->cv, &l->mu);
+    while (l->head != NULL && n < max) {
+        items[n++] = l->head;
+        l->head = l->head->next;
     }
-    if (w->head == NULL)
-        w->tail = NULL;
-    pthread_mutex_unlock(&w->mu);
+    if (l->head == NULL)
+        l->tail = NULL;
+    pthread_mutex_unlock(&l->mu);
     return n;
 }
 
 static void *writer_thread(void *arg)
 {
-    es_writer_t *w = arg;
-    size_t max = (size_t)w->ctx->cfg->group_commit_max, n;
+    lane_t *l = arg;
+    const es_config_t *cfg = l->w->ctx->cfg;
+    size_t max = (size_t)cfg->group_commit_max, n;
     es_append_t **items = calloc(max, sizeof *items);
     char session[160];
     ordo_pg_t pg;
     ordo_error_t err;
 
-    es_writer_session_sql(w->ctx->cfg, session, sizeof session);
-    if (ordo_pg_open(&pg, w->ctx->cfg->database_url, session, &err) != ORDO_OK)
+    es_writer_session_sql(cfg, session, sizeof session);
+    if (ordo_pg_open(&pg, cfg->database_url, session, &err) != ORDO_OK)
         ORDO_WARN("writer cannot reach the database yet", "err=\"%s\"", err.msg);
-    while (items != NULL && (n = take(w, items, max)) > 0)
-        run_batch(w, &pg, items, n);
+    while (items != NULL && (n = take(l, items, max)) > 0)
+        run_batch(l, &pg, items, n);
     ordo_pg_close(&pg);
     free(items);
     return NULL;
@@ -486,49 +495,69 @@ ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err
     es_writer_t *w = calloc(1, sizeof *w);
 
     *out = NULL;
-    if (w == NULL || (w->threads = calloc((size_t)ctx->cfg->writers, sizeof *w->threads)) == NULL) {
+    if (w == NULL || (w->lanes = calloc((size_t)ctx->cfg->writers, sizeof *w->lanes)) == NULL) {
         free(w);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
     w->ctx = ctx;
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    for (int i = 0; i < ctx->cfg->writers; i++) {
-        if (pthread_create(&w->threads[i], NULL, writer_thread, w) != 0) {
+    w->n_lanes = ctx->cfg->writers;
+    for (int i = 0; i < w->n_lanes; i++) {
+        lane_t *l = &w->lanes[i];
+        l->w = w;
+        pthread_mutex_init(&l->mu, NULL);
+        pthread_cond_init(&l->cv, NULL);
+    }
+    for (int i = 0; i < w->n_lanes; i++) {
+        if (pthread_create(&w->lanes[i].thread, NULL, writer_thread, &w->lanes[i]) != 0) {
             es_writer_destroy(w);
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start writer threads");
         }
-        w->n_threads++;
+        w->lanes[i].started = true;
     }
     *out = w;
     return ORDO_OK;
 }
 
+/* FNV-1a: a stable spread of aggregates over lanes. */
+static unsigned lane_of(const char *aggregate_id, int n)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)aggregate_id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % (unsigned)n;
+}
+
 void es_writer_submit(es_writer_t *w, es_append_t *a)
 {
+    lane_t *l = &w->lanes[lane_of(a->events[0]->aggregate_id, w->n_lanes)];
     a->next = NULL;
-    pthread_mutex_lock(&w->mu);
-    if (w->tail != NULL)
-        w->tail->next = a;
+    pthread_mutex_lock(&l->mu);
+    if (l->tail != NULL)
+        l->tail->next = a;
     else
-        w->head = a;
-    w->tail = a;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+        l->head = a;
+    l->tail = a;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
 }
 
 void es_writer_destroy(es_writer_t *w)
 {
     if (w == NULL)
         return;
-    pthread_mutex_lock(&w->mu);
-    w->stopping = true;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    for (int i = 0; i < w->n_threads; i++)
-        pthread_join(w->threads[i], NULL);
-    free(w->threads);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
+    for (int i = 0; i < w->n_lanes; i++) {
+        lane_t *l = &w->lanes[i];
+        pthread_mutex_lock(&l->mu);
+        l->stopping = true;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+    }
+    for (int i = 0; i < w->n_lanes; i++) {
+        if (w->lanes[i].started)
+            pthread_join(w->lanes[i].thread, NULL);
+        pthread_mutex_destroy(&w->lanes[i].mu);
+        pthread_cond_destroy(&w->lanes[i].cv);
+    }
+    free(w->lanes);
     free(w);
 }

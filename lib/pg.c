@@ -20,6 +20,7 @@ void ordo_pg_close(ordo_pg_t *pg)
     if (pg->conn != NULL)
         PQfinish(pg->conn);
     pg->conn = NULL;
+    pg->n_prepared = 0;
 }
 
 ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
@@ -93,6 +94,45 @@ ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *con
     if (pg->conn == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
     res = PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
+    st = ordo_pg_check(pg->conn, res, err);
+    if (st == ORDO_OK && out != NULL)
+        *out = res;
+    else
+        PQclear(res);
+    return st;
+}
+
+static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int n, ordo_error_t *err)
+{
+    PGresult *res;
+    ordo_status st;
+
+    for (int i = 0; i < pg->n_prepared; i++)
+        if (pg->prepared[i] == name)
+            return ORDO_OK;
+    if (pg->n_prepared == ORDO_PG_MAX_PREPARED)
+        return ordo_error_set(err, ORDO_INTERNAL, "too many prepared statements");
+    res = PQprepare(pg->conn, name, sql, n, NULL);
+    st = ordo_pg_check(pg->conn, res, err);
+    PQclear(res);
+    if (st == ORDO_OK)
+        pg->prepared[pg->n_prepared++] = name;
+    return st;
+}
+
+ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *sql, int n,
+                                   const char *const *values, PGresult **out, ordo_error_t *err)
+{
+    PGresult *res;
+    ordo_status st;
+
+    if (out != NULL)
+        *out = NULL;
+    if (pg->conn == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    if ((st = prepare(pg, name, sql, n, err)) != ORDO_OK)
+        return st;
+    res = PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0);
     st = ordo_pg_check(pg->conn, res, err);
     if (st == ORDO_OK && out != NULL)
         *out = res;

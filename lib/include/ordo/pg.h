@@ -12,10 +12,14 @@
 
 #include "ordo/status.h"
 
+#define ORDO_PG_MAX_PREPARED 16
+
 typedef struct ordo_pg {
     PGconn *conn;
     const char *url;        /**< not owned: must outlive the handle */
     const char *setup_sql;  /**< run after every (re)connect, e.g. session timeouts; may be NULL */
+    const char *prepared[ORDO_PG_MAX_PREPARED]; /**< statement names prepared on this connection */
+    int n_prepared;
 } ordo_pg_t;
 
 /** Connects (and runs @p setup_sql). On failure @p pg is still valid and
@@ -42,6 +46,13 @@ ordo_status ordo_pg_check(PGconn *conn, const PGresult *res, ordo_error_t *err);
  */
 ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
                           PGresult **out, ordo_error_t *err);
+
+/**
+ * Like ordo_pg_query(), as the prepared statement @p name (a string constant),
+ * prepared from @p sql on first use on each connection: no parse and plan per call.
+ */
+ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *sql, int n,
+                                   const char *const *values, PGresult **out, ordo_error_t *err);
 
 /** Runs one or more statements without parameters, discarding results. */
 ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err);
