@@ -123,7 +123,8 @@ void es_watermark_destroy(es_watermark_t *wm);
 
 /* ---- relay.c: outbox → JetStream ---- */
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err);
-void es_relay_poke(es_relay_t *r);
+/* Rows were added below the relay's cursor (Republish): read the outbox from the start. */
+void es_relay_rescan(es_relay_t *r);
 bool es_relay_connected(es_relay_t *r);
 /* Publishes what is pending (bounded wait), stops, frees. */
 void es_relay_destroy(es_relay_t *r);

@@ -133,7 +133,7 @@ static void republish(es_readers_t *r, ordo_pg_t *pg, ordo_grpc_call_t *call,
     if (st == ORDO_OK) {
         resp.queued = strtoll(PQcmdTuples(res), NULL, 10);
         ORDO_INFO("republish queued", "from=%s to=%s queued=%lld", from, to, (long long)resp.queued);
-        es_relay_poke(r->ctx->relay);
+        es_relay_rescan(r->ctx->relay);
     }
 done:
     ordo_grpc_call_finish(call, st, err.msg, st == ORDO_OK ? &resp.base : NULL);

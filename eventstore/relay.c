@@ -1,7 +1,10 @@
 /*
  * The outbox relay: publishes committed events to JetStream in position
  * order and deletes their outbox rows only after JetStream acknowledged
- * them. NATS being down is waited out; an event JetStream refuses for good
+ * them. It follows the readers' watermark: it reads outbox rows between a
+ * cursor and the safe mark, so nothing can still appear below the cursor
+ * (except a Republish, which rewinds it) and the scan never wades through
+ * the dead index entries of rows already deleted. NATS being down is waited out; an event JetStream refuses for good
  * is set aside in outbox_rejected (logged and counted) and the relay goes on.
  * A crash between publish and delete re-publishes on restart; the
  * Nats-Msg-Id header (the event id) lets JetStream drop the duplicate.
@@ -16,7 +19,7 @@
 #include "ordo/bus.h"
 #include "ordo/log.h"
 
-enum { ACK_WAIT_MS = 5000, IDLE_MS = 1000, RECONNECT_MS = 500 };
+enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500 };
 
 typedef struct rejected {
     int64_t position;
@@ -26,10 +29,10 @@ typedef struct rejected {
 struct es_relay {
     es_ctx_t *ctx;
     pthread_t thread;
-    pthread_mutex_t mu;         /* guards the fields below */
-    pthread_cond_t cv;
-    bool poke, stopping;
+    pthread_mutex_t mu;         /* guards the fields below, up to cursor */
+    bool rescan, stopping;
     atomic_bool connected;
+    int64_t cursor;             /* relay thread only: outbox rows at or below are done */
     /* results of the batch in flight, filled by cnats' ack callback */
     int64_t *acked;
     size_t n_acked;
@@ -211,17 +214,29 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
  * Returns the number of rows read, or -1 when something failed. */
 static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
 {
-    char limit[16];
-    const char *params[1] = {limit};
+    char limit[16], from[24], upto[24];
+    const char *params[3] = {from, upto, limit};
+    int64_t mark = es_watermark_get(r->ctx->watermark);
     PGresult *res;
     ordo_error_t err;
     int rows;
     size_t failed;
 
+    pthread_mutex_lock(&r->mu);
+    if (r->rescan)
+        r->cursor = 0;
+    r->rescan = false;
+    pthread_mutex_unlock(&r->mu);
+    if (mark <= r->cursor)
+        return 0;
+    snprintf(from, sizeof from, "%lld", (long long)r->cursor);
+    snprintf(upto, sizeof upto, "%lld", (long long)mark);
     snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
     if (ordo_pg_ensure(pg, &err) != ORDO_OK ||
-        ordo_pg_query(pg, "SELECT " ES_EVENT_COLUMNS " FROM outbox o JOIN events e ON e.position = o.position"
-                          " ORDER BY o.position LIMIT $1::int4", 1, params, &res, &err) != ORDO_OK) {
+        ordo_pg_query_prepared(pg, "relay_page", "SELECT " ES_EVENT_COLUMNS " FROM outbox o"
+                                   " JOIN events e ON e.position = o.position"
+                                   " WHERE o.position > $1::int8 AND o.position <= $2::int8"
+                                   " ORDER BY o.position LIMIT $3::int4", 3, params, &res, &err) != ORDO_OK) {
         ORDO_WARN("relay cannot read the outbox", "err=\"%s\"", err.msg);
         return -1;
     }
@@ -231,9 +246,13 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
         publish_rows(r, bus, res);
         wait_for_acks(r, bus);
     }
+    /* a full page: go on after its last row; less: everything up to the mark is read */
+    int64_t next = rows == r->ctx->cfg->relay_batch ? strtoll(PQgetvalue(res, rows - 1, 0), NULL, 10) : mark;
     PQclear(res);
-    if (rows == 0)
+    if (rows == 0) {
+        r->cursor = mark;
         return 0;
+    }
     pthread_mutex_lock(&r->mu);   /* late callbacks may still arrive: freeze the results */
     failed = r->n_failed;
     if (settle(r, pg, &err) != ORDO_OK) {
@@ -245,30 +264,10 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     atomic_fetch_add(&r->ctx->stats.publish_errors, (long long)failed);
     r->n_acked = r->n_rejected = r->n_failed = 0;
     pthread_mutex_unlock(&r->mu);
-    return failed > 0 ? -1 : rows;
-}
-
-/* Waits for a poke, a stop or @p ms. Returns false when stopping. */
-static bool relay_wait(es_relay_t *r, int ms)
-{
-    struct timespec until;
-    bool stop;
-
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&r->mu);
-    while (!r->poke && !r->stopping)
-        if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
-            break;
-    r->poke = false;
-    stop = r->stopping;
-    pthread_mutex_unlock(&r->mu);
-    return !stop;
+    if (failed > 0)
+        return -1;      /* the cursor stays: the same range is read again */
+    r->cursor = next;
+    return rows;
 }
 
 static bool stopping(es_relay_t *r)
@@ -314,8 +313,9 @@ static void *relay_thread(void *arg)
     for (;;) {
         int n;
         if (bus == NULL && (bus = relay_connect(r, &warned)) == NULL) {
-            if (!relay_wait(r, RECONNECT_MS))
+            if (stopping(r))
                 break;
+            ordo_backoff_sleep(&(ordo_retry_policy_t){1, RECONNECT_MS, RECONNECT_MS}, 1);
             continue;
         }
         atomic_store(&r->connected, ordo_bus_connected(bus));
@@ -332,8 +332,10 @@ static void *relay_thread(void *arg)
             continue;               /* more is waiting */
         if (draining)
             break;
-        if (!relay_wait(r, IDLE_MS))
-            draining = true;        /* stopping: one more round publishes the last commits */
+        if (stopping(r))
+            draining = true;        /* one more round publishes the last commits */
+        else
+            es_watermark_wait(r->ctx->watermark, r->cursor, TICK_MS);
     }
     atomic_store(&r->connected, false);
     ordo_bus_destroy(bus);
@@ -356,7 +358,6 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     }
     r->ctx = ctx;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->connected, false);
     if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
         free(r->acked);
@@ -368,13 +369,12 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     return ORDO_OK;
 }
 
-void es_relay_poke(es_relay_t *r)
+void es_relay_rescan(es_relay_t *r)
 {
     if (r == NULL)
         return;
     pthread_mutex_lock(&r->mu);
-    r->poke = true;
-    pthread_cond_signal(&r->cv);
+    r->rescan = true;
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -389,11 +389,9 @@ void es_relay_destroy(es_relay_t *r)
         return;
     pthread_mutex_lock(&r->mu);
     r->stopping = true;
-    pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
     pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
     free(r->acked);
     free(r->rejected);
     free(r);

@@ -435,10 +435,8 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
         for (size_t i = 0; i < n; i++)
             if (live(items[i]) && items[i]->position > last)
                 last = items[i]->position;
-        if (last > 0) {
-            es_watermark_poke(w->ctx->watermark, last);
-            es_relay_poke(w->ctx->relay);
-        }
+        if (last > 0)
+            es_watermark_poke(w->ctx->watermark, last);   /* the relay follows the watermark */
     } else {
         ORDO_WARN("append failed", "calls=%zu status=%s err=\"%s\"", n, ordo_status_text(st), err.msg);
     }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The benchmark suite: a fresh local cluster with production durability
+# (fsync on, synchronous_commit on), then
+#   1. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
+#   2. CreateEvent with group commit, 1 and 64 clients, distinct aggregates
+#   3. the naive path: one transaction per call (--group-commit-max 1)
+#   4. hot aggregates with expected versions
+# and prints each figure with its ratio to the references. Results are
+# appended to bench/results/<date>.txt.
+#   usage: bench/run.sh [SECONDS per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+secs=${1:-10}
+bash scripts/deps.sh
+bash scripts/build.sh release >/dev/null
+. scripts/lib.sh
+dir=$(mktemp -d /tmp/ordo-bench.XXXXXX)
+es_pid=
+cleanup() {
+    [ -n "$es_pid" ] && ordo_kill_wait "$es_pid"
+    ordo_nats_stop "$dir"
+    ordo_pg_stop "$dir/pg"
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+ordo_pg_start "$dir/pg" on
+ordo_nats_start "$dir"
+psql="runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qAt ordo"
+mkdir -p bench/results
+out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).txt
+say() { echo "$*" | tee -a "$out"; }
+
+say "# Ordo benchmarks $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; fsync=on synchronous_commit=on; ${secs}s per run"
+say "# commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+# 1. PostgreSQL ceiling
+$psql -c "CREATE TABLE bench_events (position BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE,
+  aggregate_id TEXT NOT NULL, aggregate_type TEXT NOT NULL, version BIGINT NOT NULL, event_type TEXT NOT NULL,
+  event_data JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), UNIQUE (aggregate_id, version))"
+tps=$(cd / && runuser -u postgres -- "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -M prepared \
+      -c 4 -j 2 -T "$secs" -f "$root/bench/pg_ceiling.sql" ordo 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+ceiling=$(awk -v t="$tps" 'BEGIN{printf "%.0f", t*100}')
+say "postgres-ceiling (pgbench, 100 rows/tx, 4 clients): rows/s=$ceiling"
+$psql -c "DROP TABLE bench_events"
+
+start_es() {
+    "$root/build/eventstore/eventstore" --listen 127.0.0.1:0 "$@" >"$dir/es.out" 2>"$dir/es.log" &
+    es_pid=$!
+    for _ in $(seq 100); do grep -q '^port=' "$dir/es.out" && break; sleep 0.1; done
+    addr=127.0.0.1:$(sed -n 's/^port=//p' "$dir/es.out")
+}
+stop_es() { ordo_kill_wait "$es_pid"; es_pid=; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+load() {   # load LABEL ARGS... → prints the human line, remembers events/s in $eps
+    local label=$1; shift
+    local res
+    res=$("$root/build/bench/es_load" --addr "$addr" --label "$label" --seconds "$secs" "$@" || true)
+    say "$(echo "$res" | head -n 1)  eventstore_rss=$(rss_kb "$es_pid")kB"
+    eps=$(echo "$res" | tail -n 1 | sed -n 's/.*"events_per_s":\([0-9]*\).*/\1/p')
+}
+
+start_es
+say "eventstore idle rss=$(rss_kb "$es_pid")kB"
+load group-commit --clients 1;  gc1=$eps
+load group-commit --clients 64; gc64=$eps
+load group-commit-hot --clients 64 --mode hot --hot 8
+stop_es
+start_es --group-commit-max 1 --writers 16
+load naive --clients 1;  nv1=$eps
+load naive --clients 64; nv64=$eps
+stop_es
+
+say "ratios: group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
+say "        group-commit@64 / naive@64         = $(awk -v a="$gc64" -v b="$nv64" 'BEGIN{printf "%.2f", a/b}')"
+say "        group-commit@1  / naive@1          = $(awk -v a="$gc1" -v b="$nv1" 'BEGIN{printf "%.2f", a/b}')"
+echo "results: $out"
