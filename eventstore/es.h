@@ -99,9 +99,9 @@ void es_append_free(es_append_t *a);
 
 /* ---- reader.c: GetEvents, admin calls, GetEventsStream ---- */
 ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *err);
-void es_readers_get_events(es_readers_t *r, ordo_grpc_call_t *call, const Eventstore__GetEventsRequest *req);
+void es_readers_get_events(es_readers_t *r, ordo_grpc_call_t *call);
 void es_readers_stats(es_readers_t *r, ordo_grpc_call_t *call);
-void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call, const Eventstore__RepublishRequest *req);
+void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call);
 void es_readers_destroy(es_readers_t *r);
 
 ordo_status es_streams_create(es_ctx_t *ctx, es_streams_t **out);

@@ -17,7 +17,8 @@ static void on_create_event(void *vctx, ordo_grpc_call_t *call, const ProtobufCM
 static void on_get_events(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
 {
     es_ctx_t *ctx = vctx;
-    es_readers_get_events(ctx->readers, call, (const Eventstore__GetEventsRequest *)msg);
+    (void)msg;
+    es_readers_get_events(ctx->readers, call);
 }
 
 static void on_get_events_stream(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
@@ -36,7 +37,8 @@ static void on_get_stats(void *vctx, ordo_grpc_call_t *call, const ProtobufCMess
 static void on_republish(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
 {
     es_ctx_t *ctx = vctx;
-    es_readers_republish(ctx->readers, call, (const Eventstore__RepublishRequest *)msg);
+    (void)msg;
+    es_readers_republish(ctx->readers, call);
 }
 
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err)

@@ -504,6 +504,11 @@ bool ordo_grpc_call_cancelled(ordo_grpc_call_t *c)
     return atomic_load(&c->cancelled);
 }
 
+const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *c)
+{
+    return c->request;
+}
+
 ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *c)
 {
     return c->srv;

@@ -87,6 +87,9 @@ ordo_status ordo_grpc_call_send(ordo_grpc_call_t *call, const ProtobufCMessage *
 /** True when the client cancelled the call or the connection broke. */
 bool ordo_grpc_call_cancelled(ordo_grpc_call_t *call);
 
+/** The call's request (owned by the call), as handed to the handler. */
+const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *call);
+
 /** The server a call belongs to. */
 ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *call);
 

@@ -10,6 +10,7 @@
 
 #include <libpq-fe.h>
 
+#include "ordo/retry.h"
 #include "ordo/status.h"
 
 #define ORDO_PG_MAX_PREPARED 16
@@ -57,12 +58,6 @@ ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *
 /** Runs one or more statements without parameters, discarding results. */
 ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err);
 
-typedef struct ordo_retry_policy {
-    int max_attempts;
-    int base_delay_ms;
-    int max_delay_ms;
-} ordo_retry_policy_t;
-
 typedef ordo_status (*ordo_pg_tx_cb)(ordo_pg_t *pg, void *arg, ordo_error_t *err);
 
 typedef struct ordo_pg_tx {
@@ -82,8 +77,5 @@ typedef struct ordo_pg_tx {
  * it fills.
  */
 ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries, ordo_error_t *err);
-
-/** Sleeps the jittered backoff for @p attempt (1-based) of @p policy. */
-void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
 
 #endif

@@ -1,0 +1,212 @@
+#include "ordo/consumer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ordo/log.h"
+#include "ordo/retry.h"
+
+struct ordo_consumer {
+    ordo_consumer_config_t cfg;
+    ordo_event_cb handler;
+    void *ctx;
+    pthread_t thread;
+    atomic_bool stopping, connected;
+    atomic_llong handled;
+};
+
+static const char *header(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, key, &v) == NATS_OK && v != NULL ? v : "";
+}
+
+static void event_of(natsMsg *m, ordo_bus_event_t *ev)
+{
+    jsMsgMetaData *meta = NULL;
+
+    ev->event_id = header(m, "Nats-Msg-Id");
+    ev->event_type = header(m, "Ordo-Event-Type");
+    ev->aggregate_id = header(m, "Ordo-Aggregate-Id");
+    ev->aggregate_type = header(m, "Ordo-Aggregate-Type");
+    ev->correlation_id = header(m, "Ordo-Correlation-Id");
+    ev->version = strtoll(header(m, "Ordo-Version"), NULL, 10);
+    ev->position = strtoll(header(m, "Ordo-Position"), NULL, 10);
+    ev->created_at = strtoll(header(m, "Ordo-Created-At"), NULL, 10);
+    ev->data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
+    ev->data_len = natsMsg_GetDataLength(m);
+    ev->delivered = 1;
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+        ev->delivered = meta->NumDelivered;
+        jsMsgMetaData_Destroy(meta);
+    }
+}
+
+static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, ordo_msg_action action)
+{
+    natsStatus s;
+
+    if (action == ORDO_MSG_RETRY && ev->delivered >= (uint64_t)c->cfg.max_deliver) {
+        ORDO_ERROR("message keeps failing: terminated", "consumer=%s event_id=%s type=%s aggregate=%s delivered=%llu",
+                   c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id, (unsigned long long)ev->delivered);
+        action = ORDO_MSG_TERM;
+    }
+    switch (action) {
+    case ORDO_MSG_ACK:
+        s = natsMsg_AckSync(m, NULL, NULL);   /* the server has it before we move on */
+        if (s == NATS_OK)
+            atomic_fetch_add(&c->handled, 1);
+        break;
+    case ORDO_MSG_RETRY:
+        s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
+        break;
+    default:
+        ORDO_ERROR("message terminated", "consumer=%s event_id=%s type=%s", c->cfg.durable, ev->event_id, ev->event_type);
+        s = natsMsg_Term(m, NULL);
+    }
+    if (s != NATS_OK)   /* it will be redelivered after AckWait; handlers are idempotent */
+        ORDO_WARN("cannot settle a message", "consumer=%s event_id=%s err=%s", c->cfg.durable, ev->event_id,
+                  natsStatus_GetText(s));
+}
+
+static ordo_status bind(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription **sub, ordo_error_t *err)
+{
+    jsConsumerConfig cc;
+    jsConsumerInfo *ci = NULL;
+    jsSubOptions so;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = c->cfg.durable;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.FilterSubject = c->cfg.filter_subject;
+    cc.AckWait = (int64_t)c->cfg.ack_wait_ms * 1000000;
+    cc.MaxDeliver = c->cfg.max_deliver;
+    cc.MaxAckPending = c->cfg.max_ack_pending;
+    s = js_AddConsumer(&ci, ordo_bus_js(bus), ORDO_BUS_STREAM, &cc, NULL, &jerr);
+    if (s == NATS_OK)
+        jsConsumerInfo_Destroy(ci);
+    else if (jerr != JSConsumerNameExistErr && jerr != JSConsumerExistingActiveErr)
+        return ordo_status_of_nats(s, jerr, "cannot create the consumer", err);
+    jsSubOptions_Init(&so);
+    so.Stream = ORDO_BUS_STREAM;
+    so.Consumer = c->cfg.durable;
+    so.ManualAck = true;
+    s = js_PullSubscribe(sub, ordo_bus_js(bus), c->cfg.filter_subject, c->cfg.durable, NULL, &so, &jerr);
+    return ordo_status_of_nats(s, jerr, "cannot bind to the consumer", err);
+}
+
+static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, bool *warned)
+{
+    ordo_bus_config_t bcfg = {c->cfg.nats_url, c->cfg.durable, 2000, NULL};
+    ordo_bus_t *bus = NULL;
+    ordo_error_t err;
+
+    if (ordo_bus_connect(&bcfg, &bus, &err) == ORDO_OK && ordo_bus_ensure_events_stream(bus, &err) == ORDO_OK &&
+        bind(c, bus, sub, &err) == ORDO_OK) {
+        ORDO_INFO("consumer bound", "consumer=%s subject=%s", c->cfg.durable, c->cfg.filter_subject);
+        *warned = false;
+        return bus;
+    }
+    if (!*warned)
+        ORDO_WARN("consumer cannot reach JetStream yet", "consumer=%s err=\"%s\"", c->cfg.durable, err.msg);
+    *warned = true;
+    ordo_bus_destroy(bus);
+    return NULL;
+}
+
+/* Fetches one batch and handles it; false when the subscription is broken. */
+static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *sub)
+{
+    natsMsgList list = {NULL, 0};
+    jsErrCode jerr = 0;
+    natsStatus s = natsSubscription_Fetch(&list, sub, c->cfg.batch, 500, &jerr);
+
+    if (s == NATS_TIMEOUT)
+        return true;
+    if (s != NATS_OK) {
+        ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
+        return ordo_bus_connected(bus);
+    }
+    for (int i = 0; i < list.Count; i++) {
+        ordo_bus_event_t ev;
+        event_of(list.Msgs[i], &ev);
+        settle(c, list.Msgs[i], &ev, c->handler(c->ctx, &ev));
+    }
+    natsMsgList_Destroy(&list);
+    return true;
+}
+
+static void *consumer_thread(void *arg)
+{
+    ordo_consumer_t *c = arg;
+    ordo_retry_policy_t wait = {1, 500, 500};
+    natsSubscription *sub = NULL;
+    ordo_bus_t *bus = NULL;
+    bool warned = false;
+
+    while (!atomic_load(&c->stopping)) {
+        if (bus == NULL && (bus = connect_and_bind(c, &sub, &warned)) == NULL) {
+            ordo_backoff_sleep(&wait, 1);
+            continue;
+        }
+        atomic_store(&c->connected, ordo_bus_connected(bus));
+        if (!fetch_round(c, bus, sub)) {
+            natsSubscription_Destroy(sub);
+            sub = NULL;
+            ordo_bus_destroy(bus);
+            bus = NULL;
+            atomic_store(&c->connected, false);
+        }
+    }
+    atomic_store(&c->connected, false);
+    natsSubscription_Destroy(sub);   /* not Unsubscribe: the durable stays */
+    ordo_bus_destroy(bus);
+    return NULL;
+}
+
+ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb handler, void *ctx,
+                                ordo_consumer_t **out, ordo_error_t *err)
+{
+    ordo_consumer_t *c = calloc(1, sizeof *c);
+
+    *out = NULL;
+    if (c == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    c->cfg = *cfg;
+    c->handler = handler;
+    c->ctx = ctx;
+    atomic_init(&c->stopping, false);
+    atomic_init(&c->connected, false);
+    atomic_init(&c->handled, 0);
+    if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0) {
+        free(c);
+        return ordo_error_set(err, ORDO_INTERNAL, "cannot start the consumer thread");
+    }
+    *out = c;
+    return ORDO_OK;
+}
+
+bool ordo_consumer_connected(ordo_consumer_t *c)
+{
+    return c != NULL && atomic_load(&c->connected);
+}
+
+int64_t ordo_consumer_handled(ordo_consumer_t *c)
+{
+    return c != NULL ? atomic_load(&c->handled) : 0;
+}
+
+void ordo_consumer_destroy(ordo_consumer_t *c)
+{
+    if (c == NULL)
+        return;
+    atomic_store(&c->stopping, true);
+    pthread_join(c->thread, NULL);
+    free(c);
+}

@@ -1,0 +1,55 @@
+#include "ordo/esclient.h"
+
+ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int64_t expected, int timeout_ms,
+                           ordo_es_result_t *res, ordo_error_t *err)
+{
+    Eventstore__CreateEventRequest req = EVENTSTORE__CREATE_EVENT_REQUEST__INIT;
+    Eventstore__Event e = EVENTSTORE__EVENT__INIT;
+    Eventstore__Event__MetadataEntry meta[2], *metap[2];
+    ProtobufCMessage *out = NULL;
+    ordo_status st;
+
+    e.event_id = (char *)(ev->event_id ? ev->event_id : "");
+    e.event_type = (char *)ev->event_type;
+    e.aggregate_id = (char *)ev->aggregate_id;
+    e.aggregate_type = (char *)ev->aggregate_type;
+    e.event_data = (char *)ev->data;
+    if (ev->correlation_id != NULL) {
+        eventstore__event__metadata_entry__init(&meta[e.n_metadata]);
+        meta[e.n_metadata].key = "correlation_id";
+        meta[e.n_metadata].value = (char *)ev->correlation_id;
+        metap[e.n_metadata] = &meta[e.n_metadata];
+        e.n_metadata++;
+    }
+    if (ev->causation_id != NULL) {
+        eventstore__event__metadata_entry__init(&meta[e.n_metadata]);
+        meta[e.n_metadata].key = "causation_id";
+        meta[e.n_metadata].value = (char *)ev->causation_id;
+        metap[e.n_metadata] = &meta[e.n_metadata];
+        e.n_metadata++;
+    }
+    e.metadata = metap;
+    req.event = &e;
+    if (expected >= 0) {
+        req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;
+        req.expected_version = expected;
+    }
+    st = ordo_grpc_client_unary(c, "/eventstore.EventStore/CreateEvent", &req.base,
+                                &eventstore__create_event_response__descriptor, timeout_ms, &out, err);
+    if (st == ORDO_OK) {
+        Eventstore__CreateEventResponse *r = (Eventstore__CreateEventResponse *)out;
+        res->version = r->version;
+        res->position = r->position;
+        res->duplicate = r->duplicate;
+        protobuf_c_message_free_unpacked(out, NULL);
+    }
+    return st;
+}
+
+ordo_status ordo_es_read(ordo_grpc_client_t *c, const Eventstore__GetEventsRequest *req, int timeout_ms,
+                         Eventstore__GetEventsResponse **out, ordo_error_t *err)
+{
+    return ordo_grpc_client_unary(c, "/eventstore.EventStore/GetEvents", &req->base,
+                                  &eventstore__get_events_response__descriptor, timeout_ms,
+                                  (ProtobufCMessage **)out, err);
+}

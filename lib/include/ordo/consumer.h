@@ -1,0 +1,74 @@
+/**
+ * @file consumer.h
+ * A durable JetStream pull consumer on the EVENTS stream that hands each
+ * event to a handler and acknowledges it only after the handler says its
+ * effect is committed.
+ *
+ * Several processes that name the same durable share its messages (each
+ * message goes to one of them): that is how orderquery instances form a
+ * queue group. The consumer is created explicitly (js_AddConsumer) and bound
+ * to, so it survives restarts and unsubscribing never deletes it.
+ */
+#ifndef ORDO_CONSUMER_H
+#define ORDO_CONSUMER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ordo/bus.h"
+#include "ordo/status.h"
+
+/** One event as it came off the bus (pointers into the message; valid during the handler). */
+typedef struct ordo_bus_event {
+    const char *event_id;
+    const char *event_type;
+    const char *aggregate_id;
+    const char *aggregate_type;
+    const char *correlation_id;   /**< "" when absent */
+    int64_t version;
+    int64_t position;
+    int64_t created_at;
+    const char *data;             /**< event_data, NOT NUL-terminated */
+    int data_len;
+    uint64_t delivered;           /**< 1 on the first delivery */
+} ordo_bus_event_t;
+
+typedef enum ordo_msg_action {
+    ORDO_MSG_ACK,        /**< the effect is committed (or there is none) */
+    ORDO_MSG_RETRY,      /**< failed for now: redeliver after a delay */
+    ORDO_MSG_TERM,       /**< can never succeed: stop redelivering (logged) */
+} ordo_msg_action;
+
+/** Handles one event. Runs on the consumer's thread; may block on I/O. */
+typedef ordo_msg_action (*ordo_event_cb)(void *ctx, const ordo_bus_event_t *ev);
+
+typedef struct ordo_consumer_config {
+    const char *nats_url;
+    const char *durable;          /**< consumer name, shared by the instances of one service */
+    const char *filter_subject;   /**< e.g. "events.order.>" */
+    int max_deliver;              /**< deliveries before a failing message is terminated */
+    int ack_wait_ms;              /**< redelivery when neither acked nor nacked */
+    int retry_delay_ms;           /**< redelivery delay after ORDO_MSG_RETRY */
+    int batch;                    /**< messages per fetch */
+    int max_ack_pending;
+} ordo_consumer_config_t;
+
+typedef struct ordo_consumer ordo_consumer_t;
+
+/**
+ * Starts a thread that connects (retrying while NATS is down), creates or
+ * binds the durable and feeds @p handler. Free with ordo_consumer_destroy().
+ */
+ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb handler, void *ctx,
+                                ordo_consumer_t **out, ordo_error_t *err);
+
+/** True while the consumer has a live NATS connection and subscription. */
+bool ordo_consumer_connected(ordo_consumer_t *c);
+
+/** Events handled (acked) so far. */
+int64_t ordo_consumer_handled(ordo_consumer_t *c);
+
+/** Finishes the message in hand, stops the thread, closes, frees. Accepts NULL. */
+void ordo_consumer_destroy(ordo_consumer_t *c);
+
+#endif

@@ -1,0 +1,74 @@
+/**
+ * @file order.h
+ * The order domain shared by the order-flow services: event names, the
+ * order-created document, statuses, and deterministic follow-up event ids.
+ */
+#ifndef ORDO_ORDER_H
+#define ORDO_ORDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ordo/status.h"
+#include "ordo/uuid.h"
+
+#define ORDO_ORDER_AGGREGATE "order"
+#define ORDO_EV_ORDER_CREATED "order-created"
+#define ORDO_EV_PAYMENT_DEBITED "order-payment-debited"
+#define ORDO_EV_PAYMENT_FAILED "order-payment-failed"
+#define ORDO_EV_ORDER_APPROVED "order-approved"
+#define ORDO_EV_ORDER_REJECTED "order-rejected"
+#define ORDO_EV_PAYMENT_REFUNDED "order-payment-refunded"
+
+typedef struct ordo_order_item {
+    char *code;
+    char *name;
+    int64_t unit_price_cents;
+    int quantity;
+} ordo_order_item_t;
+
+/** An order as order-created carries it. Strings are owned (ordo_order_free). */
+typedef struct ordo_order {
+    char order_id[ORDO_UUID_LEN];
+    char *customer_id;
+    char *restaurant_id;
+    ordo_order_item_t *items;
+    size_t n_items;
+    int64_t amount_cents;
+} ordo_order_t;
+
+/**
+ * Parses and checks a POST /api/orders body ({customer_id, restaurant_id,
+ * order_items[{code, name, unit_price, quantity}]}); fills everything but
+ * order_id and computes amount_cents. ORDO_INVALID names the field at fault.
+ */
+ordo_status ordo_order_from_request(const char *body, size_t len, int max_items, ordo_order_t *out,
+                                    ordo_error_t *err);
+
+/** Parses an order-created event's data (the document ordo_order_event_json writes). */
+ordo_status ordo_order_from_event(const char *data, size_t len, ordo_order_t *out, ordo_error_t *err);
+
+/** The order-created document (malloc'd, NUL-terminated; NULL on no memory). */
+char *ordo_order_event_json(const ordo_order_t *o);
+
+/** Frees what the parse functions allocated. Accepts a zeroed order. */
+void ordo_order_free(ordo_order_t *o);
+
+/** The read-model status an order has after @p event_type; NULL for other events. */
+const char *ordo_order_status_after(const char *event_type);
+
+/** True for the six status names. */
+bool ordo_order_status_valid(const char *status);
+
+/**
+ * The id of the follow-up event that @p step ("payment", "restaurant",
+ * "refund") derives from the causing event @p cause_id: a UUID v5, the same
+ * on every redelivery, so the store answers a re-append as a duplicate.
+ */
+bool ordo_order_followup_id(const char *cause_id, const char *step, char out[ORDO_UUID_LEN]);
+
+/** amount_cents as a JSON-friendly number (12.5 for 1250). */
+double ordo_cents_to_units(int64_t cents);
+
+#endif

@@ -1,0 +1,17 @@
+/**
+ * @file retry.h
+ * Bounded retries with jittered exponential backoff.
+ */
+#ifndef ORDO_RETRY_H
+#define ORDO_RETRY_H
+
+typedef struct ordo_retry_policy {
+    int max_attempts;
+    int base_delay_ms;
+    int max_delay_ms;
+} ordo_retry_policy_t;
+
+/** Sleeps the backoff for @p attempt (1-based): base x 2^(attempt-1), capped, jittered in [d/2, d]. */
+void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
+
+#endif

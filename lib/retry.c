@@ -1,0 +1,24 @@
+#include "ordo/retry.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
+{
+    struct timespec now, ts;
+    long ms = policy->base_delay_ms;
+    unsigned seed;
+
+    for (int i = 1; i < attempt && ms < policy->max_delay_ms; i++)
+        ms *= 2;
+    if (ms > policy->max_delay_ms)
+        ms = policy->max_delay_ms;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    seed = (unsigned)(now.tv_nsec ^ (long)attempt * 2654435761L);
+    /* full jitter in [ms/2, ms]: racing writers spread out instead of colliding again */
+    long us = ms * 500 + (long)(rand_r(&seed) % (ms * 500 + 1));
+    ts.tv_sec = us / 1000000;
+    ts.tv_nsec = (us % 1000000) * 1000;
+    nanosleep(&ts, NULL);
+}
+
