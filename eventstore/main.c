@@ -47,16 +47,6 @@ static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
     return ORDO_OK;
 }
 
-static ordo_status migrate(const es_config_t *cfg, ordo_error_t *err)
-{
-    ordo_pg_t pg;
-    ordo_status st = ordo_pg_open(&pg, cfg->database_url, NULL, err);
-    if (st == ORDO_OK)
-        st = ordo_migrate(&pg, err);
-    ordo_pg_close(&pg);
-    return st;
-}
-
 static ordo_status start(es_ctx_t *ctx, ordo_error_t *err)
 {
     const es_config_t *cfg = ctx->cfg;
@@ -64,7 +54,7 @@ static ordo_status start(es_ctx_t *ctx, ordo_error_t *err)
     ordo_status st;
     int port = 0;
 
-    if (cfg->migrate && (st = migrate(cfg, err)) != ORDO_OK)
+    if (cfg->migrate && (st = ordo_migrate_url(cfg->database_url, err)) != ORDO_OK)
         return st;
     if ((st = es_watermark_create(ctx, &ctx->watermark, err)) != ORDO_OK ||
         (cfg->relay && (st = es_relay_create(ctx, &ctx->relay, err)) != ORDO_OK) ||

@@ -27,8 +27,8 @@ struct ordo_grpc_stream {
 ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
                                     ordo_grpc_client_t **out, ordo_error_t *err)
 {
-    grpc_arg args[2];
-    grpc_channel_args cargs = {2, args};
+    grpc_arg args[3];
+    grpc_channel_args cargs = {3, args};
     grpc_channel_credentials *creds;
     ordo_grpc_client_t *c = calloc(1, sizeof *c);
 
@@ -42,6 +42,10 @@ ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[1].value.integer = max_message_bytes;
+    /* a target listing several servers ("ipv4:a:1,b:2") spreads calls over them */
+    args[2].type = GRPC_ARG_STRING;
+    args[2].key = (char *)GRPC_ARG_LB_POLICY_NAME;
+    args[2].value.string = (char *)"round_robin";
     creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(target, creds, &cargs);
     grpc_channel_credentials_release(creds);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The run command: installs packages, builds, starts PostgreSQL, nats-server
-# (JetStream) and the event store locally, and runs a short demo.
+# (JetStream), the event store, two orderquery instances, paymentsvc,
+# restaurantsvc and orderapi locally, and sends orders down every saga path.
 # Everything runs on 127.0.0.1; state lives in .cluster/. Stop with scripts/down.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,25 +40,67 @@ export EVENTSTORE_ADDR=$EVENTSTORE_ADDR
 ENV
 export EVENTSTORE_ADDR NATS_URL
 
-ctl() { echo "\$ ordoctl $*" | sed "s|$root/||"; "$root/build/tools/ordoctl" "$@"; }
-order=$(cat /proc/sys/kernel/random/uuid)
+# start NAME PORTVAR BINARY ARGS...: runs one service in the background, records its PID,
+# and (for PORTVAR) reads the port it prints.
+start() {
+    local name=$1 binary=$2; shift 2
+    "$root/build/$binary" "$@" >"$cluster/$name.out" 2>"$cluster/$name.log" &
+    echo $! >"$cluster/$name.pid"
+}
+wait_port_line() {
+    local name=$1
+    for _ in $(seq 100); do grep -q '^port=' "$cluster/$name.out" 2>/dev/null && break; sleep 0.1; done
+    sed -n 's/^port=//p' "$cluster/$name.out"
+}
+echo "== orderquery x2 (one durable consumer shared as a queue group)"
+start orderquery-1 orderquery/orderquery --listen 127.0.0.1:0
+start orderquery-2 orderquery/orderquery --listen 127.0.0.1:0
+oq1=$(wait_port_line orderquery-1); oq2=$(wait_port_line orderquery-2)
+[ -n "$oq1" ] && [ -n "$oq2" ] || { cat "$cluster"/orderquery-*.log; exit 1; }
+ORDERQUERY_ADDR="ipv4:127.0.0.1:$oq1,127.0.0.1:$oq2"
+echo "   $ORDERQUERY_ADDR"
+echo "== paymentsvc (limit 500 per order), restaurantsvc (SOLD-OUT items are rejected)"
+start paymentsvc paymentsvc/paymentsvc --limit 500
+start restaurantsvc restaurantsvc/restaurantsvc --unavailable SOLD-OUT
+echo "== orderapi"
+http_port=8080
+(exec 3<>/dev/tcp/127.0.0.1/$http_port) 2>/dev/null && http_port=0
+start orderapi orderapi/orderapi --http-addr 127.0.0.1:$http_port --orderquery-addr "$ORDERQUERY_ADDR"
+API=http://127.0.0.1:$(wait_port_line orderapi)
+echo "   $API"
+cat >>"$cluster/env" <<ENV
+export ORDERQUERY_ADDR=$ORDERQUERY_ADDR
+export API=$API
+ENV
+
 echo
-echo "== demo: an order's life as events"
-ctl append --aggregate-id "$order" --aggregate-type order --type order-created \
-    --data '{"customer_id":"c-1","amount":42.5}' --expected 0 --metadata correlation_id=demo-1
-ctl append --aggregate-id "$order" --aggregate-type order --type order-payment-debited \
-    --data '{"amount":42.5}' --expected 1
-echo "-- a stale writer (expected version 1 again) is refused:"
-ctl append --aggregate-id "$order" --aggregate-type order --type order-payment-debited --data '{}' --expected 1 || true
+echo "== demo: orders through every saga path"
+order() {   # order LABEL CUSTOMER ITEM_CODE PRICE
+    local body
+    body=$(printf '{"customer_id":"%s","restaurant_id":"r-1","order_items":[{"code":"%s","name":"%s","unit_price":%s,"quantity":2}]}' "$2" "$3" "$1" "$4")
+    curl -s -X POST "$API/api/orders" -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$1" -d "$body" |
+        sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p'
+}
+declare -A ids
+ids[approved]=$(order approved c-1 PIZZA 12.5)
+ids[payment-failed]=$(order payment-failed c-2 CAVIAR 400)
+ids[refunded]=$(order refunded c-3 SOLD-OUT 9.99)
+echo "-- submitted 3 orders (POST /api/orders); waiting for the saga to finish"
+for label in approved payment-failed refunded; do
+    id=${ids[$label]}
+    for _ in $(seq 100); do
+        status=$(curl -s "$API/api/orders/$id" | sed -n 's/.*"status":"\([^"]*\)".*/\1/p')
+        case "$status" in Approved|PaymentFailed|Refunded) break ;; esac
+        sleep 0.1
+    done
+    printf '   %-15s order %s -> %s\n' "$label" "$id" "${status:-?}"
+done
+echo "-- one order as the read model has it:"
+curl -s "$API/api/orders/${ids[approved]}"; echo
+echo "-- its events in the store:"
+"$root/build/tools/ordoctl" get --aggregate-id "${ids[refunded]}" | sed 's/"event_data".*"version"/... "version"/'
 echo "-- bad input gets a clear error:"
-ctl append --aggregate-id "$order" --aggregate-type order --type oops --data '{not json' || true
-echo "-- the order's stream:"
-ctl get --aggregate-id "$order"
-sleep 0.5
-echo "-- on the bus (JetStream stream EVENTS):"
-"$root/build/tools/ordoctl" bus-dump | tail -n 2
-echo "-- store statistics:"
-ctl stats
+curl -s -X POST "$API/api/orders" -H 'Content-Type: application/json' -d '{"customer_id":"c-1","order_items":[]}'; echo
 echo
-echo "Ordo is running. Environment: source .cluster/env; client: build/tools/ordoctl --help"
+echo "Ordo is running: API $API  (source .cluster/env for the addresses; logs in .cluster/)"
 echo "Stop everything with: bash scripts/down.sh"

@@ -8,6 +8,7 @@
  *   ordoctl stats
  *   ordoctl republish --from N [--to M]
  *   ordoctl bus-dump [--nats-url URL]                             (every message of EVENTS)
+ *   ordoctl consumer-reset --durable NAME [--nats-url URL]        (delete a durable: it replays all on restart)
  */
 #include <jansson.h>
 #include <stddef.h>
@@ -21,7 +22,7 @@
 #include "ordo/grpc.h"
 
 typedef struct ctl_config {
-    const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata;
+    const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata, *durable;
     int expected, from, to, limit, count, timeout_ms;
 } ctl_config_t;
 
@@ -37,6 +38,7 @@ static const ordo_option_t options[] = {
     OPT("data", NULL, "{}", ORDO_OPT_STRING, data, 0, 0, "event data (JSON)"),
     OPT("event-id", NULL, "", ORDO_OPT_STRING, event_id, 0, 0, "event id (UUID)"),
     OPT("metadata", NULL, "", ORDO_OPT_STRING, metadata, 0, 0, "metadata as key=value,key=value"),
+    OPT("durable", NULL, "", ORDO_OPT_STRING, durable, 0, 0, "consumer name (consumer-reset)"),
     OPT("expected", NULL, "-1", ORDO_OPT_INT, expected, -1, 2147483647, "expected version (-1: any)"),
     OPT("from", NULL, "0", ORDO_OPT_INT, from, 0, 2147483647, "position to start after / republish from"),
     OPT("to", NULL, "0", ORDO_OPT_INT, to, 0, 2147483647, "last position to republish (0: the end)"),
@@ -270,6 +272,26 @@ static int cmd_bus_dump(const ctl_config_t *cfg)
     return 0;
 }
 
+static int cmd_consumer_reset(const ctl_config_t *cfg)
+{
+    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
+    ordo_bus_t *bus;
+    ordo_error_t err;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
+        return fail(&err);
+    s = js_DeleteConsumer(ordo_bus_js(bus), ORDO_BUS_STREAM, cfg->durable, NULL, &jerr);
+    ordo_bus_destroy(bus);
+    if (s != NATS_OK) {
+        ordo_status_of_nats(s, jerr, "cannot delete the consumer", &err);
+        return fail(&err);
+    }
+    print_json(json_pack("{s:s}", "deleted", cfg->durable));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ctl_config_t cfg;
@@ -281,7 +303,7 @@ int main(int argc, char **argv)
 
     memset(&cfg, 0, sizeof cfg);
     if (argc < 2 || strcmp(cmd, "--help") == 0) {
-        fprintf(stderr, "usage: ordoctl append|get|tail|stats|republish|bus-dump [options]\n");
+        fprintf(stderr, "usage: ordoctl append|get|tail|stats|republish|bus-dump|consumer-reset [options]\n");
         ordo_config_usage(stderr, "ordoctl COMMAND", options, N_OPTIONS);
         return 2;
     }
@@ -295,6 +317,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "bus-dump") == 0)
         return cmd_bus_dump(&cfg);
+    if (strcmp(cmd, "consumer-reset") == 0)
+        return cmd_consumer_reset(&cfg);
     if (ordo_grpc_client_create(cfg.addr, 64 << 20, &c, &err) != ORDO_OK)
         return fail(&err);
     if (strcmp(cmd, "append") == 0)

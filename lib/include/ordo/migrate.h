@@ -22,4 +22,7 @@ extern const size_t ordo_migrations_count;
 /** Applies every migration not yet recorded. */
 ordo_status ordo_migrate(ordo_pg_t *pg, ordo_error_t *err);
 
+/** The same over a connection of its own to @p url. */
+ordo_status ordo_migrate_url(const char *url, ordo_error_t *err);
+
 #endif

@@ -1,0 +1,75 @@
+#include "ordo/daemon.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include "ordo/grpc.h"
+#include "ordo/log.h"
+
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+}
+
+int ordo_daemon_init(const char *name, const ordo_option_t *opts, size_t n, void *cfg,
+                     const char *const *log_level, int argc, char **argv)
+{
+    ordo_error_t err;
+    sigset_t set;
+    bool help;
+    int level;
+
+    if (ordo_config_load(opts, n, cfg, argc, argv, &help, &err) != ORDO_OK) {
+        fprintf(stderr, "%s: %s\n", name, err.msg);
+        return 2;
+    }
+    if (help) {
+        ordo_config_usage(stdout, name, opts, n);
+        return 0;
+    }
+    if ((level = ordo_log_level_parse(*log_level)) < 0) {
+        fprintf(stderr, "%s: --log-level must be debug, info, warn or error\n", name);
+        return 2;
+    }
+    ordo_log_init(name, (ordo_log_level)level);
+    /* Blocked everywhere, taken by sigwait in ordo_daemon_wait: no handler runs at all. */
+    stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return -1;
+}
+
+int ordo_daemon_wait(void)
+{
+    sigset_t set;
+    int sig = 0;
+
+    stop_signals(&set);
+    sigwait(&set, &sig);
+    return sig;
+}
+
+int ordo_daemon_run_consumer(const char *durable, const char *nats_url, const char *eventstore_addr,
+                             ordo_event_cb handler, void *ctx, ordo_grpc_client_t **store)
+{
+    ordo_consumer_config_t ccfg = {nats_url, durable, "events.order.>", 10, 30000, 1000, 64, 1000};
+    ordo_consumer_t *consumer = NULL;
+    ordo_error_t err;
+    int sig;
+
+    if (ordo_grpc_client_create(eventstore_addr, 4 << 20, store, &err) != ORDO_OK ||
+        ordo_consumer_start(&ccfg, handler, ctx, &consumer, &err) != ORDO_OK) {
+        ORDO_ERROR("cannot start", "err=\"%s\"", err.msg);
+        ordo_grpc_client_destroy(*store);
+        return 1;
+    }
+    ORDO_INFO("running", "consumer=%s eventstore=%s nats=%s", durable, eventstore_addr, nats_url);
+    sig = ordo_daemon_wait();
+    ORDO_INFO("stopping", "signal=%d", sig);
+    ordo_consumer_destroy(consumer);
+    ordo_grpc_client_destroy(*store);
+    *store = NULL;
+    return 0;
+}

@@ -1,0 +1,199 @@
+#include "ordo/http.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ordo/buf.h"
+#include "ordo/log.h"
+
+struct ordo_http_server {
+    struct MHD_Daemon *daemon;
+    ordo_http_handler_cb handler;
+    void *ctx;
+    size_t max_body;
+};
+
+typedef struct request_state {
+    ordo_buf_t body;
+    bool too_large;
+} request_state_t;
+
+int ordo_http_code_of(ordo_status st)
+{
+    switch (st) {
+    case ORDO_OK: return 200;
+    case ORDO_INVALID: return 400;
+    case ORDO_NOT_FOUND: return 404;
+    case ORDO_CONFLICT: return 409;
+    case ORDO_TOO_LARGE: return 413;
+    case ORDO_UNAVAILABLE:
+    case ORDO_RETRY:
+    case ORDO_TIMEOUT: return 503;
+    case ORDO_UNIMPLEMENTED: return 501;
+    default: return 500;
+    }
+}
+
+void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    json_t *doc;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    doc = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+    free(resp->body);
+    resp->status = status;
+    resp->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+}
+
+const char *ordo_http_header(const ordo_http_request_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *ordo_http_query(const ordo_http_request_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, ordo_http_response_t *r)
+{
+    const char *body = r->body ? r->body : "";
+    struct MHD_Response *mr = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result ret;
+
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
+    if (r->header_name != NULL)
+        MHD_add_response_header(mr, r->header_name, r->header_value);
+    ret = MHD_queue_response(conn, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    free(r->body);
+    r->body = NULL;
+    return ret;
+}
+
+static enum MHD_Result too_large(struct MHD_Connection *conn, size_t max)
+{
+    ordo_http_response_t r = {0};
+    ordo_http_error(&r, 413, "body_too_large", "the request body is over the limit of %zu bytes", max);
+    return send_response(conn, &r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    ordo_http_server_t *srv = cls;
+    request_state_t *st = *con_cls;
+    (void)version;
+
+    if (st == NULL) {
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if ((st = calloc(1, sizeof *st)) == NULL)
+            return MHD_NO;
+        *con_cls = st;
+        /* refuse a declared oversized body before reading any of it */
+        if (cl != NULL && strtoull(cl, NULL, 10) > srv->max_body) {
+            st->too_large = true;
+            return too_large(conn, srv->max_body);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!st->too_large && st->body.len + *upload_data_size <= srv->max_body)
+            ordo_buf_append(&st->body, upload_data, *upload_data_size);
+        else
+            st->too_large = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (st->too_large)
+        return too_large(conn, srv->max_body);
+    ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn};
+    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL};
+    if (ordo_buf_failed(&st->body))
+        ordo_http_error(&resp, 500, "internal", "out of memory");
+    else
+        srv->handler(srv->ctx, &req, &resp);
+    return send_response(conn, &resp);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode t)
+{
+    request_state_t *st = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)t;
+    if (st != NULL) {
+        ordo_buf_free(&st->body);
+        free(st);
+        *con_cls = NULL;
+    }
+}
+
+static ordo_status parse_addr(const char *addr, struct sockaddr_in *sa, ordo_error_t *err)
+{
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    size_t hl = colon ? (size_t)(colon - addr) : 0;
+
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    if (colon == NULL || hl == 0 || hl >= sizeof host)
+        return ordo_error_set(err, ORDO_INVALID, "HTTP address must be host:port, got \"%s\"", addr);
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return ordo_error_set(err, ORDO_INVALID, "HTTP host must be an IPv4 address, got \"%s\"", host);
+    sa->sin_port = htons((uint16_t)atoi(colon + 1));
+    return ORDO_OK;
+}
+
+ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
+                            ordo_http_server_t **out, int *bound_port, ordo_error_t *err)
+{
+    struct sockaddr_in sa;
+    ordo_http_server_t *srv;
+    const union MHD_DaemonInfo *info;
+    ordo_status st;
+
+    *out = NULL;
+    if ((st = parse_addr(cfg->addr, &sa, err)) != ORDO_OK)
+        return st;
+    if ((srv = calloc(1, sizeof *srv)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    srv->handler = handler;
+    srv->ctx = ctx;
+    srv->max_body = cfg->max_body;
+    srv->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, srv,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        free(srv);
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot listen on %s", cfg->addr);
+    }
+    info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (bound_port != NULL)
+        *bound_port = info ? info->port : 0;
+    *out = srv;
+    return ORDO_OK;
+}
+
+void ordo_http_stop(ordo_http_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    MHD_stop_daemon(srv->daemon);
+    free(srv);
+}

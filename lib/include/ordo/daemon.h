@@ -1,0 +1,38 @@
+/**
+ * @file daemon.h
+ * What every Ordo daemon's main() does the same way: read its config table,
+ * print --help, set up logging, and wait for SIGTERM/SIGINT.
+ */
+#ifndef ORDO_DAEMON_H
+#define ORDO_DAEMON_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include "ordo/config.h"
+#include "ordo/consumer.h"
+
+/**
+ * Loads @p opts into @p cfg; *@p log_level (a field of @p cfg) names the level.
+ * Blocks SIGTERM/SIGINT in this and every later thread (ordo_daemon_wait
+ * takes them) and ignores SIGPIPE. Call first, before any thread starts.
+ * @return -1 to go on, or the exit code to return from main (0 after --help, 2 on bad config).
+ */
+int ordo_daemon_init(const char *name, const ordo_option_t *opts, size_t n, void *cfg,
+                     const char *const *log_level, int argc, char **argv);
+
+/** Blocks until SIGTERM or SIGINT; returns the signal. */
+int ordo_daemon_wait(void);
+
+struct ordo_grpc_client;
+
+/**
+ * The whole life of a saga service: opens *@p store (an event store client
+ * the handler uses through its context), consumes the order events with the
+ * durable @p durable, and on SIGTERM finishes the message in hand and stops.
+ * @return the exit code for main.
+ */
+int ordo_daemon_run_consumer(const char *durable, const char *nats_url, const char *eventstore_addr,
+                             ordo_event_cb handler, void *ctx, struct ordo_grpc_client **store);
+
+#endif

@@ -1,0 +1,62 @@
+/**
+ * @file http.h
+ * A small HTTP/1.1 server over libmicrohttpd: a pool of threads, capped
+ * bodies (413 before the handler runs), connection limits and timeouts,
+ * and JSON responses. The handler sees a whole request and fills a response.
+ */
+#ifndef ORDO_HTTP_H
+#define ORDO_HTTP_H
+
+#include <stddef.h>
+
+#include "ordo/status.h"
+
+typedef struct ordo_http_server ordo_http_server_t;
+
+typedef struct ordo_http_request {
+    const char *method;
+    const char *path;            /**< without the query string */
+    const char *body;            /**< NUL-terminated; "" when none */
+    size_t body_len;
+    void *conn;                  /**< for ordo_http_header / ordo_http_query */
+} ordo_http_request_t;
+
+typedef struct ordo_http_response {
+    int status;
+    char *body;                  /**< malloc'd; the server frees it */
+    const char *content_type;    /**< default application/json */
+    const char *header_name;     /**< one extra header, or NULL */
+    const char *header_value;
+} ordo_http_response_t;
+
+/** Handles one request. Runs on a server thread; may block. */
+typedef void (*ordo_http_handler_cb)(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp);
+
+typedef struct ordo_http_config {
+    const char *addr;            /**< "127.0.0.1:8080"; port 0 = any */
+    int threads;
+    size_t max_body;             /**< larger bodies get 413 */
+    int connection_timeout_s;
+    int max_connections;
+} ordo_http_config_t;
+
+ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
+                            ordo_http_server_t **out, int *bound_port, ordo_error_t *err);
+
+/** Stops accepting, finishes requests in flight, frees. Accepts NULL. */
+void ordo_http_stop(ordo_http_server_t *srv);
+
+/** A request header (case-insensitive name), or NULL. */
+const char *ordo_http_header(const ordo_http_request_t *req, const char *name);
+
+/** A query-string argument, or NULL. */
+const char *ordo_http_query(const ordo_http_request_t *req, const char *name);
+
+/** Sets a JSON error response {"error":{"code":..,"message":..}}. */
+void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/** The one mapping from ordo_status to an HTTP status code. */
+int ordo_http_code_of(ordo_status st);
+
+#endif

@@ -1,0 +1,41 @@
+#include "ordo/saga.h"
+
+#include "ordo/esclient.h"
+#include "ordo/log.h"
+#include "ordo/uuid.h"
+
+ordo_msg_action ordo_saga_followup(ordo_grpc_client_t *store, const ordo_bus_event_t *cause, const char *step,
+                                   const char *event_type, const char *data, int timeout_ms)
+{
+    char id[ORDO_UUID_LEN];
+    ordo_es_event_t ev = {id, event_type, cause->aggregate_id, cause->aggregate_type, data,
+                          cause->aggregate_id, cause->event_id};
+    ordo_es_result_t res;
+    ordo_error_t err;
+    ordo_status st;
+
+    if (!ordo_uuid_v5(cause->event_id, step, id)) {
+        ORDO_ERROR("cause has no valid event id", "type=%s aggregate=%s", cause->event_type, cause->aggregate_id);
+        return ORDO_MSG_TERM;
+    }
+    st = ordo_es_append(store, &ev, cause->version, timeout_ms, &res, &err);
+    switch (st) {
+    case ORDO_OK:
+        ORDO_INFO(res.duplicate ? "follow-up already appended" : "follow-up appended",
+                  "order_id=%s event=%s event_id=%s version=%lld causation_id=%s", cause->aggregate_id, event_type,
+                  id, (long long)res.version, cause->event_id);
+        return ORDO_MSG_ACK;
+    case ORDO_CONFLICT:
+        ORDO_WARN("the order moved on before this step: nothing to do", "order_id=%s event=%s err=\"%s\"",
+                  cause->aggregate_id, event_type, err.msg);
+        return ORDO_MSG_ACK;
+    case ORDO_INVALID:
+        ORDO_ERROR("the store refused the follow-up", "order_id=%s event=%s err=\"%s\"", cause->aggregate_id,
+                   event_type, err.msg);
+        return ORDO_MSG_TERM;
+    default:
+        ORDO_WARN("cannot append the follow-up now; will retry", "order_id=%s event=%s err=\"%s\"",
+                  cause->aggregate_id, event_type, err.msg);
+        return ORDO_MSG_RETRY;
+    }
+}

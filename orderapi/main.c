@@ -1,0 +1,56 @@
+/* orderapi: HTTP orders and queries (libmicrohttpd + jansson). */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "api.h"
+#include "ordo/daemon.h"
+#include "ordo/log.h"
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(api_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("http-addr", "HTTP_ADDR", "127.0.0.1:8080", ORDO_OPT_STRING, http_addr, 0, 0, "HTTP listen address (port 0: any free port)"),
+    OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
+    OPT("orderquery-addr", "ORDERQUERY_ADDR", "127.0.0.1:50052", ORDO_OPT_STRING, orderquery_addr, 0, 0, "read model (orderquery); several as ipv4:a:p1,b:p2"),
+    OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
+    OPT("threads", "ORDO_HTTP_THREADS", "8", ORDO_OPT_INT, threads, 1, 256, "HTTP worker threads"),
+    OPT("max-body", "ORDO_MAX_BODY", "65536", ORDO_OPT_INT, max_body, 256, 16 << 20, "largest request body (413 above)"),
+    OPT("max-items", "ORDO_MAX_ITEMS", "100", ORDO_OPT_INT, max_items, 1, 10000, "most order items in one order"),
+    OPT("timeout-ms", "ORDO_TIMEOUT_MS", "3000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of calls to the store and read model"),
+};
+
+int main(int argc, char **argv)
+{
+    api_config_t cfg = {0};
+    api_ctx_t ctx = {0};
+    ordo_http_config_t hcfg;
+    ordo_http_server_t *http = NULL;
+    ordo_error_t err;
+    int port = 0;
+    int rc = ordo_daemon_init("orderapi", options, sizeof options / sizeof options[0], &cfg, &cfg.log_level, argc, argv);
+
+    if (rc >= 0)
+        return rc;
+    ctx.cfg = &cfg;
+    api_init(&ctx);
+    hcfg = (ordo_http_config_t){cfg.http_addr, cfg.threads, (size_t)cfg.max_body, 10, 1024};
+    if (ordo_grpc_client_create(cfg.eventstore_addr, 4 << 20, &ctx.store, &err) != ORDO_OK ||
+        ordo_grpc_client_create(cfg.orderquery_addr, 16 << 20, &ctx.query, &err) != ORDO_OK ||
+        ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK) {
+        ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
+        rc = 1;
+    } else {
+        ORDO_INFO("orderapi serving", "http=%s port=%d eventstore=%s orderquery=%s", cfg.http_addr, port,
+                  cfg.eventstore_addr, cfg.orderquery_addr);
+        printf("port=%d\n", port);
+        fflush(stdout);
+        rc = ordo_daemon_wait();
+        ORDO_INFO("orderapi stopping", "signal=%d", rc);
+        rc = 0;
+    }
+    ordo_http_stop(http);
+    ordo_grpc_client_destroy(ctx.query);
+    ordo_grpc_client_destroy(ctx.store);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* orderquery: projects order events into the read model and serves it over gRPC. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "oq.h"
+#include "ordo/daemon.h"
+#include "ordo/log.h"
+#include "ordo/migrate.h"
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(oq_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("database-url", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ordo", ORDO_OPT_STRING, database_url, 0, 0, "libpq URI of the read model's database"),
+    OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server with JetStream"),
+    OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store (gaps and rebuilds)"),
+    OPT("listen", "ORDERQUERY_ADDR", "127.0.0.1:50052", ORDO_OPT_STRING, listen, 0, 0, "gRPC address of order.OrderQuery (port 0: any free port)"),
+    OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
+    OPT("readers", "ORDO_READERS", "2", ORDO_OPT_INT, readers, 1, 64, "threads serving queries"),
+    OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
+    OPT("rebuild", NULL, "false", ORDO_OPT_BOOL, rebuild, 0, 0, "rebuild the read model from the event store, then exit"),
+    OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
+};
+
+static int rebuild_once(oq_ctx_t *ctx)
+{
+    ordo_pg_t pg;
+    ordo_error_t err;
+    int64_t events = 0, orders = 0;
+    ordo_status st = ordo_pg_open(&pg, ctx->cfg->database_url, NULL, &err);
+
+    if (st == ORDO_OK)
+        st = oq_rebuild(ctx, &pg, &events, &orders, &err);
+    ordo_pg_close(&pg);
+    if (st != ORDO_OK) {
+        ORDO_ERROR("rebuild failed", "err=\"%s\"", err.msg);
+        return 1;
+    }
+    printf("{\"events\":%lld,\"orders\":%lld}\n", (long long)events, (long long)orders);
+    return 0;
+}
+
+static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
+{
+    const oq_config_t *cfg = ctx->cfg;
+    ordo_grpc_server_config_t scfg = {cfg->listen, 1 << 20, 1};
+    ordo_consumer_config_t ccfg = {cfg->nats_url, "orderquery", "events.order.>", 10, 30000, 1000, 64, 1000};
+    ordo_status st;
+    int port = 0;
+
+    if ((st = ordo_pg_open(&ctx->projection_pg, cfg->database_url, NULL, err)) != ORDO_OK)
+        ORDO_WARN("projection cannot reach the database yet", "err=\"%s\"", err->msg);
+    if ((st = ordo_workers_create(cfg->readers, cfg->database_url, NULL, ctx, &ctx->workers, err)) != ORDO_OK ||
+        (st = ordo_grpc_server_create(&scfg, &ctx->server, err)) != ORDO_OK ||
+        (st = oq_service_register(ctx, err)) != ORDO_OK ||
+        (st = ordo_grpc_server_start(ctx->server, &port, err)) != ORDO_OK ||
+        (st = ordo_consumer_start(&ccfg, oq_handle, ctx, &ctx->consumer, err)) != ORDO_OK)
+        return st;
+    ORDO_INFO("orderquery serving", "listen=%s port=%d", cfg->listen, port);
+    printf("port=%d\n", port);
+    fflush(stdout);
+    return ORDO_OK;
+}
+
+int main(int argc, char **argv)
+{
+    oq_config_t cfg = {0};
+    oq_ctx_t ctx = {0};
+    ordo_error_t err;
+    int rc = ordo_daemon_init("orderquery", options, sizeof options / sizeof options[0], &cfg, &cfg.log_level, argc, argv);
+
+    if (rc >= 0)
+        return rc;
+    ctx.cfg = &cfg;
+    if ((cfg.migrate && ordo_migrate_url(cfg.database_url, &err) != ORDO_OK) ||
+        ordo_grpc_client_create(cfg.eventstore_addr, 64 << 20, &ctx.store, &err) != ORDO_OK) {
+        ORDO_ERROR("orderquery cannot start", "err=\"%s\"", err.msg);
+        return 1;
+    }
+    if (cfg.rebuild) {
+        rc = rebuild_once(&ctx);
+    } else if (start(&ctx, &err) != ORDO_OK) {
+        ORDO_ERROR("orderquery cannot start", "err=\"%s\"", err.msg);
+        rc = 1;
+    } else {
+        rc = ordo_daemon_wait();
+        ORDO_INFO("orderquery stopping", "signal=%d", rc);
+        rc = 0;
+    }
+    /* the consumer first: it finishes the event in hand */
+    ordo_consumer_destroy(ctx.consumer);
+    if (ctx.server != NULL)
+        ordo_grpc_server_shutdown(ctx.server, 5000);
+    ordo_workers_destroy(ctx.workers);
+    ordo_grpc_server_destroy(ctx.server);
+    ordo_pg_close(&ctx.projection_pg);
+    ordo_grpc_client_destroy(ctx.store);
+    return rc;
+}

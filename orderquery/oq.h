@@ -1,0 +1,48 @@
+/* orderquery: the read model of orders — projection, rebuild and queries. */
+#ifndef OQ_H
+#define OQ_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "order.pb-c.h"
+#include "ordo/consumer.h"
+#include "ordo/grpc.h"
+#include "ordo/pg.h"
+#include "ordo/workers.h"
+
+typedef struct oq_config {
+    const char *database_url;
+    const char *nats_url;
+    const char *eventstore_addr;
+    const char *listen;
+    const char *log_level;
+    int readers;
+    int timeout_ms;
+    bool rebuild;     /* one-shot: rebuild the read model and exit */
+    bool migrate;
+} oq_config_t;
+
+typedef struct oq_ctx {
+    const oq_config_t *cfg;
+    ordo_grpc_client_t *store;
+    ordo_pg_t projection_pg;    /* the consumer thread's connection */
+    ordo_consumer_t *consumer;
+    ordo_workers_t *workers;    /* queries and admin calls */
+    ordo_grpc_server_t *server;
+    atomic_llong applied;       /* events applied by this process */
+} oq_ctx_t;
+
+/* projection.c */
+
+/* The consumer's handler: applies one event exactly once in effect. */
+ordo_msg_action oq_handle(void *ctx, const ordo_bus_event_t *ev);
+
+/* Empties the read model and replays every order event from the store.
+ * Counts events read and orders written. */
+ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *orders, ordo_error_t *err);
+
+/* query.c: serves order.OrderQuery. */
+ordo_status oq_service_register(oq_ctx_t *ctx, ordo_error_t *err);
+
+#endif

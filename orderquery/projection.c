@@ -1,0 +1,232 @@
+/*
+ * The projection: each order event changes the order's row in one
+ * transaction that also checks and advances the row's version, so an event
+ * is applied exactly once in effect — a redelivered one (version <= row's)
+ * is skipped; one that arrives ahead of a missing one first fetches the
+ * missing events from the event store and applies them in order.
+ * Instances share the durable consumer; the row lock serialises them per order.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oq.h"
+#include "ordo/buf.h"
+#include "ordo/esclient.h"
+#include "ordo/log.h"
+#include "ordo/order.h"
+
+static ordo_bus_event_t from_store(const Eventstore__Event *e)
+{
+    ordo_bus_event_t ev = {e->event_id, e->event_type, e->aggregate_id, e->aggregate_type, "",
+                           e->version, e->position, e->created_at, e->event_data, (int)strlen(e->event_data), 1};
+    return ev;
+}
+
+static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_error_t *err)
+{
+    ordo_order_t o;
+    ordo_buf_t codes = ORDO_BUF_INIT, names = ORDO_BUF_INIT, prices = ORDO_BUF_INIT, qtys = ORDO_BUF_INIT;
+    char amount[24], at[24], version[24];
+    ordo_status st;
+
+    if ((st = ordo_order_from_event(ev->data, (size_t)ev->data_len, &o, err)) != ORDO_OK)
+        return st;
+    snprintf(amount, sizeof amount, "%lld", (long long)o.amount_cents);
+    snprintf(at, sizeof at, "%lld", (long long)ev->created_at);
+    snprintf(version, sizeof version, "%lld", (long long)ev->version);
+    const char *p1[] = {ev->aggregate_id, o.customer_id, o.restaurant_id, amount, version, at};
+    st = ordo_pg_query_prepared(pg, "oq_insert_order",
+                                "INSERT INTO orders (order_id, customer_id, restaurant_id, status, amount_cents,"
+                                " version, created_at, updated_at) VALUES ($1, $2, $3, 'Pending', $4::int8, $5::int8,"
+                                " $6::int8, $6::int8)", 6, p1, NULL, err);
+    ordo_buf_puts(&codes, "{");
+    ordo_buf_puts(&names, "{");
+    ordo_buf_puts(&prices, "{");
+    ordo_buf_puts(&qtys, "{");
+    for (size_t i = 0; i < o.n_items; i++) {
+        const char *sep = i ? "," : "";
+        ordo_buf_puts(&codes, sep);
+        ordo_buf_pg_array_elem(&codes, o.items[i].code, strlen(o.items[i].code));
+        ordo_buf_puts(&names, sep);
+        ordo_buf_pg_array_elem(&names, o.items[i].name, strlen(o.items[i].name));
+        ordo_buf_printf(&prices, "%s%lld", sep, (long long)o.items[i].unit_price_cents);
+        ordo_buf_printf(&qtys, "%s%d", sep, o.items[i].quantity);
+    }
+    ordo_buf_puts(&codes, "}");
+    ordo_buf_puts(&names, "}");
+    ordo_buf_puts(&prices, "}");
+    ordo_buf_puts(&qtys, "}");
+    if (st == ORDO_OK) {
+        const char *p2[] = {ev->aggregate_id, ordo_buf_str(&codes), ordo_buf_str(&names), ordo_buf_str(&prices),
+                            ordo_buf_str(&qtys)};
+        st = ordo_pg_query_prepared(pg, "oq_insert_items",
+                                    "INSERT INTO order_items (order_id, line, code, name, unit_price_cents, quantity)"
+                                    " SELECT $1, u.line::int, u.code, u.name, u.price, u.qty"
+                                    " FROM unnest($2::text[], $3::text[], $4::int8[], $5::int[])"
+                                    " WITH ORDINALITY AS u(code, name, price, qty, line)", 5, p2, NULL, err);
+    }
+    ordo_buf_free(&codes);
+    ordo_buf_free(&names);
+    ordo_buf_free(&prices);
+    ordo_buf_free(&qtys);
+    ordo_order_free(&o);
+    return st;
+}
+
+static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_error_t *err)
+{
+    char version[24], at[24];
+    const char *status = ordo_order_status_after(ev->event_type);
+    const char *params[4] = {ev->aggregate_id, version, at, status ? status : ""};
+
+    if (strcmp(ev->event_type, ORDO_EV_ORDER_CREATED) == 0)
+        return insert_order(pg, ev, err);
+    snprintf(version, sizeof version, "%lld", (long long)ev->version);
+    snprintf(at, sizeof at, "%lld", (long long)ev->created_at);
+    /* an event this version does not know still advances the version */
+    return ordo_pg_query_prepared(pg, "oq_update_order",
+                                  "UPDATE orders SET version = $2::int8, updated_at = $3::int8,"
+                                  " status = CASE WHEN $4 = '' THEN status ELSE $4 END WHERE order_id = $1",
+                                  4, params, NULL, err);
+}
+
+/* The order's applied version, its row locked (0 when there is no row yet). */
+static ordo_status locked_version(ordo_pg_t *pg, const char *order_id, int64_t *version, ordo_error_t *err)
+{
+    const char *params[1] = {order_id};
+    PGresult *res;
+    ordo_status st = ordo_pg_query_prepared(pg, "oq_lock_order",
+                                            "SELECT version FROM orders WHERE order_id = $1 FOR UPDATE", 1, params,
+                                            &res, err);
+    if (st != ORDO_OK)
+        return st;
+    *version = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    return ORDO_OK;
+}
+
+/* Applies the store's events of the order with from < version < upto, in order. */
+static ordo_status fill_gap(oq_ctx_t *ctx, ordo_pg_t *pg, const char *order_id, int64_t from, int64_t upto,
+                            ordo_error_t *err)
+{
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    Eventstore__GetEventsResponse *resp = NULL;
+    int64_t next = from + 1;
+    ordo_status st;
+
+    req.aggregate_id = (char *)order_id;
+    if ((st = ordo_es_read(ctx->store, &req, ctx->cfg->timeout_ms, &resp, err)) != ORDO_OK)
+        return st;
+    for (size_t i = 0; i < resp->n_events && st == ORDO_OK && next < upto; i++) {
+        ordo_bus_event_t ev = from_store(resp->events[i]);
+        if (ev.version != next)
+            continue;
+        st = apply_one(pg, &ev, err);
+        next++;
+    }
+    eventstore__get_events_response__free_unpacked(resp, NULL);
+    if (st == ORDO_OK && next < upto)
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s: versions %lld..%lld are not in the store yet",
+                            order_id, (long long)next, (long long)upto - 1);
+    if (st == ORDO_OK)
+        ORDO_INFO("gap filled from the event store", "order_id=%s from=%lld to=%lld", order_id, (long long)from + 1,
+                  (long long)upto - 1);
+    return st;
+}
+
+typedef struct apply_arg {
+    oq_ctx_t *ctx;
+    const ordo_bus_event_t *ev;
+    bool applied;
+} apply_arg_t;
+
+static ordo_status apply_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
+{
+    apply_arg_t *a = varg;
+    int64_t current;
+    ordo_status st;
+
+    a->applied = false;
+    if ((st = locked_version(pg, a->ev->aggregate_id, &current, err)) != ORDO_OK)
+        return st;
+    if (a->ev->version <= current)
+        return ORDO_OK;                       /* applied before: a redelivery */
+    if (a->ev->version > current + 1 &&
+        (st = fill_gap(a->ctx, pg, a->ev->aggregate_id, current, a->ev->version, err)) != ORDO_OK)
+        return st;
+    st = apply_one(pg, a->ev, err);
+    a->applied = st == ORDO_OK;
+    return st == ORDO_CONFLICT ? ORDO_RETRY : st;   /* another instance created the row meanwhile */
+}
+
+static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied,
+                               ordo_error_t *err)
+{
+    apply_arg_t a = {ctx, ev, false};
+    ordo_pg_tx_t tx = {"BEGIN", apply_body, NULL, &a, {8, 5, 500}};
+    ordo_status st = ordo_pg_transact(pg, &tx, NULL, err);
+    *applied = a.applied;
+    return st;
+}
+
+ordo_msg_action oq_handle(void *vctx, const ordo_bus_event_t *ev)
+{
+    oq_ctx_t *ctx = vctx;
+    ordo_error_t err;
+    bool applied = false;
+    ordo_status st;
+
+    if (strcmp(ev->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
+        return ORDO_MSG_ACK;
+    st = apply_event(ctx, &ctx->projection_pg, ev, &applied, &err);
+    if (st == ORDO_OK) {
+        if (applied)
+            atomic_fetch_add(&ctx->applied, 1);
+        ORDO_DEBUG(applied ? "event applied" : "event already applied", "order_id=%s type=%s version=%lld",
+                   ev->aggregate_id, ev->event_type, (long long)ev->version);
+        return ORDO_MSG_ACK;
+    }
+    ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld status=%s err=\"%s\"", ev->aggregate_id,
+              ev->event_type, (long long)ev->version, ordo_status_text(st), err.msg);
+    return st == ORDO_INVALID ? ORDO_MSG_TERM : ORDO_MSG_RETRY;
+}
+
+ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *orders, ordo_error_t *err)
+{
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    ordo_status st;
+    PGresult *res;
+
+    *events = *orders = 0;
+    if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK ||
+        (st = ordo_pg_exec(pg, "TRUNCATE orders, order_items", err)) != ORDO_OK)
+        return st;
+    ORDO_INFO("rebuild started: read model emptied", "%s", "");
+    req.aggregate_type = ORDO_ORDER_AGGREGATE;
+    req.limit = 1000;
+    for (;;) {
+        Eventstore__GetEventsResponse *resp = NULL;
+        if ((st = ordo_es_read(ctx->store, &req, ctx->cfg->timeout_ms * 4, &resp, err)) != ORDO_OK)
+            return st;
+        for (size_t i = 0; i < resp->n_events && st == ORDO_OK; i++) {
+            ordo_bus_event_t ev = from_store(resp->events[i]);
+            bool applied;
+            st = apply_event(ctx, pg, &ev, &applied, err);
+            req.from_position = ev.position;
+            (*events)++;
+        }
+        size_t n = resp->n_events;
+        eventstore__get_events_response__free_unpacked(resp, NULL);
+        if (st != ORDO_OK)
+            return st;
+        if (n < (size_t)req.limit)
+            break;
+    }
+    if ((st = ordo_pg_query(pg, "SELECT count(*) FROM orders", 0, NULL, &res, err)) != ORDO_OK)
+        return st;
+    *orders = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    ORDO_INFO("rebuild finished", "events=%lld orders=%lld", (long long)*events, (long long)*orders);
+    return ORDO_OK;
+}

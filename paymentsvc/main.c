@@ -1,0 +1,30 @@
+/* paymentsvc: a durable consumer of order events that debits, fails and refunds payments. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ordo/daemon.h"
+#include "ordo/log.h"
+#include "payment.h"
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(pay_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server with JetStream"),
+    OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
+    OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
+    OPT("limit", "PAYMENT_LIMIT", "500", ORDO_OPT_INT, limit, 0, 100000000, "most a customer may be charged for one order (whole units); more fails"),
+    OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
+};
+
+int main(int argc, char **argv)
+{
+    pay_config_t cfg = {0};
+    pay_ctx_t ctx = {&cfg, NULL};
+    int rc = ordo_daemon_init("paymentsvc", options, sizeof options / sizeof options[0], &cfg, &cfg.log_level, argc, argv);
+
+    if (rc >= 0)
+        return rc;
+    ORDO_INFO("payment rule", "limit=%d", cfg.limit);
+    return ordo_daemon_run_consumer("paymentsvc", cfg.nats_url, cfg.eventstore_addr, pay_handle, &ctx, &ctx.store);
+}

@@ -1,0 +1,24 @@
+/* paymentsvc: decides payments for new orders and refunds rejected ones. */
+#ifndef PAYMENT_H
+#define PAYMENT_H
+
+#include "ordo/consumer.h"
+#include "ordo/grpc.h"
+
+typedef struct pay_config {
+    const char *nats_url;
+    const char *eventstore_addr;
+    const char *log_level;
+    int limit;              /* most a customer may be charged for one order, in whole units */
+    int timeout_ms;
+} pay_config_t;
+
+typedef struct pay_ctx {
+    const pay_config_t *cfg;
+    ordo_grpc_client_t *store;
+} pay_ctx_t;
+
+/* The consumer's handler: order-created → debit or fail; order-rejected → refund. */
+ordo_msg_action pay_handle(void *ctx, const ordo_bus_event_t *ev);
+
+#endif

@@ -1,0 +1,30 @@
+/* restaurantsvc: a durable consumer of paid orders that approves or rejects them. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ordo/daemon.h"
+#include "ordo/log.h"
+#include "restaurant.h"
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(rest_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server with JetStream"),
+    OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
+    OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
+    OPT("unavailable", "RESTAURANT_UNAVAILABLE", "SOLD-OUT", ORDO_OPT_STRING, unavailable, 0, 0, "comma-separated item codes that get an order rejected"),
+    OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
+};
+
+int main(int argc, char **argv)
+{
+    rest_config_t cfg = {0};
+    rest_ctx_t ctx = {&cfg, NULL};
+    int rc = ordo_daemon_init("restaurantsvc", options, sizeof options / sizeof options[0], &cfg, &cfg.log_level, argc, argv);
+
+    if (rc >= 0)
+        return rc;
+    ORDO_INFO("restaurant rule", "unavailable=%s", cfg.unavailable);
+    return ordo_daemon_run_consumer("restaurantsvc", cfg.nats_url, cfg.eventstore_addr, rest_handle, &ctx, &ctx.store);
+}

@@ -1,0 +1,97 @@
+/*
+ * The restaurant rule (docs/orderflow.md): a paid order is approved unless
+ * one of its item codes is in --unavailable; then it is rejected (and
+ * paymentsvc refunds it). The items come from the order's own stream in the
+ * event store: its order-created event.
+ */
+#include "restaurant.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ordo/esclient.h"
+#include "ordo/log.h"
+#include "ordo/order.h"
+#include "ordo/saga.h"
+
+bool rest_code_listed(const char *list, const char *code)
+{
+    size_t n = strlen(code);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, code, n) == 0)
+            return true;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
+/* Loads the order-created event of @p order_id from the store. */
+static ordo_status load_order(rest_ctx_t *r, const char *order_id, ordo_order_t *order, ordo_error_t *err)
+{
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    Eventstore__GetEventsResponse *resp = NULL;
+    ordo_status st;
+
+    req.aggregate_id = (char *)order_id;
+    req.event_type = ORDO_EV_ORDER_CREATED;
+    req.limit = 1;
+    if ((st = ordo_es_read(r->store, &req, r->cfg->timeout_ms, &resp, err)) != ORDO_OK)
+        return st;
+    if (resp->n_events == 0)
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s has no order-created event", order_id);
+    else
+        st = ordo_order_from_event(resp->events[0]->event_data, strlen(resp->events[0]->event_data), order, err);
+    eventstore__get_events_response__free_unpacked(resp, NULL);
+    return st;
+}
+
+static const char *unavailable_item(const rest_config_t *cfg, const ordo_order_t *o)
+{
+    for (size_t i = 0; i < o->n_items; i++)
+        if (rest_code_listed(cfg->unavailable, o->items[i].code))
+            return o->items[i].code;
+    return NULL;
+}
+
+ordo_msg_action rest_handle(void *ctx, const ordo_bus_event_t *ev)
+{
+    rest_ctx_t *r = ctx;
+    ordo_order_t order;
+    ordo_error_t err;
+    ordo_status st;
+    const char *missing;
+    char reason[160];
+    json_t *doc;
+    char *data;
+    ordo_msg_action action;
+
+    if (strcmp(ev->event_type, ORDO_EV_PAYMENT_DEBITED) != 0)
+        return ORDO_MSG_ACK;
+    if ((st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {
+        ORDO_WARN("cannot load the order", "order_id=%s err=\"%s\"", ev->aggregate_id, err.msg);
+        return st == ORDO_INVALID ? ORDO_MSG_TERM : ORDO_MSG_RETRY;
+    }
+    missing = unavailable_item(r->cfg, &order);
+    doc = json_pack("{s:s, s:s, s:s, s:f, s:I}", "order_id", ev->aggregate_id, "customer_id", order.customer_id,
+                    "restaurant_id", order.restaurant_id, "amount", ordo_cents_to_units(order.amount_cents),
+                    "amount_cents", (json_int_t)order.amount_cents);
+    if (missing != NULL) {
+        snprintf(reason, sizeof reason, "item %.64s is not available", missing);
+        json_object_set_new(doc, "reason", json_string(reason));
+    }
+    data = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    action = data == NULL ? ORDO_MSG_RETRY
+                          : ordo_saga_followup(r->store, ev, "restaurant",
+                                               missing ? ORDO_EV_ORDER_REJECTED : ORDO_EV_ORDER_APPROVED, data,
+                                               r->cfg->timeout_ms);
+    free(data);
+    json_decref(doc);
+    ordo_order_free(&order);
+    return action;
+}

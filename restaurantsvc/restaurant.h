@@ -1,0 +1,27 @@
+/* restaurantsvc: approves or rejects paid orders. */
+#ifndef RESTAURANT_H
+#define RESTAURANT_H
+
+#include "ordo/consumer.h"
+#include "ordo/grpc.h"
+
+typedef struct rest_config {
+    const char *nats_url;
+    const char *eventstore_addr;
+    const char *log_level;
+    const char *unavailable;   /* comma-separated item codes the kitchen cannot make */
+    int timeout_ms;
+} rest_config_t;
+
+typedef struct rest_ctx {
+    const rest_config_t *cfg;
+    ordo_grpc_client_t *store;
+} rest_ctx_t;
+
+/* The consumer's handler: order-payment-debited → order-approved or order-rejected. */
+ordo_msg_action rest_handle(void *ctx, const ordo_bus_event_t *ev);
+
+/* True when @p code is in the comma-separated @p list. */
+bool rest_code_listed(const char *list, const char *code);
+
+#endif
