@@ -59,7 +59,7 @@ def load_stubs(workdir):
     os.makedirs(out, exist_ok=True)
     subprocess.run(
         ["protoc", f"-I{ROOT}/proto", f"--python_out={out}", f"--grpc_out={out}",
-         "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", "eventstore.proto"],
+         "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin", "eventstore.proto", "order.proto"],
         check=True)
     sys.path.insert(0, out)
     import eventstore_pb2
@@ -156,11 +156,11 @@ class Cluster:
             self.nats_proc = None
 
     # ---- eventstore
-    def start_es(self, **override):
+    def start_es(self, port=0, **override):
         flags = dict(self.es_flags)
         flags.update(override)
         self.es_log = open(os.path.join(self.dir, "eventstore.log"), "ab")
-        cmd = [EVENTSTORE, "--listen", "127.0.0.1:0", "--database-url", self.database_url,
+        cmd = [EVENTSTORE, "--listen", f"127.0.0.1:{port}", "--database-url", self.database_url,
                "--nats-url", self.nats_url]
         for k, v in flags.items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
@@ -219,6 +219,7 @@ class Cluster:
 
     def close(self):
         try:
+            self.close_services()
             if self.es_proc:
                 self.es_proc.kill()
                 self.es_proc.wait(timeout=10)
@@ -229,6 +230,135 @@ class Cluster:
                 print("test folder kept:", self.dir)
             else:
                 shutil.rmtree(self.dir, ignore_errors=True)
+
+
+    def close_services(self):
+        pass
+
+
+class Service:
+    """One Ordo daemon started by a test: its process, log and printed port."""
+
+    def __init__(self, cluster, name, binary, args, wait_port_line):
+        self.name = name
+        self.log_path = os.path.join(cluster.dir, f"{name}.log")
+        self.proc = subprocess.Popen([binary] + args, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"),
+                                     text=True)
+        self.port = None
+        if wait_port_line:
+            line = self.proc.stdout.readline()
+            if not line.startswith("port="):
+                self.proc.wait(timeout=10)
+                raise RuntimeError(f"{name} did not start: " + open(self.log_path).read()[-3000:])
+            self.port = int(line.strip().split("=")[1])
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        self.proc = None
+        return rc
+
+
+class FlowCluster(Cluster):
+    """Cluster + orderquery x N, paymentsvc, restaurantsvc and orderapi."""
+
+    def __init__(self, queries=2, payment_limit=500, unavailable="SOLD-OUT", **es_flags):
+        self.services = {}
+        self.payment_limit = payment_limit
+        self.unavailable = unavailable
+        super().__init__(**es_flags)
+        for i in range(1, queries + 1):
+            self.start_query(i)
+        self.start_payment()
+        self.start_restaurant()
+        self.start_api()
+
+    def _common(self):
+        return ["--nats-url", self.nats_url, "--eventstore-addr", f"127.0.0.1:{self.es_port}"]
+
+    def start_query(self, i):
+        """Starts orderquery-i; a restart keeps its port, so orderapi finds it again."""
+        old = self.services.get(f"orderquery-{i}")
+        port = old.port if old else 0
+        self.services[f"orderquery-{i}"] = Service(self, f"orderquery-{i}", os.path.join(BUILD, "orderquery", "orderquery"),
+                                                   ["--listen", f"127.0.0.1:{port}", "--database-url", self.database_url]
+                                                   + self._common(), True)
+
+    def start_payment(self):
+        self.services["paymentsvc"] = Service(self, "paymentsvc", os.path.join(BUILD, "paymentsvc", "paymentsvc"),
+                                              ["--limit", str(self.payment_limit)] + self._common(), False)
+
+    def start_restaurant(self):
+        self.services["restaurantsvc"] = Service(self, "restaurantsvc",
+                                                 os.path.join(BUILD, "restaurantsvc", "restaurantsvc"),
+                                                 ["--unavailable", self.unavailable] + self._common(), False)
+
+    def query_target(self):
+        ports = [s.port for n, s in self.services.items() if n.startswith("orderquery") and s.proc]
+        return "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    def start_api(self, **flags):
+        args = ["--http-addr", "127.0.0.1:0", "--orderquery-addr", self.query_target(),
+                "--eventstore-addr", f"127.0.0.1:{self.es_port}", "--timeout-ms", "2000"]
+        for k, v in flags.items():
+            args += [f"--{k.replace('_', '-')}", str(v)]
+        self.services["orderapi"] = Service(self, "orderapi", os.path.join(BUILD, "orderapi", "orderapi"), args, True)
+        self.api = f"http://127.0.0.1:{self.services['orderapi'].port}"
+
+    def http(self, method, path, body=None, headers=None, raw=None, timeout=10):
+        """One HTTP request; returns (status, headers, parsed JSON or text)."""
+        import urllib.request
+        import urllib.error
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        h = {"Content-Type": "application/json"} if data is not None else {}
+        h.update(headers or {})
+        req = urllib.request.Request(self.api + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, hdrs, text = r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            status, hdrs, text = e.code, dict(e.headers), e.read().decode()
+        try:
+            return status, hdrs, json.loads(text)
+        except ValueError:
+            return status, hdrs, text
+
+    def order(self, customer="c-1", code="PIZZA", price=12.5, qty=2, key=None):
+        body = {"customer_id": customer, "restaurant_id": "r-1",
+                "order_items": [{"code": code, "name": code.title(), "unit_price": price, "quantity": qty}]}
+        return self.http("POST", "/api/orders", body, {"Idempotency-Key": key} if key else None)
+
+    def final_status(self, order_id, timeout=20):
+        def done():
+            st, _, doc = self.http("GET", f"/api/orders/{order_id}")
+            if st == 200 and doc["status"] in ("Approved", "PaymentFailed", "Refunded"):
+                return doc
+            return None
+        return wait_for(done, timeout, f"order {order_id} to reach a final status")
+
+    def read_model(self):
+        orders = self.sql("SELECT order_id, customer_id, restaurant_id, status, amount_cents, version, created_at,"
+                          " updated_at FROM orders ORDER BY order_id")
+        items = self.sql("SELECT order_id, line, code, name, unit_price_cents, quantity FROM order_items"
+                         " ORDER BY order_id, line")
+        return orders, items
+
+    def log_tail(self, n=4000):
+        out = super().log_tail(n)
+        for name, svc in self.services.items():
+            try:
+                out += f"\n--- {name}\n" + open(svc.log_path).read()[-1500:]
+            except OSError:
+                pass
+        return out
+
+    def close_services(self):
+        for svc in self.services.values():
+            if svc.proc:
+                svc.proc.kill()
+                svc.proc.wait(timeout=10)
 
 
 class Checks:

@@ -9,6 +9,7 @@
  *   ordoctl republish --from N [--to M]
  *   ordoctl bus-dump [--nats-url URL]                             (every message of EVENTS)
  *   ordoctl consumer-reset --durable NAME [--nats-url URL]        (delete a durable: it replays all on restart)
+ *   ordoctl consumers [--nats-url URL]                            (durables of EVENTS and their lag)
  */
 #include <jansson.h>
 #include <stddef.h>
@@ -292,6 +293,34 @@ static int cmd_consumer_reset(const ctl_config_t *cfg)
     return 0;
 }
 
+static int cmd_consumers(const ctl_config_t *cfg)
+{
+    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
+    jsConsumerInfoList *list = NULL;
+    ordo_bus_t *bus;
+    ordo_error_t err;
+    jsErrCode jerr = 0;
+    natsStatus s;
+
+    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
+        return fail(&err);
+    s = js_Consumers(&list, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
+    if (s != NATS_OK) {
+        ordo_bus_destroy(bus);
+        ordo_status_of_nats(s, jerr, "cannot list the consumers", &err);
+        return fail(&err);
+    }
+    for (int i = 0; i < list->Count; i++) {
+        jsConsumerInfo *ci = list->List[i];
+        print_json(json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", ci->Name, "pending", (json_int_t)ci->NumPending,
+                             "ack_pending", (json_int_t)ci->NumAckPending, "redelivered",
+                             (json_int_t)ci->NumRedelivered, "delivered", (json_int_t)ci->Delivered.Stream));
+    }
+    jsConsumerInfoList_Destroy(list);
+    ordo_bus_destroy(bus);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ctl_config_t cfg;
@@ -303,7 +332,7 @@ int main(int argc, char **argv)
 
     memset(&cfg, 0, sizeof cfg);
     if (argc < 2 || strcmp(cmd, "--help") == 0) {
-        fprintf(stderr, "usage: ordoctl append|get|tail|stats|republish|bus-dump|consumer-reset [options]\n");
+        fprintf(stderr, "usage: ordoctl append|get|tail|stats|republish|bus-dump|consumers|consumer-reset [options]\n");
         ordo_config_usage(stderr, "ordoctl COMMAND", options, N_OPTIONS);
         return 2;
     }
@@ -319,6 +348,8 @@ int main(int argc, char **argv)
         return cmd_bus_dump(&cfg);
     if (strcmp(cmd, "consumer-reset") == 0)
         return cmd_consumer_reset(&cfg);
+    if (strcmp(cmd, "consumers") == 0)
+        return cmd_consumers(&cfg);
     if (ordo_grpc_client_create(cfg.addr, 64 << 20, &c, &err) != ORDO_OK)
         return fail(&err);
     if (strcmp(cmd, "append") == 0)

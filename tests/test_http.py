@@ -1,0 +1,102 @@
+#!/usr/bin/python3
+"""orderapi's HTTP contract and bad input, driven with curl: every bad request
+gets its status code and a JSON error, and the service keeps answering."""
+import json
+import subprocess
+
+from harness import FlowCluster, run_tests
+
+
+def curl(c, method, path, body=None, ctype="application/json", headers=()):
+    cmd = ["curl", "-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, c.api + path]
+    if ctype:
+        cmd += ["-H", f"Content-Type: {ctype}"]
+    for h in headers:
+        cmd += ["-H", h]
+    if body is not None:
+        cmd += ["--data-binary", "@-"]
+    r = subprocess.run(cmd, input=body.encode() if isinstance(body, str) else body, capture_output=True, timeout=20)
+    text, _, code = r.stdout.decode().rpartition("\n")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = text
+    return int(code), doc
+
+
+def expect_error(c, t, what, status, method, path, body=None, **kw):
+    code, doc = curl(c, method, path, body, **kw)
+    good = code == status and isinstance(doc, dict) and "code" in doc.get("error", {}) and doc["error"]["message"]
+    t.ok(good, f"{what}: {code} {json.dumps(doc)[:160]}")
+
+
+GOOD = {"customer_id": "c-1", "restaurant_id": "r-1",
+        "order_items": [{"code": "PIZZA", "name": "Pizza", "unit_price": 12.5, "quantity": 2}]}
+
+
+def with_(**changes):
+    doc = json.loads(json.dumps(GOOD))
+    for k, v in changes.items():
+        if k.startswith("item_"):
+            doc["order_items"][0][k[5:]] = v
+        else:
+            doc[k] = v
+    return json.dumps(doc)
+
+
+def test_good_order(c, t):
+    code, doc = curl(c, "POST", "/api/orders", json.dumps(GOOD))
+    t.ok(code == 201 and doc["status"] == "Pending" and doc["amount"] == 25.0, f"a good order: {code}")
+    final = c.final_status(doc["order_id"])
+    code, doc = curl(c, "GET", f"/api/orders/{doc['order_id']}")
+    t.ok(code == 200 and doc == final and doc["status"] == "Approved", f"GET by id: {code} {doc.get('status')}")
+
+
+def test_bad_bodies(c, t):
+    P = "/api/orders"
+    expect_error(c, t, "malformed JSON", 400, "POST", P, '{"customer_id": ')
+    expect_error(c, t, "not an object", 400, "POST", P, '[1,2]')
+    expect_error(c, t, "empty body", 400, "POST", P, "")
+    expect_error(c, t, "missing customer_id", 400, "POST", P, with_(customer_id=None))
+    expect_error(c, t, "customer_id of the wrong type", 400, "POST", P, with_(customer_id=42))
+    expect_error(c, t, "order_items not an array", 400, "POST", P, with_(order_items="pizza"))
+    expect_error(c, t, "no order items", 400, "POST", P, with_(order_items=[]))
+    expect_error(c, t, "quantity zero", 400, "POST", P, with_(item_quantity=0))
+    expect_error(c, t, "negative quantity", 400, "POST", P, with_(item_quantity=-3))
+    expect_error(c, t, "fractional quantity", 400, "POST", P, with_(item_quantity=1.5))
+    expect_error(c, t, "price zero", 400, "POST", P, with_(item_unit_price=0))
+    expect_error(c, t, "negative price", 400, "POST", P, with_(item_unit_price=-1))
+    expect_error(c, t, "price as a string", 400, "POST", P, with_(item_unit_price="12.5"))
+    expect_error(c, t, "item without code", 400, "POST", P, with_(item_code=None))
+    many = json.loads(json.dumps(GOOD))
+    many["order_items"] = many["order_items"] * 101
+    expect_error(c, t, "too many items", 400, "POST", P, json.dumps(many))
+    expect_error(c, t, "duplicate keys", 400, "POST", P, '{"customer_id":"a","customer_id":"b"}')
+    expect_error(c, t, "body over the limit", 413, "POST", P, json.dumps({"pad": "x" * 70000, **GOOD}))
+    expect_error(c, t, "body over the limit, chunked", 413, "POST", P, json.dumps({"pad": "x" * 70000, **GOOD}),
+                 headers=("Transfer-Encoding: chunked",))
+    expect_error(c, t, "not JSON (text/plain)", 415, "POST", P, json.dumps(GOOD), ctype="text/plain")
+    expect_error(c, t, "no content type", 415, "POST", P, json.dumps(GOOD), ctype=None)
+    expect_error(c, t, "bad Idempotency-Key", 400, "POST", P, json.dumps(GOOD), headers=("Idempotency-Key: " + "k" * 200,))
+
+
+def test_routes(c, t):
+    expect_error(c, t, "unknown route", 404, "GET", "/api/nothing")
+    expect_error(c, t, "unknown order", 404, "GET", "/api/orders/00000000-0000-4000-8000-000000000000")
+    expect_error(c, t, "order id not a UUID", 400, "GET", "/api/orders/not-a-uuid")
+    expect_error(c, t, "DELETE an order", 405, "DELETE", "/api/orders/00000000-0000-4000-8000-000000000000")
+    expect_error(c, t, "PUT the collection", 405, "PUT", "/api/orders", "{}")
+    expect_error(c, t, "unknown status filter", 400, "GET", "/api/orders?status=Lost")
+    expect_error(c, t, "limit not a number", 400, "GET", "/api/orders?limit=ten")
+    expect_error(c, t, "limit too large", 400, "GET", "/api/orders?limit=100000")
+    code, doc = curl(c, "GET", "/api/orders?limit=2")
+    t.ok(code == 200 and isinstance(doc.get("orders"), list) and len(doc["orders"]) <= 2, "a page of orders")
+    code, doc = curl(c, "GET", "/healthz")
+    t.ok(code == 200 and doc["status"] == "ok", f"healthz after all that: {doc}")
+    code, text = curl(c, "GET", "/metrics", ctype=None)
+    t.ok(code == 200 and 'ordo_http_requests_total{code="4xx"}' in text and "ordo_orders_created_total 1" in text,
+         "metrics count the requests")
+
+
+if __name__ == "__main__":
+    run_tests([test_good_order, test_bad_bodies, test_routes], lambda: FlowCluster(queries=1))

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""The order flow end to end: HTTP orders through the saga (payment,
+restaurant, refund) into the read model, over real processes."""
+import json
+import signal
+import threading
+import time
+
+from harness import FlowCluster, run_tests, wait_for, run, ORDOCTL
+
+
+def events_of(c, order_id):
+    return [r[0] for r in c.sql("SELECT event_type FROM events WHERE aggregate_id = %s ORDER BY version", order_id)]
+
+
+def test_saga_paths(c, t):
+    st, _, ok = c.order("c-ok", "PIZZA", 12.5, 2)
+    t.eq(st, 201, "POST /api/orders answers 201")
+    t.eq((ok["status"], ok["amount"]), ("Pending", 25.0), "Pending, amount computed from the items")
+    _, _, fail = c.order("c-rich", "CAVIAR", 400, 2)
+    _, _, rej = c.order("c-x", "SOLD-OUT", 9.99, 1)
+    t.eq(c.final_status(ok["order_id"])["status"], "Approved", "paid and approved")
+    t.eq(c.final_status(fail["order_id"])["status"], "PaymentFailed", "over the payment limit: PaymentFailed")
+    t.eq(c.final_status(rej["order_id"])["status"], "Refunded", "unavailable item: rejected, then refunded")
+    t.eq(events_of(c, rej["order_id"]),
+         ["order-created", "order-payment-debited", "order-rejected", "order-payment-refunded"],
+         "the compensation path's events, in order")
+    t.eq(events_of(c, fail["order_id"]), ["order-created", "order-payment-failed"], "a failed payment ends the saga")
+    _, _, doc = c.http("GET", f"/api/orders/{ok['order_id']}")
+    t.eq((doc["version"], doc["order_items"][0]["code"], doc["order_items"][0]["quantity"]), (3, "PIZZA", 2),
+         "GET /api/orders/{id} shows version and items")
+    st, _, page = c.http("GET", "/api/orders?customer_id=c-ok")
+    t.ok(st == 200 and [o["order_id"] for o in page["orders"]] == [ok["order_id"]], "list by customer")
+    st, _, page = c.http("GET", "/api/orders?status=Refunded")
+    t.ok(st == 200 and rej["order_id"] in [o["order_id"] for o in page["orders"]], "list by status")
+
+
+def test_idempotency_key(c, t):
+    s1, h1, a = c.order("c-idem", "PIZZA", 10, 1, key="key-123")
+    s2, h2, b = c.order("c-idem", "PIZZA", 10, 1, key="key-123")
+    t.eq((s1, s2), (201, 201), "a retried POST with the same Idempotency-Key answers 201 again")
+    t.eq(a["order_id"], b["order_id"], "with the same order")
+    t.eq(h2.get("Idempotent-Replayed"), "true", "marked as replayed")
+    t.eq(events_of(c, a["order_id"]).count("order-created"), 1, "and one order-created event")
+    s3, _, err = c.order("c-idem", "PIZZA", 99, 1, key="key-123")
+    t.eq((s3, err["error"]["code"]), (409, "conflict"), "the same key for a different order is refused")
+    s4, _, other = c.order("c-other", "PIZZA", 10, 1, key="key-123")
+    t.ok(s4 == 201 and other["order_id"] != a["order_id"], "keys are per customer")
+
+
+def test_redelivery_changes_nothing(c, t):
+    ids = [c.order(f"c-re-{i}", code, 5, 1)[2]["order_id"] for i, code in enumerate(["PIZZA", "SOLD-OUT", "PIZZA"])]
+    for i in ids:
+        c.final_status(i)
+    before_events = c.sql("SELECT count(*) FROM events")[0][0]
+    before_model = c.read_model()
+    # Every service's durable is deleted and recreated: each event is delivered again to all of them.
+    for name in ["paymentsvc", "restaurantsvc", "orderquery-1", "orderquery-2"]:
+        c.services[name].stop()
+    for durable in ["paymentsvc", "restaurantsvc", "orderquery"]:
+        run([ORDOCTL, "consumer-reset", "--durable", durable, "--nats-url", c.nats_url])
+    c.start_query(1)
+    c.start_query(2)
+    c.start_payment()
+    c.start_restaurant()
+    total = len(c.bus_dump())
+    wait_for(lambda: _all_handled(c, total), 30, "every event to be redelivered and handled")
+    t.eq(c.sql("SELECT count(*) FROM events")[0][0], before_events, "no event was appended twice (no double payment or refund)")
+    t.eq(c.read_model(), before_model, "the read model is unchanged")
+
+
+def _all_handled(c, total):
+    """Every durable has been handed every message and has none unacknowledged."""
+    rows = [json.loads(line) for line in run([ORDOCTL, "consumers", "--nats-url", c.nats_url]).stdout.splitlines()]
+    names = {r["name"] for r in rows}
+    return ({"paymentsvc", "restaurantsvc", "orderquery"} <= names and
+            all(r["pending"] == 0 and r["ack_pending"] == 0 and r["delivered"] >= total for r in rows))
+
+
+def test_kill_one_orderquery(c, t):
+    ids, errors = [], []
+
+    def submit(n):
+        for i in range(n):
+            st, _, doc = c.order(f"c-load-{i % 7}", "SOLD-OUT" if i % 5 == 0 else "PIZZA", 3 + i % 3, 1)
+            if st == 201:
+                ids.append(doc["order_id"])
+            else:
+                errors.append(st)
+
+    th = threading.Thread(target=submit, args=(150,))
+    th.start()
+    time.sleep(0.5)
+    c.services["orderquery-1"].stop(signal.SIGKILL)
+    th.join(timeout=120)
+    t.eq(errors, [], "orders keep being accepted while an orderquery instance dies")
+    # orderapi still lists the dead instance; the other answers (round robin skips the dead one)
+    pending = lambda: c.sql("SELECT count(*) FROM orders WHERE order_id = ANY(%s) AND status IN"
+                            " ('Approved','PaymentFailed','Refunded')", ids)[0][0] == len(ids)
+    wait_for(pending, 60, "the surviving orderquery to finish every order")
+    t.ok(True, f"all {len(ids)} orders reached a final status with one orderquery left")
+    live = c.read_model()
+    out = run([c.services["orderquery-2"].proc.args[0], "--rebuild", "--database-url", c.database_url,
+               "--eventstore-addr", f"127.0.0.1:{c.es_port}", "--nats-url", c.nats_url]).stdout
+    t.ok('"orders"' in out, f"orderquery --rebuild ran: {out.strip()}")
+    t.eq(c.read_model(), live, "the read model equals a rebuild from the event store")
+
+
+def test_eventstore_down(c, t):
+    port = c.es_port
+    c.stop_es()
+    start = time.time()
+    st, _, err = c.order("c-down", "PIZZA", 1, 1)
+    t.eq((st, err["error"]["code"]), (503, "unavailable"), "POST answers 503 while the event store is stopped")
+    t.ok(time.time() - start < 10, f"within the deadline ({time.time() - start:.1f}s)")
+    st, _, health = c.http("GET", "/healthz")
+    t.ok(st == 503 and health["eventstore"] is False, "healthz reports the event store down")
+    c.start_es(port=port)
+    st2 = wait_for(lambda: c.order("c-down", "PIZZA", 1, 1)[0] == 201, 20, "orderapi to recover")
+    t.ok(st2, "POST works again once the event store is back")
+    st, _, health = c.http("GET", "/healthz")
+    t.ok(st == 200 and health["database"] is True, f"healthz is ok again: {health}")
+
+
+if __name__ == "__main__":
+    import sys
+    tests = [test_saga_paths, test_idempotency_key, test_redelivery_changes_nothing, test_kill_one_orderquery,
+             test_eventstore_down]
+    if len(sys.argv) > 1:
+        tests = [x for x in tests if x.__name__ in sys.argv[1:]]
+    run_tests(tests, lambda: FlowCluster())
