@@ -17,6 +17,7 @@
 
 #include "es.h"
 #include "ordo/log.h"
+#include "ordo/retry.h"
 
 enum { PAGE = 10000, TICK_MS = 100, START_BACK = 1000000 };
 
@@ -30,19 +31,6 @@ struct es_watermark {
     bool poke, stopping, ready;
     pthread_t thread;
 };
-
-static struct timespec in_ms(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
 
 /* Where to start walking: a million positions below the top are long settled. */
 static ordo_status initial_mark(ordo_pg_t *pg, int64_t *mark, ordo_error_t *err)
@@ -106,7 +94,7 @@ static void publish(es_watermark_t *wm, int64_t mark)
 
 static bool wait_for_work(es_watermark_t *wm)
 {
-    struct timespec until = in_ms(TICK_MS);
+    struct timespec until = ordo_deadline_ms(TICK_MS);
     bool stop;
     pthread_mutex_lock(&wm->mu);
     while (!wm->poke && !wm->stopping)
@@ -176,7 +164,7 @@ int64_t es_watermark_get(es_watermark_t *wm)
 
 int64_t es_watermark_wait(es_watermark_t *wm, int64_t above, int timeout_ms)
 {
-    struct timespec until = in_ms(timeout_ms);
+    struct timespec until = ordo_deadline_ms(timeout_ms);
     int64_t m;
     pthread_mutex_lock(&wm->mu);
     while (wm->mark <= above && !wm->stopping)

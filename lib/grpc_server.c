@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ordo/log.h"
+#include "ordo/retry.h"
 
 enum { SLOTS_PER_METHOD = 8, MAX_THREADS = 8 };
 
@@ -370,16 +371,9 @@ bool ordo_grpc_server_stopping(const ordo_grpc_server_t *srv)
 
 static bool wait_until(ordo_grpc_server_t *srv, bool (*done)(ordo_grpc_server_t *), int ms)
 {
-    struct timespec until;
+    struct timespec until = ordo_deadline_ms(ms);
     bool ok;
 
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&srv->mu);
     while (!(ok = done(srv)))
         if (pthread_cond_timedwait(&srv->cv, &srv->mu, &until) != 0 && !(ok = done(srv)))

@@ -22,3 +22,16 @@ void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
     nanosleep(&ts, NULL);
 }
 
+
+struct timespec ordo_deadline_ms(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}

@@ -244,23 +244,22 @@ static json_t *msg_json(natsMsg *m, uint64_t seq)
     return doc;
 }
 
-static int cmd_bus_dump(const ctl_config_t *cfg)
+static int fail_nats(natsStatus s, jsErrCode jerr, const char *what)
 {
-    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
-    jsStreamInfo *si = NULL;
-    ordo_bus_t *bus;
     ordo_error_t err;
+    ordo_status_of_nats(s, jerr, what, &err);
+    return fail(&err);
+}
+
+static int cmd_bus_dump(ordo_bus_t *bus)
+{
+    jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s;
 
-    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
-        return fail(&err);
     s = js_GetStreamInfo(&si, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
-    if (s != NATS_OK) {
-        ordo_status_of_nats(s, jerr, "cannot read the EVENTS stream", &err);
-        ordo_bus_destroy(bus);
-        return fail(&err);
-    }
+    if (s != NATS_OK)
+        return fail_nats(s, jerr, "cannot read the EVENTS stream");
     for (uint64_t seq = si->State.FirstSeq; seq > 0 && seq <= si->State.LastSeq; seq++) {
         natsMsg *m = NULL;
         if (js_GetMsg(&m, ordo_bus_js(bus), ORDO_BUS_STREAM, seq, NULL, &jerr) != NATS_OK)
@@ -269,47 +268,28 @@ static int cmd_bus_dump(const ctl_config_t *cfg)
         natsMsg_Destroy(m);
     }
     jsStreamInfo_Destroy(si);
-    ordo_bus_destroy(bus);
     return 0;
 }
 
-static int cmd_consumer_reset(const ctl_config_t *cfg)
+static int cmd_consumer_reset(ordo_bus_t *bus, const ctl_config_t *cfg)
 {
-    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
-    ordo_bus_t *bus;
-    ordo_error_t err;
     jsErrCode jerr = 0;
-    natsStatus s;
+    natsStatus s = js_DeleteConsumer(ordo_bus_js(bus), ORDO_BUS_STREAM, cfg->durable, NULL, &jerr);
 
-    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
-        return fail(&err);
-    s = js_DeleteConsumer(ordo_bus_js(bus), ORDO_BUS_STREAM, cfg->durable, NULL, &jerr);
-    ordo_bus_destroy(bus);
-    if (s != NATS_OK) {
-        ordo_status_of_nats(s, jerr, "cannot delete the consumer", &err);
-        return fail(&err);
-    }
+    if (s != NATS_OK)
+        return fail_nats(s, jerr, "cannot delete the consumer");
     print_json(json_pack("{s:s}", "deleted", cfg->durable));
     return 0;
 }
 
-static int cmd_consumers(const ctl_config_t *cfg)
+static int cmd_consumers(ordo_bus_t *bus)
 {
-    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
     jsConsumerInfoList *list = NULL;
-    ordo_bus_t *bus;
-    ordo_error_t err;
     jsErrCode jerr = 0;
-    natsStatus s;
+    natsStatus s = js_Consumers(&list, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
 
-    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
-        return fail(&err);
-    s = js_Consumers(&list, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
-    if (s != NATS_OK) {
-        ordo_bus_destroy(bus);
-        ordo_status_of_nats(s, jerr, "cannot list the consumers", &err);
-        return fail(&err);
-    }
+    if (s != NATS_OK)
+        return fail_nats(s, jerr, "cannot list the consumers");
     for (int i = 0; i < list->Count; i++) {
         jsConsumerInfo *ci = list->List[i];
         print_json(json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", ci->Name, "pending", (json_int_t)ci->NumPending,
@@ -317,8 +297,27 @@ static int cmd_consumers(const ctl_config_t *cfg)
                              (json_int_t)ci->NumRedelivered, "delivered", (json_int_t)ci->Delivered.Stream));
     }
     jsConsumerInfoList_Destroy(list);
-    ordo_bus_destroy(bus);
     return 0;
+}
+
+/* The commands that talk to JetStream rather than to the store. */
+static int run_bus_command(const char *cmd, const ctl_config_t *cfg)
+{
+    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
+    ordo_bus_t *bus;
+    ordo_error_t err;
+    int rc;
+
+    if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
+        return fail(&err);
+    if (strcmp(cmd, "bus-dump") == 0)
+        rc = cmd_bus_dump(bus);
+    else if (strcmp(cmd, "consumers") == 0)
+        rc = cmd_consumers(bus);
+    else
+        rc = cmd_consumer_reset(bus, cfg);
+    ordo_bus_destroy(bus);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -344,12 +343,8 @@ int main(int argc, char **argv)
         ordo_config_usage(stdout, "ordoctl COMMAND", options, N_OPTIONS);
         return 0;
     }
-    if (strcmp(cmd, "bus-dump") == 0)
-        return cmd_bus_dump(&cfg);
-    if (strcmp(cmd, "consumer-reset") == 0)
-        return cmd_consumer_reset(&cfg);
-    if (strcmp(cmd, "consumers") == 0)
-        return cmd_consumers(&cfg);
+    if (strcmp(cmd, "bus-dump") == 0 || strcmp(cmd, "consumers") == 0 || strcmp(cmd, "consumer-reset") == 0)
+        return run_bus_command(cmd, &cfg);
     if (ordo_grpc_client_create(cfg.addr, 64 << 20, &c, &err) != ORDO_OK)
         return fail(&err);
     if (strcmp(cmd, "append") == 0)

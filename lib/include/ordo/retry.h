@@ -1,9 +1,12 @@
 /**
  * @file retry.h
- * Bounded retries with jittered exponential backoff.
+ * Bounded retries with jittered exponential backoff, and deadlines for
+ * bounded waits.
  */
 #ifndef ORDO_RETRY_H
 #define ORDO_RETRY_H
+
+#include <time.h>
 
 typedef struct ordo_retry_policy {
     int max_attempts;
@@ -13,5 +16,8 @@ typedef struct ordo_retry_policy {
 
 /** Sleeps the backoff for @p attempt (1-based): base x 2^(attempt-1), capped, jittered in [d/2, d]. */
 void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
+
+/** The CLOCK_REALTIME instant @p ms from now, for pthread_cond_timedwait. */
+struct timespec ordo_deadline_ms(int ms);
 
 #endif
