@@ -1,7 +1,8 @@
 /*
- * es_load: a load generator for the event store. N client threads each keep
- * one CreateEvent call in flight over a shared gRPC channel for a fixed time,
- * then it prints events/s and latency percentiles.
+ * es_load: a load generator for the event store. One thread keeps N
+ * CreateEvent calls in flight on one gRPC channel and completion queue (so
+ * the generator itself costs little CPU on a shared machine) for a fixed
+ * time, then prints events/s and latency percentiles.
  *
  *   distinct: every call appends one event to a new aggregate (expected 0)
  *   hot:      calls append to a few hot aggregates with expected versions;
@@ -9,7 +10,10 @@
  *
  * Output: a human line and a JSON line (for scripts).
  */
-#include <pthread.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +22,6 @@
 
 #include "eventstore.pb-c.h"
 #include "ordo/config.h"
-#include "ordo/grpc.h"
 #include "ordo/uuid.h"
 
 typedef struct load_config {
@@ -31,25 +34,37 @@ typedef struct load_config {
 
 static const ordo_option_t options[] = {
     OPT("addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, addr, 0, 0, "event store address"),
-    OPT("mode", NULL, "distinct", ORDO_OPT_STRING, mode, 0, 0, "distinct or hot"),
+    OPT("mode", NULL, "distinct", ORDO_OPT_STRING, mode, 0, 0, "distinct, hot, or invalid (refused before the database: the gRPC path alone)"),
     OPT("label", NULL, "eventstore", ORDO_OPT_STRING, label, 0, 0, "name printed with the results"),
-    OPT("clients", NULL, "64", ORDO_OPT_INT, clients, 1, 4096, "concurrent calls"),
+    OPT("clients", NULL, "64", ORDO_OPT_INT, clients, 1, 4096, "calls in flight"),
     OPT("seconds", NULL, "10", ORDO_OPT_INT, seconds, 1, 3600, "duration"),
     OPT("hot", NULL, "8", ORDO_OPT_INT, hot, 1, 1000000, "hot mode: number of aggregates"),
     OPT("payload", NULL, "200", ORDO_OPT_INT, payload, 2, 100000, "bytes of event_data"),
 };
 
-typedef struct worker {
-    const load_config_t *cfg;
-    ordo_grpc_client_t *client;
+/* One call slot: a call in flight at a time, its buffers, and its results. */
+typedef struct slot {
     int id;
-    double deadline;
-    double *lat;          /* seconds, one per successful call */
+    grpc_call *call;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    double t0;
+    char agg[64];
+    int64_t expected;
+} slot_t;
+
+typedef struct run_state {
+    const load_config_t *cfg;
+    grpc_channel *channel;
+    grpc_completion_queue *cq;
+    char *data;
+    double *lat;
     size_t n, cap;
     long errors, conflicts;
-    char last_error[512];
-    pthread_t thread;
-} worker_t;
+    char last_error[256];
+} run_state_t;
 
 static double now_s(void)
 {
@@ -58,17 +73,17 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void record(worker_t *w, double seconds)
+static void record(run_state_t *r, double seconds)
 {
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 4096;
-        double *grown = realloc(w->lat, cap * sizeof *grown);
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 65536;
+        double *grown = realloc(r->lat, cap * sizeof *grown);
         if (grown == NULL)
             return;
-        w->lat = grown;
-        w->cap = cap;
+        r->lat = grown;
+        r->cap = cap;
     }
-    w->lat[w->n++] = seconds;
+    r->lat[r->n++] = seconds;
 }
 
 static int64_t version_from(const char *msg)
@@ -77,55 +92,117 @@ static int64_t version_from(const char *msg)
     return p ? strtoll(p + 14, NULL, 10) : -1;
 }
 
-static void *run(void *arg)
+static grpc_byte_buffer *pack_request(run_state_t *r, slot_t *s)
 {
-    worker_t *w = arg;
-    const load_config_t *cfg = w->cfg;
-    bool hot = strcmp(cfg->mode, "hot") == 0;
-    char agg[64], data[100016];
-    int64_t expected = 0;
+    Eventstore__CreateEventRequest req = EVENTSTORE__CREATE_EVENT_REQUEST__INIT;
+    Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
+    grpc_slice slice;
+    grpc_byte_buffer *bb;
 
-    /* {"p":"xxx...x"}: payload bytes in all (at least 8) */
-    size_t fill = cfg->payload > 8 ? (size_t)cfg->payload - 8 : 0;
-    memcpy(data, "{\"p\":\"", 6);
-    memset(data + 6, 'x', fill);
-    memcpy(data + 6 + fill, "\"}", 3);
-    if (hot)
-        snprintf(agg, sizeof agg, "hot-%d", w->id % cfg->hot);
-    while (now_s() < w->deadline) {
-        Eventstore__CreateEventRequest req = EVENTSTORE__CREATE_EVENT_REQUEST__INIT;
-        Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
-        ProtobufCMessage *resp = NULL;
-        ordo_error_t err;
-        double t0;
-
-        if (!hot) {
-            ordo_uuid_v4(agg);
-            expected = 0;
-        }
-        ev.aggregate_id = agg;
-        ev.aggregate_type = "bench";
-        ev.event_type = "load-applied";
-        ev.event_data = data;
-        req.event = &ev;
-        req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;
-        req.expected_version = expected;
-        t0 = now_s();
-        ordo_status st = ordo_grpc_client_unary(w->client, "/eventstore.EventStore/CreateEvent", &req.base,
-                                                &eventstore__create_event_response__descriptor, 10000, &resp, &err);
-        if (st == ORDO_OK) {
-            record(w, now_s() - t0);
-            expected = ((Eventstore__CreateEventResponse *)resp)->version;
-            protobuf_c_message_free_unpacked(resp, NULL);
-        } else if (st == ORDO_CONFLICT && hot) {
-            w->conflicts++;
-            expected = version_from(err.msg);
-        } else {
-            w->errors++;
-            snprintf(w->last_error, sizeof w->last_error, "%s", err.msg);
-        }
+    if (strcmp(r->cfg->mode, "hot") != 0) {
+        ordo_uuid_v4(s->agg);
+        s->expected = 0;
     }
-    return NULL;
+    ev.aggregate_id = s->agg;
+    ev.aggregate_type = "bench";
+    ev.event_type = "load-applied";
+    ev.event_data = strcmp(r->cfg->mode, "invalid") == 0 ? "not json" : r->data;
+    req.event = &ev;
+    req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;
+    req.expected_version = s->expected;
+    slice = grpc_slice_malloc(eventstore__create_event_request__get_packed_size(&req));
+    eventstore__create_event_request__pack(&req, GRPC_SLICE_START_PTR(slice));
+    bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}
+
+static void start_call(run_state_t *r, slot_t *s)
+{
+    grpc_op ops[6];
+
+    memset(ops, 0, sizeof ops);
+    grpc_metadata_array_init(&s->initial_md);
+    grpc_metadata_array_init(&s->trailing_md);
+    s->send = pack_request(r, s);
+    s->recv = NULL;
+    s->details = grpc_empty_slice();
+    s->call = grpc_channel_create_call(r->channel, NULL, GRPC_PROPAGATE_DEFAULTS, r->cq,
+                                       grpc_slice_from_static_string("/eventstore.EventStore/CreateEvent"), NULL,
+                                       gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(10000, GPR_TIMESPAN)),
+                                       NULL);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &s->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    ops[5].data.recv_status_on_client.status = &s->status;
+    ops[5].data.recv_status_on_client.status_details = &s->details;
+    s->t0 = now_s();
+    grpc_call_start_batch(s->call, ops, 6, s, NULL);
+}
+
+/* A call finished: record it and free its resources. */
+static void finish_call(run_state_t *r, slot_t *s)
+{
+    if (s->status == GRPC_STATUS_OK && s->recv != NULL) {
+        grpc_byte_buffer_reader reader;
+        grpc_byte_buffer_reader_init(&reader, s->recv);
+        grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+        Eventstore__CreateEventResponse *resp =
+            eventstore__create_event_response__unpack(NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+        record(r, now_s() - s->t0);
+        if (resp != NULL)
+            s->expected = resp->version;
+        eventstore__create_event_response__free_unpacked(resp, NULL);
+        grpc_slice_unref(all);
+        grpc_byte_buffer_reader_destroy(&reader);
+    } else {
+        char *msg = grpc_slice_to_c_string(s->details);
+        if (s->status == GRPC_STATUS_INVALID_ARGUMENT && strcmp(r->cfg->mode, "invalid") == 0) {
+            record(r, now_s() - s->t0);
+        } else if (s->status == GRPC_STATUS_FAILED_PRECONDITION && strcmp(r->cfg->mode, "hot") == 0) {
+            r->conflicts++;
+            s->expected = version_from(msg);
+        } else {
+            r->errors++;
+            snprintf(r->last_error, sizeof r->last_error, "%s", msg);
+        }
+        gpr_free(msg);
+    }
+    if (s->recv != NULL)
+        grpc_byte_buffer_destroy(s->recv);
+    grpc_byte_buffer_destroy(s->send);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->initial_md);
+    grpc_metadata_array_destroy(&s->trailing_md);
+    grpc_call_unref(s->call);
+}
+
+/* Keeps cfg->clients calls in flight on one completion queue until the time is up. */
+static void drive(run_state_t *r, slot_t *slots, double deadline)
+{
+    int in_flight = 0;
+
+    for (int i = 0; i < r->cfg->clients; i++, in_flight++)
+        start_call(r, &slots[i]);
+    while (in_flight > 0) {
+        grpc_event ev = grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        slot_t *s;
+        if (ev.type != GRPC_OP_COMPLETE)
+            break;
+        s = ev.tag;
+        finish_call(r, s);
+        if (now_s() < deadline)
+            start_call(r, s);
+        else
+            in_flight--;
+    }
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -142,15 +219,27 @@ static double pct(const double *v, size_t n, double p)
     return v[i];
 }
 
+static char *make_payload(int bytes)
+{
+    /* {"p":"xxx...x"}: payload bytes in all (at least 8) */
+    size_t fill = bytes > 8 ? (size_t)bytes - 8 : 0;
+    char *data = malloc(fill + 16);
+    if (data == NULL)
+        return NULL;
+    memcpy(data, "{\"p\":\"", 6);
+    memset(data + 6, 'x', fill);
+    memcpy(data + 6 + fill, "\"}", 3);
+    return data;
+}
+
 int main(int argc, char **argv)
 {
     load_config_t cfg;
-    ordo_grpc_client_t *client;
+    run_state_t r;
+    slot_t *slots;
     ordo_error_t err;
-    worker_t *w;
-    double *all, start, elapsed;
-    size_t total = 0, k = 0;
-    long errors = 0, conflicts = 0;
+    grpc_channel_credentials *creds;
+    double start, elapsed;
     bool help;
 
     memset(&cfg, 0, sizeof cfg);
@@ -162,41 +251,40 @@ int main(int argc, char **argv)
         ordo_config_usage(stdout, "es_load", options, sizeof options / sizeof options[0]);
         return 0;
     }
-    if (ordo_grpc_client_create(cfg.addr, 4 << 20, &client, &err) != ORDO_OK) {
-        fprintf(stderr, "es_load: %s\n", err.msg);
-        return 1;
+    grpc_init();
+    memset(&r, 0, sizeof r);
+    r.cfg = &cfg;
+    r.data = make_payload(cfg.payload);
+    creds = grpc_insecure_credentials_create();
+    r.channel = grpc_channel_create(cfg.addr, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    r.cq = grpc_completion_queue_create_for_next(NULL);
+    slots = calloc((size_t)cfg.clients, sizeof *slots);
+    for (int i = 0; i < cfg.clients; i++) {
+        slots[i].id = i;
+        snprintf(slots[i].agg, sizeof slots[i].agg, "hot-%d", i % cfg.hot);
     }
-    w = calloc((size_t)cfg.clients, sizeof *w);
     start = now_s();
-    for (int i = 0; i < cfg.clients; i++) {
-        w[i] = (worker_t){.cfg = &cfg, .client = client, .id = i, .deadline = start + cfg.seconds};
-        pthread_create(&w[i].thread, NULL, run, &w[i]);
-    }
-    for (int i = 0; i < cfg.clients; i++) {
-        pthread_join(w[i].thread, NULL);
-        total += w[i].n;
-        errors += w[i].errors;
-        conflicts += w[i].conflicts;
-    }
+    drive(&r, slots, start + cfg.seconds);
     elapsed = now_s() - start;
-    all = malloc((total + 1) * sizeof *all);
-    for (int i = 0; i < cfg.clients; i++) {
-        memcpy(all + k, w[i].lat, w[i].n * sizeof *all);
-        k += w[i].n;
-        if (w[i].errors && i == 0)
-            fprintf(stderr, "es_load: errors, e.g.: %s\n", w[i].last_error);
-        free(w[i].lat);
-    }
-    qsort(all, total, sizeof *all, cmp_double);
+    if (r.errors)
+        fprintf(stderr, "es_load: %ld errors, e.g.: %s\n", r.errors, r.last_error);
+    qsort(r.lat, r.n, sizeof *r.lat, cmp_double);
     printf("%-28s mode=%-8s clients=%-4d events/s=%-9.0f p50=%.2fms p99=%.2fms p99.9=%.2fms errors=%ld conflicts=%ld\n",
-           cfg.label, cfg.mode, cfg.clients, (double)total / elapsed, pct(all, total, 0.5) * 1e3,
-           pct(all, total, 0.99) * 1e3, pct(all, total, 0.999) * 1e3, errors, conflicts);
+           cfg.label, cfg.mode, cfg.clients, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
+           pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
     printf("{\"label\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"events_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
            "\"p999_ms\":%.3f,\"errors\":%ld,\"conflicts\":%ld}\n",
-           cfg.label, cfg.mode, cfg.clients, (double)total / elapsed, pct(all, total, 0.5) * 1e3,
-           pct(all, total, 0.99) * 1e3, pct(all, total, 0.999) * 1e3, errors, conflicts);
-    free(all);
-    free(w);
-    ordo_grpc_client_destroy(client);
-    return errors > 0 ? 1 : 0;
+           cfg.label, cfg.mode, cfg.clients, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
+           pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
+    free(r.lat);
+    free(r.data);
+    free(slots);
+    grpc_completion_queue_shutdown(r.cq);
+    while (grpc_completion_queue_next(r.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(r.cq);
+    grpc_channel_destroy(r.channel);
+    grpc_shutdown();
+    return r.errors > 0 ? 1 : 0;
 }

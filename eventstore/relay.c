@@ -233,10 +233,12 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     snprintf(upto, sizeof upto, "%lld", (long long)mark);
     snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
     if (ordo_pg_ensure(pg, &err) != ORDO_OK ||
-        ordo_pg_query_prepared(pg, "relay_page", "SELECT " ES_EVENT_COLUMNS " FROM outbox o"
-                                   " JOIN events e ON e.position = o.position"
-                                   " WHERE o.position > $1::int8 AND o.position <= $2::int8"
-                                   " ORDER BY o.position LIMIT $3::int4", 3, params, &res, &err) != ORDO_OK) {
+        /* The LIMIT sits on the outbox side: at most a page of primary-key
+         * lookups into events, whatever the statistics of the churning outbox say. */
+        ordo_pg_query(pg, "SELECT " ES_EVENT_COLUMNS " FROM (SELECT position FROM outbox"
+                          " WHERE position > $1::int8 AND position <= $2::int8 ORDER BY position LIMIT $3::int4) o"
+                          " JOIN events e ON e.position = o.position ORDER BY o.position",
+                      3, params, &res, &err) != ORDO_OK) {
         ORDO_WARN("relay cannot read the outbox", "err=\"%s\"", err.msg);
         return -1;
     }

@@ -57,7 +57,7 @@ static ordo_status advance(es_watermark_t *wm, ordo_pg_t *pg, int64_t *mark, boo
 
     snprintf(from, sizeof from, "%lld", (long long)*mark);
     snprintf(gap, sizeof gap, "%d milliseconds", wm->ctx->cfg->gap_timeout_ms);
-    st = ordo_pg_query_prepared(pg, "wm_walk", "SELECT position, created_at < clock_timestamp() - $2::interval"
+    st = ordo_pg_query(pg, "SELECT position, created_at < clock_timestamp() - $2::interval"
                                                " FROM events WHERE position > $1::int8 ORDER BY position LIMIT 10000",
                                 2, params, &res, err);
     if (st != ORDO_OK)

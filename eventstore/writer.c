@@ -23,6 +23,7 @@
 #include "es.h"
 #include "ordo/buf.h"
 #include "ordo/log.h"
+#include "ordo/retry.h"
 
 /* One writer thread and its queue. Calls are routed to a lane by their
  * aggregate, so two lanes never contend for the same stream head. */
@@ -160,7 +161,7 @@ static ordo_status check_duplicates(ordo_pg_t *pg, batch_t *b, ordo_error_t *err
             array_text(ids, b->items[i]->ids[k]);
     ordo_buf_puts(ids, "}");
     params[0] = ordo_buf_str(ids);
-    st = ordo_pg_query_prepared(pg, "es_dups", "SELECT event_id::text, aggregate_id, version, position FROM events"
+    st = ordo_pg_query(pg, "SELECT event_id::text, aggregate_id, version, position FROM events"
                                                " WHERE event_id = ANY($1::uuid[])", 1, params, &res, err);
     if (st != ORDO_OK) {
         free(matched);
@@ -230,7 +231,7 @@ static ordo_status lock_heads(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
     if (b->n_heads == 0)
         return ORDO_OK;
     params[0] = ordo_buf_str(ids);
-    st = ordo_pg_query_prepared(pg, "es_heads", "SELECT aggregate_id, aggregate_type, version FROM streams"
+    st = ordo_pg_query(pg, "SELECT aggregate_id, aggregate_type, version FROM streams"
                                                 " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id FOR UPDATE",
                                 1, params, &res, err);
     if (st != ORDO_OK)
@@ -452,18 +453,33 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
     }
 }
 
-static size_t take(lane_t *l, es_append_t **items, size_t max)
+/* Moves up to max - n queued calls into items; called with l->mu held. */
+static size_t drain(lane_t *l, es_append_t **items, size_t n, size_t max)
 {
-    size_t n = 0;
-    pthread_mutex_lock(&l->mu);
-    while (l->head == NULL && !l->stopping)
-        pthread_cond_wait(&l->cv, &l->mu);
     while (l->head != NULL && n < max) {
         items[n++] = l->head;
         l->head = l->head->next;
     }
     if (l->head == NULL)
         l->tail = NULL;
+    return n;
+}
+
+/* Waits for work, then gathers a batch: what is queued, plus what arrives
+ * within the group-commit window (bounded) while the batch is not full. */
+static size_t take(lane_t *l, es_append_t **items, size_t max, int wait_us)
+{
+    size_t n;
+    pthread_mutex_lock(&l->mu);
+    while (l->head == NULL && !l->stopping)
+        pthread_cond_wait(&l->cv, &l->mu);
+    n = drain(l, items, 0, max);
+    if (n > 0 && n < max && wait_us > 0 && !l->stopping) {
+        struct timespec until = ordo_deadline_us(wait_us);
+        while (n < max && !l->stopping && pthread_cond_timedwait(&l->cv, &l->mu, &until) == 0)
+            n = drain(l, items, n, max);
+        n = drain(l, items, n, max);
+    }
     pthread_mutex_unlock(&l->mu);
     return n;
 }
@@ -481,7 +497,7 @@ static void *writer_thread(void *arg)
     es_writer_session_sql(cfg, session, sizeof session);
     if (ordo_pg_open(&pg, cfg->database_url, session, &err) != ORDO_OK)
         ORDO_WARN("writer cannot reach the database yet", "err=\"%s\"", err.msg);
-    while (items != NULL && (n = take(l, items, max)) > 0)
+    while (items != NULL && (n = take(l, items, max, cfg->group_commit_wait_us)) > 0)
         run_batch(l, &pg, items, n);
     ordo_pg_close(&pg);
     free(items);

@@ -23,15 +23,20 @@ void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
 }
 
 
-struct timespec ordo_deadline_ms(int ms)
+struct timespec ordo_deadline_us(long us)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += us / 1000000;
+    ts.tv_nsec += (us % 1000000) * 1000L;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+struct timespec ordo_deadline_ms(int ms)
+{
+    return ordo_deadline_us((long)ms * 1000);
 }

@@ -20,4 +20,7 @@ void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
 /** The CLOCK_REALTIME instant @p ms from now, for pthread_cond_timedwait. */
 struct timespec ordo_deadline_ms(int ms);
 
+/** The same, @p us microseconds from now. */
+struct timespec ordo_deadline_us(long us);
+
 #endif
