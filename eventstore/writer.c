@@ -4,10 +4,11 @@
  * (REPEATABLE READ; SERIALIZABLE on CockroachDB), still giving each call its
  * own result:
  *
- *   1. look up every event id          -> duplicates answered from what is stored
- *   2. lock the stream heads           -> each call's expected version checked in order
- *   3. one INSERT statement            -> stream heads, events and outbox rows
- *   4. COMMIT, then answer every call
+ *   1+2. one statement looks up every event id (duplicates are answered
+ *        from what is stored) and locks the stream heads (each call's
+ *        expected version is then checked in queue order)
+ *   3.   one INSERT statement writes stream heads, events and outbox rows
+ *   4.   COMMIT, then answer every call
  *
  * A call that fails its own check never fails its neighbours; a statement
  * error that one call's data may have caused makes the batch run again one
@@ -122,10 +123,10 @@ static void array_int(ordo_buf_t *b, int64_t v)
     ordo_buf_printf(b, "%s%lld", b->len > 1 ? "," : "", (long long)v);
 }
 
-/* Marks every call that holds the stored event of row @p r. */
+/* Marks every call that holds the stored event of row @p r (kind, event_id, aggregate_id, version, position). */
 static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched)
 {
-    const char *id = PQgetvalue(res, r, 0), *stored_aggregate = PQgetvalue(res, r, 1);
+    const char *id = PQgetvalue(res, r, 1), *stored_aggregate = PQgetvalue(res, r, 2);
 
     for (size_t i = 0; i < b->n; i++) {
         es_append_t *a = b->items[i];
@@ -137,18 +138,54 @@ static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched
                 set_result(a, ORDO_INVALID, "event_id %s is already stored for another aggregate (%.100s)",
                            id, stored_aggregate);
             else if (k == a->n - 1) {
-                a->version = strtoll(PQgetvalue(res, r, 2), NULL, 10);
-                a->position = strtoll(PQgetvalue(res, r, 3), NULL, 10);
+                a->version = strtoll(PQgetvalue(res, r, 3), NULL, 10);
+                a->position = strtoll(PQgetvalue(res, r, 4), NULL, 10);
             }
         }
     }
 }
 
-/* Step 1: events already stored make their call a duplicate (or an error). */
-static ordo_status check_duplicates(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
+static head_t *find_head(batch_t *b, const char *aggregate_id)
 {
-    ordo_buf_t *ids = &b->a[0];
-    const char *params[1];
+    for (size_t i = 0; i < b->n_heads; i++)
+        if (strcmp(b->heads[i].aggregate_id, aggregate_id) == 0)
+            return &b->heads[i];
+    return NULL;
+}
+
+/* The stream head of every call's aggregate, not yet read (one per aggregate). */
+static void collect_heads(batch_t *b, ordo_buf_t *aggs)
+{
+    b->n_heads = 0;
+    array_begin(aggs);
+    for (size_t i = 0; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        if (find_head(b, a->events[0]->aggregate_id) != NULL)
+            continue;
+        b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "", 0, false, false};
+        array_text(aggs, a->events[0]->aggregate_id);
+    }
+    ordo_buf_puts(aggs, "}");
+}
+
+/* Row @p r is a locked head (kind, aggregate_type, aggregate_id, version). */
+static void fill_head(batch_t *b, const PGresult *res, int r)
+{
+    head_t *h = find_head(b, PQgetvalue(res, r, 2));
+    if (h == NULL)
+        return;
+    snprintf(h->stored_type, sizeof h->stored_type, "%s", PQgetvalue(res, r, 1));
+    h->aggregate_type = h->stored_type;
+    h->version = strtoll(PQgetvalue(res, r, 3), NULL, 10);
+    h->exists = true;
+}
+
+/* Steps 1 and 2 in one statement: which event ids are stored already, and
+ * the stream heads of the batch's aggregates, locked (in a stable order). */
+static ordo_status read_and_lock(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
+{
+    ordo_buf_t *ids = &b->a[0], *aggs = &b->a[1];
+    const char *params[2];
     PGresult *res;
     ordo_status st;
     size_t *matched = calloc(b->n, sizeof *matched);
@@ -160,15 +197,25 @@ static ordo_status check_duplicates(ordo_pg_t *pg, batch_t *b, ordo_error_t *err
         for (size_t k = 0; k < b->items[i]->n; k++)
             array_text(ids, b->items[i]->ids[k]);
     ordo_buf_puts(ids, "}");
+    collect_heads(b, aggs);
     params[0] = ordo_buf_str(ids);
-    st = ordo_pg_query(pg, "SELECT event_id::text, aggregate_id, version, position FROM events"
-                                               " WHERE event_id = ANY($1::uuid[])", 1, params, &res, err);
+    params[1] = ordo_buf_str(aggs);
+    st = ordo_pg_query(pg, "WITH heads AS (SELECT aggregate_id, aggregate_type, version FROM streams"
+                           "  WHERE aggregate_id = ANY($2::text[]) ORDER BY aggregate_id FOR UPDATE) "
+                           "SELECT 'e', event_id::text, aggregate_id, version, position FROM events"
+                           " WHERE event_id = ANY($1::uuid[]) "
+                           "UNION ALL SELECT 'h', aggregate_type, aggregate_id, version, 0 FROM heads",
+                       2, params, &res, err);
     if (st != ORDO_OK) {
         free(matched);
         return st;
     }
-    for (int r = 0; r < PQntuples(res); r++)
-        match_stored(b, res, r, matched);
+    for (int r = 0; r < PQntuples(res); r++) {
+        if (PQgetvalue(res, r, 0)[0] == 'h')
+            fill_head(b, res, r);
+        else
+            match_stored(b, res, r, matched);
+    }
     PQclear(res);
     for (size_t i = 0; i < b->n; i++) {
         es_append_t *a = b->items[i];
@@ -184,68 +231,9 @@ static ordo_status check_duplicates(ordo_pg_t *pg, batch_t *b, ordo_error_t *err
     return ORDO_OK;
 }
 
-/* Calls sharing an event id with an earlier live call wait for the next batch. */
-static void defer_overlaps(batch_t *b)
+/* Checks each live call's expected version in queue order against the locked heads. */
+static void check_versions(batch_t *b)
 {
-    for (size_t i = 1; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        for (size_t j = 0; j < i && live(a); j++) {
-            if (!live(b->items[j]))
-                continue;
-            for (size_t k = 0; k < a->n && !a->deferred; k++)
-                for (size_t m = 0; m < b->items[j]->n; m++)
-                    if (strcmp(a->ids[k], b->items[j]->ids[m]) == 0) {
-                        a->deferred = true;
-                        break;
-                    }
-        }
-    }
-}
-
-static head_t *find_head(batch_t *b, const char *aggregate_id)
-{
-    for (size_t i = 0; i < b->n_heads; i++)
-        if (strcmp(b->heads[i].aggregate_id, aggregate_id) == 0)
-            return &b->heads[i];
-    return NULL;
-}
-
-/* Step 2: lock the heads of the live calls' aggregates and check expected versions in order. */
-static ordo_status lock_heads(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
-{
-    ordo_buf_t *ids = &b->a[0];
-    const char *params[1];
-    PGresult *res;
-    ordo_status st;
-
-    b->n_heads = 0;
-    array_begin(ids);
-    for (size_t i = 0; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        if (!live(a) || find_head(b, a->events[0]->aggregate_id) != NULL)
-            continue;
-        b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "", 0, false, false};
-        array_text(ids, a->events[0]->aggregate_id);
-    }
-    ordo_buf_puts(ids, "}");
-    if (b->n_heads == 0)
-        return ORDO_OK;
-    params[0] = ordo_buf_str(ids);
-    st = ordo_pg_query(pg, "SELECT aggregate_id, aggregate_type, version FROM streams"
-                                                " WHERE aggregate_id = ANY($1::text[]) ORDER BY aggregate_id FOR UPDATE",
-                                1, params, &res, err);
-    if (st != ORDO_OK)
-        return st;
-    for (int r = 0; r < PQntuples(res); r++) {
-        head_t *h = find_head(b, PQgetvalue(res, r, 0));
-        if (h == NULL)
-            continue;
-        snprintf(h->stored_type, sizeof h->stored_type, "%s", PQgetvalue(res, r, 1));
-        h->aggregate_type = h->stored_type;
-        h->version = strtoll(PQgetvalue(res, r, 2), NULL, 10);
-        h->exists = true;
-    }
-    PQclear(res);
     for (size_t i = 0; i < b->n; i++) {
         es_append_t *a = b->items[i];
         head_t *h;
@@ -264,7 +252,24 @@ static ordo_status lock_heads(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
             a->version = h->version;
         }
     }
-    return ORDO_OK;
+}
+
+/* Calls sharing an event id with an earlier live call wait for the next batch. */
+static void defer_overlaps(batch_t *b)
+{
+    for (size_t i = 1; i < b->n; i++) {
+        es_append_t *a = b->items[i];
+        for (size_t j = 0; j < i && live(a); j++) {
+            if (!live(b->items[j]))
+                continue;
+            for (size_t k = 0; k < a->n && !a->deferred; k++)
+                for (size_t m = 0; m < b->items[j]->n; m++)
+                    if (strcmp(a->ids[k], b->items[j]->ids[m]) == 0) {
+                        a->deferred = true;
+                        break;
+                    }
+        }
+    }
 }
 
 /* Step 3: one statement writes stream heads, events and outbox rows. */
@@ -338,11 +343,10 @@ static ordo_status batch_body(ordo_pg_t *pg, void *arg, ordo_error_t *err)
         a->duplicate = a->deferred = false;
         a->version = a->position = 0;
     }
-    if ((st = check_duplicates(pg, b, err)) != ORDO_OK)
+    if ((st = read_and_lock(pg, b, err)) != ORDO_OK)
         return st;
     defer_overlaps(b);
-    if ((st = lock_heads(pg, b, err)) != ORDO_OK)
-        return st;
+    check_versions(b);
     for (size_t i = 0; i < b->n; i++)
         if (live(b->items[i]))
             return insert_events(pg, b, err);

@@ -9,6 +9,16 @@
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
+/* One lane: a thread that handles its share of each fetched batch. */
+typedef struct lane {
+    struct ordo_consumer *owner;
+    int index;
+    natsMsg **msgs;               /* this round's messages, in stream order */
+    int n;
+    pthread_t thread;
+    bool running;
+} lane_t;
+
 struct ordo_consumer {
     ordo_consumer_config_t cfg;
     ordo_event_cb handler;
@@ -16,6 +26,12 @@ struct ordo_consumer {
     pthread_t thread;
     atomic_bool stopping, connected;
     atomic_llong handled;
+    lane_t *lanes;
+    pthread_mutex_t mu;           /* round hand-off between the fetch thread and the lanes */
+    pthread_cond_t go, done;
+    long round;                   /* bumped by the fetch thread to start a round */
+    int busy;                     /* lanes still working on the round */
+    bool quit, started;
 };
 
 static const char *header(natsMsg *m, const char *key)
@@ -56,7 +72,8 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
     }
     switch (action) {
     case ORDO_MSG_ACK:
-        s = natsMsg_AckSync(m, NULL, NULL);   /* the server has it before we move on */
+        /* the effect is committed; a lost ack only means an idempotent redelivery */
+        s = natsMsg_Ack(m, NULL);
         if (s == NATS_OK)
             atomic_fetch_add(&c->handled, 1);
         break;
@@ -120,6 +137,73 @@ static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, 
     return NULL;
 }
 
+static void handle_lane(lane_t *l)
+{
+    ordo_consumer_t *c = l->owner;
+    for (int i = 0; i < l->n; i++) {
+        ordo_bus_event_t ev;
+        event_of(l->msgs[i], &ev);
+        settle(c, l->msgs[i], &ev, c->handler(c->ctx, l->index, &ev));
+    }
+}
+
+static void *lane_thread(void *arg)
+{
+    lane_t *l = arg;
+    ordo_consumer_t *c = l->owner;
+    long seen = 0;
+
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while (c->round == seen && !c->quit)
+            pthread_cond_wait(&c->go, &c->mu);
+        if (c->quit) {
+            pthread_mutex_unlock(&c->mu);
+            return NULL;
+        }
+        seen = c->round;
+        pthread_mutex_unlock(&c->mu);
+        handle_lane(l);
+        pthread_mutex_lock(&c->mu);
+        if (--c->busy == 0)
+            pthread_cond_signal(&c->done);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* FNV-1a of the aggregate: one aggregate's events stay on one lane, in order. */
+static int lane_of(natsMsg *m, int n)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)header(m, "Ordo-Aggregate-Id"); *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return (int)(h % (uint32_t)n);
+}
+
+/* Hands the batch to the lanes and waits until every message is settled. */
+static void handle_batch(ordo_consumer_t *c, natsMsgList *list)
+{
+    int n = c->cfg.concurrency;
+
+    for (int i = 0; i < n; i++)
+        c->lanes[i].n = 0;
+    for (int i = 0; i < list->Count; i++) {
+        lane_t *l = &c->lanes[n > 1 ? lane_of(list->Msgs[i], n) : 0];
+        l->msgs[l->n++] = list->Msgs[i];
+    }
+    if (n == 1) {
+        handle_lane(&c->lanes[0]);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->busy = n;
+    c->round++;
+    pthread_cond_broadcast(&c->go);
+    while (c->busy > 0)
+        pthread_cond_wait(&c->done, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* Fetches one batch and handles it; false when the subscription is broken. */
 static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *sub)
 {
@@ -133,11 +217,7 @@ static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *s
         ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
         return ordo_bus_connected(bus);
     }
-    for (int i = 0; i < list.Count; i++) {
-        ordo_bus_event_t ev;
-        event_of(list.Msgs[i], &ev);
-        settle(c, list.Msgs[i], &ev, c->handler(c->ctx, &ev));
-    }
+    handle_batch(c, &list);
     natsMsgList_Destroy(&list);
     return true;
 }
@@ -174,20 +254,43 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
                                 ordo_consumer_t **out, ordo_error_t *err)
 {
     ordo_consumer_t *c = calloc(1, sizeof *c);
+    int n = cfg->concurrency < 1 ? 1 : cfg->concurrency;
 
     *out = NULL;
-    if (c == NULL)
+    if (c == NULL || (c->lanes = calloc((size_t)n, sizeof *c->lanes)) == NULL) {
+        free(c);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
     c->cfg = *cfg;
+    c->cfg.concurrency = n;
     c->handler = handler;
     c->ctx = ctx;
     atomic_init(&c->stopping, false);
     atomic_init(&c->connected, false);
     atomic_init(&c->handled, 0);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->go, NULL);
+    pthread_cond_init(&c->done, NULL);
+    for (int i = 0; i < n; i++) {
+        c->lanes[i].owner = c;
+        c->lanes[i].index = i;
+        if ((c->lanes[i].msgs = calloc((size_t)cfg->batch, sizeof *c->lanes[i].msgs)) == NULL) {
+            ordo_consumer_destroy(c);
+            return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+        }
+    }
+    for (int i = 0; n > 1 && i < n; i++) {
+        if (pthread_create(&c->lanes[i].thread, NULL, lane_thread, &c->lanes[i]) != 0) {
+            ordo_consumer_destroy(c);
+            return ordo_error_set(err, ORDO_INTERNAL, "cannot start the consumer's lanes");
+        }
+        c->lanes[i].running = true;
+    }
     if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0) {
-        free(c);
+        ordo_consumer_destroy(c);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the consumer thread");
     }
+    c->started = true;
     *out = c;
     return ORDO_OK;
 }
@@ -207,6 +310,20 @@ void ordo_consumer_destroy(ordo_consumer_t *c)
     if (c == NULL)
         return;
     atomic_store(&c->stopping, true);
-    pthread_join(c->thread, NULL);
+    if (c->started)
+        pthread_join(c->thread, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->quit = true;
+    pthread_cond_broadcast(&c->go);
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < c->cfg.concurrency; i++) {
+        if (c->lanes[i].running)
+            pthread_join(c->lanes[i].thread, NULL);
+        free(c->lanes[i].msgs);
+    }
+    free(c->lanes);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->go);
+    pthread_cond_destroy(&c->done);
     free(c);
 }

@@ -52,9 +52,9 @@ int ordo_daemon_wait(void)
 }
 
 int ordo_daemon_run_consumer(const char *durable, const char *nats_url, const char *eventstore_addr,
-                             ordo_event_cb handler, void *ctx, ordo_grpc_client_t **store)
+                             int concurrency, ordo_event_cb handler, void *ctx, ordo_grpc_client_t **store)
 {
-    ordo_consumer_config_t ccfg = {nats_url, durable, "events.order.>", 10, 30000, 1000, 64, 1000};
+    ordo_consumer_config_t ccfg = {nats_url, durable, "events.order.>", 10, 30000, 1000, 256, 4096, concurrency};
     ordo_consumer_t *consumer = NULL;
     ordo_error_t err;
     int sig;

@@ -1,6 +1,7 @@
 /* orderquery: projects order events into the read model and serves it over gRPC. */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "oq.h"
 #include "ordo/daemon.h"
@@ -17,6 +18,7 @@ static const ordo_option_t options[] = {
     OPT("listen", "ORDERQUERY_ADDR", "127.0.0.1:50052", ORDO_OPT_STRING, listen, 0, 0, "gRPC address of order.OrderQuery (port 0: any free port)"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
     OPT("readers", "ORDO_READERS", "2", ORDO_OPT_INT, readers, 1, 64, "threads serving queries"),
+    OPT("concurrency", "ORDO_CONCURRENCY", "4", ORDO_OPT_INT, concurrency, 1, 64, "events applied in parallel (one order's stay in order), each lane with its own connection"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
     OPT("rebuild", NULL, "false", ORDO_OPT_BOOL, rebuild, 0, 0, "rebuild the read model from the event store, then exit"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
@@ -44,12 +46,16 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
 {
     const oq_config_t *cfg = ctx->cfg;
     ordo_grpc_server_config_t scfg = {cfg->listen, 1 << 20, 1};
-    ordo_consumer_config_t ccfg = {cfg->nats_url, "orderquery", "events.order.>", 10, 30000, 1000, 64, 1000};
+    ordo_consumer_config_t ccfg = {cfg->nats_url, "orderquery", "events.order.>", 10, 30000, 1000, 256, 4096,
+                                   cfg->concurrency};
     ordo_status st;
     int port = 0;
 
-    if ((st = ordo_pg_open(&ctx->projection_pg, cfg->database_url, NULL, err)) != ORDO_OK)
-        ORDO_WARN("projection cannot reach the database yet", "err=\"%s\"", err->msg);
+    if ((ctx->projection_pg = calloc((size_t)cfg->concurrency, sizeof *ctx->projection_pg)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    for (int i = 0; i < cfg->concurrency; i++)
+        if (ordo_pg_open(&ctx->projection_pg[i], cfg->database_url, NULL, err) != ORDO_OK)
+            ORDO_WARN("projection cannot reach the database yet", "err=\"%s\"", err->msg);
     if ((st = ordo_workers_create(cfg->readers, cfg->database_url, NULL, ctx, &ctx->workers, err)) != ORDO_OK ||
         (st = ordo_grpc_server_create(&scfg, &ctx->server, err)) != ORDO_OK ||
         (st = oq_service_register(ctx, err)) != ORDO_OK ||
@@ -93,7 +99,9 @@ int main(int argc, char **argv)
         ordo_grpc_server_shutdown(ctx.server, 5000);
     ordo_workers_destroy(ctx.workers);
     ordo_grpc_server_destroy(ctx.server);
-    ordo_pg_close(&ctx.projection_pg);
+    for (int i = 0; ctx.projection_pg != NULL && i < cfg.concurrency; i++)
+        ordo_pg_close(&ctx.projection_pg[i]);
+    free(ctx.projection_pg);
     ordo_grpc_client_destroy(ctx.store);
     return rc;
 }

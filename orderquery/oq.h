@@ -18,6 +18,7 @@ typedef struct oq_config {
     const char *listen;
     const char *log_level;
     int readers;
+    int concurrency;
     int timeout_ms;
     bool rebuild;     /* one-shot: rebuild the read model and exit */
     bool migrate;
@@ -26,7 +27,7 @@ typedef struct oq_config {
 typedef struct oq_ctx {
     const oq_config_t *cfg;
     ordo_grpc_client_t *store;
-    ordo_pg_t projection_pg;    /* the consumer thread's connection */
+    ordo_pg_t *projection_pg;   /* one connection per consumer lane */
     ordo_consumer_t *consumer;
     ordo_workers_t *workers;    /* queries and admin calls */
     ordo_grpc_server_t *server;
@@ -36,7 +37,7 @@ typedef struct oq_ctx {
 /* projection.c */
 
 /* The consumer's handler: applies one event exactly once in effect. */
-ordo_msg_action oq_handle(void *ctx, const ordo_bus_event_t *ev);
+ordo_msg_action oq_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
 
 /* Empties the read model and replays every order event from the store.
  * Counts events read and orders written. */

@@ -38,8 +38,8 @@ static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_
     const char *p1[] = {ev->aggregate_id, o.customer_id, o.restaurant_id, amount, version, at};
     st = ordo_pg_query_prepared(pg, "oq_insert_order",
                                 "INSERT INTO orders (order_id, customer_id, restaurant_id, status, amount_cents,"
-                                " version, created_at, updated_at) VALUES ($1, $2, $3, 'Pending', $4::int8, $5::int8,"
-                                " $6::int8, $6::int8)", 6, p1, NULL, err);
+                                " version, created_at, updated_at, applied_at) VALUES ($1, $2, $3, 'Pending', $4::int8,"
+                                " $5::int8, $6::int8, $6::int8, (extract(epoch FROM clock_timestamp()) * 1000000)::int8)", 6, p1, NULL, err);
     ordo_buf_puts(&codes, "{");
     ordo_buf_puts(&names, "{");
     ordo_buf_puts(&prices, "{");
@@ -87,7 +87,9 @@ static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_err
     /* an event this version does not know still advances the version */
     return ordo_pg_query_prepared(pg, "oq_update_order",
                                   "UPDATE orders SET version = $2::int8, updated_at = $3::int8,"
-                                  " status = CASE WHEN $4 = '' THEN status ELSE $4 END WHERE order_id = $1",
+                                  " status = CASE WHEN $4 = '' THEN status ELSE $4 END,"
+                                  " applied_at = (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
+                                  " WHERE order_id = $1",
                                   4, params, NULL, err);
 }
 
@@ -170,7 +172,7 @@ static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_even
     return st;
 }
 
-ordo_msg_action oq_handle(void *vctx, const ordo_bus_event_t *ev)
+ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
 {
     oq_ctx_t *ctx = vctx;
     ordo_error_t err;
@@ -179,7 +181,7 @@ ordo_msg_action oq_handle(void *vctx, const ordo_bus_event_t *ev)
 
     if (strcmp(ev->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
         return ORDO_MSG_ACK;
-    st = apply_event(ctx, &ctx->projection_pg, ev, &applied, &err);
+    st = apply_event(ctx, &ctx->projection_pg[lane], ev, &applied, &err);
     if (st == ORDO_OK) {
         if (applied)
             atomic_fetch_add(&ctx->applied, 1);

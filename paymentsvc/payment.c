@@ -71,9 +71,10 @@ static ordo_msg_action on_rejected(pay_ctx_t *p, const ordo_bus_event_t *ev)
     return action;
 }
 
-ordo_msg_action pay_handle(void *ctx, const ordo_bus_event_t *ev)
+ordo_msg_action pay_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
 {
     pay_ctx_t *p = ctx;
+    (void)lane;
     if (strcmp(ev->event_type, ORDO_EV_ORDER_CREATED) == 0)
         return on_created(p, ev);
     if (strcmp(ev->event_type, ORDO_EV_ORDER_REJECTED) == 0)

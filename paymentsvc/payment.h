@@ -10,6 +10,7 @@ typedef struct pay_config {
     const char *eventstore_addr;
     const char *log_level;
     int limit;              /* most a customer may be charged for one order, in whole units */
+    int concurrency;
     int timeout_ms;
 } pay_config_t;
 
@@ -19,6 +20,6 @@ typedef struct pay_ctx {
 } pay_ctx_t;
 
 /* The consumer's handler: order-created → debit or fail; order-rejected → refund. */
-ordo_msg_action pay_handle(void *ctx, const ordo_bus_event_t *ev);
+ordo_msg_action pay_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
 
 #endif

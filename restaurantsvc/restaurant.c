@@ -59,7 +59,7 @@ static const char *unavailable_item(const rest_config_t *cfg, const ordo_order_t
     return NULL;
 }
 
-ordo_msg_action rest_handle(void *ctx, const ordo_bus_event_t *ev)
+ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
 {
     rest_ctx_t *r = ctx;
     ordo_order_t order;
@@ -71,6 +71,7 @@ ordo_msg_action rest_handle(void *ctx, const ordo_bus_event_t *ev)
     char *data;
     ordo_msg_action action;
 
+    (void)lane;
     if (strcmp(ev->event_type, ORDO_EV_PAYMENT_DEBITED) != 0)
         return ORDO_MSG_ACK;
     if ((st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {

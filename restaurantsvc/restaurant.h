@@ -10,6 +10,7 @@ typedef struct rest_config {
     const char *eventstore_addr;
     const char *log_level;
     const char *unavailable;   /* comma-separated item codes the kitchen cannot make */
+    int concurrency;
     int timeout_ms;
 } rest_config_t;
 
@@ -19,7 +20,7 @@ typedef struct rest_ctx {
 } rest_ctx_t;
 
 /* The consumer's handler: order-payment-debited → order-approved or order-rejected. */
-ordo_msg_action rest_handle(void *ctx, const ordo_bus_event_t *ev);
+ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
 
 /* True when @p code is in the comma-separated @p list. */
 bool rest_code_listed(const char *list, const char *code);

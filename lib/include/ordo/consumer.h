@@ -39,8 +39,12 @@ typedef enum ordo_msg_action {
     ORDO_MSG_TERM,       /**< can never succeed: stop redelivering (logged) */
 } ordo_msg_action;
 
-/** Handles one event. Runs on the consumer's thread; may block on I/O. */
-typedef ordo_msg_action (*ordo_event_cb)(void *ctx, const ordo_bus_event_t *ev);
+/**
+ * Handles one event. Runs on one of the consumer's @c concurrency lane
+ * threads (@p lane = 0..concurrency-1); may block on I/O. All events of one
+ * aggregate in a fetched batch go to the same lane, in stream order.
+ */
+typedef ordo_msg_action (*ordo_event_cb)(void *ctx, int lane, const ordo_bus_event_t *ev);
 
 typedef struct ordo_consumer_config {
     const char *nats_url;
@@ -51,6 +55,7 @@ typedef struct ordo_consumer_config {
     int retry_delay_ms;           /**< redelivery delay after ORDO_MSG_RETRY */
     int batch;                    /**< messages per fetch */
     int max_ack_pending;
+    int concurrency;              /**< lanes handling a fetched batch in parallel (>= 1) */
 } ordo_consumer_config_t;
 
 typedef struct ordo_consumer ordo_consumer_t;

@@ -1,0 +1,297 @@
+/*
+ * e2e_load: the end-to-end benchmark. Threads (one HTTP/1.1 keep-alive
+ * connection each) POST orders to orderapi at a fixed total rate (or as fast
+ * as they can with --rate 0) for a fixed time; then it waits until the read
+ * model shows every accepted order in a final status, and prints:
+ *   orders/s accepted, POST latency percentiles, and POST-to-final latency
+ *   percentiles (from the POST's send time to orderquery writing the final
+ *   status, orders.applied_at — both on this machine's clock).
+ * One order in --fail-every gets a price over the payment limit and one in
+ * --reject-every a SOLD-OUT item, so every saga path is in the mix.
+ */
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ordo/buf.h"
+#include "ordo/config.h"
+
+typedef struct e2e_config {
+    const char *api_addr, *database_url, *label;
+    int threads, rate, seconds, fail_every, reject_every, wait_s;
+} e2e_config_t;
+
+#define OPT(flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(e2e_config_t, field), min, max, help}
+
+static const ordo_option_t options[] = {
+    OPT("api-addr", NULL, "127.0.0.1:8080", ORDO_OPT_STRING, api_addr, 0, 0, "orderapi host:port (IPv4)"),
+    OPT("database-url", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ordo", ORDO_OPT_STRING, database_url, 0, 0, "the read model's database"),
+    OPT("label", NULL, "e2e", ORDO_OPT_STRING, label, 0, 0, "name printed with the results"),
+    OPT("threads", NULL, "16", ORDO_OPT_INT, threads, 1, 1024, "HTTP connections"),
+    OPT("rate", NULL, "0", ORDO_OPT_INT, rate, 0, 1000000, "orders/s in all (0: as fast as possible)"),
+    OPT("seconds", NULL, "10", ORDO_OPT_INT, seconds, 1, 3600, "duration"),
+    OPT("fail-every", NULL, "10", ORDO_OPT_INT, fail_every, 0, 1000000, "every Nth order fails payment (0: none)"),
+    OPT("reject-every", NULL, "7", ORDO_OPT_INT, reject_every, 0, 1000000, "every Nth order is rejected and refunded (0: none)"),
+    OPT("wait-s", NULL, "60", ORDO_OPT_INT, wait_s, 1, 3600, "how long to wait for the saga to finish"),
+};
+
+typedef struct sent {
+    char order_id[37];
+    long long sent_us;
+} sent_t;
+
+typedef struct worker {
+    const e2e_config_t *cfg;
+    struct sockaddr_in addr;
+    int id;
+    double start, deadline;
+    sent_t *sent;
+    double *post_lat;
+    size_t n, cap;
+    long errors;
+    pthread_t thread;
+} worker_t;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long long wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int connect_to(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Reads one response; returns the status code and copies order_id from a 201 body. */
+static int read_response(int fd, char *order_id)
+{
+    char buf[8192];
+    size_t got = 0;
+    char *body;
+    long len = -1;
+    int status;
+
+    for (;;) {
+        ssize_t r = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+        buf[got] = '\0';
+        if ((body = strstr(buf, "\r\n\r\n")) != NULL) {
+            char *cl = strstr(buf, "Content-Length:");   /* as libmicrohttpd writes it */
+            len = cl ? strtol(cl + 15, NULL, 10) : 0;
+            if ((size_t)(body + 4 - buf) + (size_t)len <= got)
+                break;
+        }
+        if (got >= sizeof buf - 1)
+            return -1;
+    }
+    status = atoi(buf + 9);
+    char *id = strstr(body, "\"order_id\":\"");
+    if (id != NULL && status == 201)
+        snprintf(order_id, 37, "%.36s", id + 12);
+    return status;
+}
+
+static void keep(worker_t *w, const char *id, long long sent_us, double lat)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 4096;
+        w->sent = realloc(w->sent, cap * sizeof *w->sent);
+        w->post_lat = realloc(w->post_lat, cap * sizeof *w->post_lat);
+        w->cap = cap;
+    }
+    snprintf(w->sent[w->n].order_id, 37, "%s", id);
+    w->sent[w->n].sent_us = sent_us;
+    w->post_lat[w->n++] = lat;
+}
+
+static void *run(void *arg)
+{
+    worker_t *w = arg;
+    const e2e_config_t *cfg = w->cfg;
+    double interval = cfg->rate > 0 ? (double)cfg->threads / cfg->rate : 0, next = w->start;
+    int fd = connect_to(&w->addr);
+    long seq = 0;
+
+    while (fd >= 0 && mono_s() < w->deadline) {
+        char body[512], req[1024], order_id[37] = "";
+        long k = seq++ * cfg->threads + w->id;
+        bool fail = cfg->fail_every && k % cfg->fail_every == 0;
+        bool reject = !fail && cfg->reject_every && k % cfg->reject_every == 0;
+        double t0;
+        long long sent;
+        int blen, rlen, status;
+
+        if (interval > 0) {
+            double now = mono_s();
+            if (next > now)
+                usleep((useconds_t)((next - now) * 1e6));
+            next += interval;
+        }
+        blen = snprintf(body, sizeof body,
+                        "{\"customer_id\":\"c-%ld\",\"restaurant_id\":\"r-1\",\"order_items\":"
+                        "[{\"code\":\"%s\",\"name\":\"Bench\",\"unit_price\":%s,\"quantity\":1}]}",
+                        k % 1000, reject ? "SOLD-OUT" : "PIZZA", fail ? "100000" : "12.5");
+        rlen = snprintf(req, sizeof req,
+                        "POST /api/orders HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %d\r\n\r\n%s", blen, body);
+        t0 = mono_s();
+        sent = wall_us();
+        if (send(fd, req, (size_t)rlen, MSG_NOSIGNAL) != rlen || (status = read_response(fd, order_id)) < 0) {
+            w->errors++;
+            close(fd);
+            fd = connect_to(&w->addr);
+            continue;
+        }
+        if (status == 201)
+            keep(w, order_id, sent, mono_s() - t0);
+        else
+            w->errors++;
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(const double *v, size_t n, double p)
+{
+    return n ? v[(size_t)(p * (double)(n - 1) + 0.5)] : 0;
+}
+
+/* Waits until every order is final; fills lat with POST-to-final seconds. */
+static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total, double *lat)
+{
+    PGconn *pg = PQconnectdb(cfg->database_url);
+    ordo_buf_t ids = ORDO_BUF_INIT;
+    size_t k = 0, done = 0;
+    double until = mono_s() + cfg->wait_s;
+
+    if (PQstatus(pg) != CONNECTION_OK) {
+        fprintf(stderr, "e2e_load: %s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return 0;
+    }
+    ordo_buf_puts(&ids, "{");
+    for (int t = 0; t < cfg->threads; t++)
+        for (size_t i = 0; i < w[t].n; i++)
+            ordo_buf_printf(&ids, "%s%s", k++ ? "," : "", w[t].sent[i].order_id);
+    ordo_buf_puts(&ids, "}");
+    const char *params[1] = {ordo_buf_str(&ids)};
+    while (mono_s() < until) {
+        PGresult *res = PQexecParams(pg, "SELECT count(*) FROM orders WHERE order_id = ANY($1::text[]) AND status IN"
+                                         " ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL, NULL, 0);
+        done = PQresultStatus(res) == PGRES_TUPLES_OK ? strtoull(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+        PQclear(res);
+        if (done >= total)
+            break;
+        usleep(200000);
+    }
+    PGresult *res = PQexecParams(pg, "SELECT order_id, applied_at FROM orders WHERE order_id = ANY($1::text[]) AND status IN"
+                                     " ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL, NULL, 0);
+    k = 0;
+    for (int r = 0; PQresultStatus(res) == PGRES_TUPLES_OK && r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        long long applied = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        for (int t = 0; t < cfg->threads; t++)
+            for (size_t i = 0; i < w[t].n; i++)
+                if (strcmp(w[t].sent[i].order_id, id) == 0)
+                    lat[k++] = (double)(applied - w[t].sent[i].sent_us) / 1e6;
+    }
+    PQclear(res);
+    PQfinish(pg);
+    ordo_buf_free(&ids);
+    return k;
+}
+
+int main(int argc, char **argv)
+{
+    e2e_config_t cfg;
+    worker_t *w;
+    ordo_error_t err;
+    double start, elapsed, *post, *final;
+    size_t total = 0, k = 0, finals;
+    long errors = 0;
+    char host[64];
+    bool help;
+
+    memset(&cfg, 0, sizeof cfg);
+    if (ordo_config_load(options, sizeof options / sizeof options[0], &cfg, argc, argv, &help, &err) != ORDO_OK) {
+        fprintf(stderr, "e2e_load: %s\n", err.msg);
+        return 2;
+    }
+    if (help) {
+        ordo_config_usage(stdout, "e2e_load", options, sizeof options / sizeof options[0]);
+        return 0;
+    }
+    w = calloc((size_t)cfg.threads, sizeof *w);
+    snprintf(host, sizeof host, "%.*s", (int)(strchr(cfg.api_addr, ':') - cfg.api_addr), cfg.api_addr);
+    start = mono_s();
+    for (int i = 0; i < cfg.threads; i++) {
+        w[i].cfg = &cfg;
+        w[i].id = i;
+        w[i].addr.sin_family = AF_INET;
+        w[i].addr.sin_port = htons((uint16_t)atoi(strchr(cfg.api_addr, ':') + 1));
+        inet_pton(AF_INET, host, &w[i].addr.sin_addr);
+        w[i].start = start;
+        w[i].deadline = start + cfg.seconds;
+        pthread_create(&w[i].thread, NULL, run, &w[i]);
+    }
+    for (int i = 0; i < cfg.threads; i++) {
+        pthread_join(w[i].thread, NULL);
+        total += w[i].n;
+        errors += w[i].errors;
+    }
+    elapsed = mono_s() - start;
+    post = malloc((total + 1) * sizeof *post);
+    final = malloc((total + 1) * sizeof *final);
+    for (int i = 0; i < cfg.threads; i++)
+        for (size_t j = 0; j < w[i].n; j++)
+            post[k++] = w[i].post_lat[j];
+    finals = collect_finals(&cfg, w, total, final);
+    qsort(post, total, sizeof *post, cmp_double);
+    qsort(final, finals, sizeof *final, cmp_double);
+    printf("%-20s rate=%-6d orders/s=%-7.0f POST p50=%.1fms p99=%.1fms  POST-to-final p50=%.1fms p99=%.1fms p99.9=%.1fms"
+           "  final=%zu/%zu errors=%ld\n",
+           cfg.label, cfg.rate, (double)total / elapsed, pct(post, total, 0.5) * 1e3, pct(post, total, 0.99) * 1e3,
+           pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3, pct(final, finals, 0.999) * 1e3, finals,
+           total, errors);
+    printf("{\"label\":\"%s\",\"rate\":%d,\"orders_per_s\":%.0f,\"post_p50_ms\":%.2f,\"post_p99_ms\":%.2f,"
+           "\"final_p50_ms\":%.2f,\"final_p99_ms\":%.2f,\"final\":%zu,\"accepted\":%zu,\"errors\":%ld}\n",
+           cfg.label, cfg.rate, (double)total / elapsed, pct(post, total, 0.5) * 1e3, pct(post, total, 0.99) * 1e3,
+           pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3, finals, total, errors);
+    return finals == total && errors == 0 ? 0 : 1;
+}
