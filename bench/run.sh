@@ -4,7 +4,10 @@
 #   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates
 #   2. hot aggregates with expected versions
 #   3. the naive path: one transaction per call (--group-commit-max 1)
-#   4. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
+#   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
+#      orders as fast as possible and at half that rate (bench/e2e_load),
+#      and every service's memory (RSS) idle and under load
+#   5. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
 # and prints each figure with its ratio to the references. Results are
 # appended to bench/results/<date>.txt.
 #   usage: bench/run.sh [SECONDS per run, default 10]
@@ -17,7 +20,9 @@ bash scripts/build.sh release >/dev/null
 . scripts/lib.sh
 dir=$(mktemp -d /tmp/ordo-bench.XXXXXX)
 es_pid=
+svc_pids=()
 cleanup() {
+    for p in "${svc_pids[@]}"; do ordo_kill_wait "$p"; done
     [ -n "$es_pid" ] && ordo_kill_wait "$es_pid"
     ordo_nats_stop "$dir"
     ordo_pg_stop "$dir/pg"
@@ -60,6 +65,39 @@ stop_es
 start_es --group-commit-max 1 --writers 16
 load naive --clients 1;  nv1=$eps
 load naive --clients 64; nv64=$eps
+stop_es
+
+# 4. end to end
+start_es
+svc() {   # svc NAME BINARY ARGS...: starts a service, waits for its port line if it prints one
+    local name=$1 bin=$2; shift 2
+    "$root/build/$bin" "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
+    svc_pids+=($!)
+    eval "pid_${name//-/_}=$!"
+}
+port_of() { for _ in $(seq 100); do grep -q '^port=' "$dir/$1.out" && break; sleep 0.1; done; sed -n 's/^port=//p' "$dir/$1.out"; }
+common=(--nats-url "$NATS_URL" --eventstore-addr "$addr")
+svc oq1 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$DATABASE_URL" "${common[@]}"
+svc oq2 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$DATABASE_URL" "${common[@]}"
+oqs="ipv4:127.0.0.1:$(port_of oq1),127.0.0.1:$(port_of oq2)"
+svc pay paymentsvc/paymentsvc --limit 500 "${common[@]}"
+svc rest restaurantsvc/restaurantsvc --unavailable SOLD-OUT "${common[@]}"
+svc api orderapi/orderapi --http-addr 127.0.0.1:0 --eventstore-addr "$addr" --orderquery-addr "$oqs"
+api=127.0.0.1:$(port_of api)
+sleep 1
+rss_all() { echo "eventstore=$(rss_kb "$es_pid")kB orderapi=$(rss_kb "$pid_api")kB paymentsvc=$(rss_kb "$pid_pay")kB restaurantsvc=$(rss_kb "$pid_rest")kB orderquery=$(rss_kb "$pid_oq1")kB,$(rss_kb "$pid_oq2")kB"; }
+say "rss idle: $(rss_all)"
+e2e() {
+    local res
+    res=$("$root/build/bench/e2e_load" --api-addr "$api" --database-url "$DATABASE_URL" --seconds "$secs" "$@" || true)
+    say "$(echo "$res" | head -n 1)"
+    ops=$(echo "$res" | tail -n 1 | sed -n 's/.*"orders_per_s":\([0-9]*\).*/\1/p')
+}
+e2e --label e2e-max --threads 16; e2e_max=$ops
+say "rss under load: $(rss_all)"
+e2e --label e2e-half --threads 16 --rate $(( (e2e_max + 1) / 2 ))
+for p in "${svc_pids[@]}"; do ordo_kill_wait "$p"; done
+svc_pids=()
 stop_es
 
 # PostgreSQL ceiling last: its million rows would leave checkpoint work behind for the others

@@ -27,6 +27,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     ORDO_INFO("payment rule", "limit=%d", cfg.limit);
-    return ordo_daemon_run_consumer("paymentsvc", cfg.nats_url, cfg.eventstore_addr, cfg.concurrency, pay_handle, &ctx,
-                                    &ctx.store);
+    /* order-created and order-rejected: NATS 2.9 filters one subject per consumer, so all order events */
+    return ordo_daemon_run_consumer("paymentsvc", "events.order.>", cfg.nats_url, cfg.eventstore_addr,
+                                    cfg.concurrency, pay_handle, &ctx, &ctx.store);
 }

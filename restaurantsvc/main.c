@@ -27,6 +27,6 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     ORDO_INFO("restaurant rule", "unavailable=%s", cfg.unavailable);
-    return ordo_daemon_run_consumer("restaurantsvc", cfg.nats_url, cfg.eventstore_addr, cfg.concurrency, rest_handle, &ctx,
-                                    &ctx.store);
+    return ordo_daemon_run_consumer("restaurantsvc", "events.order.order-payment-debited", cfg.nats_url, cfg.eventstore_addr,
+                                    cfg.concurrency, rest_handle, &ctx, &ctx.store);
 }

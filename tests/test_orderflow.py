@@ -63,18 +63,17 @@ def test_redelivery_changes_nothing(c, t):
     c.start_query(2)
     c.start_payment()
     c.start_restaurant()
-    total = len(c.bus_dump())
-    wait_for(lambda: _all_handled(c, total), 30, "every event to be redelivered and handled")
+    wait_for(lambda: _all_handled(c), 30, "every event to be redelivered and handled")
     t.eq(c.sql("SELECT count(*) FROM events")[0][0], before_events, "no event was appended twice (no double payment or refund)")
     t.eq(c.read_model(), before_model, "the read model is unchanged")
 
 
-def _all_handled(c, total):
-    """Every durable has been handed every message and has none unacknowledged."""
+def _all_handled(c):
+    """Every durable has been handed every message it filters and has none unacknowledged."""
     rows = [json.loads(line) for line in run([ORDOCTL, "consumers", "--nats-url", c.nats_url]).stdout.splitlines()]
     names = {r["name"] for r in rows}
     return ({"paymentsvc", "restaurantsvc", "orderquery"} <= names and
-            all(r["pending"] == 0 and r["ack_pending"] == 0 and r["delivered"] >= total for r in rows))
+            all(r["pending"] == 0 and r["ack_pending"] == 0 and r["delivered"] > 0 for r in rows))
 
 
 def test_kill_one_orderquery(c, t):

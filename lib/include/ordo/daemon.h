@@ -28,12 +28,13 @@ struct ordo_grpc_client;
 
 /**
  * The whole life of a saga service: opens *@p store (an event store client
- * the handler uses through its context), consumes the order events with the
- * durable @p durable on @p concurrency lanes, and on SIGTERM finishes the
- * messages in hand and stops.
+ * the handler uses through its context), consumes the events on @p subject
+ * with the durable @p durable on @p concurrency lanes, and on SIGTERM
+ * finishes the messages in hand and stops.
  * @return the exit code for main.
  */
-int ordo_daemon_run_consumer(const char *durable, const char *nats_url, const char *eventstore_addr,
-                             int concurrency, ordo_event_cb handler, void *ctx, struct ordo_grpc_client **store);
+int ordo_daemon_run_consumer(const char *durable, const char *subject, const char *nats_url,
+                             const char *eventstore_addr, int concurrency, ordo_event_cb handler, void *ctx,
+                             struct ordo_grpc_client **store);
 
 #endif
