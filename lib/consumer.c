@@ -14,6 +14,8 @@ typedef struct lane {
     struct ordo_consumer *owner;
     int index;
     natsMsg **msgs;               /* this round's messages, in stream order */
+    ordo_bus_event_t *events;     /* their events (batch handler) */
+    ordo_msg_action *actions;
     int n;
     pthread_t thread;
     bool running;
@@ -140,6 +142,14 @@ static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, 
 static void handle_lane(lane_t *l)
 {
     ordo_consumer_t *c = l->owner;
+    if (c->cfg.batch_handler != NULL && l->n > 0) {
+        for (int i = 0; i < l->n; i++)
+            event_of(l->msgs[i], &l->events[i]);
+        c->cfg.batch_handler(c->ctx, l->index, l->events, l->n, l->actions);
+        for (int i = 0; i < l->n; i++)
+            settle(c, l->msgs[i], &l->events[i], l->actions[i]);
+        return;
+    }
     for (int i = 0; i < l->n; i++) {
         ordo_bus_event_t ev;
         event_of(l->msgs[i], &ev);
@@ -274,7 +284,9 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     for (int i = 0; i < n; i++) {
         c->lanes[i].owner = c;
         c->lanes[i].index = i;
-        if ((c->lanes[i].msgs = calloc((size_t)cfg->batch, sizeof *c->lanes[i].msgs)) == NULL) {
+        if ((c->lanes[i].msgs = calloc((size_t)cfg->batch, sizeof *c->lanes[i].msgs)) == NULL ||
+            (c->lanes[i].events = calloc((size_t)cfg->batch, sizeof *c->lanes[i].events)) == NULL ||
+            (c->lanes[i].actions = calloc((size_t)cfg->batch, sizeof *c->lanes[i].actions)) == NULL) {
             ordo_consumer_destroy(c);
             return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
         }
@@ -320,6 +332,8 @@ void ordo_consumer_destroy(ordo_consumer_t *c)
         if (c->lanes[i].running)
             pthread_join(c->lanes[i].thread, NULL);
         free(c->lanes[i].msgs);
+        free(c->lanes[i].events);
+        free(c->lanes[i].actions);
     }
     free(c->lanes);
     pthread_mutex_destroy(&c->mu);

@@ -55,7 +55,7 @@ int ordo_daemon_run_consumer(const char *durable, const char *subject, const cha
                              const char *eventstore_addr, int concurrency, ordo_event_cb handler, void *ctx,
                              ordo_grpc_client_t **store)
 {
-    ordo_consumer_config_t ccfg = {nats_url, durable, subject, 10, 30000, 1000, 256, 4096, concurrency};
+    ordo_consumer_config_t ccfg = {nats_url, durable, subject, 10, 30000, 1000, 256, 4096, concurrency, NULL};
     ordo_consumer_t *consumer = NULL;
     ordo_error_t err;
     int sig;

@@ -47,7 +47,7 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
     const oq_config_t *cfg = ctx->cfg;
     ordo_grpc_server_config_t scfg = {cfg->listen, 1 << 20, 1};
     ordo_consumer_config_t ccfg = {cfg->nats_url, "orderquery", "events.order.>", 10, 30000, 1000, 256, 4096,
-                                   cfg->concurrency};
+                                   cfg->concurrency, oq_handle_batch};
     ordo_status st;
     int port = 0;
 

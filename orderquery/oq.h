@@ -39,6 +39,9 @@ typedef struct oq_ctx {
 /* The consumer's handler: applies one event exactly once in effect. */
 ordo_msg_action oq_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
 
+/* The same for a lane's share of a batch, in one transaction. */
+void oq_handle_batch(void *ctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions);
+
 /* Empties the read model and replays every order event from the store.
  * Counts events read and orders written. */
 ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *orders, ordo_error_t *err);

@@ -5,6 +5,8 @@
  * is skipped; one that arrives ahead of a missing one first fetches the
  * missing events from the event store and applies them in order.
  * Instances share the durable consumer; the row lock serialises them per order.
+ * A lane applies its share of each fetched batch in one transaction (one
+ * commit), falling back to one transaction per event if any event fails.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +172,49 @@ static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_even
     ordo_status st = ordo_pg_transact(pg, &tx, NULL, err);
     *applied = a.applied;
     return st;
+}
+
+typedef struct batch_arg {
+    oq_ctx_t *ctx;
+    const ordo_bus_event_t *events;
+    int n;
+    int applied;
+} batch_arg_t;
+
+static ordo_status batch_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
+{
+    batch_arg_t *b = varg;
+    ordo_status st = ORDO_OK;
+
+    b->applied = 0;
+    for (int i = 0; i < b->n && st == ORDO_OK; i++) {
+        apply_arg_t a = {b->ctx, &b->events[i], false};
+        if (strcmp(b->events[i].aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
+            continue;
+        st = apply_body(pg, &a, err);
+        b->applied += a.applied;
+    }
+    return st;
+}
+
+void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions)
+{
+    oq_ctx_t *ctx = vctx;
+    batch_arg_t b = {ctx, events, n, 0};
+    ordo_pg_tx_t tx = {"BEGIN", batch_body, NULL, &b, {8, 5, 500}};
+    ordo_error_t err;
+
+    /* One transaction (one commit) for the lane's share of the batch ... */
+    if (ordo_pg_transact(&ctx->projection_pg[lane], &tx, NULL, &err) == ORDO_OK) {
+        atomic_fetch_add(&ctx->applied, b.applied);
+        for (int i = 0; i < n; i++)
+            actions[i] = ORDO_MSG_ACK;
+        return;
+    }
+    /* ... or, when one event cannot be applied, each event on its own. */
+    ORDO_DEBUG("batch apply failed; applying one by one", "events=%d err=\"%s\"", n, err.msg);
+    for (int i = 0; i < n; i++)
+        actions[i] = oq_handle(ctx, lane, &events[i]);
 }
 
 ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)

@@ -46,6 +46,13 @@ typedef enum ordo_msg_action {
  */
 typedef ordo_msg_action (*ordo_event_cb)(void *ctx, int lane, const ordo_bus_event_t *ev);
 
+/**
+ * Optional: handles a lane's share of a fetched batch at once (e.g. in one
+ * transaction), setting actions[i] for events[i]. When given, it is called
+ * instead of the per-event handler.
+ */
+typedef void (*ordo_batch_cb)(void *ctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions);
+
 typedef struct ordo_consumer_config {
     const char *nats_url;
     const char *durable;          /**< consumer name, shared by the instances of one service */
@@ -56,6 +63,7 @@ typedef struct ordo_consumer_config {
     int batch;                    /**< messages per fetch */
     int max_ack_pending;
     int concurrency;              /**< lanes handling a fetched batch in parallel (>= 1) */
+    ordo_batch_cb batch_handler;  /**< NULL: the per-event handler */
 } ordo_consumer_config_t;
 
 typedef struct ordo_consumer ordo_consumer_t;
