@@ -30,8 +30,7 @@ typedef struct e2e_config {
     int threads, rate, seconds, fail_every, reject_every, wait_s;
 } e2e_config_t;
 
-#define OPT(flag, env, def, type, field, min, max, help) \
-    {flag, env, def, type, offsetof(e2e_config_t, field), min, max, help}
+#define OPT(...) ORDO_OPTION(e2e_config_t, __VA_ARGS__)
 
 static const ordo_option_t options[] = {
     OPT("api-addr", NULL, "127.0.0.1:8080", ORDO_OPT_STRING, api_addr, 0, 0, "orderapi host:port (IPv4)"),

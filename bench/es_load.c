@@ -29,8 +29,7 @@ typedef struct load_config {
     int clients, seconds, hot, payload;
 } load_config_t;
 
-#define OPT(flag, env, def, type, field, min, max, help) \
-    {flag, env, def, type, offsetof(load_config_t, field), min, max, help}
+#define OPT(...) ORDO_OPTION(load_config_t, __VA_ARGS__)
 
 static const ordo_option_t options[] = {
     OPT("addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, addr, 0, 0, "event store address"),

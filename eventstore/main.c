@@ -11,8 +11,7 @@
 #include "ordo/log.h"
 #include "ordo/migrate.h"
 
-#define OPT(flag, env, def, type, field, min, max, help) \
-    {flag, env, def, type, offsetof(es_config_t, field), min, max, help}
+#define OPT(...) ORDO_OPTION(es_config_t, __VA_ARGS__)
 
 static const ordo_option_t options[] = {
     OPT("database-url", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/ordo", ORDO_OPT_STRING, database_url, 0, 0, "libpq URI of PostgreSQL or CockroachDB"),

@@ -6,8 +6,7 @@
 #include "ordo/daemon.h"
 #include "ordo/log.h"
 
-#define OPT(flag, env, def, type, field, min, max, help) \
-    {flag, env, def, type, offsetof(api_config_t, field), min, max, help}
+#define OPT(...) ORDO_OPTION(api_config_t, __VA_ARGS__)
 
 static const ordo_option_t options[] = {
     OPT("http-addr", "HTTP_ADDR", "127.0.0.1:8080", ORDO_OPT_STRING, http_addr, 0, 0, "HTTP listen address (port 0: any free port)"),

@@ -6,8 +6,7 @@
 #include "ordo/log.h"
 #include "restaurant.h"
 
-#define OPT(flag, env, def, type, field, min, max, help) \
-    {flag, env, def, type, offsetof(rest_config_t, field), min, max, help}
+#define OPT(...) ORDO_OPTION(rest_config_t, __VA_ARGS__)
 
 static const ordo_option_t options[] = {
     OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server with JetStream"),

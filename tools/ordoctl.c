@@ -27,8 +27,7 @@ typedef struct ctl_config {
     int expected, from, to, limit, count, timeout_ms;
 } ctl_config_t;
 
-#define OPT(flag, env, def, type, field, min, max, help) \
-    {flag, env, def, type, offsetof(ctl_config_t, field), min, max, help}
+#define OPT(...) ORDO_OPTION(ctl_config_t, __VA_ARGS__)
 
 static const ordo_option_t options[] = {
     OPT("addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, addr, 0, 0, "event store address"),

@@ -33,6 +33,10 @@ typedef struct ordo_option {
     const char *help;
 } ordo_option_t;
 
+/** One row of an option table for the config struct @p T. */
+#define ORDO_OPTION(T, flag, env, def, type, field, min, max, help) \
+    {flag, env, def, type, offsetof(T, field), min, max, help}
+
 /**
  * Fills @p cfg from @p argv, the environment and defaults. Sets *@p help when
  * --help was given (nothing else is checked then).
