@@ -334,9 +334,11 @@ static void *relay_thread(void *arg)
             continue;               /* more is waiting */
         if (draining)
             break;
-        if (stopping(r))
-            draining = true;        /* one more round publishes the last commits */
-        else
+        if (stopping(r)) {
+            /* One more round publishes the last commits, once readable. */
+            es_watermark_wait(r->ctx->watermark, es_watermark_local_commit(r->ctx->watermark) - 1, 2000);
+            draining = true;
+        } else
             es_watermark_wait(r->ctx->watermark, r->cursor, TICK_MS);
     }
     atomic_store(&r->connected, false);

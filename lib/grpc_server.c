@@ -4,8 +4,10 @@
  * Each registered method keeps a few requested-call slots armed; an
  * unregistered path gets one generic slot that answers UNIMPLEMENTED. A call
  * is reference-counted: one reference for its owner (the handler until it
- * finishes the call, then the finish batch) and one for the early
- * RECV_CLOSE_ON_SERVER batch, which tells us when the client went away.
+ * finishes the call, then the finish batch) and, for server-streaming calls,
+ * one for an early RECV_CLOSE_ON_SERVER batch, which tells the streaming
+ * handler when the client went away. A unary call receives the close in its
+ * finish batch: one batch less per call.
  */
 #include "grpc_internal.h"
 
@@ -78,6 +80,7 @@ struct ordo_grpc_call {
     int close_cancelled;
     atomic_bool cancelled;
     bool sent_initial_md;
+    bool close_watched;             /* an early RECV_CLOSE_ON_SERVER batch is running */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool send_done, send_ok;
@@ -173,7 +176,9 @@ static void start_close_watch(ordo_grpc_call_t *c)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->close_cancelled;
     atomic_fetch_add(&c->refs, 1);
+    c->close_watched = true;
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
+        c->close_watched = false;
         atomic_store(&c->cancelled, true);
         call_unref(c);
     }
@@ -194,7 +199,8 @@ static void on_new_call(ordo_grpc_call_t *c, bool ok)
     srv->live_calls++;
     c->accepted = true;
     pthread_mutex_unlock(&srv->mu);
-    start_close_watch(c);
+    if (m != NULL && m->streaming)
+        start_close_watch(c);
 
     if (m == NULL) {
         char *path = grpc_slice_to_c_string(c->details.method);
@@ -432,7 +438,7 @@ void ordo_grpc_server_destroy(ordo_grpc_server_t *srv)
 void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *message,
                            const ProtobufCMessage *response)
 {
-    grpc_op ops[3];
+    grpc_op ops[4];
     size_t n = 0;
 
     memset(ops, 0, sizeof ops);
@@ -452,6 +458,11 @@ void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *mess
     ops[n].data.send_status_from_server.status = (grpc_status_code)ordo_grpc_code_of(st);
     ops[n].data.send_status_from_server.status_details = &c->status_details;
     n++;
+    if (!c->close_watched) {
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n].data.recv_close_on_server.cancelled = &c->close_cancelled;
+        n++;
+    }
     /* The owner's reference now belongs to the finish batch. */
     if (grpc_call_start_batch(c->call, ops, n, &c->t_finish, NULL) != GRPC_CALL_OK) {
         ORDO_ERROR("grpc: cannot send the final status", "path=%s", c->m ? c->m->path : "?");
