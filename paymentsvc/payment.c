@@ -39,8 +39,10 @@ static ordo_msg_action on_created(pay_ctx_t *p, const ordo_bus_event_t *ev)
         return ORDO_MSG_TERM;
     }
     debit = order.amount_cents <= (int64_t)p->cfg->limit * 100;
-    data = followup_data(ev->aggregate_id, order.customer_id, order.amount_cents,
-                         debit ? NULL : "amount over the customer's limit per order");
+    /* A debit carries the whole order, so the restaurant needs no read of the store. */
+    data = debit ? ordo_order_event_json(&order)
+                 : followup_data(ev->aggregate_id, order.customer_id, order.amount_cents,
+                                 "amount over the customer's limit per order");
     action = data == NULL ? ORDO_MSG_RETRY
                           : ordo_saga_followup(p->store, ev, "payment",
                                                debit ? ORDO_EV_PAYMENT_DEBITED : ORDO_EV_PAYMENT_FAILED, data,

@@ -1,8 +1,8 @@
 /*
  * The restaurant rule (docs/orderflow.md): a paid order is approved unless
  * one of its item codes is in --unavailable; then it is rejected (and
- * paymentsvc refunds it). The items come from the order's own stream in the
- * event store: its order-created event.
+ * paymentsvc refunds it). The items come with the debit; for a debit
+ * without them (an older event) from the order's order-created in the store.
  */
 #include "restaurant.h"
 
@@ -74,7 +74,8 @@ ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
     (void)lane;
     if (strcmp(ev->event_type, ORDO_EV_PAYMENT_DEBITED) != 0)
         return ORDO_MSG_ACK;
-    if ((st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {
+    if (ordo_order_from_event(ev->data, (size_t)ev->data_len, &order, &err) != ORDO_OK &&
+        (st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {
         ORDO_WARN("cannot load the order", "order_id=%s err=\"%s\"", ev->aggregate_id, err.msg);
         return st == ORDO_INVALID ? ORDO_MSG_TERM : ORDO_MSG_RETRY;
     }
