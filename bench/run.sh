@@ -75,7 +75,7 @@ svc() {   # svc NAME BINARY ARGS...: starts a service, waits for its port line i
     svc_pids+=($!)
     eval "pid_${name//-/_}=$!"
 }
-port_of() { for _ in $(seq 100); do grep -q '^port=' "$dir/$1.out" && break; sleep 0.1; done; sed -n 's/^port=//p' "$dir/$1.out"; }
+port_of() { for _ in $(seq 100); do grep -qs '^port=' "$dir/$1.out" && break; sleep 0.1; done; sed -n 's/^port=//p' "$dir/$1.out"; }
 common=(--nats-url "$NATS_URL" --eventstore-addr "$addr")
 svc oq1 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$DATABASE_URL" "${common[@]}"
 svc oq2 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$DATABASE_URL" "${common[@]}"
