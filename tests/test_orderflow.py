@@ -103,6 +103,13 @@ def test_kill_one_orderquery(c, t):
                "--eventstore-addr", f"127.0.0.1:{c.es_port}", "--nats-url", c.nats_url]).stdout
     t.ok('"orders"' in out, f"orderquery --rebuild ran: {out.strip()}")
     t.eq(c.read_model(), live, "the read model equals a rebuild from the event store")
+    import grpc
+    import order_pb2
+    import order_pb2_grpc
+    with grpc.insecure_channel(f"127.0.0.1:{c.services['orderquery-2'].port}") as ch:
+        r = order_pb2_grpc.OrderQueryStub(ch).Rebuild(order_pb2.RebuildRequest(), timeout=60)
+    t.ok(r.orders == len(live[0]) and r.events > 0, f"the Rebuild call over gRPC: {r.events} events, {r.orders} orders")
+    t.eq(c.read_model(), live, "and it too reproduces the live read model")
 
 
 def test_eventstore_down(c, t):
