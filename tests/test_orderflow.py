@@ -112,6 +112,24 @@ def test_kill_one_orderquery(c, t):
     t.eq(c.read_model(), live, "and it too reproduces the live read model")
 
 
+def test_nats_outage(c, t):
+    """NATS down: orders are still accepted (the outbox keeps their events);
+    once NATS is back, every service reconnects and each order finishes."""
+    c.stop_nats()
+    ids = []
+    for i in range(6):
+        st, _, doc = c.order(f"c-nats-{i}", "SOLD-OUT" if i % 3 == 0 else "PIZZA", 4, 1)
+        if st == 201:
+            ids.append(doc["order_id"])
+    t.eq(len(ids), 6, "orders are accepted while NATS is down")
+    time.sleep(1)
+    t.ok(all(len(events_of(c, i)) == 1 for i in ids), "nothing moves on without the bus")
+    c.start_nats()
+    finals = [c.final_status(i, timeout=40)["status"] for i in ids]
+    t.eq(sorted(finals), sorted(["Refunded" if i % 3 == 0 else "Approved" for i in range(6)]),
+         "after NATS is back every order reaches its final status")
+
+
 def test_eventstore_down(c, t):
     port = c.es_port
     c.stop_es()
@@ -131,7 +149,7 @@ def test_eventstore_down(c, t):
 if __name__ == "__main__":
     import sys
     tests = [test_saga_paths, test_idempotency_key, test_redelivery_changes_nothing, test_kill_one_orderquery,
-             test_eventstore_down]
+             test_nats_outage, test_eventstore_down]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
     run_tests(tests, lambda: FlowCluster())
