@@ -7,11 +7,14 @@
 
 static void metadata_from_json(Eventstore__Event *ev, const char *text)
 {
-    json_t *doc = json_loads(text, 0, NULL);
+    json_t *doc;
     const char *key;
     json_t *val;
     size_t n = 0;
 
+    if (strcmp(text, "{}") == 0)     /* the common case: nothing to parse */
+        return;
+    doc = json_loads(text, 0, NULL);
     if (doc == NULL || !json_is_object(doc) || json_object_size(doc) == 0) {
         json_decref(doc);
         return;
