@@ -26,7 +26,7 @@
 
 typedef struct load_config {
     const char *addr, *mode, *label;
-    int clients, seconds, hot, payload;
+    int clients, seconds, hot, payload, rate;
 } load_config_t;
 
 #define OPT(...) ORDO_OPTION(load_config_t, __VA_ARGS__)
@@ -39,6 +39,7 @@ static const ordo_option_t options[] = {
     OPT("seconds", NULL, "10", ORDO_OPT_INT, seconds, 1, 3600, "duration"),
     OPT("hot", NULL, "8", ORDO_OPT_INT, hot, 1, 1000000, "hot mode: number of aggregates"),
     OPT("payload", NULL, "200", ORDO_OPT_INT, payload, 2, 100000, "bytes of event_data"),
+    OPT("rate", NULL, "0", ORDO_OPT_INT, rate, 0, 10000000, "calls/s to start, at most --clients in flight (0: as fast as they complete)"),
 };
 
 /* One call slot: a call in flight at a time, its buffers, and its results. */
@@ -183,25 +184,41 @@ static void finish_call(run_state_t *r, slot_t *s)
     grpc_call_unref(s->call);
 }
 
-/* Keeps cfg->clients calls in flight on one completion queue until the time is up. */
+/* Keeps up to cfg->clients calls in flight on one completion queue until the
+ * time is up: each slot starts its next call as soon as the last one ends,
+ * or, with --rate, calls start on a fixed schedule while slots are free. */
 static void drive(run_state_t *r, slot_t *slots, double deadline)
 {
-    int in_flight = 0;
+    const int n = r->cfg->clients;
+    slot_t **idle = calloc((size_t)n, sizeof *idle);
+    double interval = r->cfg->rate > 0 ? 1.0 / r->cfg->rate : 0, next = now_s();
+    int n_idle = 0, in_flight = 0;
 
-    for (int i = 0; i < r->cfg->clients; i++, in_flight++)
-        start_call(r, &slots[i]);
-    while (in_flight > 0) {
-        grpc_event ev = grpc_completion_queue_next(r->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        slot_t *s;
-        if (ev.type != GRPC_OP_COMPLETE)
+    for (int i = 0; i < n; i++)
+        idle[n_idle++] = &slots[i];
+    for (;;) {
+        double now = now_s();
+        while (n_idle > 0 && now < deadline && (interval == 0 || now >= next)) {
+            start_call(r, idle[--n_idle]);
+            in_flight++;
+            next += interval;
+        }
+        if (in_flight == 0 && now >= deadline)
             break;
-        s = ev.tag;
-        finish_call(r, s);
-        if (now_s() < deadline)
-            start_call(r, s);
-        else
+        gpr_timespec wait = interval > 0 && n_idle > 0 && now < deadline
+                                ? gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                               gpr_time_from_micros((int64_t)((next - now) * 1e6) + 1, GPR_TIMESPAN))
+                                : gpr_inf_future(GPR_CLOCK_REALTIME);
+        grpc_event ev = grpc_completion_queue_next(r->cq, wait, NULL);
+        if (ev.type == GRPC_OP_COMPLETE) {
+            finish_call(r, ev.tag);
+            idle[n_idle++] = ev.tag;
             in_flight--;
+        } else if (ev.type != GRPC_QUEUE_TIMEOUT) {
+            break;
+        }
     }
+    free(idle);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -269,8 +286,8 @@ int main(int argc, char **argv)
     if (r.errors)
         fprintf(stderr, "es_load: %ld errors, e.g.: %s\n", r.errors, r.last_error);
     qsort(r.lat, r.n, sizeof *r.lat, cmp_double);
-    printf("%-28s mode=%-8s clients=%-4d events/s=%-9.0f p50=%.2fms p99=%.2fms p99.9=%.2fms errors=%ld conflicts=%ld\n",
-           cfg.label, cfg.mode, cfg.clients, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
+    printf("%-28s mode=%-8s clients=%-4d rate=%-6d events/s=%-9.0f p50=%.2fms p99=%.2fms p99.9=%.2fms errors=%ld conflicts=%ld\n",
+           cfg.label, cfg.mode, cfg.clients, cfg.rate, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
            pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
     printf("{\"label\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"events_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
            "\"p999_ms\":%.3f,\"errors\":%ld,\"conflicts\":%ld}\n",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite: a fresh local cluster with production durability
 # (fsync on, synchronous_commit on), then
-#   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates
+#   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates,
+#      and at half the 64-client throughput (latency at a fixed rate)
 #   2. hot aggregates with expected versions
 #   3. the naive path: one transaction per call (--group-commit-max 1)
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
@@ -60,6 +61,7 @@ start_es
 say "eventstore idle rss=$(rss_kb "$es_pid")kB"
 load group-commit --clients 1;  gc1=$eps
 load group-commit --clients 64; gc64=$eps
+load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
 load group-commit-hot --clients 64 --mode hot --hot 8
 stop_es
 start_es --group-commit-max 1 --writers 16
