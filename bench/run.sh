@@ -27,6 +27,8 @@ cleanup() {
     [ -n "$es_pid" ] && ordo_kill_wait "$es_pid"
     ordo_nats_stop "$dir"
     ordo_pg_stop "$dir/pg"
+    # keep the logs with the results, for the next look at a tail
+    [ -n "${out:-}" ] && mkdir -p "${out%.txt}-logs" && cp "$dir"/*.log "$dir/pg/log" "${out%.txt}-logs/" 2>/dev/null
     rm -rf "$dir"
 }
 trap cleanup EXIT
