@@ -156,12 +156,14 @@ static ordo_status apply_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
         return st;
     if (a->ev->version <= current)
         return ORDO_OK;                       /* applied before: a redelivery */
-    if (a->ev->version > current + 1 &&
-        (st = fill_gap(a->ctx, pg, a->ev->aggregate_id, current, a->ev->version, err)) != ORDO_OK)
-        return st;
-    st = apply_one(pg, a->ev, err);
+    if (a->ev->version > current + 1)
+        st = fill_gap(a->ctx, pg, a->ev->aggregate_id, current, a->ev->version, err);
+    if (st == ORDO_OK)
+        st = apply_one(pg, a->ev, err);
     a->applied = st == ORDO_OK;
-    return st == ORDO_CONFLICT ? ORDO_RETRY : st;   /* another instance created the row meanwhile */
+    /* Another instance created the order's row meanwhile (while this one
+     * applied the event or filled the gap): run again, now the row locks. */
+    return st == ORDO_CONFLICT ? ORDO_RETRY : st;
 }
 
 static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied,
