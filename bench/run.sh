@@ -50,17 +50,18 @@ start_es() {
     addr=127.0.0.1:$(sed -n 's/^port=//p' "$dir/es.out")
 }
 stop_es() { ordo_kill_wait "$es_pid"; es_pid=; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+# VmRSS, and in parentheses the anonymous part: the rest is shared library pages
+rss_kb() { awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{printf "%skB(anon %skB)", r, a}' "/proc/$1/status"; }
 load() {   # load LABEL ARGS... → prints the human line, remembers events/s in $eps
     local label=$1; shift
     local res
     res=$("$root/build/bench/es_load" --addr "$addr" --label "$label" --seconds "$secs" "$@" || true)
-    say "$(echo "$res" | head -n 1)  eventstore_rss=$(rss_kb "$es_pid")kB"
+    say "$(echo "$res" | head -n 1)  eventstore_rss=$(rss_kb "$es_pid")"
     eps=$(echo "$res" | tail -n 1 | sed -n 's/.*"events_per_s":\([0-9]*\).*/\1/p')
 }
 
 start_es
-say "eventstore idle rss=$(rss_kb "$es_pid")kB"
+say "eventstore idle rss=$(rss_kb "$es_pid")"
 load group-commit --clients 1;  gc1=$eps
 load group-commit --clients 64; gc64=$eps
 load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
@@ -89,7 +90,7 @@ svc rest restaurantsvc/restaurantsvc --unavailable SOLD-OUT "${common[@]}"
 svc api orderapi/orderapi --http-addr 127.0.0.1:0 --eventstore-addr "$addr" --orderquery-addr "$oqs"
 api=127.0.0.1:$(port_of api)
 sleep 1
-rss_all() { echo "eventstore=$(rss_kb "$es_pid")kB orderapi=$(rss_kb "$pid_api")kB paymentsvc=$(rss_kb "$pid_pay")kB restaurantsvc=$(rss_kb "$pid_rest")kB orderquery=$(rss_kb "$pid_oq1")kB,$(rss_kb "$pid_oq2")kB"; }
+rss_all() { echo "eventstore=$(rss_kb "$es_pid") orderapi=$(rss_kb "$pid_api") paymentsvc=$(rss_kb "$pid_pay") restaurantsvc=$(rss_kb "$pid_rest") orderquery=$(rss_kb "$pid_oq1"),$(rss_kb "$pid_oq2")"; }
 say "rss idle: $(rss_all)"
 e2e() {
     local res
