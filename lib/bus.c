@@ -103,11 +103,6 @@ jsCtx *ordo_bus_js(ordo_bus_t *bus)
     return bus->js;
 }
 
-natsConnection *ordo_bus_conn(ordo_bus_t *bus)
-{
-    return bus->nc;
-}
-
 ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err)
 {
     jsStreamInfo *si = NULL;

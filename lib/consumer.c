@@ -27,7 +27,6 @@ struct ordo_consumer {
     void *ctx;
     pthread_t thread;
     atomic_bool stopping, connected;
-    atomic_llong handled;
     lane_t *lanes;
     pthread_mutex_t mu;           /* round hand-off between the fetch thread and the lanes */
     pthread_cond_t go, done;
@@ -76,8 +75,6 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
     case ORDO_MSG_ACK:
         /* the effect is committed; a lost ack only means an idempotent redelivery */
         s = natsMsg_Ack(m, NULL);
-        if (s == NATS_OK)
-            atomic_fetch_add(&c->handled, 1);
         break;
     case ORDO_MSG_RETRY:
         s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
@@ -277,7 +274,6 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     c->ctx = ctx;
     atomic_init(&c->stopping, false);
     atomic_init(&c->connected, false);
-    atomic_init(&c->handled, 0);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->go, NULL);
     pthread_cond_init(&c->done, NULL);
@@ -310,11 +306,6 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
 bool ordo_consumer_connected(ordo_consumer_t *c)
 {
     return c != NULL && atomic_load(&c->connected);
-}
-
-int64_t ordo_consumer_handled(ordo_consumer_t *c)
-{
-    return c != NULL ? atomic_load(&c->handled) : 0;
 }
 
 void ordo_consumer_destroy(ordo_consumer_t *c)

@@ -518,12 +518,3 @@ ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *c)
 {
     return c->srv;
 }
-
-long long ordo_grpc_call_ms_left(const ordo_grpc_call_t *c)
-{
-    gpr_timespec dl = gpr_convert_clock_type(c->deadline, GPR_CLOCK_REALTIME);
-    if (gpr_time_cmp(dl, gpr_inf_future(GPR_CLOCK_REALTIME)) == 0 || dl.tv_sec > (int64_t)1 << 40)
-        return INT64_MAX;
-    gpr_timespec left = gpr_time_sub(dl, gpr_now(GPR_CLOCK_REALTIME));
-    return (long long)left.tv_sec * 1000 + left.tv_nsec / 1000000;
-}

@@ -36,7 +36,6 @@ void ordo_bus_destroy(ordo_bus_t *bus);
 
 bool ordo_bus_connected(ordo_bus_t *bus);
 jsCtx *ordo_bus_js(ordo_bus_t *bus);
-natsConnection *ordo_bus_conn(ordo_bus_t *bus);
 
 /** Creates the EVENTS stream (events.>, file storage, 2 min duplicate window) if missing. */
 ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err);

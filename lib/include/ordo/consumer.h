@@ -78,9 +78,6 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
 /** True while the consumer has a live NATS connection and subscription. */
 bool ordo_consumer_connected(ordo_consumer_t *c);
 
-/** Events handled (acked) so far. */
-int64_t ordo_consumer_handled(ordo_consumer_t *c);
-
 /** Finishes the message in hand, stops the thread, closes, frees. Accepts NULL. */
 void ordo_consumer_destroy(ordo_consumer_t *c);
 

@@ -93,9 +93,6 @@ const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *call);
 /** The server a call belongs to. */
 ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *call);
 
-/** Milliseconds left before the client's deadline (INT64_MAX when none). */
-long long ordo_grpc_call_ms_left(const ordo_grpc_call_t *call);
-
 /** The one mapping from ordo_status to a gRPC status code. */
 int ordo_grpc_code_of(ordo_status st);
 
