@@ -77,6 +77,8 @@ typedef struct es_append {
     char (*ids)[37];              /* event ids, generated where the client gave none */
     char **metadata;              /* each event's metadata as a JSON object text */
     int64_t expected;             /* -1: any */
+    int64_t *positions;           /* each event's position and created_at (µs), */
+    int64_t *created;             /* filled by the INSERT for the relay */
     /* result, reset on every attempt */
     ordo_status st;
     char msg[256];
@@ -126,6 +128,10 @@ void es_watermark_destroy(es_watermark_t *wm);
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err);
 /* Rows were added below the relay's cursor (Republish): read the outbox from the start. */
 void es_relay_rescan(es_relay_t *r);
+/* A committed event, handed over by a writer so that the relay need not read
+ * it back from the outbox (a copy is made; @p r may be NULL). Best effort:
+ * when the hand-over queue is full, the relay reads the outbox instead. */
+void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev);
 bool es_relay_connected(es_relay_t *r);
 /* Publishes what is pending (bounded wait), stops, frees. */
 void es_relay_destroy(es_relay_t *r);

@@ -1,10 +1,15 @@
 /*
  * The outbox relay: publishes committed events to JetStream in position
  * order and deletes their outbox rows only after JetStream acknowledged
- * them. It follows the readers' watermark: it reads outbox rows between a
- * cursor and the safe mark, so nothing can still appear below the cursor
+ * them. It follows the readers' watermark: it publishes the outbox between
+ * a cursor and the safe mark, so nothing can still appear below the cursor
  * (except a Republish, which rewinds it) and the scan never wades through
- * the dead index entries of rows already deleted. NATS being down is waited out; an event JetStream refuses for good
+ * the dead index entries of rows already deleted.
+ *
+ * Writers hand each committed event over (es_relay_offer), so in the usual
+ * case the relay publishes from memory; it reads the outbox whenever the
+ * hand-over does not cover the range exactly (after a start, a Republish, a
+ * failed publish, a full queue, a rolled-back position, another writer). NATS being down is waited out; an event JetStream refuses for good
  * is set aside in outbox_rejected (logged and counted) and the relay goes on.
  * A crash between publish and delete re-publishes on restart; the
  * Nats-Msg-Id header (the event id) lets JetStream drop the duplicate.
@@ -19,7 +24,12 @@
 #include "ordo/bus.h"
 #include "ordo/log.h"
 
-enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500 };
+enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096 };
+
+typedef struct offered {
+    int64_t position;
+    natsMsg *msg;
+} offered_t;
 
 typedef struct rejected {
     int64_t position;
@@ -33,6 +43,11 @@ struct es_relay {
     bool rescan, stopping;
     atomic_bool connected;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
+    pthread_mutex_t offer_mu;   /* guards the hand-over queue */
+    offered_t *offered;         /* committed events handed over by writers, unordered */
+    size_t n_offered;
+    bool offer_overflow;        /* some were dropped: read the outbox until the queue is empty */
+    offered_t *taken;           /* relay thread only: this round's share of the queue */
     /* results of the batch in flight, filled by cnats' ack callback */
     int64_t *acked;
     size_t n_acked;
@@ -121,6 +136,90 @@ static natsStatus build_msg(const Eventstore__Event *ev, natsMsg **out)
     set_meta_headers(msg, ev);
     *out = msg;
     return NATS_OK;
+}
+
+void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev)
+{
+    natsMsg *msg = NULL;
+
+    if (r == NULL)
+        return;
+    if (build_msg(ev, &msg) != NATS_OK)
+        msg = NULL;
+    pthread_mutex_lock(&r->offer_mu);
+    if (msg != NULL && r->n_offered < OFFER_CAP) {
+        r->offered[r->n_offered++] = (offered_t){ev->position, msg};
+        msg = NULL;
+    } else {
+        r->offer_overflow = true;
+    }
+    pthread_mutex_unlock(&r->offer_mu);
+    natsMsg_Destroy(msg);
+}
+
+static int by_position(const void *a, const void *b)
+{
+    int64_t x = ((const offered_t *)a)->position, y = ((const offered_t *)b)->position;
+    return (x > y) - (x < y);
+}
+
+/* Moves the handed-over events with cursor < position <= mark into r->taken
+ * (sorted); drops those at or below the cursor. *@p exact is true when they
+ * are exactly cursor+1, cursor+2, ... with nothing dropped for overflow. */
+static size_t take_offered(es_relay_t *r, int64_t mark, bool *exact)
+{
+    size_t n = 0, keep = 0, cap = (size_t)r->ctx->cfg->relay_batch;
+    bool overflow;
+
+    pthread_mutex_lock(&r->offer_mu);
+    for (size_t i = 0; i < r->n_offered; i++) {
+        offered_t o = r->offered[i];
+        if (o.position <= r->cursor)
+            natsMsg_Destroy(o.msg);
+        else if (o.position <= mark && n < cap)
+            r->taken[n++] = o;
+        else
+            r->offered[keep++] = o;
+    }
+    r->n_offered = keep;
+    overflow = r->offer_overflow;
+    if (keep == 0)
+        r->offer_overflow = false;
+    pthread_mutex_unlock(&r->offer_mu);
+    qsort(r->taken, n, sizeof *r->taken, by_position);
+    *exact = !overflow && n > 0;
+    for (size_t i = 0; i < n && *exact; i++)
+        *exact = r->taken[i].position == r->cursor + 1 + (int64_t)i;
+    return n;
+}
+
+static void drop_taken(es_relay_t *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        natsMsg_Destroy(r->taken[i].msg);
+}
+
+/* Publishes r->taken[0..n) in order until one fails for a passing reason. */
+static void publish_taken(es_relay_t *r, ordo_bus_t *bus, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        natsMsg *msg = r->taken[i].msg;
+        natsStatus s = js_PublishMsgAsync(ordo_bus_js(bus), &msg, NULL);
+        r->taken[i].msg = NULL;
+        natsMsg_Destroy(msg);
+        if (s == NATS_OK)
+            continue;
+        pthread_mutex_lock(&r->mu);
+        if (s == NATS_MAX_PAYLOAD || s == NATS_INVALID_SUBJECT)
+            add_rejected(r, r->taken[i].position, natsStatus_GetText(s));
+        else
+            r->n_failed++;
+        pthread_mutex_unlock(&r->mu);
+        if (s != NATS_MAX_PAYLOAD && s != NATS_INVALID_SUBJECT) {
+            drop_taken(r, n);   /* the rest goes again from the outbox */
+            return;
+        }
+    }
 }
 
 /* Publishes rows of @p res until one fails for a passing reason. */
@@ -212,6 +311,8 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
 
 /* One round: read a page of the outbox, publish it, settle it.
  * Returns the number of rows read, or -1 when something failed. */
+static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows);
+
 static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
 {
     char limit[16], from[24], upto[24];
@@ -220,7 +321,9 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     PGresult *res;
     ordo_error_t err;
     int rows;
-    size_t failed;
+    size_t taken;
+    bool exact;
+    int64_t next;
 
     pthread_mutex_lock(&r->mu);
     if (r->rescan)
@@ -229,6 +332,14 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     pthread_mutex_unlock(&r->mu);
     if (mark <= r->cursor)
         return 0;
+    r->n_acked = r->n_rejected = r->n_failed = 0;
+    taken = take_offered(r, mark, &exact);
+    if (exact) {
+        publish_taken(r, bus, taken);
+        wait_for_acks(r, bus);
+        return settle_round(r, pg, r->taken[taken - 1].position, (int)taken);
+    }
+    drop_taken(r, taken);
     snprintf(from, sizeof from, "%lld", (long long)r->cursor);
     snprintf(upto, sizeof upto, "%lld", (long long)mark);
     snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
@@ -243,18 +354,27 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
         return -1;
     }
     rows = PQntuples(res);
-    r->n_acked = r->n_rejected = r->n_failed = 0;
     if (rows > 0) {
         publish_rows(r, bus, res);
         wait_for_acks(r, bus);
     }
     /* a full page: go on after its last row; less: everything up to the mark is read */
-    int64_t next = rows == r->ctx->cfg->relay_batch ? strtoll(PQgetvalue(res, rows - 1, 0), NULL, 10) : mark;
+    next = rows == r->ctx->cfg->relay_batch ? strtoll(PQgetvalue(res, rows - 1, 0), NULL, 10) : mark;
     PQclear(res);
     if (rows == 0) {
         r->cursor = mark;
         return 0;
     }
+    return settle_round(r, pg, next, rows);
+}
+
+/* After a round's publishes: records the outcome in the outbox and moves
+ * the cursor to @p next, or leaves it for the range to go again. */
+static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows)
+{
+    ordo_error_t err;
+    size_t failed;
+
     pthread_mutex_lock(&r->mu);   /* late callbacks may still arrive: freeze the results */
     failed = r->n_failed;
     if (settle(r, pg, &err) != ORDO_OK) {
@@ -354,18 +474,26 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
 
     *out = NULL;
     if (r == NULL || (r->acked = calloc(batch, sizeof *r->acked)) == NULL ||
-        (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL) {
-        if (r != NULL)
+        (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL ||
+        (r->offered = calloc(OFFER_CAP, sizeof *r->offered)) == NULL ||
+        (r->taken = calloc(batch, sizeof *r->taken)) == NULL) {
+        if (r != NULL) {
             free(r->acked);
+            free(r->rejected);
+            free(r->offered);
+        }
         free(r);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
     r->ctx = ctx;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->offer_mu, NULL);
     atomic_init(&r->connected, false);
     if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
         free(r->acked);
         free(r->rejected);
+        free(r->offered);
+        free(r->taken);
         free(r);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the relay thread");
     }
@@ -395,8 +523,13 @@ void es_relay_destroy(es_relay_t *r)
     r->stopping = true;
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
+    for (size_t i = 0; i < r->n_offered; i++)   /* in the outbox: the next start publishes them */
+        natsMsg_Destroy(r->offered[i].msg);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->offer_mu);
     free(r->acked);
     free(r->rejected);
+    free(r->offered);
+    free(r->taken);
     free(r);
 }

@@ -113,6 +113,8 @@ void es_append_free(es_append_t *a)
             free(a->metadata[i]);
     free(a->metadata);
     free(a->ids);
+    free(a->positions);
+    free(a->created);
     free(a);
 }
 
@@ -147,7 +149,8 @@ ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
         return ordo_error_set(err, ORDO_INVALID, "expected_version must be 0 or more, got %lld", (long long)req->expected_version);
 
     a = calloc(1, sizeof *a);
-    if (a == NULL || (a->ids = calloc(n, sizeof *a->ids)) == NULL || (a->metadata = calloc(n, sizeof *a->metadata)) == NULL) {
+    if (a == NULL || (a->ids = calloc(n, sizeof *a->ids)) == NULL || (a->metadata = calloc(n, sizeof *a->metadata)) == NULL ||
+        (a->positions = calloc(n, sizeof *a->positions)) == NULL || (a->created = calloc(n, sizeof *a->created)) == NULL) {
         es_append_free(a);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }

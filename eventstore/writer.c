@@ -76,11 +76,11 @@ static const char *const INSERT_SQL =
     "              $9::text[], $10::text[], $11::text[])"
     "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"
     "  ORDER BY u.ord"
-    "  RETURNING position, event_id"
+    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us"
     "), ob AS ("
     "  INSERT INTO outbox (position) SELECT position FROM ins"
     ") "
-    "SELECT position, event_id::text FROM ins ORDER BY position";
+    "SELECT position, event_id::text, created_us FROM ins ORDER BY position";
 
 void es_writer_session_sql(const es_config_t *cfg, char *out, size_t cap)
 {
@@ -317,15 +317,19 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
     if (st != ORDO_OK)
         return st;
     /* Rows come back in position order, which is the order they were given in. */
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = 0; i < b->n && st == ORDO_OK; i++) {
         es_append_t *a = b->items[i];
         if (!live(a))
             continue;
-        row += (int)a->n;
-        if (row <= PQntuples(res) && strcmp(PQgetvalue(res, row - 1, 1), a->ids[a->n - 1]) == 0)
-            a->position = strtoll(PQgetvalue(res, row - 1, 0), NULL, 10);
-        else
-            st = ordo_error_set(err, ORDO_INTERNAL, "insert returned rows out of order");
+        for (size_t k = 0; k < a->n && st == ORDO_OK; k++, row++) {
+            if (row >= PQntuples(res) || strcmp(PQgetvalue(res, row, 1), a->ids[k]) != 0) {
+                st = ordo_error_set(err, ORDO_INTERNAL, "insert returned rows out of order");
+                break;
+            }
+            a->positions[k] = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+            a->created[k] = strtoll(PQgetvalue(res, row, 2), NULL, 10);
+        }
+        a->position = a->positions[a->n - 1];
     }
     PQclear(res);
     return st;
@@ -409,6 +413,18 @@ static void requeue_front(lane_t *l, es_append_t *a)
     pthread_mutex_unlock(&l->mu);
 }
 
+static void offer_to_relay(es_relay_t *relay, const es_append_t *a)
+{
+    for (size_t k = 0; relay != NULL && k < a->n; k++) {
+        Eventstore__Event ev = *a->events[k];
+        ev.event_id = (char *)a->ids[k];
+        ev.version = a->version - (int64_t)a->n + 1 + (int64_t)k;
+        ev.position = a->positions[k];
+        ev.created_at = a->created[k];
+        es_relay_offer(relay, &ev);
+    }
+}
+
 static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
 {
     es_writer_t *w = l->w;
@@ -440,6 +456,10 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
         for (size_t i = 0; i < n; i++)
             if (live(items[i]) && items[i]->position > last)
                 last = items[i]->position;
+        /* The relay gets the committed events before the watermark shows them. */
+        for (size_t i = 0; i < n; i++)
+            if (live(items[i]))
+                offer_to_relay(w->ctx->relay, items[i]);
         if (last > 0)
             es_watermark_poke(w->ctx->watermark, last);   /* the relay follows the watermark */
     } else {
