@@ -80,6 +80,27 @@ def test_bad_bodies(c, t):
     expect_error(c, t, "bad Idempotency-Key", 400, "POST", P, json.dumps(GOOD), headers=("Idempotency-Key: " + "k" * 200,))
 
 
+def test_paging(c, t):
+    ids = []
+    for i in range(5):
+        code, doc = curl(c, "POST", "/api/orders", json.dumps(dict(GOOD, customer_id="c-pages")))
+        ids.append(doc["order_id"])
+    for i in ids:
+        c.final_status(i)
+    seen, after, pages = [], "", 0
+    while pages < 10:
+        code, doc = curl(c, "GET", f"/api/orders?customer_id=c-pages&limit=2&after={after}")
+        if code != 200:
+            break
+        seen += [o["order_id"] for o in doc["orders"]]
+        pages += 1
+        if not doc.get("next"):
+            break
+        after = doc["next"]
+    t.eq(sorted(seen), sorted(ids), f"pages of 2 by `after` list each order once ({pages} pages)")
+    t.eq(pages, 3, "5 orders in pages of 2: 3 pages, the last without `next`")
+
+
 def test_routes(c, t):
     expect_error(c, t, "unknown route", 404, "GET", "/api/nothing")
     expect_error(c, t, "unknown order", 404, "GET", "/api/orders/00000000-0000-4000-8000-000000000000")
@@ -94,9 +115,11 @@ def test_routes(c, t):
     code, doc = curl(c, "GET", "/healthz")
     t.ok(code == 200 and doc["status"] == "ok", f"healthz after all that: {doc}")
     code, text = curl(c, "GET", "/metrics", ctype=None)
-    t.ok(code == 200 and 'ordo_http_requests_total{code="4xx"}' in text and "ordo_orders_created_total 1" in text,
-         "metrics count the requests")
+    import re
+    created = re.search(r"^ordo_orders_created_total (\d+)$", text, re.M) if code == 200 else None
+    t.ok('ordo_http_requests_total{code="4xx"}' in text and created and int(created.group(1)) == 6,
+         "metrics count the requests (6 orders created by this test file)")
 
 
 if __name__ == "__main__":
-    run_tests([test_good_order, test_bad_bodies, test_routes], lambda: FlowCluster(queries=1))
+    run_tests([test_good_order, test_bad_bodies, test_paging, test_routes], lambda: FlowCluster(queries=1))
