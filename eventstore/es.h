@@ -40,6 +40,7 @@ typedef struct es_config {
     int shutdown_grace_ms;
     int grpc_threads;
     bool migrate;
+    const char *metrics_addr; /* "": no metrics endpoint */
 } es_config_t;
 
 typedef struct es_stats {
@@ -52,6 +53,7 @@ typedef struct es_readers es_readers_t;
 typedef struct es_watermark es_watermark_t;
 typedef struct es_relay es_relay_t;
 typedef struct es_streams es_streams_t;
+struct ordo_http_server;
 
 typedef struct es_ctx {
     const es_config_t *cfg;
@@ -62,7 +64,11 @@ typedef struct es_ctx {
     es_watermark_t *watermark;
     es_relay_t *relay;
     es_streams_t *streams;
+    struct ordo_http_server *metrics;
 } es_ctx_t;
+
+/* ---- metrics.c: GET /metrics on --metrics-addr ---- */
+ordo_status es_metrics_start(es_ctx_t *ctx, struct ordo_http_server **out, int *port, ordo_error_t *err);
 
 /* ---- service.c: gRPC handlers ---- */
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err);

@@ -8,6 +8,7 @@
 
 #include "es.h"
 #include "ordo/config.h"
+#include "ordo/http.h"
 #include "ordo/log.h"
 #include "ordo/migrate.h"
 
@@ -33,6 +34,7 @@ static const ordo_option_t options[] = {
     OPT("shutdown-grace-ms", "ORDO_SHUTDOWN_GRACE_MS", "5000", ORDO_OPT_INT, shutdown_grace_ms, 0, 600000, "time in-flight calls get on SIGTERM"),
     OPT("grpc-threads", "ORDO_GRPC_THREADS", "1", ORDO_OPT_INT, grpc_threads, 1, 8, "gRPC completion-queue threads"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
+    OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here; empty: off"),
 };
 
 static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
@@ -69,6 +71,11 @@ static ordo_status start(es_ctx_t *ctx, ordo_error_t *err)
               cfg->listen, port, cfg->writers, cfg->group_commit_max, cfg->relay ? "on" : "off");
     /* for scripts that start us on port 0 */
     printf("port=%d\n", port);
+    if (cfg->metrics_addr[0] != '\0') {
+        if ((st = es_metrics_start(ctx, &ctx->metrics, &port, err)) != ORDO_OK)
+            return st;
+        printf("metrics_port=%d\n", port);
+    }
     fflush(stdout);
     return ORDO_OK;
 }
@@ -80,6 +87,7 @@ static void stop(es_ctx_t *ctx)
     /* streams see the server stopping and end; appends in flight complete */
     if (ctx->server != NULL)
         ordo_grpc_server_shutdown(ctx->server, ctx->cfg->shutdown_grace_ms);
+    ordo_http_stop(ctx->metrics);
     es_streams_destroy(ctx->streams);
     es_writer_destroy(ctx->writer);
     es_readers_destroy(ctx->readers);

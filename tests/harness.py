@@ -170,6 +170,9 @@ class Cluster:
             self.es_proc.wait(timeout=10)
             raise RuntimeError("eventstore did not start: " + self.log_tail())
         self.es_port = int(line.strip().split("=")[1])
+        self.metrics_port = None
+        if flags.get("metrics_addr"):
+            self.metrics_port = int(self.es_proc.stdout.readline().strip().split("=")[1])
         import grpc
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.es_port}")
         self.store = self.grpc_mod.EventStoreStub(self.channel)

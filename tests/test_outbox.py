@@ -64,6 +64,16 @@ def test_envelope(c, t):
     t.eq(odd[0]["subject"] if odd else None, "events.odd_type.thing-happened", "reserved subject characters replaced")
 
 
+def test_metrics(c, t):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    values = dict(line.split(" ") for line in text.splitlines() if line and not line.startswith("#"))
+    t.ok(int(values.get("ordo_eventstore_appends_total", 0)) >= 2, "GET /metrics counts appends")
+    t.ok(int(values.get("ordo_eventstore_published_total", 0)) >= 2, "and published events")
+    t.eq(values.get("ordo_eventstore_bus_connected"), "1", "and shows the bus connected")
+
+
 def test_nats_down(c, t):
     c.stop_nats()
     wait_for(lambda: not c.stats().bus_connected, 10, "the relay to notice")
@@ -135,5 +145,5 @@ def test_sigterm_flushes(c, t):
 
 
 if __name__ == "__main__":
-    run_tests([test_envelope, test_nats_down, test_kill_before_publish, test_republish_is_deduplicated,
-               test_sigterm_flushes], lambda: Cluster())
+    run_tests([test_envelope, test_metrics, test_nats_down, test_kill_before_publish, test_republish_is_deduplicated,
+               test_sigterm_flushes], lambda: Cluster(metrics_addr="127.0.0.1:0"))

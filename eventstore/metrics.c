@@ -1,0 +1,54 @@
+/* GET /metrics on --metrics-addr: the store's counters and gauges in the
+ * Prometheus text format (the same figures as EventStoreAdmin.GetStats
+ * that need no database query). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "es.h"
+#include "ordo/buf.h"
+#include "ordo/http.h"
+
+static void counter(ordo_buf_t *b, const char *name, const char *help, long long v)
+{
+    ordo_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %lld\n", name, help, name, name, v);
+}
+
+static void gauge(ordo_buf_t *b, const char *name, const char *help, long long v)
+{
+    ordo_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name, v);
+}
+
+static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+{
+    es_ctx_t *ctx = vctx;
+    es_stats_t *s = &ctx->stats;
+    ordo_buf_t b = ORDO_BUF_INIT;
+
+    if (strcmp(req->path, "/metrics") != 0) {
+        ordo_http_error(resp, 404, "not_found", "only /metrics is served here");
+        return;
+    }
+    counter(&b, "ordo_eventstore_appends_total", "CreateEvent calls answered with success", atomic_load(&s->appends));
+    counter(&b, "ordo_eventstore_conflicts_total", "CreateEvent calls refused for a wrong expected version",
+            atomic_load(&s->conflicts));
+    counter(&b, "ordo_eventstore_duplicates_total", "CreateEvent calls answered as duplicates",
+            atomic_load(&s->duplicates));
+    counter(&b, "ordo_eventstore_tx_retries_total", "write transactions retried", atomic_load(&s->tx_retries));
+    counter(&b, "ordo_eventstore_batches_total", "write transactions committed", atomic_load(&s->batches));
+    counter(&b, "ordo_eventstore_published_total", "events published and acknowledged by JetStream",
+            atomic_load(&s->published));
+    counter(&b, "ordo_eventstore_publish_errors_total", "transient publish failures", atomic_load(&s->publish_errors));
+    counter(&b, "ordo_eventstore_set_aside_total", "events JetStream refused for good", atomic_load(&s->set_aside));
+    gauge(&b, "ordo_eventstore_safe_position", "readers' high-water mark", es_watermark_get(ctx->watermark));
+    gauge(&b, "ordo_eventstore_bus_connected", "1 when the relay has a NATS connection",
+          es_relay_connected(ctx->relay) ? 1 : 0);
+    resp->status = 200;
+    resp->body = b.data != NULL ? b.data : strdup("");
+    resp->content_type = "text/plain; version=0.0.4";
+}
+
+ordo_status es_metrics_start(es_ctx_t *ctx, ordo_http_server_t **out, int *port, ordo_error_t *err)
+{
+    ordo_http_config_t cfg = {ctx->cfg->metrics_addr, 1, 1024, 10, 64};
+    return ordo_http_start(&cfg, on_request, ctx, out, port, err);
+}
