@@ -268,19 +268,22 @@ static void wait_for_acks(es_relay_t *r, ordo_bus_t *bus)
 }
 
 /* Deletes acknowledged and set-aside rows; records the set-aside ones. */
-static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
+/* *@p set_aside counts the refused events whose outbox row this call removed:
+ * an event refused again (published twice after a failed round) counts once. */
+static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, ordo_error_t *err)
 {
     ordo_buf_t done = ORDO_BUF_INIT, rej_pos = ORDO_BUF_INIT, rej_err = ORDO_BUF_INIT;
     const char *params[2];
+    PGresult *res = NULL;
     ordo_status st = ORDO_OK;
 
+    *set_aside = 0;
     ordo_buf_puts(&done, "{");
     for (size_t i = 0; i < r->n_acked; i++)
         ordo_buf_printf(&done, "%s%lld", i ? "," : "", (long long)r->acked[i]);
     ordo_buf_puts(&rej_pos, "{");
     ordo_buf_puts(&rej_err, "{");
     for (size_t i = 0; i < r->n_rejected; i++) {
-        ordo_buf_printf(&done, "%s%lld", done.len > 1 ? "," : "", (long long)r->rejected[i].position);
         ordo_buf_printf(&rej_pos, "%s%lld", i ? "," : "", (long long)r->rejected[i].position);
         if (i)
             ordo_buf_puts(&rej_err, ",");
@@ -298,8 +301,13 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
                                " SELECT * FROM unnest($1::int8[], $2::text[])"
                                " ON CONFLICT (position) DO UPDATE SET error = excluded.error, rejected_at = now()",
                            2, params, NULL, err);
+        if (st == ORDO_OK)
+            st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, &res, err);
+        if (st == ORDO_OK)
+            *set_aside = strtoll(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
     }
-    if (st == ORDO_OK && r->n_acked + r->n_rejected > 0) {
+    if (st == ORDO_OK && r->n_acked > 0) {
         params[0] = ordo_buf_str(&done);
         st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, NULL, err);
     }
@@ -373,16 +381,17 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
 static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows)
 {
     ordo_error_t err;
+    long long set_aside = 0;
     size_t failed;
 
     pthread_mutex_lock(&r->mu);   /* late callbacks may still arrive: freeze the results */
     failed = r->n_failed;
-    if (settle(r, pg, &err) != ORDO_OK) {
+    if (settle(r, pg, &set_aside, &err) != ORDO_OK) {
         ORDO_WARN("relay cannot settle the outbox (will publish again)", "err=\"%s\"", err.msg);
         failed++;
     }
     atomic_fetch_add(&r->ctx->stats.published, (long long)r->n_acked);
-    atomic_fetch_add(&r->ctx->stats.set_aside, (long long)r->n_rejected);
+    atomic_fetch_add(&r->ctx->stats.set_aside, set_aside);
     atomic_fetch_add(&r->ctx->stats.publish_errors, (long long)failed);
     r->n_acked = r->n_rejected = r->n_failed = 0;
     pthread_mutex_unlock(&r->mu);
