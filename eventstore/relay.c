@@ -46,7 +46,7 @@ struct es_relay {
     pthread_mutex_t offer_mu;   /* guards the hand-over queue */
     offered_t *offered;         /* committed events handed over by writers, unordered */
     size_t n_offered;
-    bool offer_overflow;        /* some were dropped: read the outbox until the queue is empty */
+    bool offer_overflow;        /* some were dropped, or a round failed: read the outbox until the queue is empty */
     offered_t *taken;           /* relay thread only: this round's share of the queue */
     /* results of the batch in flight, filled by cnats' ack callback */
     int64_t *acked;
@@ -453,6 +453,12 @@ static void *relay_thread(void *arg)
         n = relay_round(r, &pg, bus);
         if (n < 0) {
             ordo_retry_policy_t p = {1, 50, 2000};
+            /* The range goes again from the outbox; copies handed over meanwhile
+             * may describe rows already settled: stop trusting the queue until
+             * it has drained. */
+            pthread_mutex_lock(&r->offer_mu);
+            r->offer_overflow = true;
+            pthread_mutex_unlock(&r->offer_mu);
             ordo_backoff_sleep(&p, ++failures > 6 ? 6 : failures);
             if (draining || stopping(r))
                 break;
