@@ -204,11 +204,11 @@ static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total,
         PQfinish(pg);
         return 0;
     }
-    ordo_buf_puts(&ids, "{");
+    ordo_buf_pg_array_begin(&ids);
     for (int t = 0; t < cfg->threads; t++)
         for (size_t i = 0; i < w[t].n; i++)
-            ordo_buf_printf(&ids, "%s%s", k++ ? "," : "", w[t].sent[i].order_id);
-    ordo_buf_puts(&ids, "}");
+            ordo_buf_pg_array_text(&ids, w[t].sent[i].order_id);
+    ordo_buf_pg_array_end(&ids);
     const char *params[1] = {ordo_buf_str(&ids)};
     while (mono_s() < until) {
         PGresult *res = PQexecParams(pg, "SELECT count(*) FROM orders WHERE order_id = ANY($1::text[]) AND status IN"

@@ -278,22 +278,20 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, or
     ordo_status st = ORDO_OK;
 
     *set_aside = 0;
-    ordo_buf_puts(&done, "{");
+    ordo_buf_pg_array_begin(&done);
     for (size_t i = 0; i < r->n_acked; i++)
-        ordo_buf_printf(&done, "%s%lld", i ? "," : "", (long long)r->acked[i]);
-    ordo_buf_puts(&rej_pos, "{");
-    ordo_buf_puts(&rej_err, "{");
+        ordo_buf_pg_array_int(&done, r->acked[i]);
+    ordo_buf_pg_array_end(&done);
+    ordo_buf_pg_array_begin(&rej_pos);
+    ordo_buf_pg_array_begin(&rej_err);
     for (size_t i = 0; i < r->n_rejected; i++) {
-        ordo_buf_printf(&rej_pos, "%s%lld", i ? "," : "", (long long)r->rejected[i].position);
-        if (i)
-            ordo_buf_puts(&rej_err, ",");
-        ordo_buf_pg_array_elem(&rej_err, r->rejected[i].error, strlen(r->rejected[i].error));
+        ordo_buf_pg_array_int(&rej_pos, r->rejected[i].position);
+        ordo_buf_pg_array_text(&rej_err, r->rejected[i].error);
         ORDO_ERROR("event set aside: JetStream refused it", "position=%lld err=\"%s\"",
                    (long long)r->rejected[i].position, r->rejected[i].error);
     }
-    ordo_buf_puts(&done, "}");
-    ordo_buf_puts(&rej_pos, "}");
-    ordo_buf_puts(&rej_err, "}");
+    ordo_buf_pg_array_end(&rej_pos);
+    ordo_buf_pg_array_end(&rej_err);
     if (r->n_rejected > 0) {
         params[0] = ordo_buf_str(&rej_pos);
         params[1] = ordo_buf_str(&rej_err);

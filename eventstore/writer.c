@@ -105,24 +105,6 @@ static void set_result(es_append_t *a, ordo_status st, const char *fmt, ...)
     va_end(ap);
 }
 
-static void array_begin(ordo_buf_t *b)
-{
-    ordo_buf_reset(b);
-    ordo_buf_puts(b, "{");
-}
-
-static void array_text(ordo_buf_t *b, const char *s)
-{
-    if (b->len > 1)
-        ordo_buf_puts(b, ",");
-    ordo_buf_pg_array_elem(b, s, strlen(s));
-}
-
-static void array_int(ordo_buf_t *b, int64_t v)
-{
-    ordo_buf_printf(b, "%s%lld", b->len > 1 ? "," : "", (long long)v);
-}
-
 /* Marks every call that holds the stored event of row @p r (kind, event_id, aggregate_id, version, position). */
 static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched)
 {
@@ -157,15 +139,15 @@ static head_t *find_head(batch_t *b, const char *aggregate_id)
 static void collect_heads(batch_t *b, ordo_buf_t *aggs)
 {
     b->n_heads = 0;
-    array_begin(aggs);
+    ordo_buf_pg_array_begin(aggs);
     for (size_t i = 0; i < b->n; i++) {
         es_append_t *a = b->items[i];
         if (find_head(b, a->events[0]->aggregate_id) != NULL)
             continue;
         b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "", 0, false, false};
-        array_text(aggs, a->events[0]->aggregate_id);
+        ordo_buf_pg_array_text(aggs, a->events[0]->aggregate_id);
     }
-    ordo_buf_puts(aggs, "}");
+    ordo_buf_pg_array_end(aggs);
 }
 
 /* Row @p r is a locked head (kind, aggregate_type, aggregate_id, version). */
@@ -192,11 +174,11 @@ static ordo_status read_and_lock(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
 
     if (matched == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    array_begin(ids);
+    ordo_buf_pg_array_begin(ids);
     for (size_t i = 0; i < b->n; i++)
         for (size_t k = 0; k < b->items[i]->n; k++)
-            array_text(ids, b->items[i]->ids[k]);
-    ordo_buf_puts(ids, "}");
+            ordo_buf_pg_array_text(ids, b->items[i]->ids[k]);
+    ordo_buf_pg_array_end(ids);
     collect_heads(b, aggs);
     params[0] = ordo_buf_str(ids);
     params[1] = ordo_buf_str(aggs);
@@ -281,13 +263,13 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
     int row = 0;
 
     for (int i = 0; i < 11; i++)
-        array_begin(&b->a[i]);
+        ordo_buf_pg_array_begin(&b->a[i]);
     for (size_t i = 0; i < b->n_heads; i++) {
         if (!b->heads[i].touched)
             continue;
-        array_text(&b->a[0], b->heads[i].aggregate_id);
-        array_text(&b->a[1], b->heads[i].aggregate_type);
-        array_int(&b->a[2], b->heads[i].version);
+        ordo_buf_pg_array_text(&b->a[0], b->heads[i].aggregate_id);
+        ordo_buf_pg_array_text(&b->a[1], b->heads[i].aggregate_type);
+        ordo_buf_pg_array_int(&b->a[2], b->heads[i].version);
     }
     for (size_t i = 0; i < b->n; i++) {
         es_append_t *a = b->items[i];
@@ -295,18 +277,18 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
             continue;
         for (size_t k = 0; k < a->n; k++) {
             const Eventstore__Event *ev = a->events[k];
-            array_text(&b->a[3], a->ids[k]);
-            array_text(&b->a[4], ev->aggregate_id);
-            array_text(&b->a[5], ev->aggregate_type);
-            array_int(&b->a[6], a->version - (int64_t)a->n + 1 + (int64_t)k);
-            array_text(&b->a[7], ev->event_type);
-            array_text(&b->a[8], ev->event_data);
-            array_text(&b->a[9], a->metadata[k]);
-            array_text(&b->a[10], ev->stream);
+            ordo_buf_pg_array_text(&b->a[3], a->ids[k]);
+            ordo_buf_pg_array_text(&b->a[4], ev->aggregate_id);
+            ordo_buf_pg_array_text(&b->a[5], ev->aggregate_type);
+            ordo_buf_pg_array_int(&b->a[6], a->version - (int64_t)a->n + 1 + (int64_t)k);
+            ordo_buf_pg_array_text(&b->a[7], ev->event_type);
+            ordo_buf_pg_array_text(&b->a[8], ev->event_data);
+            ordo_buf_pg_array_text(&b->a[9], a->metadata[k]);
+            ordo_buf_pg_array_text(&b->a[10], ev->stream);
         }
     }
     for (int i = 0; i < 11; i++) {
-        ordo_buf_puts(&b->a[i], "}");
+        ordo_buf_pg_array_end(&b->a[i]);
         if (ordo_buf_failed(&b->a[i]))
             return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory building the insert");
         params[i] = ordo_buf_str(&b->a[i]);

@@ -110,6 +110,29 @@ void ordo_buf_pg_array_elem(ordo_buf_t *b, const char *s, size_t len)
     ordo_buf_append(b, "\"", 1);
 }
 
+void ordo_buf_pg_array_begin(ordo_buf_t *b)
+{
+    ordo_buf_reset(b);
+    ordo_buf_append(b, "{", 1);
+}
+
+void ordo_buf_pg_array_text(ordo_buf_t *b, const char *s)
+{
+    if (b->len > 1)
+        ordo_buf_append(b, ",", 1);
+    ordo_buf_pg_array_elem(b, s, strlen(s));
+}
+
+void ordo_buf_pg_array_int(ordo_buf_t *b, long long v)
+{
+    ordo_buf_printf(b, "%s%lld", b->len > 1 ? "," : "", v);
+}
+
+void ordo_buf_pg_array_end(ordo_buf_t *b)
+{
+    ordo_buf_append(b, "}", 1);
+}
+
 void ordo_buf_reset(ordo_buf_t *b)
 {
     b->len = 0;

@@ -42,23 +42,20 @@ static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_
                                 "INSERT INTO orders (order_id, customer_id, restaurant_id, status, amount_cents,"
                                 " version, created_at, updated_at, applied_at) VALUES ($1, $2, $3, 'Pending', $4::int8,"
                                 " $5::int8, $6::int8, $6::int8, (extract(epoch FROM clock_timestamp()) * 1000000)::int8)", 6, p1, NULL, err);
-    ordo_buf_puts(&codes, "{");
-    ordo_buf_puts(&names, "{");
-    ordo_buf_puts(&prices, "{");
-    ordo_buf_puts(&qtys, "{");
+    ordo_buf_pg_array_begin(&codes);
+    ordo_buf_pg_array_begin(&names);
+    ordo_buf_pg_array_begin(&prices);
+    ordo_buf_pg_array_begin(&qtys);
     for (size_t i = 0; i < o.n_items; i++) {
-        const char *sep = i ? "," : "";
-        ordo_buf_puts(&codes, sep);
-        ordo_buf_pg_array_elem(&codes, o.items[i].code, strlen(o.items[i].code));
-        ordo_buf_puts(&names, sep);
-        ordo_buf_pg_array_elem(&names, o.items[i].name, strlen(o.items[i].name));
-        ordo_buf_printf(&prices, "%s%lld", sep, (long long)o.items[i].unit_price_cents);
-        ordo_buf_printf(&qtys, "%s%d", sep, o.items[i].quantity);
+        ordo_buf_pg_array_text(&codes, o.items[i].code);
+        ordo_buf_pg_array_text(&names, o.items[i].name);
+        ordo_buf_pg_array_int(&prices, o.items[i].unit_price_cents);
+        ordo_buf_pg_array_int(&qtys, o.items[i].quantity);
     }
-    ordo_buf_puts(&codes, "}");
-    ordo_buf_puts(&names, "}");
-    ordo_buf_puts(&prices, "}");
-    ordo_buf_puts(&qtys, "}");
+    ordo_buf_pg_array_end(&codes);
+    ordo_buf_pg_array_end(&names);
+    ordo_buf_pg_array_end(&prices);
+    ordo_buf_pg_array_end(&qtys);
     if (st == ORDO_OK) {
         const char *p2[] = {ev->aggregate_id, ordo_buf_str(&codes), ordo_buf_str(&names), ordo_buf_str(&prices),
                             ordo_buf_str(&qtys)};

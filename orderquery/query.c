@@ -83,13 +83,10 @@ static ordo_status page_items(ordo_pg_t *pg, order_page_t *p, int n, ordo_error_
     const char *params[1];
     ordo_status st;
 
-    ordo_buf_puts(&ids, "{");
-    for (int i = 0; i < n; i++) {
-        if (i)
-            ordo_buf_puts(&ids, ",");
-        ordo_buf_pg_array_elem(&ids, PQgetvalue(p->orders, i, 0), strlen(PQgetvalue(p->orders, i, 0)));
-    }
-    ordo_buf_puts(&ids, "}");
+    ordo_buf_pg_array_begin(&ids);
+    for (int i = 0; i < n; i++)
+        ordo_buf_pg_array_text(&ids, PQgetvalue(p->orders, i, 0));
+    ordo_buf_pg_array_end(&ids);
     params[0] = ordo_buf_str(&ids);
     st = ordo_pg_query(pg, "SELECT order_id, code, name, unit_price_cents, quantity FROM order_items"
                            " WHERE order_id = ANY($1::text[]) ORDER BY order_id COLLATE \"C\", line",

@@ -117,6 +117,19 @@ static void buffers(void **state)
     ordo_buf_reset(&b);
     ordo_buf_pg_array_elem(&b, "x\"y\\z", 5);
     assert_string_equal(ordo_buf_str(&b), "\"x\\\"y\\\\z\"");
+    ordo_buf_pg_array_begin(&b);
+    ordo_buf_pg_array_end(&b);
+    assert_string_equal(ordo_buf_str(&b), "{}");
+    ordo_buf_pg_array_begin(&b);
+    ordo_buf_pg_array_text(&b, "a\"b");
+    ordo_buf_pg_array_text(&b, "c");
+    ordo_buf_pg_array_end(&b);
+    assert_string_equal(ordo_buf_str(&b), "{\"a\\\"b\",\"c\"}");
+    ordo_buf_pg_array_begin(&b);
+    ordo_buf_pg_array_int(&b, -1);
+    ordo_buf_pg_array_int(&b, 42);
+    ordo_buf_pg_array_end(&b);
+    assert_string_equal(ordo_buf_str(&b), "{-1,42}");
     ordo_buf_reset(&b);
     for (int i = 0; i < 1000; i++)
         ordo_buf_printf(&b, "%d,", i);

@@ -26,6 +26,13 @@ void ordo_buf_printf(ordo_buf_t *b, const char *fmt, ...) __attribute__((format(
 void ordo_buf_json_string(ordo_buf_t *b, const char *s, size_t len);
 /** Appends @p s as one element of a PostgreSQL array literal (quoted, escaped). */
 void ordo_buf_pg_array_elem(ordo_buf_t *b, const char *s, size_t len);
+
+/* A PostgreSQL array literal ("{...}", a text parameter for $n::type[]):
+ * begin (empties the buffer), add elements, end. */
+void ordo_buf_pg_array_begin(ordo_buf_t *b);
+void ordo_buf_pg_array_text(ordo_buf_t *b, const char *s);
+void ordo_buf_pg_array_int(ordo_buf_t *b, long long v);
+void ordo_buf_pg_array_end(ordo_buf_t *b);
 /** Empties the buffer, keeping its memory. */
 void ordo_buf_reset(ordo_buf_t *b);
 /** The text ("" when empty). */
