@@ -199,23 +199,33 @@ static void drop_taken(es_relay_t *r, size_t n)
         natsMsg_Destroy(r->taken[i].msg);
 }
 
+/* Publishes @p msg (consumed) of @p position unless building it already failed
+ * with @p built. A refusal for good is recorded; false means a passing
+ * failure: stop the round, so that no later event overtakes this one. */
+static bool publish_one(es_relay_t *r, ordo_bus_t *bus, int64_t position, natsMsg *msg, natsStatus built)
+{
+    natsStatus s = built == NATS_OK ? js_PublishMsgAsync(ordo_bus_js(bus), &msg, NULL) : built;
+    bool refused = s == NATS_MAX_PAYLOAD || s == NATS_INVALID_SUBJECT;
+
+    natsMsg_Destroy(msg);
+    if (s == NATS_OK)
+        return true;
+    pthread_mutex_lock(&r->mu);
+    if (refused)
+        add_rejected(r, position, natsStatus_GetText(s));
+    else
+        r->n_failed++;
+    pthread_mutex_unlock(&r->mu);
+    return refused;
+}
+
 /* Publishes r->taken[0..n) in order until one fails for a passing reason. */
 static void publish_taken(es_relay_t *r, ordo_bus_t *bus, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         natsMsg *msg = r->taken[i].msg;
-        natsStatus s = js_PublishMsgAsync(ordo_bus_js(bus), &msg, NULL);
         r->taken[i].msg = NULL;
-        natsMsg_Destroy(msg);
-        if (s == NATS_OK)
-            continue;
-        pthread_mutex_lock(&r->mu);
-        if (s == NATS_MAX_PAYLOAD || s == NATS_INVALID_SUBJECT)
-            add_rejected(r, r->taken[i].position, natsStatus_GetText(s));
-        else
-            r->n_failed++;
-        pthread_mutex_unlock(&r->mu);
-        if (s != NATS_MAX_PAYLOAD && s != NATS_INVALID_SUBJECT) {
+        if (!publish_one(r, bus, r->taken[i].position, msg, NATS_OK)) {
             drop_taken(r, n);   /* the rest goes again from the outbox */
             return;
         }
@@ -228,24 +238,15 @@ static void publish_rows(es_relay_t *r, ordo_bus_t *bus, const PGresult *res)
     for (int i = 0; i < PQntuples(res); i++) {
         Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
         natsMsg *msg = NULL;
-        natsStatus s;
+        natsStatus built;
+        bool go_on;
 
         es_event_from_row(&ev, res, i);
-        s = build_msg(&ev, &msg);
-        if (s == NATS_OK)
-            s = js_PublishMsgAsync(ordo_bus_js(bus), &msg, NULL);
-        natsMsg_Destroy(msg);
+        built = build_msg(&ev, &msg);
+        go_on = publish_one(r, bus, ev.position, msg, built);
         es_event_free_metadata(&ev);
-        if (s == NATS_OK)
-            continue;
-        pthread_mutex_lock(&r->mu);
-        if (s == NATS_MAX_PAYLOAD || s == NATS_INVALID_SUBJECT)
-            add_rejected(r, ev.position, natsStatus_GetText(s));
-        else
-            r->n_failed++;
-        pthread_mutex_unlock(&r->mu);
-        if (s != NATS_MAX_PAYLOAD && s != NATS_INVALID_SUBJECT)
-            break;      /* later events of the same aggregate must not overtake this one */
+        if (!go_on)
+            break;
     }
 }
 
