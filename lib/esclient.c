@@ -1,5 +1,19 @@
 #include "ordo/esclient.h"
 
+/* Adds key=value (when value is set) to @p e's metadata, using the slots @p meta/@p ptrs. */
+static void add_meta(Eventstore__Event *e, Eventstore__Event__MetadataEntry *meta,
+                     Eventstore__Event__MetadataEntry **ptrs, const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    eventstore__event__metadata_entry__init(&meta[e->n_metadata]);
+    meta[e->n_metadata].key = (char *)key;
+    meta[e->n_metadata].value = (char *)value;
+    ptrs[e->n_metadata] = &meta[e->n_metadata];
+    e->n_metadata++;
+    e->metadata = ptrs;
+}
+
 ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int64_t expected, int timeout_ms,
                            ordo_es_result_t *res, ordo_error_t *err)
 {
@@ -14,21 +28,8 @@ ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int
     e.aggregate_id = (char *)ev->aggregate_id;
     e.aggregate_type = (char *)ev->aggregate_type;
     e.event_data = (char *)ev->data;
-    if (ev->correlation_id != NULL) {
-        eventstore__event__metadata_entry__init(&meta[e.n_metadata]);
-        meta[e.n_metadata].key = "correlation_id";
-        meta[e.n_metadata].value = (char *)ev->correlation_id;
-        metap[e.n_metadata] = &meta[e.n_metadata];
-        e.n_metadata++;
-    }
-    if (ev->causation_id != NULL) {
-        eventstore__event__metadata_entry__init(&meta[e.n_metadata]);
-        meta[e.n_metadata].key = "causation_id";
-        meta[e.n_metadata].value = (char *)ev->causation_id;
-        metap[e.n_metadata] = &meta[e.n_metadata];
-        e.n_metadata++;
-    }
-    e.metadata = metap;
+    add_meta(&e, meta, metap, "correlation_id", ev->correlation_id);
+    add_meta(&e, meta, metap, "causation_id", ev->causation_id);
     req.event = &e;
     if (expected >= 0) {
         req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;
