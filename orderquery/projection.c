@@ -1,10 +1,12 @@
 /*
- * The projection: each order event changes the order's row in one
- * transaction that also checks and advances the row's version, so an event
- * is applied exactly once in effect — a redelivered one (version <= row's)
- * is skipped; one that arrives ahead of a missing one first fetches the
- * missing events from the event store and applies them in order.
- * Instances share the durable consumer; the row lock serialises them per order.
+ * The projection: each order event changes the order's row only if it is
+ * the row's next version (order-created: only if there is no row), so an
+ * event is applied exactly once in effect. The common case is one statement;
+ * when it changes nothing, the row is locked and read: a redelivered event
+ * (version <= row's) is skipped, one that arrives ahead of a missing one
+ * first fetches the missing events from the event store and applies them in
+ * order. Instances share the durable consumer; the row lock (and the
+ * version condition, re-checked after a concurrent update) serialises them.
  * A lane applies its share of each fetched batch in one transaction (one
  * commit), falling back to one transaction per event if any event fails.
  */
@@ -25,11 +27,14 @@ static ordo_bus_event_t from_store(const Eventstore__Event *e)
     return ev;
 }
 
-static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_error_t *err)
+/* Creates the order's row and its items in one statement, unless the row
+ * exists; *applied tells whether it did. */
+static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied, ordo_error_t *err)
 {
     ordo_order_t o;
     ordo_buf_t codes = ORDO_BUF_INIT, names = ORDO_BUF_INIT, prices = ORDO_BUF_INIT, qtys = ORDO_BUF_INIT;
     char amount[24], at[24], version[24];
+    PGresult *res;
     ordo_status st;
 
     if ((st = ordo_order_from_event(ev->data, (size_t)ev->data_len, &o, err)) != ORDO_OK)
@@ -37,11 +42,6 @@ static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_
     snprintf(amount, sizeof amount, "%lld", (long long)o.amount_cents);
     snprintf(at, sizeof at, "%lld", (long long)ev->created_at);
     snprintf(version, sizeof version, "%lld", (long long)ev->version);
-    const char *p1[] = {ev->aggregate_id, o.customer_id, o.restaurant_id, amount, version, at};
-    st = ordo_pg_query_prepared(pg, "oq_insert_order",
-                                "INSERT INTO orders (order_id, customer_id, restaurant_id, status, amount_cents,"
-                                " version, created_at, updated_at, applied_at) VALUES ($1, $2, $3, 'Pending', $4::int8,"
-                                " $5::int8, $6::int8, $6::int8, (extract(epoch FROM clock_timestamp()) * 1000000)::int8)", 6, p1, NULL, err);
     ordo_buf_pg_array_begin(&codes);
     ordo_buf_pg_array_begin(&names);
     ordo_buf_pg_array_begin(&prices);
@@ -56,14 +56,25 @@ static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_
     ordo_buf_pg_array_end(&names);
     ordo_buf_pg_array_end(&prices);
     ordo_buf_pg_array_end(&qtys);
+    const char *params[] = {ev->aggregate_id, o.customer_id,        o.restaurant_id,      amount, version, at,
+                            ordo_buf_str(&codes), ordo_buf_str(&names), ordo_buf_str(&prices), ordo_buf_str(&qtys)};
+    /* ON CONFLICT waits for another instance inserting the same order and
+     * then inserts nothing: the caller finds the row and decides again. */
+    st = ordo_pg_query_prepared(pg, "oq_insert_order",
+                                "WITH o AS (INSERT INTO orders (order_id, customer_id, restaurant_id, status,"
+                                " amount_cents, version, created_at, updated_at, applied_at)"
+                                " VALUES ($1, $2, $3, 'Pending', $4::int8, $5::int8, $6::int8, $6::int8,"
+                                " (extract(epoch FROM clock_timestamp()) * 1000000)::int8)"
+                                " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
+                                " i AS (INSERT INTO order_items (order_id, line, code, name, unit_price_cents, quantity)"
+                                " SELECT o.order_id, u.line::int, u.code, u.name, u.price, u.qty"
+                                " FROM o, unnest($7::text[], $8::text[], $9::int8[], $10::int[])"
+                                " WITH ORDINALITY AS u(code, name, price, qty, line))"
+                                " SELECT count(*) FROM o",
+                                10, params, &res, err);
     if (st == ORDO_OK) {
-        const char *p2[] = {ev->aggregate_id, ordo_buf_str(&codes), ordo_buf_str(&names), ordo_buf_str(&prices),
-                            ordo_buf_str(&qtys)};
-        st = ordo_pg_query_prepared(pg, "oq_insert_items",
-                                    "INSERT INTO order_items (order_id, line, code, name, unit_price_cents, quantity)"
-                                    " SELECT $1, u.line::int, u.code, u.name, u.price, u.qty"
-                                    " FROM unnest($2::text[], $3::text[], $4::int8[], $5::int[])"
-                                    " WITH ORDINALITY AS u(code, name, price, qty, line)", 5, p2, NULL, err);
+        *applied = strcmp(PQgetvalue(res, 0, 0), "1") == 0;
+        PQclear(res);
     }
     ordo_buf_free(&codes);
     ordo_buf_free(&names);
@@ -73,23 +84,45 @@ static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_
     return st;
 }
 
-static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_error_t *err)
+/* Applies the event if it is the order's next one (order-created: if the
+ * order has no row yet), in one statement; *applied tells whether it did. */
+static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied, ordo_error_t *err)
 {
     char version[24], at[24];
     const char *status = ordo_order_status_after(ev->event_type);
     const char *params[4] = {ev->aggregate_id, version, at, status ? status : ""};
+    PGresult *res;
+    ordo_status st;
 
+    *applied = false;
     if (strcmp(ev->event_type, ORDO_EV_ORDER_CREATED) == 0)
-        return insert_order(pg, ev, err);
+        return insert_order(pg, ev, applied, err);
     snprintf(version, sizeof version, "%lld", (long long)ev->version);
     snprintf(at, sizeof at, "%lld", (long long)ev->created_at);
     /* an event this version does not know still advances the version */
-    return ordo_pg_query_prepared(pg, "oq_update_order",
-                                  "UPDATE orders SET version = $2::int8, updated_at = $3::int8,"
-                                  " status = CASE WHEN $4 = '' THEN status ELSE $4 END,"
-                                  " applied_at = (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
-                                  " WHERE order_id = $1",
-                                  4, params, NULL, err);
+    st = ordo_pg_query_prepared(pg, "oq_update_order",
+                                "UPDATE orders SET version = $2::int8, updated_at = $3::int8,"
+                                " status = CASE WHEN $4 = '' THEN status ELSE $4 END,"
+                                " applied_at = (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
+                                " WHERE order_id = $1 AND version = $2::int8 - 1",
+                                4, params, &res, err);
+    if (st == ORDO_OK) {
+        *applied = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+    }
+    return st;
+}
+
+/* Applies an event the order's row must take next (its version was just
+ * checked under the row lock): not taking it means another instance raced. */
+static ordo_status apply_expected(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_error_t *err)
+{
+    bool applied;
+    ordo_status st = apply_one(pg, ev, &applied, err);
+    if (st == ORDO_OK && !applied)
+        st = ordo_error_set(err, ORDO_CONFLICT, "order %s changed under version %lld", ev->aggregate_id,
+                            (long long)ev->version);
+    return st;
 }
 
 /* The order's applied version, its row locked (0 when there is no row yet). */
@@ -123,7 +156,7 @@ static ordo_status fill_gap(oq_ctx_t *ctx, ordo_pg_t *pg, const char *order_id, 
         ordo_bus_event_t ev = from_store(resp->events[i]);
         if (ev.version != next)
             continue;
-        st = apply_one(pg, &ev, err);
+        st = apply_expected(pg, &ev, err);
         next++;
     }
     eventstore__get_events_response__free_unpacked(resp, NULL);
@@ -148,7 +181,10 @@ static ordo_status apply_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
     int64_t current;
     ordo_status st;
 
-    a->applied = false;
+    /* the common case: the order's next event, one statement */
+    if ((st = apply_one(pg, a->ev, &a->applied, err)) != ORDO_OK || a->applied)
+        return st == ORDO_CONFLICT ? ORDO_RETRY : st;
+    /* otherwise decide under the row lock: a redelivery, or a gap to fill */
     if ((st = locked_version(pg, a->ev->aggregate_id, &current, err)) != ORDO_OK)
         return st;
     if (a->ev->version <= current)
@@ -156,7 +192,7 @@ static ordo_status apply_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
     if (a->ev->version > current + 1)
         st = fill_gap(a->ctx, pg, a->ev->aggregate_id, current, a->ev->version, err);
     if (st == ORDO_OK)
-        st = apply_one(pg, a->ev, err);
+        st = apply_expected(pg, a->ev, err);
     a->applied = st == ORDO_OK;
     /* Another instance created the order's row meanwhile (while this one
      * applied the event or filled the gap): run again, now the row locks. */
@@ -175,10 +211,18 @@ static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_even
 
 typedef struct batch_arg {
     oq_ctx_t *ctx;
-    const ordo_bus_event_t *events;
+    const ordo_bus_event_t **events;   /* in lock order: by order id, each order's in stream order */
     int n;
     int applied;
 } batch_arg_t;
+
+/* By aggregate id, then by place in the batch (keeps each order's stream order). */
+static int by_lock_order(const void *va, const void *vb)
+{
+    const ordo_bus_event_t *a = *(const ordo_bus_event_t *const *)va, *b = *(const ordo_bus_event_t *const *)vb;
+    int c = strcmp(a->aggregate_id, b->aggregate_id);
+    return c != 0 ? c : (a > b) - (a < b);
+}
 
 static ordo_status batch_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
 {
@@ -187,8 +231,8 @@ static ordo_status batch_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
 
     b->applied = 0;
     for (int i = 0; i < b->n && st == ORDO_OK; i++) {
-        apply_arg_t a = {b->ctx, &b->events[i], false};
-        if (strcmp(b->events[i].aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
+        apply_arg_t a = {b->ctx, b->events[i], false};
+        if (strcmp(b->events[i]->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
             continue;
         st = apply_body(pg, &a, err);
         b->applied += a.applied;
@@ -199,12 +243,22 @@ static ordo_status batch_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
 void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions)
 {
     oq_ctx_t *ctx = vctx;
-    batch_arg_t b = {ctx, events, n, 0};
+    batch_arg_t b = {ctx, malloc((size_t)n * sizeof *b.events), n, 0};
     ordo_pg_tx_t tx = {"BEGIN", batch_body, NULL, &b, {8, 5, 500}};
-    ordo_error_t err;
+    ordo_error_t err = {0};
+    ordo_status st = ORDO_NO_MEMORY;
 
-    /* One transaction (one commit) for the lane's share of the batch ... */
-    if (ordo_pg_transact(&ctx->projection_pg[lane], &tx, NULL, &err) == ORDO_OK) {
+    /* One transaction (one commit) for the lane's share of the batch, taking
+     * the rows' locks in one global order (by order id): another instance
+     * holding other events of the same orders cannot deadlock with it ... */
+    if (b.events != NULL) {
+        for (int i = 0; i < n; i++)
+            b.events[i] = &events[i];
+        qsort(b.events, (size_t)n, sizeof *b.events, by_lock_order);
+        st = ordo_pg_transact(&ctx->projection_pg[lane], &tx, NULL, &err);
+        free(b.events);
+    }
+    if (st == ORDO_OK) {
         atomic_fetch_add(&ctx->applied, b.applied);
         for (int i = 0; i < n; i++)
             actions[i] = ORDO_MSG_ACK;
