@@ -9,6 +9,8 @@
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
+enum { FETCH_WAIT_MS = 500 };   /* an idle consumer's long poll, and the stop check's period */
+
 /* One lane: a thread that handles its share of each fetched batch. */
 typedef struct lane {
     struct ordo_consumer *owner;
@@ -211,14 +213,32 @@ static void handle_batch(ordo_consumer_t *c, natsMsgList *list)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Fetches one batch and handles it; false when the subscription is broken. */
+/* What the consumer has ready now, up to a batch, without waiting: NATS_OK
+ * with messages, or NATS_NOT_FOUND/NATS_TIMEOUT when there are none. */
+static natsStatus fetch_ready(ordo_consumer_t *c, natsSubscription *sub, natsMsgList *list)
+{
+    jsFetchRequest req;
+    jsFetchRequest_Init(&req);
+    req.Batch = c->cfg.batch;
+    req.NoWait = true;
+    req.Expires = (int64_t)FETCH_WAIT_MS * 1000000;
+    return natsSubscription_FetchRequest(list, sub, &req);
+}
+
+/* Fetches one batch and handles it; false when the subscription is broken.
+ * A plain Fetch of a whole batch would hold the first message that arrives
+ * at an idle consumer until the batch is full or the wait is over (up to
+ * FETCH_WAIT_MS on every hop of the saga), so an idle consumer waits for
+ * one message only and takes the rest of the batch without waiting. */
 static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *sub)
 {
     natsMsgList list = {NULL, 0};
     jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&list, sub, c->cfg.batch, 500, &jerr);
+    natsStatus s = fetch_ready(c, sub, &list);
 
-    if (s == NATS_TIMEOUT)
+    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
+        s = natsSubscription_Fetch(&list, sub, 1, FETCH_WAIT_MS, &jerr);
+    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
         return true;
     if (s != NATS_OK) {
         ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
