@@ -435,7 +435,7 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
 static void *relay_thread(void *arg)
 {
     es_relay_t *r = arg;
-    ordo_pg_t pg = {.url = r->ctx->cfg->database_url};
+    ordo_pg_t pg = {.url = r->ctx->cfg->database_url, .name = "eventstore relay"};
     ordo_bus_t *bus = NULL;
     bool warned = false, draining = false;
     int failures = 0;

@@ -90,7 +90,7 @@ static void *stream_thread(void *arg)
     ordo_status st;
 
     ordo_error_clear(&err);
-    st = ordo_pg_open(&pg, s->owner->ctx->cfg->database_url, NULL, &err);
+    st = ordo_pg_open(&pg, s->owner->ctx->cfg->database_url, "eventstore stream", NULL, &err);
     if (st == ORDO_OK)
         st = serve(s, &pg, &err);
     ordo_pg_close(&pg);

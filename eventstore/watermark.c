@@ -109,7 +109,7 @@ static bool wait_for_work(es_watermark_t *wm)
 static void *watermark_thread(void *arg)
 {
     es_watermark_t *wm = arg;
-    ordo_pg_t pg = {.url = wm->ctx->cfg->database_url};
+    ordo_pg_t pg = {.url = wm->ctx->cfg->database_url, .name = "eventstore watermark"};
     ordo_error_t err;
     int64_t mark = -1;
     bool more = false, warned = false;

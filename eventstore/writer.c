@@ -501,7 +501,7 @@ static void *writer_thread(void *arg)
     ordo_error_t err;
 
     es_writer_session_sql(cfg, session, sizeof session);
-    if (ordo_pg_open(&pg, cfg->database_url, session, &err) != ORDO_OK)
+    if (ordo_pg_open(&pg, cfg->database_url, "eventstore writer", session, &err) != ORDO_OK)
         ORDO_WARN("writer cannot reach the database yet", "err=\"%s\"", err.msg);
     while (items != NULL && (n = take(l, items, max, cfg->group_commit_wait_us)) > 0)
         run_batch(l, &pg, items, n);

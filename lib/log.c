@@ -28,6 +28,11 @@ int ordo_log_level_parse(const char *text)
     return -1;
 }
 
+const char *ordo_log_service(void)
+{
+    return log_config.service;
+}
+
 int ordo_log_enabled(ordo_log_level level)
 {
     return level >= log_config.level;

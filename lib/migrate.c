@@ -51,7 +51,7 @@ ordo_status ordo_migrate(ordo_pg_t *pg, ordo_error_t *err)
 ordo_status ordo_migrate_url(const char *url, ordo_error_t *err)
 {
     ordo_pg_t pg;
-    ordo_status st = ordo_pg_open(&pg, url, NULL, err);
+    ordo_status st = ordo_pg_open(&pg, url, "ordo migrate", NULL, err);
     if (st == ORDO_OK)
         st = ordo_migrate(&pg, err);
     ordo_pg_close(&pg);

@@ -7,10 +7,12 @@
 
 #include "ordo/log.h"
 
-ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *setup_sql, ordo_error_t *err)
+ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const char *setup_sql,
+                         ordo_error_t *err)
 {
     pg->conn = NULL;
     pg->url = url;
+    pg->name = name;
     pg->setup_sql = setup_sql;
     return ordo_pg_ensure(pg, err);
 }
@@ -28,7 +30,12 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
     if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK)
         return ORDO_OK;
     ordo_pg_close(pg);
-    pg->conn = PQconnectdb(pg->url);
+    {
+        /* the URL may name its own application_name; ours is the fallback */
+        const char *keys[] = {"dbname", "fallback_application_name", NULL};
+        const char *values[] = {pg->url, pg->name != NULL ? pg->name : ordo_log_service(), NULL};
+        pg->conn = PQconnectdbParams(keys, values, 1);
+    }
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         ordo_error_set(err, ORDO_UNAVAILABLE, "database unreachable: %s", PQerrorMessage(pg->conn));
         /* libpq messages end in a newline: keep log lines whole */

@@ -43,7 +43,7 @@ static void *worker_thread(void *arg)
     ordo_error_t err;
     job_t *j;
 
-    if (ordo_pg_open(&pg, w->url, w->setup_sql, &err) != ORDO_OK)
+    if (ordo_pg_open(&pg, w->url, NULL, w->setup_sql, &err) != ORDO_OK)
         ORDO_WARN("worker cannot reach the database yet", "err=\"%s\"", err.msg);
     while ((j = take(w)) != NULL) {
         j->fn(w->ctx, &pg, j->arg);

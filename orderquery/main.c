@@ -28,7 +28,7 @@ static int rebuild_once(oq_ctx_t *ctx)
     ordo_pg_t pg;
     ordo_error_t err;
     int64_t events = 0, orders = 0;
-    ordo_status st = ordo_pg_open(&pg, ctx->cfg->database_url, NULL, &err);
+    ordo_status st = ordo_pg_open(&pg, ctx->cfg->database_url, "orderquery rebuild", NULL, &err);
 
     if (st == ORDO_OK)
         st = oq_rebuild(ctx, &pg, &events, &orders, &err);
@@ -53,7 +53,7 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
     if ((ctx->projection_pg = calloc((size_t)cfg->concurrency, sizeof *ctx->projection_pg)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     for (int i = 0; i < cfg->concurrency; i++)
-        if (ordo_pg_open(&ctx->projection_pg[i], cfg->database_url, NULL, err) != ORDO_OK)
+        if (ordo_pg_open(&ctx->projection_pg[i], cfg->database_url, "orderquery projection", NULL, err) != ORDO_OK)
             ORDO_WARN("projection cannot reach the database yet", "err=\"%s\"", err->msg);
     if ((st = ordo_workers_create(cfg->readers, cfg->database_url, NULL, ctx, &ctx->workers, err)) != ORDO_OK ||
         (st = ordo_grpc_server_create(&scfg, &ctx->server, err)) != ORDO_OK ||

@@ -21,6 +21,8 @@ void ordo_log_init(const char *service, ordo_log_level level);
 
 /** Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
 int ordo_log_level_parse(const char *text);
+/** The service name given to ordo_log_init(). */
+const char *ordo_log_service(void);
 
 /** True when lines of @p level are written. */
 int ordo_log_enabled(ordo_log_level level);

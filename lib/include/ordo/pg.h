@@ -18,14 +18,17 @@
 typedef struct ordo_pg {
     PGconn *conn;
     const char *url;        /**< not owned: must outlive the handle */
+    const char *name;       /**< application_name in pg_stat_activity (not owned); NULL: the service's name */
     const char *setup_sql;  /**< run after every (re)connect, e.g. session timeouts; may be NULL */
     const char *prepared[ORDO_PG_MAX_PREPARED]; /**< statement names prepared on this connection */
     int n_prepared;
 } ordo_pg_t;
 
-/** Connects (and runs @p setup_sql). On failure @p pg is still valid and
- *  later calls try to reconnect. Close with ordo_pg_close(). */
-ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *setup_sql, ordo_error_t *err);
+/** Connects as @p name (application_name; NULL: the service's name) and runs
+ *  @p setup_sql. On failure @p pg is still valid and later calls try to
+ *  reconnect. Close with ordo_pg_close(). */
+ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const char *setup_sql,
+                         ordo_error_t *err);
 
 /** Closes the connection. Accepts a never-opened or already closed handle. */
 void ordo_pg_close(ordo_pg_t *pg);
