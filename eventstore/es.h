@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "eventstore.pb-c.h"
+#include "ordo/bus.h"
 #include "ordo/grpc.h"
 #include "ordo/pg.h"
 #include "ordo/status.h"
@@ -139,6 +140,9 @@ void es_relay_rescan(es_relay_t *r);
  * when the hand-over queue is full, the relay reads the outbox instead. */
 void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev);
 bool es_relay_connected(es_relay_t *r);
+/* The durable consumers' lag, read from JetStream over the relay's
+ * connection (ordo_bus_lags; ORDO_UNAVAILABLE while there is none). */
+ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err);
 /* Publishes what is pending (bounded wait), stops, frees. */
 void es_relay_destroy(es_relay_t *r);
 

@@ -64,12 +64,42 @@ done:
     PQclear(res);
 }
 
+/* The durables' lag into @p resp (nothing while NATS is unreachable: the
+ * store's own figures still answer). *lags and *msgs are the caller's to free. */
+static void add_lags(es_ctx_t *ctx, Eventstore__StatsResponse *resp, ordo_bus_lag_t **lags,
+                     Eventstore__ConsumerLag **msgs, Eventstore__ConsumerLag ***ptrs)
+{
+    size_t n = 0;
+    ordo_error_t err;
+
+    *msgs = NULL;
+    *ptrs = NULL;
+    if (es_relay_lags(ctx->relay, lags, &n, &err) != ORDO_OK || n == 0)
+        return;
+    if ((*msgs = calloc(n, sizeof **msgs)) == NULL || (*ptrs = calloc(n, sizeof **ptrs)) == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        Eventstore__ConsumerLag *m = &(*msgs)[i];
+        eventstore__consumer_lag__init(m);
+        m->name = (*lags)[i].name;
+        m->pending = (*lags)[i].pending;
+        m->ack_pending = (*lags)[i].ack_pending;
+        m->redelivered = (*lags)[i].redelivered;
+        m->delivered = (*lags)[i].delivered;
+        (*ptrs)[i] = m;
+    }
+    resp->consumers = *ptrs;
+    resp->n_consumers = n;
+}
+
 static void stats(void *vctx, ordo_pg_t *pg, void *arg)
 {
     es_ctx_t *ctx = vctx;
     ordo_grpc_call_t *call = arg;
     Eventstore__StatsResponse resp = EVENTSTORE__STATS_RESPONSE__INIT;
     es_stats_t *s = &ctx->stats;
+    ordo_bus_lag_t *lags = NULL;
+    Eventstore__ConsumerLag *lag_msgs = NULL, **lag_ptrs = NULL;
     PGresult *res = NULL;
     ordo_error_t err;
     ordo_status st;
@@ -94,9 +124,13 @@ static void stats(void *vctx, ordo_pg_t *pg, void *arg)
         resp.tx_retries = atomic_load(&s->tx_retries);
         resp.batches = atomic_load(&s->batches);
         resp.bus_connected = es_relay_connected(ctx->relay);
+        add_lags(ctx, &resp, &lags, &lag_msgs, &lag_ptrs);
     }
     ordo_grpc_call_finish(call, st, err.msg, st == ORDO_OK ? &resp.base : NULL);
     PQclear(res);
+    free(lags);
+    free(lag_msgs);
+    free(lag_ptrs);
 }
 
 static void republish(void *vctx, ordo_pg_t *pg, void *arg)

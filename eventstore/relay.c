@@ -42,6 +42,8 @@ struct es_relay {
     pthread_mutex_t mu;         /* guards the fields below, up to cursor */
     bool rescan, stopping;
     atomic_bool connected;
+    pthread_mutex_t bus_mu;     /* guards bus: the relay thread sets it, admin calls borrow it */
+    ordo_bus_t *bus;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
     pthread_mutex_t offer_mu;   /* guards the hand-over queue */
     offered_t *offered;         /* committed events handed over by writers, unordered */
@@ -276,9 +278,12 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, or
     ordo_buf_t done = ORDO_BUF_INIT, rej_pos = ORDO_BUF_INIT, rej_err = ORDO_BUF_INIT;
     const char *params[2];
     PGresult *res = NULL;
-    ordo_status st = ORDO_OK;
+    ordo_status st;
 
     *set_aside = 0;
+    /* a round published from memory has not touched the database yet */
+    if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK)
+        return st;
     ordo_buf_pg_array_begin(&done);
     for (size_t i = 0; i < r->n_acked; i++)
         ordo_buf_pg_array_int(&done, r->acked[i]);
@@ -448,6 +453,11 @@ static void *relay_thread(void *arg)
             ordo_backoff_sleep(&(ordo_retry_policy_t){1, RECONNECT_MS, RECONNECT_MS}, 1);
             continue;
         }
+        if (r->bus == NULL) {
+            pthread_mutex_lock(&r->bus_mu);
+            r->bus = bus;
+            pthread_mutex_unlock(&r->bus_mu);
+        }
         atomic_store(&r->connected, ordo_bus_connected(bus));
         n = relay_round(r, &pg, bus);
         if (n < 0) {
@@ -476,6 +486,9 @@ static void *relay_thread(void *arg)
             es_watermark_wait(r->ctx->watermark, r->cursor, TICK_MS);
     }
     atomic_store(&r->connected, false);
+    pthread_mutex_lock(&r->bus_mu);
+    r->bus = NULL;
+    pthread_mutex_unlock(&r->bus_mu);
     ordo_bus_destroy(bus);
     ordo_pg_close(&pg);
     return NULL;
@@ -502,6 +515,7 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     r->ctx = ctx;
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->offer_mu, NULL);
+    pthread_mutex_init(&r->bus_mu, NULL);
     atomic_init(&r->connected, false);
     if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
         free(r->acked);
@@ -529,6 +543,21 @@ bool es_relay_connected(es_relay_t *r)
     return r != NULL && atomic_load(&r->connected);
 }
 
+ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err)
+{
+    ordo_status st;
+
+    *out = NULL;
+    *n = 0;
+    if (r == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "the relay is off");
+    pthread_mutex_lock(&r->bus_mu);
+    st = r->bus != NULL ? ordo_bus_lags(r->bus, out, n, err)
+                        : ordo_error_set(err, ORDO_UNAVAILABLE, "no connection to NATS");
+    pthread_mutex_unlock(&r->bus_mu);
+    return st;
+}
+
 void es_relay_destroy(es_relay_t *r)
 {
     if (r == NULL)
@@ -541,6 +570,7 @@ void es_relay_destroy(es_relay_t *r)
         natsMsg_Destroy(r->offered[i].msg);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->offer_mu);
+    pthread_mutex_destroy(&r->bus_mu);
     free(r->acked);
     free(r->rejected);
     free(r->offered);

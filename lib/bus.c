@@ -133,6 +133,41 @@ ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err)
     return ordo_status_of_nats(s, jerr, "cannot create the EVENTS stream", err);
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const ordo_bus_lag_t *)a)->name, ((const ordo_bus_lag_t *)b)->name);
+}
+
+ordo_status ordo_bus_lags(ordo_bus_t *bus, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err)
+{
+    jsConsumerInfoList *list = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_Consumers(&list, bus->js, ORDO_BUS_STREAM, NULL, &jerr);
+
+    *out = NULL;
+    *n = 0;
+    if (s != NATS_OK)
+        return ordo_status_of_nats(s, jerr, "cannot list the consumers", err);
+    if (list->Count > 0 && (*out = calloc((size_t)list->Count, sizeof **out)) == NULL) {
+        jsConsumerInfoList_Destroy(list);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
+    for (int i = 0; i < list->Count; i++) {
+        const jsConsumerInfo *ci = list->List[i];
+        ordo_bus_lag_t *l = &(*out)[i];
+        snprintf(l->name, sizeof l->name, "%s", ci->Name);
+        l->pending = (int64_t)ci->NumPending;
+        l->ack_pending = ci->NumAckPending;
+        l->redelivered = ci->NumRedelivered;
+        l->delivered = (int64_t)ci->Delivered.Stream;
+    }
+    *n = (size_t)list->Count;
+    jsConsumerInfoList_Destroy(list);
+    if (*n > 1)
+        qsort(*out, *n, sizeof **out, by_name);
+    return ORDO_OK;
+}
+
 static void append_token(char *out, size_t *n, size_t cap, const char *token)
 {
     for (const char *p = token; *p && *n + 1 < cap; p++) {

@@ -49,6 +49,27 @@ def test_idempotency_key(c, t):
     t.ok(s4 == 201 and other["order_id"] != a["order_id"], "keys are per customer")
 
 
+def _lags(c):
+    return {l.name: l for l in c.stats().consumers}
+
+
+def test_consumer_lag_in_stats(c, t):
+    wait_for(lambda: _all_handled(c), 30, "every durable to catch up")
+    lags = _lags(c)
+    t.eq(sorted(lags), ["orderquery", "paymentsvc", "restaurantsvc"], "GetStats lists the durable consumers")
+    t.ok(all(l.pending == 0 and l.ack_pending == 0 and l.delivered > 0 for l in lags.values()),
+         "each caught up: nothing pending, nothing unacknowledged")
+    c.services["paymentsvc"].stop()
+    st, _, doc = c.order("c-lag", "PIZZA", 3, 1)
+    wait_for(lambda: _lags(c)["paymentsvc"].pending == 1, 10, "paymentsvc's lag to show")
+    t.ok(True, "with paymentsvc stopped, its lag shows the order waiting (pending 1)")
+    t.eq(_lags(c)["orderquery"].pending, 0, "while orderquery has taken it")
+    c.start_payment()
+    t.eq(c.final_status(doc["order_id"])["status"], "Approved", "paymentsvc back: the order goes through")
+    wait_for(lambda: _lags(c)["paymentsvc"].pending == 0, 10, "paymentsvc's lag to clear")
+    t.ok(True, "and its lag is back to 0")
+
+
 def test_redelivery_changes_nothing(c, t):
     ids = [c.order(f"c-re-{i}", code, 5, 1)[2]["order_id"] for i, code in enumerate(["PIZZA", "SOLD-OUT", "PIZZA"])]
     for i in ids:
@@ -163,7 +184,7 @@ def test_eventstore_down(c, t):
 
 if __name__ == "__main__":
     import sys
-    tests = [test_saga_paths, test_idempotency_key, test_redelivery_changes_nothing, test_two_instances_under_load,
+    tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing, test_two_instances_under_load,
              test_kill_one_orderquery,
              test_nats_outage, test_eventstore_down]
     if len(sys.argv) > 1:

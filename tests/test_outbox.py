@@ -72,6 +72,9 @@ def test_metrics(c, t):
     t.ok(int(values.get("ordo_eventstore_appends_total", 0)) >= 2, "GET /metrics counts appends")
     t.ok(int(values.get("ordo_eventstore_published_total", 0)) >= 2, "and published events")
     t.eq(values.get("ordo_eventstore_bus_connected"), "1", "and shows the bus connected")
+    s = c.stats()
+    t.eq((s.published, s.publish_errors), (s.appends, 0),
+         "since the start each appended event was published once, without an error")
 
 
 def test_nats_down(c, t):

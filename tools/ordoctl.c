@@ -183,6 +183,15 @@ static int cmd_tail(ordo_grpc_client_t *c, const ctl_config_t *cfg)
     return 0;
 }
 
+/* One durable's lag, as both `consumers` and `stats` print it. */
+static json_t *lag_json(const char *name, int64_t pending, int64_t ack_pending, int64_t redelivered,
+                        int64_t delivered)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", name, "pending", (json_int_t)pending, "ack_pending",
+                     (json_int_t)ack_pending, "redelivered", (json_int_t)redelivered, "delivered",
+                     (json_int_t)delivered);
+}
+
 static int cmd_stats(ordo_grpc_client_t *c, const ctl_config_t *cfg)
 {
     Eventstore__StatsRequest req = EVENTSTORE__STATS_REQUEST__INIT;
@@ -194,14 +203,20 @@ static int cmd_stats(ordo_grpc_client_t *c, const ctl_config_t *cfg)
                                &eventstore__stats_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
         return fail(&err);
     r = (Eventstore__StatsResponse *)out;
-    print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+    json_t *consumers = json_array();
+    for (size_t i = 0; i < r->n_consumers; i++) {
+        const Eventstore__ConsumerLag *l = r->consumers[i];
+        json_array_append_new(consumers, lag_json(l->name, l->pending, l->ack_pending, l->redelivered, l->delivered));
+    }
+    print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}",
                          "events", (json_int_t)r->events, "aggregates", (json_int_t)r->aggregates,
                          "outbox_backlog", (json_int_t)r->outbox_backlog, "last_position", (json_int_t)r->last_position,
                          "safe_position", (json_int_t)r->safe_position, "published", (json_int_t)r->published,
                          "publish_errors", (json_int_t)r->publish_errors, "set_aside", (json_int_t)r->set_aside,
                          "appends", (json_int_t)r->appends, "conflicts", (json_int_t)r->conflicts,
                          "duplicates", (json_int_t)r->duplicates, "tx_retries", (json_int_t)r->tx_retries,
-                         "batches", (json_int_t)r->batches, "bus_connected", r->bus_connected));
+                         "batches", (json_int_t)r->batches, "bus_connected", r->bus_connected, "consumers",
+                         consumers));
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
 }
@@ -283,19 +298,16 @@ static int cmd_consumer_reset(ordo_bus_t *bus, const ctl_config_t *cfg)
 
 static int cmd_consumers(ordo_bus_t *bus)
 {
-    jsConsumerInfoList *list = NULL;
-    jsErrCode jerr = 0;
-    natsStatus s = js_Consumers(&list, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
+    ordo_bus_lag_t *lags;
+    ordo_error_t err;
+    size_t n;
 
-    if (s != NATS_OK)
-        return fail_nats(s, jerr, "cannot list the consumers");
-    for (int i = 0; i < list->Count; i++) {
-        jsConsumerInfo *ci = list->List[i];
-        print_json(json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", ci->Name, "pending", (json_int_t)ci->NumPending,
-                             "ack_pending", (json_int_t)ci->NumAckPending, "redelivered",
-                             (json_int_t)ci->NumRedelivered, "delivered", (json_int_t)ci->Delivered.Stream));
-    }
-    jsConsumerInfoList_Destroy(list);
+    if (ordo_bus_lags(bus, &lags, &n, &err) != ORDO_OK)
+        return fail(&err);
+    for (size_t i = 0; i < n; i++)
+        print_json(lag_json(lags[i].name, lags[i].pending, lags[i].ack_pending, lags[i].redelivered,
+                            lags[i].delivered));
+    free(lags);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <nats/nats.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ordo/status.h"
 
@@ -39,6 +40,19 @@ jsCtx *ordo_bus_js(ordo_bus_t *bus);
 
 /** Creates the EVENTS stream (events.>, file storage, 2 min duplicate window) if missing. */
 ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err);
+
+/** One durable consumer of the EVENTS stream and how far behind it is. */
+typedef struct ordo_bus_lag {
+    char name[64];
+    int64_t pending;          /**< stream messages it has not been handed yet */
+    int64_t ack_pending;      /**< handed over, not yet acknowledged */
+    int64_t redelivered;      /**< handed over more than once, not yet acknowledged */
+    int64_t delivered;        /**< the last stream sequence handed over */
+} ordo_bus_lag_t;
+
+/** The durable consumers of EVENTS, sorted by name, in *out (malloc'ed: the
+ *  caller frees it; NULL when there are none) and their number in *n. */
+ordo_status ordo_bus_lags(ordo_bus_t *bus, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err);
 
 /** Maps a cnats status (and JetStream error code, or 0) to ordo_status, with @p what as context. */
 ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, ordo_error_t *err);
