@@ -38,6 +38,7 @@ typedef struct es_config {
     int statement_timeout_ms;
     bool relay;
     int relay_batch;
+    int relay_lease_ms;      /* how long a silent relay keeps the others from publishing */
     int shutdown_grace_ms;
     int grpc_threads;
     bool migrate;
@@ -131,6 +132,20 @@ void es_watermark_poke(es_watermark_t *wm, int64_t position);
 int64_t es_watermark_local_commit(es_watermark_t *wm);
 void es_watermark_destroy(es_watermark_t *wm);
 
+/* ---- lease.c: which instance's relay publishes ---- */
+typedef struct es_lease {
+    char holder[128];           /* this instance: host:pid:random */
+    int lease_ms;
+    bool held, warned;
+    int64_t renew_at, valid_until;   /* monotonic ms */
+} es_lease_t;
+void es_lease_init(es_lease_t *l, const char *holder, int lease_ms);
+/* Takes or renews the lease when due (one statement); true while this
+ * instance holds it and may publish. *gained: it was not held before. */
+bool es_lease_hold(es_lease_t *l, ordo_pg_t *pg, bool *gained);
+/* Lets the lease go at once (at shutdown), if held. */
+void es_lease_release(es_lease_t *l, ordo_pg_t *pg);
+
 /* ---- relay.c: outbox → JetStream ---- */
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err);
 /* Rows were added below the relay's cursor (Republish): read the outbox from the start. */
@@ -140,6 +155,8 @@ void es_relay_rescan(es_relay_t *r);
  * when the hand-over queue is full, the relay reads the outbox instead. */
 void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev);
 bool es_relay_connected(es_relay_t *r);
+/* This instance holds the relay lease (publishes the outbox). */
+bool es_relay_leading(es_relay_t *r);
 /* The durable consumers' lag, read from JetStream over the relay's
  * connection (ordo_bus_lags; ORDO_UNAVAILABLE while there is none). */
 ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err);

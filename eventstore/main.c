@@ -31,6 +31,7 @@ static const ordo_option_t options[] = {
     OPT("statement-timeout-ms", "ORDO_STATEMENT_TIMEOUT_MS", "2000", ORDO_OPT_INT, statement_timeout_ms, 10, 600000, "bound on each write statement and idle time in a write transaction"),
     OPT("relay", "ORDO_RELAY", "true", ORDO_OPT_BOOL, relay, 0, 0, "publish the outbox to JetStream"),
     OPT("relay-batch", "ORDO_RELAY_BATCH", "500", ORDO_OPT_INT, relay_batch, 1, 100000, "outbox rows published per round"),
+    OPT("relay-lease-ms", "ORDO_RELAY_LEASE_MS", "5000", ORDO_OPT_INT, relay_lease_ms, 500, 600000, "the relay lease: one instance per database publishes; another takes over this long after it goes silent"),
     OPT("shutdown-grace-ms", "ORDO_SHUTDOWN_GRACE_MS", "5000", ORDO_OPT_INT, shutdown_grace_ms, 0, 600000, "time in-flight calls get on SIGTERM"),
     OPT("grpc-threads", "ORDO_GRPC_THREADS", "1", ORDO_OPT_INT, grpc_threads, 1, 8, "gRPC completion-queue threads"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),

@@ -40,6 +40,8 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
     counter(&b, "ordo_eventstore_publish_errors_total", "transient publish failures", atomic_load(&s->publish_errors));
     counter(&b, "ordo_eventstore_set_aside_total", "events JetStream refused for good", atomic_load(&s->set_aside));
     gauge(&b, "ordo_eventstore_safe_position", "readers' high-water mark", es_watermark_get(ctx->watermark));
+    gauge(&b, "ordo_eventstore_relay_leader", "1 when this instance holds the relay lease (publishes the outbox)",
+          es_relay_leading(ctx->relay) ? 1 : 0);
     gauge(&b, "ordo_eventstore_bus_connected", "1 when the relay has a NATS connection",
           es_relay_connected(ctx->relay) ? 1 : 0);
     resp->status = 200;

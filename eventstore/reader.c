@@ -124,6 +124,7 @@ static void stats(void *vctx, ordo_pg_t *pg, void *arg)
         resp.tx_retries = atomic_load(&s->tx_retries);
         resp.batches = atomic_load(&s->batches);
         resp.bus_connected = es_relay_connected(ctx->relay);
+        resp.relay_leader = es_relay_leading(ctx->relay);
         add_lags(ctx, &resp, &lags, &lag_msgs, &lag_ptrs);
     }
     ordo_grpc_call_finish(call, st, err.msg, st == ORDO_OK ? &resp.base : NULL);

@@ -18,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "es.h"
 #include "ordo/buf.h"
 #include "ordo/bus.h"
 #include "ordo/log.h"
+#include "ordo/uuid.h"
 
 enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096 };
 
@@ -42,6 +44,8 @@ struct es_relay {
     pthread_mutex_t mu;         /* guards the fields below, up to cursor */
     bool rescan, stopping;
     atomic_bool connected;
+    atomic_bool leading;        /* holds the lease: publishes */
+    es_lease_t lease;           /* relay thread only */
     pthread_mutex_t bus_mu;     /* guards bus: the relay thread sets it, admin calls borrow it */
     ordo_bus_t *bus;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
@@ -193,6 +197,18 @@ static size_t take_offered(es_relay_t *r, int64_t mark, bool *exact)
     for (size_t i = 0; i < n && *exact; i++)
         *exact = r->taken[i].position == r->cursor + 1 + (int64_t)i;
     return n;
+}
+
+/* Drops the whole hand-over queue (an instance without the lease does not
+ * publish): whoever publishes next reads the outbox. */
+static void discard_offered(es_relay_t *r)
+{
+    pthread_mutex_lock(&r->offer_mu);
+    for (size_t i = 0; i < r->n_offered; i++)
+        natsMsg_Destroy(r->offered[i].msg);
+    r->n_offered = 0;
+    r->offer_overflow = true;
+    pthread_mutex_unlock(&r->offer_mu);
 }
 
 static void drop_taken(es_relay_t *r, size_t n)
@@ -437,6 +453,19 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
     return bus;
 }
 
+/* Holds the lease (renewed when due); on taking it over, the previous
+ * holder's progress is unknown: read the outbox from its start. */
+static bool lead(es_relay_t *r, ordo_pg_t *pg)
+{
+    bool gained, held = es_lease_hold(&r->lease, pg, &gained);
+    if (gained) {
+        es_relay_rescan(r);
+        discard_offered(r);
+    }
+    atomic_store(&r->leading, held);
+    return held;
+}
+
 static void *relay_thread(void *arg)
 {
     es_relay_t *r = arg;
@@ -459,6 +488,13 @@ static void *relay_thread(void *arg)
             pthread_mutex_unlock(&r->bus_mu);
         }
         atomic_store(&r->connected, ordo_bus_connected(bus));
+        if (!lead(r, &pg)) {
+            discard_offered(r);
+            if (stopping(r))
+                break;
+            es_watermark_wait(r->ctx->watermark, INT64_MAX, TICK_MS);
+            continue;
+        }
         n = relay_round(r, &pg, bus);
         if (n < 0) {
             ordo_retry_policy_t p = {1, 50, 2000};
@@ -485,6 +521,8 @@ static void *relay_thread(void *arg)
         } else
             es_watermark_wait(r->ctx->watermark, r->cursor, TICK_MS);
     }
+    es_lease_release(&r->lease, &pg);
+    atomic_store(&r->leading, false);
     atomic_store(&r->connected, false);
     pthread_mutex_lock(&r->bus_mu);
     r->bus = NULL;
@@ -494,8 +532,19 @@ static void *relay_thread(void *arg)
     return NULL;
 }
 
+/* host:pid:random — unique among the instances sharing a database. */
+static const char *holder_name(char *out, size_t cap)
+{
+    char host[64] = "?", id[ORDO_UUID_LEN];
+    gethostname(host, sizeof host - 1);
+    ordo_uuid_v4(id);
+    snprintf(out, cap, "%s:%d:%.8s", host, (int)getpid(), id);
+    return out;
+}
+
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
 {
+    char holder[128];
     es_relay_t *r = calloc(1, sizeof *r);
     size_t batch = (size_t)ctx->cfg->relay_batch;
 
@@ -513,10 +562,12 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
     r->ctx = ctx;
+    es_lease_init(&r->lease, holder_name(holder, sizeof holder), ctx->cfg->relay_lease_ms);
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->offer_mu, NULL);
     pthread_mutex_init(&r->bus_mu, NULL);
     atomic_init(&r->connected, false);
+    atomic_init(&r->leading, false);
     if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
         free(r->acked);
         free(r->rejected);
@@ -536,6 +587,11 @@ void es_relay_rescan(es_relay_t *r)
     pthread_mutex_lock(&r->mu);
     r->rescan = true;
     pthread_mutex_unlock(&r->mu);
+}
+
+bool es_relay_leading(es_relay_t *r)
+{
+    return r != NULL && atomic_load(&r->leading);
 }
 
 bool es_relay_connected(es_relay_t *r)

@@ -10,7 +10,7 @@ import time
 
 import grpc
 
-from harness import Cluster, run_tests, wait_for
+from harness import EVENTSTORE, Cluster, Service, run_tests, wait_for
 
 
 def backlog(c):
@@ -147,6 +147,58 @@ def test_sigterm_flushes(c, t):
     check_bus(c, t, event_ids(c, "term-"), "after SIGTERM")
 
 
+def test_two_instances_one_relay(c, t):
+    """Two eventstore instances on one database: the one holding the relay lease publishes
+    every event, whichever instance stored it, once; when it is killed the other takes
+    over after the lease runs out and publishes what was left."""
+    lease = 1500
+    c.stop_es()
+    c.start_es(relay_lease_ms=lease)
+    second = Service(c, "eventstore-2", EVENTSTORE,
+                     ["--listen", "127.0.0.1:0", "--database-url", c.database_url, "--nats-url", c.nats_url,
+                      "--relay-lease-ms", str(lease)], True)
+    ch2 = grpc.insecure_channel(f"127.0.0.1:{second.port}")
+    store2, admin2 = c.grpc_mod.EventStoreStub(ch2), c.grpc_mod.EventStoreAdminStub(ch2)
+    stats2 = lambda: admin2.GetStats(c.pb.StatsRequest(), timeout=10)
+    try:
+        leaders = lambda: [c.stats().relay_leader, stats2().relay_leader]
+        wait_for(lambda: sum(leaders()) == 1, 10, "one instance to hold the lease")
+        t.eq(sorted(leaders()), [False, True], "exactly one of the two instances holds the relay lease")
+        published = lambda: c.stats().published + stats2().published
+        before = published()
+        for i in range(100):
+            req = c.pb.CreateEventRequest(event=c.event(f"two-{i % 10}"))
+            (c.store if i % 2 == 0 else store2).CreateEvent(req, timeout=10)
+        wait_for(lambda: backlog(c) == 0, 20, "the outbox to drain")
+        t.eq(published() - before, 100, "100 events stored through both instances were published once in all")
+        check_bus(c, t, event_ids(c, "two-"), "two instances")
+
+        # kill -9 the leader, append through the other
+        first_leads = c.stats().relay_leader
+        survivor_stats = stats2 if first_leads else c.stats
+        survivor_store = store2 if first_leads else c.store
+        if first_leads:
+            c.stop_es(signal.SIGKILL)
+        else:
+            second.stop(signal.SIGKILL)
+        for i in range(20):
+            survivor_store.CreateEvent(c.pb.CreateEventRequest(event=c.event(f"two-after-{i % 4}")), timeout=10)
+        start = time.monotonic()
+        wait_for(lambda: survivor_stats().relay_leader, 3 * lease / 1000 + 5, "the survivor to take the lease")
+        took = time.monotonic() - start
+        t.ok(took < lease / 1000 + 3, f"the survivor took over {took:.1f} s after the leader died (lease {lease} ms)")
+        wait_for(lambda: survivor_stats().outbox_backlog == 0, 20, "the survivor to drain the outbox")
+        check_bus(c, t, event_ids(c, "two-"), "after the leader was killed")
+    finally:
+        ch2.close()
+        second.stop()
+        if c.es_proc is None:
+            c.start_es()
+        else:
+            c.stop_es()
+            c.start_es()
+
+
 if __name__ == "__main__":
     run_tests([test_envelope, test_metrics, test_nats_down, test_kill_before_publish, test_republish_is_deduplicated,
-               test_sigterm_flushes], lambda: Cluster(metrics_addr="127.0.0.1:0"))
+               test_sigterm_flushes, test_two_instances_one_relay], lambda: Cluster(metrics_addr="127.0.0.1:0"))

@@ -208,14 +208,15 @@ static int cmd_stats(ordo_grpc_client_t *c, const ctl_config_t *cfg)
         const Eventstore__ConsumerLag *l = r->consumers[i];
         json_array_append_new(consumers, lag_json(l->name, l->pending, l->ack_pending, l->redelivered, l->delivered));
     }
-    print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:o}",
+    print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:o}",
                          "events", (json_int_t)r->events, "aggregates", (json_int_t)r->aggregates,
                          "outbox_backlog", (json_int_t)r->outbox_backlog, "last_position", (json_int_t)r->last_position,
                          "safe_position", (json_int_t)r->safe_position, "published", (json_int_t)r->published,
                          "publish_errors", (json_int_t)r->publish_errors, "set_aside", (json_int_t)r->set_aside,
                          "appends", (json_int_t)r->appends, "conflicts", (json_int_t)r->conflicts,
                          "duplicates", (json_int_t)r->duplicates, "tx_retries", (json_int_t)r->tx_retries,
-                         "batches", (json_int_t)r->batches, "bus_connected", r->bus_connected, "consumers",
+                         "batches", (json_int_t)r->batches, "bus_connected", r->bus_connected, "relay_leader",
+                         r->relay_leader, "consumers",
                          consumers));
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
