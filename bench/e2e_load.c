@@ -302,5 +302,12 @@ int main(int argc, char **argv)
            cfg.label, cfg.rate, (double)total / elapsed, final_per_s, pct(post, total, 0.5) * 1e3,
            pct(post, total, 0.99) * 1e3, pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3, finals, total,
            errors);
+    for (int i = 0; i < cfg.threads; i++) {
+        free(w[i].sent);
+        free(w[i].post_lat);
+    }
+    free(w);
+    free(post);
+    free(final);
     return finals == total && errors == 0 ? 0 : 1;
 }

@@ -4,6 +4,7 @@ restaurant, refund) into the read model, over real processes."""
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -105,9 +106,11 @@ def test_two_instances_under_load(c, t):
     C end-to-end driver, 32 connections for 4 seconds: slower clients rarely overlap batches."""
     log = os.path.join(c.dir, "pg", "log")
     before = open(log).read().count("deadlock detected")
-    r = run([os.path.join(BUILD, "bench", "e2e_load"), "--api-addr", c.api[len("http://"):], "--database-url",
-             c.database_url, "--threads", "32", "--seconds", "4", "--wait-s", "60"])
-    t.ok(r.returncode == 0, f"every order accepted under load reached a final status: {r.stdout.splitlines()[0]}")
+    r = subprocess.run([os.path.join(BUILD, "bench", "e2e_load"), "--api-addr", c.api[len("http://"):],
+                        "--database-url", c.database_url, "--threads", "32", "--seconds", "4", "--wait-s", "60"],
+                       capture_output=True, text=True, timeout=120)
+    t.ok(r.returncode == 0, f"every order accepted under load reached a final status: {r.stdout.strip()}"
+                            + (f" stderr: {r.stderr[-2000:]}" if r.returncode else ""))
     t.eq(open(log).read().count("deadlock detected") - before, 0,
          "no deadlock between the two instances' projection transactions (PostgreSQL log)")
 
