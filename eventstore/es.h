@@ -126,8 +126,9 @@ ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_
 int64_t es_watermark_get(es_watermark_t *wm);
 /* Waits up to @p timeout_ms for the mark to pass @p above; returns the mark. */
 int64_t es_watermark_wait(es_watermark_t *wm, int64_t above, int timeout_ms);
-/* A commit up to @p position happened here: look again now. */
-void es_watermark_poke(es_watermark_t *wm, int64_t position);
+/* A writer here committed these positions (ascending): the mark may move
+ * over them without asking the database. */
+void es_watermark_committed(es_watermark_t *wm, const int64_t *positions, size_t n);
 /* The highest position this process committed (readers wait for the mark to reach it). */
 int64_t es_watermark_local_commit(es_watermark_t *wm);
 void es_watermark_destroy(es_watermark_t *wm);

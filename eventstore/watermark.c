@@ -10,16 +10,28 @@
  * and every writer's transaction is bounded by statement and idle timeouts
  * well below gap_timeout, so such a gap can no longer fill. See
  * docs/eventstore.md, "Gaps".
+ *
+ * The writers also tell it which positions they committed. Those need no
+ * query: when the positions right after the mark are this process's own
+ * committed ones, the mark moves over them at once. The database is read
+ * only when a position after the mark is not known here as committed
+ * (another instance's event, a transaction of ours still in flight or
+ * rolled back), and on every tick.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "es.h"
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
-enum { PAGE = 10000, TICK_MS = 100, START_BACK = 1000000 };
+enum { PAGE = 10000, TICK_MS = 100, START_BACK = 1000000, MAX_RANGES = 8192 };
+
+typedef struct range {
+    int64_t first, last;
+} range_t;
 
 struct es_watermark {
     es_ctx_t *ctx;
@@ -28,6 +40,8 @@ struct es_watermark {
     pthread_cond_t poked;      /* a local commit happened */
     int64_t mark;
     int64_t local_commit;
+    range_t *ranges;           /* positions committed here, above the mark: sorted, disjoint */
+    size_t n_ranges;
     bool poke, stopping, ready;
     pthread_t thread;
 };
@@ -81,6 +95,46 @@ static ordo_status advance(es_watermark_t *wm, ordo_pg_t *pg, int64_t *mark, boo
     return ORDO_OK;
 }
 
+/* Adds committed positions [first, last] to the sorted ranges (mu held). */
+static void add_range(es_watermark_t *wm, int64_t first, int64_t last)
+{
+    size_t i = wm->n_ranges;
+
+    if (i > 0 && wm->ranges[i - 1].last + 1 == first) {
+        wm->ranges[i - 1].last = last;      /* the usual case: right after the last one */
+        return;
+    }
+    if (i == MAX_RANGES)
+        return;                             /* the database walk will cover these */
+    while (i > 0 && wm->ranges[i - 1].first > first) {
+        wm->ranges[i] = wm->ranges[i - 1];
+        i--;
+    }
+    wm->ranges[i] = (range_t){first, last};
+    wm->n_ranges++;
+}
+
+/* Moves @p mark over this process's committed positions that follow it and
+ * forgets those at or below it. Returns whether any committed here remain
+ * above the mark (something unknown lies between: ask the database). */
+static bool advance_locally(es_watermark_t *wm, int64_t *mark)
+{
+    size_t k = 0;
+    bool left;
+
+    pthread_mutex_lock(&wm->mu);
+    while (k < wm->n_ranges && wm->ranges[k].first <= *mark + 1) {
+        if (wm->ranges[k].last > *mark)
+            *mark = wm->ranges[k].last;
+        k++;
+    }
+    memmove(wm->ranges, wm->ranges + k, (wm->n_ranges - k) * sizeof *wm->ranges);
+    wm->n_ranges -= k;
+    left = wm->n_ranges > 0;
+    pthread_mutex_unlock(&wm->mu);
+    return left;
+}
+
 static void publish(es_watermark_t *wm, int64_t mark)
 {
     pthread_mutex_lock(&wm->mu);
@@ -92,7 +146,8 @@ static void publish(es_watermark_t *wm, int64_t mark)
     pthread_mutex_unlock(&wm->mu);
 }
 
-static bool wait_for_work(es_watermark_t *wm)
+/* Waits for a local commit or the tick; *poked tells which. False: stop. */
+static bool wait_for_work(es_watermark_t *wm, bool *poked)
 {
     struct timespec until = ordo_deadline_ms(TICK_MS);
     bool stop;
@@ -100,6 +155,7 @@ static bool wait_for_work(es_watermark_t *wm)
     while (!wm->poke && !wm->stopping)
         if (pthread_cond_timedwait(&wm->poked, &wm->mu, &until) != 0)
             break;
+    *poked = wm->poke;
     wm->poke = false;
     stop = wm->stopping;
     pthread_mutex_unlock(&wm->mu);
@@ -112,9 +168,17 @@ static void *watermark_thread(void *arg)
     ordo_pg_t pg = {.url = wm->ctx->cfg->database_url, .name = "eventstore watermark"};
     ordo_error_t err;
     int64_t mark = -1;
-    bool more = false, warned = false;
+    bool more = false, warned = false, poked = false;
 
     do {
+        if (mark >= 0) {
+            int64_t before = mark;
+            bool unknown = advance_locally(wm, &mark);
+            if (mark > before)
+                publish(wm, mark);
+            if (poked && !unknown)
+                continue;           /* caught up with our own commits: nothing to ask */
+        }
         do {
             ordo_status st = ordo_pg_ensure(&pg, &err);
             if (st == ORDO_OK && mark < 0)
@@ -128,9 +192,10 @@ static void *watermark_thread(void *arg)
                 break;
             }
             warned = false;
+            advance_locally(wm, &mark);
             publish(wm, mark);
         } while (more);
-    } while (wait_for_work(wm));
+    } while (wait_for_work(wm, &poked));
     ordo_pg_close(&pg);
     return NULL;
 }
@@ -142,10 +207,15 @@ ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_
     if (wm == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     wm->ctx = ctx;
+    if ((wm->ranges = calloc(MAX_RANGES, sizeof *wm->ranges)) == NULL) {
+        free(wm);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
     pthread_mutex_init(&wm->mu, NULL);
     pthread_cond_init(&wm->changed, NULL);
     pthread_cond_init(&wm->poked, NULL);
     if (pthread_create(&wm->thread, NULL, watermark_thread, wm) != 0) {
+        free(wm->ranges);
         free(wm);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the watermark thread");
     }
@@ -175,11 +245,18 @@ int64_t es_watermark_wait(es_watermark_t *wm, int64_t above, int timeout_ms)
     return m;
 }
 
-void es_watermark_poke(es_watermark_t *wm, int64_t position)
+void es_watermark_committed(es_watermark_t *wm, const int64_t *positions, size_t n)
 {
     pthread_mutex_lock(&wm->mu);
-    if (position > wm->local_commit)
-        wm->local_commit = position;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j + 1 < n && positions[j + 1] == positions[j] + 1)
+            j++;
+        add_range(wm, positions[i], positions[j]);
+        i = j + 1;
+    }
+    if (n > 0 && positions[n - 1] > wm->local_commit)
+        wm->local_commit = positions[n - 1];
     wm->poke = true;
     pthread_cond_signal(&wm->poked);
     pthread_mutex_unlock(&wm->mu);
@@ -207,5 +284,6 @@ void es_watermark_destroy(es_watermark_t *wm)
     pthread_mutex_destroy(&wm->mu);
     pthread_cond_destroy(&wm->changed);
     pthread_cond_destroy(&wm->poked);
+    free(wm->ranges);
     free(wm);
 }

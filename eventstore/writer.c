@@ -407,6 +407,32 @@ static void offer_to_relay(es_relay_t *relay, const es_append_t *a)
     }
 }
 
+/* Hands the watermark the batch's committed positions (ascending: the rows
+ * were inserted, and numbered, in item order). */
+static void tell_watermark(es_writer_t *w, es_append_t **items, size_t n)
+{
+    size_t count = 0, k = 0;
+    int64_t *positions;
+
+    for (size_t i = 0; i < n; i++)
+        count += live(items[i]) ? items[i]->n : 0;
+    if (count == 0)
+        return;
+    if ((positions = malloc(count * sizeof *positions)) == NULL) {
+        int64_t last = 0;     /* no memory for the list: the database walk finds them */
+        for (size_t i = 0; i < n; i++)
+            if (live(items[i]) && items[i]->position > last)
+                last = items[i]->position;
+        es_watermark_committed(w->ctx->watermark, &last, 1);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t e = 0; live(items[i]) && e < items[i]->n; e++)
+            positions[k++] = items[i]->positions[e];
+    es_watermark_committed(w->ctx->watermark, positions, count);
+    free(positions);
+}
+
 static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
 {
     es_writer_t *w = l->w;
@@ -415,7 +441,6 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
     ordo_error_t err;
     ordo_status st;
     int retries = 0;
-    int64_t last = 0;
 
     b.heads = calloc(n, sizeof *b.heads);
     st = b.heads == NULL ? ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory")
@@ -434,16 +459,13 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
     }
     if (st == ORDO_OK) {
         atomic_fetch_add(&w->ctx->stats.batches, 1);
-        /* Readers learn of the commit before its callers do: read-your-writes. */
-        for (size_t i = 0; i < n; i++)
-            if (live(items[i]) && items[i]->position > last)
-                last = items[i]->position;
         /* The relay gets the committed events before the watermark shows them. */
         for (size_t i = 0; i < n; i++)
             if (live(items[i]))
                 offer_to_relay(w->ctx->relay, items[i]);
-        if (last > 0)
-            es_watermark_poke(w->ctx->watermark, last);   /* the relay follows the watermark */
+        /* Readers (and the relay) learn of the commit before its callers do:
+         * read-your-writes. */
+        tell_watermark(w, items, n);
     } else {
         ORDO_WARN("append failed", "calls=%zu status=%s err=\"%s\"", n, ordo_status_text(st), err.msg);
     }
