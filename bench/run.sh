@@ -50,8 +50,13 @@ start_es() {
     addr=127.0.0.1:$(sed -n 's/^port=//p' "$dir/es.out")
 }
 stop_es() { ordo_kill_wait "$es_pid"; es_pid=; }
-# VmRSS, and in parentheses the anonymous part: the rest is shared library pages
-rss_kb() { awk '/VmRSS/{r=$2} /RssAnon/{a=$2} END{printf "%skB(anon %skB)", r, a}' "/proc/$1/status"; }
+# VmRSS, and in parentheses the anonymous part (the rest is shared library
+# pages) and PSS (shared pages divided among the processes mapping them)
+rss_kb() {
+    local pss
+    pss=$(awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup")
+    awk -v pss="$pss" '/VmRSS/{r=$2} /RssAnon/{a=$2} END{printf "%skB(anon %skB, pss %skB)", r, a, pss}' "/proc/$1/status"
+}
 load() {   # load LABEL ARGS... → prints the human line, remembers events/s in $eps
     local label=$1; shift
     local res
