@@ -11,11 +11,20 @@
 
 enum { FETCH_WAIT_MS = 500 };   /* an idle consumer's long poll, and the stop check's period */
 
-/* One lane: a thread that handles its share of each fetched batch. */
+/*
+ * Fetching and handling overlap: the fetch thread hands each message to the
+ * lane of its aggregate (a queue per lane, so one aggregate's messages are
+ * handled in stream order) and fetches again while the lanes work, as long
+ * as fewer than cfg.batch messages are in hand. A lane takes everything
+ * queued for it at once (the batch handler's share).
+ */
 typedef struct lane {
     struct ordo_consumer *owner;
     int index;
-    natsMsg **msgs;               /* this round's messages, in stream order */
+    natsMsg **queue;              /* ring of cfg.batch, guarded by owner->mu */
+    int head, count;
+    pthread_cond_t ready;         /* queued messages, or quit */
+    natsMsg **msgs;               /* the messages in hand, in stream order */
     ordo_bus_event_t *events;     /* their events (batch handler) */
     ordo_msg_action *actions;
     int n;
@@ -30,10 +39,9 @@ struct ordo_consumer {
     pthread_t thread;
     atomic_bool stopping, connected;
     lane_t *lanes;
-    pthread_mutex_t mu;           /* round hand-off between the fetch thread and the lanes */
-    pthread_cond_t go, done;
-    long round;                   /* bumped by the fetch thread to start a round */
-    int busy;                     /* lanes still working on the round */
+    pthread_mutex_t mu;           /* the lanes' queues and in_hand */
+    pthread_cond_t room;          /* in_hand went down */
+    int in_hand;                  /* fetched and not yet settled */
     bool quit, started;
 };
 
@@ -141,7 +149,7 @@ static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, 
 static void handle_lane(lane_t *l)
 {
     ordo_consumer_t *c = l->owner;
-    if (c->cfg.batch_handler != NULL && l->n > 0) {
+    if (c->cfg.batch_handler != NULL) {
         for (int i = 0; i < l->n; i++)
             event_of(l->msgs[i], &l->events[i]);
         c->cfg.batch_handler(c->ctx, l->index, l->events, l->n, l->actions);
@@ -156,28 +164,36 @@ static void handle_lane(lane_t *l)
     }
 }
 
+/* Takes everything queued for the lane; 0 when told to quit with nothing left. */
+static int take_queued(lane_t *l)
+{
+    ordo_consumer_t *c = l->owner;
+    pthread_mutex_lock(&c->mu);
+    while (l->count == 0 && !c->quit)
+        pthread_cond_wait(&l->ready, &c->mu);
+    for (l->n = 0; l->count > 0; l->count--) {
+        l->msgs[l->n++] = l->queue[l->head];
+        l->head = (l->head + 1) % c->cfg.batch;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return l->n;
+}
+
 static void *lane_thread(void *arg)
 {
     lane_t *l = arg;
     ordo_consumer_t *c = l->owner;
-    long seen = 0;
 
-    for (;;) {
-        pthread_mutex_lock(&c->mu);
-        while (c->round == seen && !c->quit)
-            pthread_cond_wait(&c->go, &c->mu);
-        if (c->quit) {
-            pthread_mutex_unlock(&c->mu);
-            return NULL;
-        }
-        seen = c->round;
-        pthread_mutex_unlock(&c->mu);
+    while (take_queued(l) > 0) {
         handle_lane(l);
+        for (int i = 0; i < l->n; i++)
+            natsMsg_Destroy(l->msgs[i]);
         pthread_mutex_lock(&c->mu);
-        if (--c->busy == 0)
-            pthread_cond_signal(&c->done);
+        c->in_hand -= l->n;
+        pthread_cond_broadcast(&c->room);
         pthread_mutex_unlock(&c->mu);
     }
+    return NULL;
 }
 
 /* FNV-1a of the aggregate: one aggregate's events stay on one lane, in order. */
@@ -189,52 +205,73 @@ static int lane_of(natsMsg *m, int n)
     return (int)(h % (uint32_t)n);
 }
 
-/* Hands the batch to the lanes and waits until every message is settled. */
-static void handle_batch(ordo_consumer_t *c, natsMsgList *list)
+/* Queues the fetched messages on their lanes (which own them from here). */
+static void dispatch(ordo_consumer_t *c, natsMsgList *list)
 {
     int n = c->cfg.concurrency;
 
-    for (int i = 0; i < n; i++)
-        c->lanes[i].n = 0;
-    for (int i = 0; i < list->Count; i++) {
-        lane_t *l = &c->lanes[n > 1 ? lane_of(list->Msgs[i], n) : 0];
-        l->msgs[l->n++] = list->Msgs[i];
-    }
-    if (n == 1) {
-        handle_lane(&c->lanes[0]);
-        return;
-    }
     pthread_mutex_lock(&c->mu);
-    c->busy = n;
-    c->round++;
-    pthread_cond_broadcast(&c->go);
-    while (c->busy > 0)
-        pthread_cond_wait(&c->done, &c->mu);
+    for (int i = 0; i < list->Count; i++) {
+        lane_t *l = &c->lanes[lane_of(list->Msgs[i], n)];
+        l->queue[(l->head + l->count++) % c->cfg.batch] = list->Msgs[i];
+        list->Msgs[i] = NULL;
+        pthread_cond_signal(&l->ready);
+    }
+    c->in_hand += list->Count;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Room for more messages: waits (a while) until fewer than a batch are in hand. */
+static int room(ordo_consumer_t *c)
+{
+    struct timespec until = ordo_deadline_ms(FETCH_WAIT_MS);
+    int free_slots;
+    pthread_mutex_lock(&c->mu);
+    while (c->in_hand >= c->cfg.batch)
+        if (pthread_cond_timedwait(&c->room, &c->mu, &until) != 0)
+            break;
+    free_slots = c->cfg.batch - c->in_hand;
+    pthread_mutex_unlock(&c->mu);
+    return free_slots;
+}
+
+/* Waits until the lanes have settled every message in hand (before the
+ * subscription they were delivered on goes away). */
+static void wait_settled(ordo_consumer_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    while (c->in_hand > 0)
+        pthread_cond_wait(&c->room, &c->mu);
     pthread_mutex_unlock(&c->mu);
 }
 
 /* What the consumer has ready now, up to a batch, without waiting: NATS_OK
  * with messages, or NATS_NOT_FOUND/NATS_TIMEOUT when there are none. */
-static natsStatus fetch_ready(ordo_consumer_t *c, natsSubscription *sub, natsMsgList *list)
+static natsStatus fetch_ready(natsSubscription *sub, int max, natsMsgList *list)
 {
     jsFetchRequest req;
     jsFetchRequest_Init(&req);
-    req.Batch = c->cfg.batch;
+    req.Batch = max;
     req.NoWait = true;
     req.Expires = (int64_t)FETCH_WAIT_MS * 1000000;
     return natsSubscription_FetchRequest(list, sub, &req);
 }
 
-/* Fetches one batch and handles it; false when the subscription is broken.
- * A plain Fetch of a whole batch would hold the first message that arrives
- * at an idle consumer until the batch is full or the wait is over (up to
- * FETCH_WAIT_MS on every hop of the saga), so an idle consumer waits for
- * one message only and takes the rest of the batch without waiting. */
+/* Fetches what there is room for and queues it on the lanes; false when the
+ * subscription is broken. A plain Fetch of a whole batch would hold the
+ * first message that arrives at an idle consumer until the batch is full or
+ * the wait is over (up to FETCH_WAIT_MS on every hop of the saga), so an
+ * idle consumer waits for one message only and takes the rest without waiting. */
 static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *sub)
 {
     natsMsgList list = {NULL, 0};
     jsErrCode jerr = 0;
-    natsStatus s = fetch_ready(c, sub, &list);
+    int max = room(c);
+    natsStatus s;
+
+    if (max <= 0)
+        return true;
+    s = fetch_ready(sub, max, &list);
 
     if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
         s = natsSubscription_Fetch(&list, sub, 1, FETCH_WAIT_MS, &jerr);
@@ -244,8 +281,8 @@ static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *s
         ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
         return ordo_bus_connected(bus);
     }
-    handle_batch(c, &list);
-    natsMsgList_Destroy(&list);
+    dispatch(c, &list);
+    natsMsgList_Destroy(&list);   /* the array only: the lanes own the messages */
     return true;
 }
 
@@ -264,6 +301,7 @@ static void *consumer_thread(void *arg)
         }
         atomic_store(&c->connected, ordo_bus_connected(bus));
         if (!fetch_round(c, bus, sub)) {
+            wait_settled(c);
             natsSubscription_Destroy(sub);
             sub = NULL;
             ordo_bus_destroy(bus);
@@ -271,6 +309,7 @@ static void *consumer_thread(void *arg)
             atomic_store(&c->connected, false);
         }
     }
+    wait_settled(c);
     atomic_store(&c->connected, false);
     natsSubscription_Destroy(sub);   /* not Unsubscribe: the durable stays */
     ordo_bus_destroy(bus);
@@ -282,6 +321,7 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
 {
     ordo_consumer_t *c = calloc(1, sizeof *c);
     int n = cfg->concurrency < 1 ? 1 : cfg->concurrency;
+    size_t batch = (size_t)(cfg->batch < 1 ? 1 : cfg->batch);
 
     *out = NULL;
     if (c == NULL || (c->lanes = calloc((size_t)n, sizeof *c->lanes)) == NULL) {
@@ -290,24 +330,28 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     }
     c->cfg = *cfg;
     c->cfg.concurrency = n;
+    c->cfg.batch = (int)batch;
     c->handler = handler;
     c->ctx = ctx;
     atomic_init(&c->stopping, false);
     atomic_init(&c->connected, false);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->go, NULL);
-    pthread_cond_init(&c->done, NULL);
+    pthread_cond_init(&c->room, NULL);
     for (int i = 0; i < n; i++) {
         c->lanes[i].owner = c;
         c->lanes[i].index = i;
-        if ((c->lanes[i].msgs = calloc((size_t)cfg->batch, sizeof *c->lanes[i].msgs)) == NULL ||
-            (c->lanes[i].events = calloc((size_t)cfg->batch, sizeof *c->lanes[i].events)) == NULL ||
-            (c->lanes[i].actions = calloc((size_t)cfg->batch, sizeof *c->lanes[i].actions)) == NULL) {
+        pthread_cond_init(&c->lanes[i].ready, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        lane_t *l = &c->lanes[i];
+        if ((l->queue = calloc(batch, sizeof *l->queue)) == NULL || (l->msgs = calloc(batch, sizeof *l->msgs)) == NULL ||
+            (l->events = calloc(batch, sizeof *l->events)) == NULL ||
+            (l->actions = calloc(batch, sizeof *l->actions)) == NULL) {
             ordo_consumer_destroy(c);
             return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
         }
     }
-    for (int i = 0; n > 1 && i < n; i++) {
+    for (int i = 0; i < n; i++) {
         if (pthread_create(&c->lanes[i].thread, NULL, lane_thread, &c->lanes[i]) != 0) {
             ordo_consumer_destroy(c);
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start the consumer's lanes");
@@ -334,21 +378,24 @@ void ordo_consumer_destroy(ordo_consumer_t *c)
         return;
     atomic_store(&c->stopping, true);
     if (c->started)
-        pthread_join(c->thread, NULL);
+        pthread_join(c->thread, NULL);   /* it returns once every message in hand is settled */
     pthread_mutex_lock(&c->mu);
     c->quit = true;
-    pthread_cond_broadcast(&c->go);
+    for (int i = 0; i < c->cfg.concurrency; i++)
+        pthread_cond_signal(&c->lanes[i].ready);
     pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < c->cfg.concurrency; i++) {
-        if (c->lanes[i].running)
-            pthread_join(c->lanes[i].thread, NULL);
-        free(c->lanes[i].msgs);
-        free(c->lanes[i].events);
-        free(c->lanes[i].actions);
+        lane_t *l = &c->lanes[i];
+        if (l->running)
+            pthread_join(l->thread, NULL);
+        pthread_cond_destroy(&l->ready);
+        free(l->queue);
+        free(l->msgs);
+        free(l->events);
+        free(l->actions);
     }
     free(c->lanes);
     pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->go);
-    pthread_cond_destroy(&c->done);
+    pthread_cond_destroy(&c->room);
     free(c);
 }

@@ -42,12 +42,13 @@ typedef enum ordo_msg_action {
 /**
  * Handles one event. Runs on one of the consumer's @c concurrency lane
  * threads (@p lane = 0..concurrency-1); may block on I/O. All events of one
- * aggregate in a fetched batch go to the same lane, in stream order.
+ * aggregate go to the same lane, in stream order. The consumer goes on
+ * fetching while the lanes work, up to @c batch messages in hand.
  */
 typedef ordo_msg_action (*ordo_event_cb)(void *ctx, int lane, const ordo_bus_event_t *ev);
 
 /**
- * Optional: handles a lane's share of a fetched batch at once (e.g. in one
+ * Optional: handles every message queued for a lane at once (e.g. in one
  * transaction), setting actions[i] for events[i]. When given, it is called
  * instead of the per-event handler.
  */
@@ -60,9 +61,9 @@ typedef struct ordo_consumer_config {
     int max_deliver;              /**< deliveries before a failing message is terminated */
     int ack_wait_ms;              /**< redelivery when neither acked nor nacked */
     int retry_delay_ms;           /**< redelivery delay after ORDO_MSG_RETRY */
-    int batch;                    /**< messages per fetch */
+    int batch;                    /**< most messages fetched and not yet settled */
     int max_ack_pending;
-    int concurrency;              /**< lanes handling a fetched batch in parallel (>= 1) */
+    int concurrency;              /**< lanes handling messages in parallel (>= 1) */
     ordo_batch_cb batch_handler;  /**< NULL: the per-event handler */
 } ordo_consumer_config_t;
 
