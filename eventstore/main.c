@@ -22,7 +22,7 @@ static const ordo_option_t options[] = {
     OPT("max-message-bytes", "ORDO_MAX_MESSAGE_BYTES", "1048576", ORDO_OPT_INT, max_message_bytes, 1024, 64 << 20, "largest gRPC request accepted (RESOURCE_EXHAUSTED above)"),
     OPT("max-event-bytes", "ORDO_MAX_EVENT_BYTES", "524288", ORDO_OPT_INT, max_event_bytes, 16, 900 << 10, "largest event_data accepted (must fit a NATS message)"),
     OPT("max-batch-events", "ORDO_MAX_BATCH_EVENTS", "1000", ORDO_OPT_INT, max_batch_events, 1, 100000, "most events in one CreateEvent"),
-    OPT("writers", "ORDO_WRITERS", "2", ORDO_OPT_INT, writers, 1, 64, "writer threads (database connections that append)"),
+    OPT("writers", "ORDO_WRITERS", "1", ORDO_OPT_INT, writers, 1, 64, "writer threads (database connections that append)"),
     OPT("group-commit-max", "ORDO_GROUP_COMMIT_MAX", "256", ORDO_OPT_INT, group_commit_max, 1, 4096, "CreateEvent calls per transaction (1: one transaction per call)"),
     OPT("group-commit-wait-us", "ORDO_GROUP_COMMIT_WAIT_US", "0", ORDO_OPT_INT, group_commit_wait_us, 0, 100000, "how long a writer waits for more calls to fill a batch"),
     OPT("readers", "ORDO_READERS", "2", ORDO_OPT_INT, readers, 1, 64, "reader threads for GetEvents and admin calls"),
