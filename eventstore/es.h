@@ -87,6 +87,7 @@ typedef struct es_append {
     int64_t expected;             /* -1: any */
     int64_t *positions;           /* each event's position and created_at (µs), */
     int64_t *created;             /* filled by the INSERT for the relay */
+    char **stored;                /* each event's data as stored (the JSONB text readers get), for the relay */
     /* result, reset on every attempt */
     ordo_status st;
     char msg[256];

@@ -112,6 +112,10 @@ void es_append_free(es_append_t *a)
         for (size_t i = 0; i < a->n; i++)
             free(a->metadata[i]);
     free(a->metadata);
+    if (a->stored != NULL)
+        for (size_t i = 0; i < a->n; i++)
+            free(a->stored[i]);
+    free(a->stored);
     free(a->ids);
     free(a->positions);
     free(a->created);
@@ -150,7 +154,8 @@ ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
 
     a = calloc(1, sizeof *a);
     if (a == NULL || (a->ids = calloc(n, sizeof *a->ids)) == NULL || (a->metadata = calloc(n, sizeof *a->metadata)) == NULL ||
-        (a->positions = calloc(n, sizeof *a->positions)) == NULL || (a->created = calloc(n, sizeof *a->created)) == NULL) {
+        (a->positions = calloc(n, sizeof *a->positions)) == NULL || (a->created = calloc(n, sizeof *a->created)) == NULL ||
+        (a->stored = calloc(n, sizeof *a->stored)) == NULL) {
         es_append_free(a);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }

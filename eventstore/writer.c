@@ -76,11 +76,12 @@ static const char *const INSERT_SQL =
     "              $9::text[], $10::text[], $11::text[])"
     "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"
     "  ORDER BY u.ord"
-    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us"
+    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us,"
+    "            event_data::text AS stored"
     "), ob AS ("
     "  INSERT INTO outbox (position) SELECT position FROM ins"
     ") "
-    "SELECT position, event_id::text, created_us FROM ins ORDER BY position";
+    "SELECT position, event_id::text, created_us, stored FROM ins ORDER BY position";
 
 void es_writer_session_sql(const es_config_t *cfg, char *out, size_t cap)
 {
@@ -310,6 +311,8 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
             }
             a->positions[k] = strtoll(PQgetvalue(res, row, 0), NULL, 10);
             a->created[k] = strtoll(PQgetvalue(res, row, 2), NULL, 10);
+            free(a->stored[k]);   /* from an attempt that was rolled back */
+            a->stored[k] = strdup(PQgetvalue(res, row, 3));
         }
         a->position = a->positions[a->n - 1];
     }
@@ -395,11 +398,15 @@ static void requeue_front(lane_t *l, es_append_t *a)
     pthread_mutex_unlock(&l->mu);
 }
 
+/* The bus carries event_data as stored (JSONB text), the same bytes
+ * GetEvents returns and the relay reads back from the outbox. Without that
+ * text (out of memory) nothing is offered: the relay reads the outbox. */
 static void offer_to_relay(es_relay_t *relay, const es_append_t *a)
 {
-    for (size_t k = 0; relay != NULL && k < a->n; k++) {
+    for (size_t k = 0; relay != NULL && k < a->n && a->stored[k] != NULL; k++) {
         Eventstore__Event ev = *a->events[k];
         ev.event_id = (char *)a->ids[k];
+        ev.event_data = a->stored[k];
         ev.version = a->version - (int64_t)a->n + 1 + (int64_t)k;
         ev.position = a->positions[k];
         ev.created_at = a->created[k];

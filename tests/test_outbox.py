@@ -58,6 +58,13 @@ def test_envelope(c, t):
          "metadata headers")
     import json
     t.eq(json.loads(m["data"]), {"total": 3}, "body is the event data")
+    odd = c.event("env-2")
+    odd.event_data = '{"b":   1, "a": [1,2],  "a2": "x"}'
+    c.append(odd)
+    wait_for(lambda: backlog(c) == 0, 10, "the outbox to drain")
+    stored2 = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="env-2"), timeout=10).events[0].event_data
+    body = [m for m in c.bus_dump() if m["headers"].get("Ordo-Aggregate-Id") == "env-2"][0]["data"]
+    t.eq(body, stored2, "the bus body is event_data as stored, byte for byte what GetEvents returns")
     sp = c.append(c.event("env sp*ce>", aggregate_type="odd type"))
     wait_for(lambda: backlog(c) == 0, 10, "the outbox to drain")
     odd = [m for m in c.bus_dump() if m["headers"].get("Ordo-Position") == str(sp.position)]
