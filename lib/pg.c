@@ -1,5 +1,6 @@
 #include "ordo/pg.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@ ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const
     pg->conn = NULL;
     pg->url = url;
     pg->name = name;
+    pg->n_prepared = 0;
+    pg->pending_begin = NULL;
     pg->setup_sql = setup_sql;
     return ordo_pg_ensure(pg, err);
 }
@@ -23,6 +26,7 @@ void ordo_pg_close(ordo_pg_t *pg)
         PQfinish(pg->conn);
     pg->conn = NULL;
     pg->n_prepared = 0;
+    pg->pending_begin = NULL;
 }
 
 ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
@@ -90,6 +94,71 @@ ordo_status ordo_pg_check(PGconn *conn, const PGresult *res, ordo_error_t *err)
                           text ? text : PQerrorMessage(conn));
 }
 
+/* A transaction's BEGIN and its first statement in one round trip (libpq
+ * pipeline mode). Returns the statement's result, or the BEGIN's when that
+ * failed; NULL (and the connection closed) when the connection broke. */
+static PGresult *begin_and_run(ordo_pg_t *pg, const char *begin, const char *name, const char *sql, int n,
+                               const char *const *values)
+{
+    PGconn *c = pg->conn;
+    PGresult *results[2] = {NULL, NULL};
+    int got = 0;
+    bool synced = false;
+
+    if (PQenterPipelineMode(c) != 1) {   /* not idle: no pipeline, two round trips */
+        PGresult *r = PQexec(c, begin);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return r;
+        PQclear(r);
+        return name != NULL ? PQexecPrepared(c, name, n, values, NULL, NULL, 0)
+                            : PQexecParams(c, sql, n, NULL, values, NULL, NULL, 0);
+    }
+    if (PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1 &&
+        (name != NULL ? PQsendQueryPrepared(c, name, n, values, NULL, NULL, 0)
+                      : PQsendQueryParams(c, sql, n, NULL, values, NULL, NULL, 0)) == 1 &&
+        PQpipelineSync(c) == 1) {
+        /* BEGIN's result, NULL, the statement's, NULL, then the sync point */
+        for (int i = 0; i < 8 && !synced && PQstatus(c) == CONNECTION_OK; i++) {
+            PGresult *r = PQgetResult(c);
+            if (r == NULL)
+                continue;
+            if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
+                synced = true;
+            else if (got < 2)
+                results[got++] = r;
+            else
+                PQclear(r);
+            if (synced)
+                PQclear(r);
+        }
+    }
+    if (!synced || PQexitPipelineMode(c) != 1) {
+        PQclear(results[0]);
+        PQclear(results[1]);
+        ordo_pg_close(pg);          /* the next call reconnects */
+        return NULL;
+    }
+    if (results[0] == NULL || PQresultStatus(results[0]) != PGRES_COMMAND_OK) {
+        PQclear(results[1]);
+        return results[0];
+    }
+    PQclear(results[0]);
+    return results[1];
+}
+
+/* Runs one statement (prepared when @p name is set), with the pending BEGIN
+ * of a transaction if there is one. */
+static PGresult *run(ordo_pg_t *pg, const char *name, const char *sql, int n, const char *const *values)
+{
+    const char *begin = pg->pending_begin;
+
+    pg->pending_begin = NULL;
+    if (begin != NULL)
+        return begin_and_run(pg, begin, name, sql, n, values);
+    return name != NULL ? PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0)
+                        : PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
+}
+
 ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
                           PGresult **out, ordo_error_t *err)
 {
@@ -100,7 +169,7 @@ ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *con
         *out = NULL;
     if (pg->conn == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    res = PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
+    res = run(pg, NULL, sql, n, values);
     st = ordo_pg_check(pg->conn, res, err);
     if (st == ORDO_OK && out != NULL)
         *out = res;
@@ -139,7 +208,7 @@ ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
     if ((st = prepare(pg, name, sql, n, err)) != ORDO_OK)
         return st;
-    res = PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0);
+    res = run(pg, name, sql, n, values);
     st = ordo_pg_check(pg->conn, res, err);
     if (st == ORDO_OK && out != NULL)
         *out = res;
@@ -155,6 +224,15 @@ ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
 
     if (pg->conn == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    if (pg->pending_begin != NULL) {    /* a simple-protocol string cannot join a pipeline */
+        const char *begin = pg->pending_begin;
+        pg->pending_begin = NULL;
+        res = PQexec(pg->conn, begin);
+        st = ordo_pg_check(pg->conn, res, err);
+        PQclear(res);
+        if (st != ORDO_OK)
+            return st;
+    }
     res = PQexec(pg->conn, sql);
     st = ordo_pg_check(pg->conn, res, err);
     PQclear(res);
@@ -190,10 +268,16 @@ ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries
             ordo_backoff_sleep(&tx->policy, attempt - 1);
         }
         st = ordo_pg_ensure(pg, &last);
-        if (st == ORDO_OK)
-            st = ordo_pg_exec(pg, tx->begin_sql, &last);
-        if (st == ORDO_OK)
+        /* BEGIN goes out with the body's first statement (one round trip) */
+        bool began = false;
+        if (st == ORDO_OK) {
+            pg->pending_begin = tx->begin_sql;
             st = tx->body(pg, tx->arg, &last);
+            began = pg->pending_begin == NULL;
+            pg->pending_begin = NULL;
+            if (st == ORDO_OK && !began)
+                return ORDO_OK;             /* the body ran no statement: nothing to commit */
+        }
         if (st == ORDO_OK) {
             st = ordo_pg_exec(pg, "COMMIT", &last);
             if (st == ORDO_OK)
@@ -203,7 +287,7 @@ ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries
                 if (st == ORDO_OK)
                     return ORDO_OK;
             }
-        } else if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
+        } else if (began && pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
             PGresult *res = PQexec(pg->conn, "ROLLBACK");
             PQclear(res);
         }

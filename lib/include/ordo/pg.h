@@ -20,6 +20,7 @@ typedef struct ordo_pg {
     const char *url;        /**< not owned: must outlive the handle */
     const char *name;       /**< application_name in pg_stat_activity (not owned); NULL: the service's name */
     const char *setup_sql;  /**< run after every (re)connect, e.g. session timeouts; may be NULL */
+    const char *pending_begin; /**< ordo_pg_transact's BEGIN, sent together with the next statement */
     const char *prepared[ORDO_PG_MAX_PREPARED]; /**< statement names prepared on this connection */
     int n_prepared;
 } ordo_pg_t;
