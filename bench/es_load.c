@@ -289,9 +289,9 @@ int main(int argc, char **argv)
     printf("%-28s mode=%-8s clients=%-4d rate=%-6d events/s=%-9.0f p50=%.2fms p99=%.2fms p99.9=%.2fms errors=%ld conflicts=%ld\n",
            cfg.label, cfg.mode, cfg.clients, cfg.rate, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
            pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
-    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"events_per_s\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
-           "\"p999_ms\":%.3f,\"errors\":%ld,\"conflicts\":%ld}\n",
-           cfg.label, cfg.mode, cfg.clients, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
+    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"events\":%zu,\"events_per_s\":%.0f,\"p50_ms\":%.3f,"
+           "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"errors\":%ld,\"conflicts\":%ld}\n",
+           cfg.label, cfg.mode, cfg.clients, (size_t)r.n, (double)r.n / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
            pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
     free(r.lat);
     free(r.data);

@@ -58,7 +58,7 @@ static ordo_status claim(es_lease_t *l, ordo_pg_t *pg, bool *held, ordo_error_t 
 bool es_lease_hold(es_lease_t *l, ordo_pg_t *pg, bool *gained)
 {
     int64_t now = mono_ms();
-    bool was = l->held && now < l->valid_until, held = false;
+    bool was = l->held && now < l->valid_until, held = false, reached = true;
     ordo_error_t err;
 
     *gained = false;
@@ -69,6 +69,7 @@ bool es_lease_hold(es_lease_t *l, ordo_pg_t *pg, bool *gained)
             ORDO_WARN("relay cannot claim the lease; nothing is published meanwhile", "err=\"%s\"", err.msg);
         l->warned = true;
         held = false;
+        reached = false;
     } else {
         l->warned = false;
     }
@@ -81,7 +82,9 @@ bool es_lease_hold(es_lease_t *l, ordo_pg_t *pg, bool *gained)
     if (held && !l->held)
         ORDO_INFO("relay holds the lease: this instance publishes the outbox", "holder=%s", l->holder);
     else if (!held && l->held)
-        ORDO_INFO("relay lease lost: another instance publishes the outbox", "holder=%s", l->holder);
+        ORDO_INFO(reached ? "relay lease lost: another instance publishes the outbox"
+                          : "relay lease given up: the database is unreachable",
+                  "holder=%s", l->holder);
     *gained = held && !was;
     l->held = held;
     return held;

@@ -294,6 +294,10 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
             return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory building the insert");
         params[i] = ordo_buf_str(&b->a[i]);
     }
+    /* The INSERT is the transaction's last statement: its COMMIT goes out
+     * with it. (Once it returns, the rows are committed: what follows only
+     * reads its answer.) */
+    ordo_pg_commit_with_next(pg);
     st = ordo_pg_query_prepared(pg, "es_insert", INSERT_SQL, 11, params, &res, err);
     if (st == ORDO_CONFLICT)     /* the same event id or version committed meanwhile elsewhere */
         return ORDO_RETRY;

@@ -16,6 +16,7 @@ ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const
     pg->name = name;
     pg->n_prepared = 0;
     pg->pending_begin = NULL;
+    pg->commit = ORDO_PG_COMMIT_NONE;
     pg->setup_sql = setup_sql;
     return ordo_pg_ensure(pg, err);
 }
@@ -26,7 +27,7 @@ void ordo_pg_close(ordo_pg_t *pg)
         PQfinish(pg->conn);
     pg->conn = NULL;
     pg->n_prepared = 0;
-    pg->pending_begin = NULL;
+    pg->pending_begin = NULL;   /* (commit keeps what became of a COMMIT lost with the connection) */
 }
 
 ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
@@ -94,69 +95,99 @@ ordo_status ordo_pg_check(PGconn *conn, const PGresult *res, ordo_error_t *err)
                           text ? text : PQerrorMessage(conn));
 }
 
-/* A transaction's BEGIN and its first statement in one round trip (libpq
- * pipeline mode). Returns the statement's result, or the BEGIN's when that
- * failed; NULL (and the connection closed) when the connection broke. */
-static PGresult *begin_and_run(ordo_pg_t *pg, const char *begin, const char *name, const char *sql, int n,
-                               const char *const *values)
+/* Records what became of a COMMIT sent with the last statement. */
+static void note_commit(ordo_pg_t *pg, PGresult *stmt, PGresult *commit)
+{
+    if (stmt == NULL || PQresultStatus(stmt) == PGRES_FATAL_ERROR || PQresultStatus(stmt) == PGRES_PIPELINE_ABORTED)
+        pg->commit = ORDO_PG_COMMIT_SKIPPED;          /* the statement failed: the body says so */
+    else if (commit == NULL)
+        pg->commit = ORDO_PG_COMMIT_UNKNOWN;          /* the answer was lost */
+    else if (PQresultStatus(commit) == PGRES_COMMAND_OK)
+        pg->commit = ORDO_PG_COMMIT_DONE;
+    else {
+        pg->commit = ORDO_PG_COMMIT_FAILED;
+        pg->commit_status = ordo_pg_check(pg->conn, commit, &pg->commit_err);
+    }
+}
+
+/* The statement with what goes out with it in one round trip (libpq
+ * pipeline mode): the transaction's pending BEGIN before it, its COMMIT
+ * after it. Returns the statement's result, or the BEGIN's when that failed;
+ * NULL (and the connection closed) when the connection broke. */
+static PGresult *pipeline(ordo_pg_t *pg, const char *begin, const char *name, const char *sql, int n,
+                          const char *const *values, bool commit)
 {
     PGconn *c = pg->conn;
-    PGresult *results[2] = {NULL, NULL};
-    int got = 0;
-    bool synced = false;
+    PGresult *results[3] = {NULL, NULL, NULL}, *stmt;
+    int want = (begin != NULL) + 1 + commit, got = 0;
+    bool synced = false, sent;
 
-    if (PQenterPipelineMode(c) != 1) {   /* not idle: no pipeline, two round trips */
-        PGresult *r = PQexec(c, begin);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            return r;
-        PQclear(r);
-        return name != NULL ? PQexecPrepared(c, name, n, values, NULL, NULL, 0)
-                            : PQexecParams(c, sql, n, NULL, values, NULL, NULL, 0);
+    if (PQenterPipelineMode(c) != 1)
+        return NULL;
+    sent = (begin == NULL || PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1) &&
+           (name != NULL ? PQsendQueryPrepared(c, name, n, values, NULL, NULL, 0)
+                         : PQsendQueryParams(c, sql, n, NULL, values, NULL, NULL, 0)) == 1 &&
+           (!commit || PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1) && PQpipelineSync(c) == 1;
+    /* each command's result and a NULL after it, then the sync point */
+    for (int i = 0; sent && i < 4 * want && !synced && PQstatus(c) == CONNECTION_OK; i++) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL)
+            continue;
+        synced = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        if (!synced && got < want)
+            results[got++] = r;
+        else
+            PQclear(r);
     }
-    if (PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1 &&
-        (name != NULL ? PQsendQueryPrepared(c, name, n, values, NULL, NULL, 0)
-                      : PQsendQueryParams(c, sql, n, NULL, values, NULL, NULL, 0)) == 1 &&
-        PQpipelineSync(c) == 1) {
-        /* BEGIN's result, NULL, the statement's, NULL, then the sync point */
-        for (int i = 0; i < 8 && !synced && PQstatus(c) == CONNECTION_OK; i++) {
-            PGresult *r = PQgetResult(c);
-            if (r == NULL)
-                continue;
-            if (PQresultStatus(r) == PGRES_PIPELINE_SYNC)
-                synced = true;
-            else if (got < 2)
-                results[got++] = r;
-            else
-                PQclear(r);
-            if (synced)
-                PQclear(r);
-        }
+    if (begin != NULL && results[0] != NULL && PQresultStatus(results[0]) != PGRES_COMMAND_OK) {
+        stmt = results[0];                          /* BEGIN failed: the rest did not run */
+        results[0] = NULL;
+    } else {
+        stmt = results[begin != NULL];
+        results[begin != NULL] = NULL;
     }
+    if (commit)
+        note_commit(pg, stmt, synced ? results[want - 1] : NULL);
+    for (int i = 0; i < 3; i++)
+        PQclear(results[i]);
     if (!synced || PQexitPipelineMode(c) != 1) {
-        PQclear(results[0]);
-        PQclear(results[1]);
         ordo_pg_close(pg);          /* the next call reconnects */
+        /* an error stays an error; an answer whose COMMIT's answer was lost
+         * goes to the body, and ordo_pg_transact resolves the outcome */
+        if (stmt != NULL && (PQresultStatus(stmt) == PGRES_FATAL_ERROR || pg->commit == ORDO_PG_COMMIT_UNKNOWN))
+            return stmt;
+        PQclear(stmt);              /* the transaction is gone with the connection */
         return NULL;
     }
-    if (results[0] == NULL || PQresultStatus(results[0]) != PGRES_COMMAND_OK) {
-        PQclear(results[1]);
-        return results[0];
-    }
-    PQclear(results[0]);
-    return results[1];
+    return stmt;
 }
 
 /* Runs one statement (prepared when @p name is set), with the pending BEGIN
- * of a transaction if there is one. */
+ * of a transaction and the COMMIT asked for by ordo_pg_commit_with_next(). */
 static PGresult *run(ordo_pg_t *pg, const char *name, const char *sql, int n, const char *const *values)
 {
     const char *begin = pg->pending_begin;
+    bool commit = pg->commit == ORDO_PG_COMMIT_NEXT;
+    PGresult *res;
 
     pg->pending_begin = NULL;
-    if (begin != NULL)
-        return begin_and_run(pg, begin, name, sql, n, values);
+    if (begin != NULL || commit) {
+        if ((res = pipeline(pg, begin, name, sql, n, values, commit)) != NULL || pg->conn == NULL)
+            return res;
+        /* not idle, so no pipeline: one round trip each */
+        if (commit)
+            pg->commit = ORDO_PG_COMMIT_NONE;       /* the transaction commits as usual */
+        if (begin != NULL && (res = PQexec(pg->conn, begin)) != NULL && PQresultStatus(res) != PGRES_COMMAND_OK)
+            return res;
+        PQclear(res);
+    }
     return name != NULL ? PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0)
                         : PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
+}
+
+void ordo_pg_commit_with_next(ordo_pg_t *pg)
+{
+    pg->commit = ORDO_PG_COMMIT_NEXT;
 }
 
 ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
@@ -270,16 +301,28 @@ ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries
         st = ordo_pg_ensure(pg, &last);
         /* BEGIN goes out with the body's first statement (one round trip) */
         bool began = false;
+        ordo_pg_commit commit = ORDO_PG_COMMIT_NONE;
         if (st == ORDO_OK) {
             pg->pending_begin = tx->begin_sql;
+            pg->commit = ORDO_PG_COMMIT_NONE;
             st = tx->body(pg, tx->arg, &last);
             began = pg->pending_begin == NULL;
+            commit = pg->commit;
             pg->pending_begin = NULL;
+            pg->commit = ORDO_PG_COMMIT_NONE;
             if (st == ORDO_OK && !began)
                 return ORDO_OK;             /* the body ran no statement: nothing to commit */
         }
-        if (st == ORDO_OK) {
-            st = ordo_pg_exec(pg, "COMMIT", &last);
+        if (st == ORDO_OK && commit == ORDO_PG_COMMIT_DONE)
+            return ORDO_OK;                 /* committed with the last statement */
+        if (st == ORDO_OK && commit == ORDO_PG_COMMIT_FAILED) {
+            st = pg->commit_status;         /* a failed COMMIT ends the transaction */
+            last = pg->commit_err;
+        } else if (st == ORDO_OK) {
+            if (commit == ORDO_PG_COMMIT_UNKNOWN)   /* sent with the last statement; its answer was lost */
+                st = ordo_error_set(&last, ORDO_UNAVAILABLE, "database connection lost at COMMIT");
+            else
+                st = ordo_pg_exec(pg, "COMMIT", &last);
             if (st == ORDO_OK)
                 return ORDO_OK;
             if (st == ORDO_UNAVAILABLE) {

@@ -7,7 +7,7 @@ import uuid
 
 import grpc
 
-from harness import Cluster, run_tests, wait_for
+from harness import BUILD, Cluster, run_tests, wait_for
 
 C = grpc.StatusCode
 
@@ -131,7 +131,34 @@ def test_rolled_back_gap_is_skipped(c, t):
     t.ok(waited >= GAP_TIMEOUT_MS / 1000 - 1.0, f"but only after the gap timeout ({waited:.1f}s)")
 
 
+def test_writer_connections_killed_under_load(c, t):
+    """The writer's connection is cut again and again under load (pg_terminate_backend), at
+    any point of its transactions, COMMIT included: every call still gets an answer, what
+    was acknowledged is stored exactly once, and nothing else is."""
+    import json
+    import os
+    import subprocess
+    before = c.sql("SELECT count(*) FROM events WHERE aggregate_type = 'bench'")[0][0]
+    load = subprocess.Popen([os.path.join(BUILD, "bench", "es_load"), "--addr", f"127.0.0.1:{c.es_port}",
+                             "--clients", "16", "--seconds", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    killed = 0
+    for _ in range(20):
+        time.sleep(0.2)
+        killed += c.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = 'eventstore writer'")[0][0]
+    out, errs = load.communicate(timeout=60)
+    res = json.loads(out.strip().splitlines()[-1])
+    t.ok(killed >= 10, f"the writer's connection was cut {killed} times during the load")
+    t.eq(res["errors"], 0, f"every CreateEvent succeeded ({res['events']} appends){': ' + errs[-300:] if errs else ''}")
+    stored = c.sql("SELECT count(*), count(DISTINCT event_id) FROM events WHERE aggregate_type = 'bench'")[0]
+    t.eq((stored[0] - before, stored[1] - before), (res["events"], res["events"]),
+         "exactly the acknowledged appends are stored, each once")
+    resolved = open(os.path.join(c.dir, "eventstore.log")).read().count("commit outcome resolved")
+    print(f"# COMMIT answers lost with the connection and resolved by event id: {resolved}")
+
+
 if __name__ == "__main__":
     run_tests([test_forced_serialization_failure, test_late_commit_is_not_skipped, test_rolled_back_gap_is_skipped,
-               test_database_down],
+               test_database_down, test_writer_connections_killed_under_load],
               lambda: Cluster(gap_timeout_ms=GAP_TIMEOUT_MS, statement_timeout_ms=500))

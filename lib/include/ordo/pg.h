@@ -15,12 +15,25 @@
 
 #define ORDO_PG_MAX_PREPARED 16
 
+/** What became of a COMMIT sent together with a transaction's last statement. */
+typedef enum ordo_pg_commit {
+    ORDO_PG_COMMIT_NONE = 0,   /**< not asked for: ordo_pg_transact commits */
+    ORDO_PG_COMMIT_NEXT,       /**< asked for: goes out with the next statement */
+    ORDO_PG_COMMIT_DONE,       /**< committed */
+    ORDO_PG_COMMIT_FAILED,     /**< the COMMIT failed (commit_status, commit_err) */
+    ORDO_PG_COMMIT_SKIPPED,    /**< the statement failed, so the COMMIT did not run */
+    ORDO_PG_COMMIT_UNKNOWN,    /**< the answer was lost with the connection */
+} ordo_pg_commit;
+
 typedef struct ordo_pg {
     PGconn *conn;
     const char *url;        /**< not owned: must outlive the handle */
     const char *name;       /**< application_name in pg_stat_activity (not owned); NULL: the service's name */
     const char *setup_sql;  /**< run after every (re)connect, e.g. session timeouts; may be NULL */
     const char *pending_begin; /**< ordo_pg_transact's BEGIN, sent together with the next statement */
+    ordo_pg_commit commit;     /**< see ordo_pg_commit_with_next() */
+    ordo_status commit_status;
+    ordo_error_t commit_err;
     const char *prepared[ORDO_PG_MAX_PREPARED]; /**< statement names prepared on this connection */
     int n_prepared;
 } ordo_pg_t;
@@ -73,6 +86,14 @@ typedef struct ordo_pg_tx {
     void *arg;
     ordo_retry_policy_t policy;
 } ordo_pg_tx_t;
+
+/**
+ * Inside a transaction body: the next statement is the body's last, so the
+ * COMMIT goes out with it in one round trip. Only for a body that does not
+ * need to undo anything after that statement returns: once it has, the
+ * transaction is committed.
+ */
+void ordo_pg_commit_with_next(ordo_pg_t *pg);
 
 /**
  * Runs @p tx, retrying as a whole on ORDO_RETRY (40001/40P01) and on a lost
