@@ -152,9 +152,11 @@ static PGresult *pipeline(ordo_pg_t *pg, const char *begin, const char *name, co
         PQclear(results[i]);
     if (!synced || PQexitPipelineMode(c) != 1) {
         ordo_pg_close(pg);          /* the next call reconnects */
-        /* an error stays an error; an answer whose COMMIT's answer was lost
-         * goes to the body, and ordo_pg_transact resolves the outcome */
-        if (stmt != NULL && (PQresultStatus(stmt) == PGRES_FATAL_ERROR || pg->commit == ORDO_PG_COMMIT_UNKNOWN))
+        /* an error stays an error; an answer whose COMMIT went through, or
+         * whose COMMIT's answer was lost (ordo_pg_transact resolves that),
+         * goes to the body */
+        if (stmt != NULL && (PQresultStatus(stmt) == PGRES_FATAL_ERROR || pg->commit == ORDO_PG_COMMIT_DONE ||
+                             pg->commit == ORDO_PG_COMMIT_UNKNOWN))
             return stmt;
         PQclear(stmt);              /* the transaction is gone with the connection */
         return NULL;
