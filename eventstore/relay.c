@@ -469,7 +469,13 @@ static bool lead(es_relay_t *r, ordo_pg_t *pg)
 static void *relay_thread(void *arg)
 {
     es_relay_t *r = arg;
-    ordo_pg_t pg = {.url = r->ctx->cfg->database_url, .name = "eventstore relay"};
+    /* What the relay writes is bookkeeping that may be lost in a database
+     * crash without harm: outbox rows deleted after their PubAck come back
+     * and go out again (JetStream drops them by id), a set-aside is redone,
+     * a lease renewal is retried. So its commits do not wait for the WAL
+     * flush, and do not queue the writers' flushes behind theirs. */
+    ordo_pg_t pg = {.url = r->ctx->cfg->database_url, .name = "eventstore relay",
+                    .setup_sql = "SET synchronous_commit = off"};
     ordo_bus_t *bus = NULL;
     bool warned = false, draining = false;
     int failures = 0;
