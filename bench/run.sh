@@ -3,7 +3,7 @@
 # (fsync on, synchronous_commit on), then
 #   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates,
 #      and at half the 64-client throughput (latency at a fixed rate)
-#   2. hot aggregates with expected versions
+#   2. hot aggregates with expected versions; 10 events per call (the batch form)
 #   3. the naive path: one transaction per call (--group-commit-max 1)
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
 #      orders as fast as possible and at half that rate (bench/e2e_load),
@@ -71,6 +71,7 @@ load group-commit --clients 1;  gc1=$eps
 load group-commit --clients 64; gc64=$eps
 load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
 load group-commit-hot --clients 64 --mode hot --hot 8
+load group-commit-batch10 --clients 64 --events-per-call 10; gcb=$eps
 stop_es
 start_es --group-commit-max 1 --writers 16
 load naive --clients 1;  nv1=$eps
@@ -122,5 +123,6 @@ $psql -c "DROP TABLE bench_events"
 
 say "ratios: group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@64 / naive@64         = $(awk -v a="$gc64" -v b="$nv64" 'BEGIN{printf "%.2f", a/b}')"
+say "        10 events per call @64 / ceiling   = $(awk -v a="$gcb" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@1  / naive@1          = $(awk -v a="$gc1" -v b="$nv1" 'BEGIN{printf "%.2f", a/b}')"
 echo "results: $out"
