@@ -39,7 +39,7 @@ typedef struct oq_ctx {
 /* The consumer's handler: applies one event exactly once in effect. */
 ordo_msg_action oq_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
 
-/* The same for a lane's share of a batch, in one transaction. */
+/* The same for the events queued on a lane, in one transaction. */
 void oq_handle_batch(void *ctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions);
 
 /* Empties the read model and replays every order event from the store.

@@ -7,7 +7,7 @@
  * first fetches the missing events from the event store and applies them in
  * order. Instances share the durable consumer; the row lock (and the
  * version condition, re-checked after a concurrent update) serialises them.
- * A lane applies its share of each fetched batch in one transaction (one
+ * A lane applies the events queued for it in one transaction (one
  * commit), falling back to one transaction per event if any event fails.
  */
 #include <stdio.h>
@@ -248,7 +248,7 @@ void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n
     ordo_error_t err = {0};
     ordo_status st = ORDO_NO_MEMORY;
 
-    /* One transaction (one commit) for the lane's share of the batch, taking
+    /* One transaction (one commit) for the events queued on the lane, taking
      * the rows' locks in one global order (by order id): another instance
      * holding other events of the same orders cannot deadlock with it ... */
     if (b.events != NULL) {
