@@ -122,9 +122,10 @@ static PGresult *pipeline(ordo_pg_t *pg, const char *begin, const char *name, co
     int want = (begin != NULL) + 1 + commit, got = 0;
     bool synced = false, sent;
 
-    if (PQenterPipelineMode(c) != 1)
-        return NULL;
-    sent = (begin == NULL || PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1) &&
+    /* (our calls are synchronous, so the connection is idle here; if it is
+     * not, it is in no state to trust: the sends below fail and it is closed) */
+    sent = PQenterPipelineMode(c) == 1 &&
+           (begin == NULL || PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1) &&
            (name != NULL ? PQsendQueryPrepared(c, name, n, values, NULL, NULL, 0)
                          : PQsendQueryParams(c, sql, n, NULL, values, NULL, NULL, 0)) == 1 &&
            (!commit || PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1) && PQpipelineSync(c) == 1;
@@ -170,19 +171,10 @@ static PGresult *run(ordo_pg_t *pg, const char *name, const char *sql, int n, co
 {
     const char *begin = pg->pending_begin;
     bool commit = pg->commit == ORDO_PG_COMMIT_NEXT;
-    PGresult *res;
 
     pg->pending_begin = NULL;
-    if (begin != NULL || commit) {
-        if ((res = pipeline(pg, begin, name, sql, n, values, commit)) != NULL || pg->conn == NULL)
-            return res;
-        /* not idle, so no pipeline: one round trip each */
-        if (commit)
-            pg->commit = ORDO_PG_COMMIT_NONE;       /* the transaction commits as usual */
-        if (begin != NULL && (res = PQexec(pg->conn, begin)) != NULL && PQresultStatus(res) != PGRES_COMMAND_OK)
-            return res;
-        PQclear(res);
-    }
+    if (begin != NULL || commit)
+        return pipeline(pg, begin, name, sql, n, values, commit);
     return name != NULL ? PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0)
                         : PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
 }
@@ -192,23 +184,29 @@ void ordo_pg_commit_with_next(ordo_pg_t *pg)
     pg->commit = ORDO_PG_COMMIT_NEXT;
 }
 
-ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
-                          PGresult **out, ordo_error_t *err)
+/* Runs the statement (prepared when @p name is set) and checks its result:
+ * on ORDO_OK, *out (if given) owns it. */
+static ordo_status query(ordo_pg_t *pg, const char *name, const char *sql, int n, const char *const *values,
+                         PGresult **out, ordo_error_t *err)
 {
-    PGresult *res;
-    ordo_status st;
+    PGresult *res = run(pg, name, sql, n, values);
+    ordo_status st = ordo_pg_check(pg->conn, res, err);
 
-    if (out != NULL)
-        *out = NULL;
-    if (pg->conn == NULL)
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    res = run(pg, NULL, sql, n, values);
-    st = ordo_pg_check(pg->conn, res, err);
     if (st == ORDO_OK && out != NULL)
         *out = res;
     else
         PQclear(res);
     return st;
+}
+
+ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
+                          PGresult **out, ordo_error_t *err)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (pg->conn == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    return query(pg, NULL, sql, n, values, out, err);
 }
 
 static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int n, ordo_error_t *err)
@@ -232,7 +230,6 @@ static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int
 ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *sql, int n,
                                    const char *const *values, PGresult **out, ordo_error_t *err)
 {
-    PGresult *res;
     ordo_status st;
 
     if (out != NULL)
@@ -241,13 +238,7 @@ ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
     if ((st = prepare(pg, name, sql, n, err)) != ORDO_OK)
         return st;
-    res = run(pg, name, sql, n, values);
-    st = ordo_pg_check(pg->conn, res, err);
-    if (st == ORDO_OK && out != NULL)
-        *out = res;
-    else
-        PQclear(res);
-    return st;
+    return query(pg, name, sql, n, values, out, err);
 }
 
 ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
