@@ -430,11 +430,9 @@ static void tell_watermark(es_writer_t *w, es_append_t **items, size_t n)
     if (count == 0)
         return;
     if ((positions = malloc(count * sizeof *positions)) == NULL) {
-        int64_t last = 0;     /* no memory for the list: the database walk finds them */
-        for (size_t i = 0; i < n; i++)
-            if (live(items[i]) && items[i]->position > last)
-                last = items[i]->position;
-        es_watermark_committed(w->ctx->watermark, &last, 1);
+        for (size_t i = 0; i < n; i++)   /* no memory for one list: one call per append */
+            if (live(items[i]))
+                es_watermark_committed(w->ctx->watermark, items[i]->positions, items[i]->n);
         return;
     }
     for (size_t i = 0; i < n; i++)
