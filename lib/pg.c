@@ -36,10 +36,16 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
         return ORDO_OK;
     ordo_pg_close(pg);
     {
-        /* the URL may name its own application_name; ours is the fallback */
-        const char *keys[] = {"dbname", "fallback_application_name", NULL};
-        const char *values[] = {pg->url, pg->name != NULL ? pg->name : ordo_log_service(), NULL};
-        pg->conn = PQconnectdbParams(keys, values, 1);
+        /* The URL may name its own application_name; ours is the fallback.
+         * GSSAPI encryption is off unless the URL or PGGSSENCMODE asks for it:
+         * libpq's default ("prefer") looks for a Kerberos credential cache on
+         * every connect, which initialises libkrb5 (~1 MB of resident pages in
+         * each service) for a mode neither our local PostgreSQL nor CockroachDB
+         * offers. Keywords listed before "dbname" are overridden by the URL's. */
+        const char *gssenc = getenv("PGGSSENCMODE") == NULL ? "disable" : NULL;
+        const char *keys[] = {"gssencmode", "dbname", "fallback_application_name", NULL};
+        const char *values[] = {gssenc, pg->url, pg->name != NULL ? pg->name : ordo_log_service(), NULL};
+        pg->conn = PQconnectdbParams(gssenc != NULL ? keys : keys + 1, gssenc != NULL ? values : values + 1, 1);
     }
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         ordo_error_set(err, ORDO_UNAVAILABLE, "database unreachable: %s", PQerrorMessage(pg->conn));
