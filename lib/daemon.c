@@ -51,26 +51,36 @@ int ordo_daemon_wait(void)
     return sig;
 }
 
-int ordo_daemon_run_consumer(const char *durable, const char *subject, const char *nats_url,
-                             const char *eventstore_addr, int concurrency, ordo_event_cb handler, void *ctx,
-                             ordo_grpc_client_t **store)
+int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
+                              const char *eventstore_addr, ordo_event_cb handler, void *ctx,
+                              ordo_grpc_client_t **store)
 {
-    ordo_consumer_config_t ccfg = {nats_url, durable, subject, 10, 30000, 1000, 256, 4096, concurrency, NULL};
-    ordo_consumer_t *consumer = NULL;
-    ordo_error_t err;
-    int sig;
+    ordo_consumer_t *running[ORDO_DAEMON_MAX_CONSUMERS] = {NULL};
+    ordo_error_t err = {0};
+    int started = 0, sig;
 
-    if (ordo_grpc_client_create(eventstore_addr, 4 << 20, store, &err) != ORDO_OK ||
-        ordo_consumer_start(&ccfg, handler, ctx, &consumer, &err) != ORDO_OK) {
+    if (n < 1 || n > ORDO_DAEMON_MAX_CONSUMERS)
+        ordo_error_set(&err, ORDO_INVALID, "a service runs 1 to %d consumers", ORDO_DAEMON_MAX_CONSUMERS);
+    else if (ordo_grpc_client_create(eventstore_addr, 4 << 20, store, &err) == ORDO_OK)
+        for (; started < n; started++) {
+            const ordo_daemon_consumer_t *dc = &consumers[started];
+            ordo_consumer_config_t ccfg = {nats_url, dc->durable, dc->subject, 10, 30000, 1000, 256, 4096,
+                                           dc->concurrency, NULL};
+            if (ordo_consumer_start(&ccfg, handler, ctx, &running[started], &err) != ORDO_OK)
+                break;
+        }
+    if (started == n) {
+        for (int i = 0; i < n; i++)
+            ORDO_INFO("running", "consumer=%s subject=%s eventstore=%s nats=%s", consumers[i].durable,
+                      consumers[i].subject, eventstore_addr, nats_url);
+        sig = ordo_daemon_wait();
+        ORDO_INFO("stopping", "signal=%d", sig);
+    } else {
         ORDO_ERROR("cannot start", "err=\"%s\"", err.msg);
-        ordo_grpc_client_destroy(*store);
-        return 1;
     }
-    ORDO_INFO("running", "consumer=%s eventstore=%s nats=%s", durable, eventstore_addr, nats_url);
-    sig = ordo_daemon_wait();
-    ORDO_INFO("stopping", "signal=%d", sig);
-    ordo_consumer_destroy(consumer);
+    for (int i = 0; i < started; i++)
+        ordo_consumer_destroy(running[i]);
     ordo_grpc_client_destroy(*store);
     *store = NULL;
-    return 0;
+    return started == n ? 0 : 1;
 }

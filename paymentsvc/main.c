@@ -4,6 +4,7 @@
 
 #include "ordo/daemon.h"
 #include "ordo/log.h"
+#include "ordo/order.h"
 #include "payment.h"
 
 #define OPT(...) ORDO_OPTION(pay_config_t, __VA_ARGS__)
@@ -26,7 +27,13 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     ORDO_INFO("payment rule", "limit=%d", cfg.limit);
-    /* order-created and order-rejected: NATS 2.9 filters one subject per consumer, so all order events */
-    return ordo_daemon_run_consumer("paymentsvc", "events.order.>", cfg.nats_url, cfg.eventstore_addr,
-                                    cfg.concurrency, pay_handle, &ctx, &ctx.store);
+    /* One durable per event type it handles (NATS 2.9 filters one subject per
+     * consumer): the other order events never reach it. A refund is caused by
+     * a rejection that follows this service's own debit, so the two need no
+     * order between them. */
+    const ordo_daemon_consumer_t consumers[] = {
+        {"paymentsvc-order-created", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_ORDER_CREATED, cfg.concurrency},
+        {"paymentsvc-order-rejected", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_ORDER_REJECTED, cfg.concurrency},
+    };
+    return ordo_daemon_run_consumers(consumers, 2, cfg.nats_url, cfg.eventstore_addr, pay_handle, &ctx, &ctx.store);
 }

@@ -4,6 +4,7 @@
 
 #include "ordo/daemon.h"
 #include "ordo/log.h"
+#include "ordo/order.h"
 #include "restaurant.h"
 
 #define OPT(...) ORDO_OPTION(rest_config_t, __VA_ARGS__)
@@ -26,6 +27,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     ORDO_INFO("restaurant rule", "unavailable=%s", cfg.unavailable);
-    return ordo_daemon_run_consumer("restaurantsvc", "events.order.order-payment-debited", cfg.nats_url, cfg.eventstore_addr,
-                                    cfg.concurrency, rest_handle, &ctx, &ctx.store);
+    const ordo_daemon_consumer_t consumer = {"restaurantsvc", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_PAYMENT_DEBITED,
+                                             cfg.concurrency};
+    return ordo_daemon_run_consumers(&consumer, 1, cfg.nats_url, cfg.eventstore_addr, rest_handle, &ctx, &ctx.store);
 }

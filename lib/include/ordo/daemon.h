@@ -26,15 +26,25 @@ int ordo_daemon_wait(void);
 
 struct ordo_grpc_client;
 
+/** Most consumers one saga service runs. */
+#define ORDO_DAEMON_MAX_CONSUMERS 4
+
+/** One durable consumer of a saga service: the events on @c subject, on @c concurrency lanes. */
+typedef struct ordo_daemon_consumer {
+    const char *durable;
+    const char *subject;
+    int concurrency;
+} ordo_daemon_consumer_t;
+
 /**
  * The whole life of a saga service: opens *@p store (an event store client
- * the handler uses through its context), consumes the events on @p subject
- * with the durable @p durable on @p concurrency lanes, and on SIGTERM
+ * the handler uses through its context), runs the @p n consumers (each its
+ * own durable, subject and lanes; all feed @p handler), and on SIGTERM
  * finishes the messages in hand and stops.
  * @return the exit code for main.
  */
-int ordo_daemon_run_consumer(const char *durable, const char *subject, const char *nats_url,
-                             const char *eventstore_addr, int concurrency, ordo_event_cb handler, void *ctx,
-                             struct ordo_grpc_client **store);
+int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
+                              const char *eventstore_addr, ordo_event_cb handler, void *ctx,
+                              struct ordo_grpc_client **store);
 
 #endif
