@@ -8,6 +8,7 @@
 
 #include "es.h"
 #include "ordo/config.h"
+#include "ordo/daemon.h"
 #include "ordo/http.h"
 #include "ordo/log.h"
 #include "ordo/migrate.h"
@@ -40,8 +41,6 @@ static const ordo_option_t options[] = {
 
 static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
 {
-    if (ordo_log_level_parse(cfg->log_level) < 0)
-        return ordo_error_set(err, ORDO_INVALID, "--log-level must be debug, info, warn or error");
     if (cfg->gap_timeout_ms < 3 * cfg->statement_timeout_ms)
         return ordo_error_set(err, ORDO_INVALID, "--gap-timeout-ms must be at least 3 x --statement-timeout-ms "
                                                  "(a write transaction must end before its gap is skipped)");
@@ -102,37 +101,24 @@ int main(int argc, char **argv)
     es_config_t cfg;
     es_ctx_t ctx;
     ordo_error_t err;
-    sigset_t stop_signals;
-    bool help;
-    int rc = 0, sig = 0;
+    int rc, sig;
 
     memset(&cfg, 0, sizeof cfg);
-    if (ordo_config_load(options, sizeof options / sizeof options[0], &cfg, argc, argv, &help, &err) != ORDO_OK ||
-        (!help && check_config(&cfg, &err) != ORDO_OK)) {
+    if ((rc = ordo_daemon_init("eventstore", options, sizeof options / sizeof options[0], &cfg, &cfg.log_level, argc,
+                               argv)) >= 0)
+        return rc;
+    if (check_config(&cfg, &err) != ORDO_OK) {
         fprintf(stderr, "eventstore: %s\n", err.msg);
         return 2;
     }
-    if (help) {
-        ordo_config_usage(stdout, "eventstore", options, sizeof options / sizeof options[0]);
-        return 0;
-    }
-    ordo_log_init("eventstore", (ordo_log_level)ordo_log_level_parse(cfg.log_level));
-
-    /* Blocked in every thread (they inherit the mask); main takes them with
-     * sigwait, so no handler runs at all. */
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    rc = 0;
     memset(&ctx, 0, sizeof ctx);
     ctx.cfg = &cfg;
     if (start(&ctx, &err) != ORDO_OK) {
         ORDO_ERROR("eventstore cannot start", "err=\"%s\"", err.msg);
         rc = 1;
     } else {
-        sigwait(&stop_signals, &sig);
+        sig = ordo_daemon_wait();
         ORDO_INFO("eventstore stopping", "signal=%d", sig);
     }
     stop(&ctx);

@@ -21,7 +21,13 @@
 int ordo_daemon_init(const char *name, const ordo_option_t *opts, size_t n, void *cfg,
                      const char *const *log_level, int argc, char **argv);
 
-/** Blocks until SIGTERM or SIGINT; returns the signal. */
+/** Seconds between ordo_daemon_wait()'s returns of free heap pages to the system. */
+#define ORDO_DAEMON_TRIM_S 1
+
+/**
+ * Blocks until SIGTERM or SIGINT; returns the signal. Meanwhile, every
+ * ORDO_DAEMON_TRIM_S seconds, returns the heap's free pages to the system.
+ */
 int ordo_daemon_wait(void);
 
 struct ordo_grpc_client;
