@@ -582,6 +582,7 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
         free(r);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the relay thread");
     }
+    ordo_thread_name(r->thread, "es-relay", -1);
     *out = r;
     return ORDO_OK;
 }

@@ -148,6 +148,7 @@ void es_streams_start(es_streams_t *ss, ordo_grpc_call_t *call, const Eventstore
         ordo_grpc_call_finish(call, ORDO_UNAVAILABLE, "cannot start a stream thread", NULL);
         return;
     }
+    ordo_thread_name(s->thread, "es-stream", -1);
     s->next = ss->list;
     ss->list = s;
     ss->active++;

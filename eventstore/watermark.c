@@ -219,6 +219,7 @@ ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_
         free(wm);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the watermark thread");
     }
+    ordo_thread_name(wm->thread, "es-watermark", -1);
     *out = wm;
     return ORDO_OK;
 }

@@ -564,6 +564,7 @@ ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start writer threads");
         }
         w->lanes[i].started = true;
+        ordo_thread_name(w->lanes[i].thread, "es-writer", i);
     }
     *out = w;
     return ORDO_OK;

@@ -357,12 +357,14 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start the consumer's lanes");
         }
         c->lanes[i].running = true;
+        ordo_thread_name(c->lanes[i].thread, "bus-lane", i);
     }
     if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0) {
         ordo_consumer_destroy(c);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the consumer thread");
     }
     c->started = true;
+    ordo_thread_name(c->thread, "bus-fetch", -1);
     *out = c;
     return ORDO_OK;
 }

@@ -364,6 +364,7 @@ ordo_status ordo_grpc_server_start(ordo_grpc_server_t *srv, int *bound_port, ord
             srv->n_threads = i;
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start gRPC threads");
         }
+        ordo_thread_name(srv->threads[i], "grpc-cq", i);
     }
     if (bound_port != NULL)
         *bound_port = srv->port;

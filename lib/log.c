@@ -1,3 +1,4 @@
+#define _GNU_SOURCE   /* pthread_setname_np */
 #include "ordo/log.h"
 
 #include <stdarg.h>
@@ -64,4 +65,15 @@ void ordo_log_write(ordo_log_level level, const char *msg, const char *fmt, ...)
     /* One write per line keeps lines whole when threads log at once. */
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+void ordo_thread_name(pthread_t t, const char *base, int index)
+{
+    char name[16];
+
+    if (index < 0)
+        snprintf(name, sizeof name, "%s", base);
+    else
+        snprintf(name, sizeof name, "%s-%d", base, index);
+    pthread_setname_np(t, name);   /* a name is a help, not a need: errors ignored */
 }

@@ -73,6 +73,7 @@ ordo_status ordo_workers_create(int n, const char *url, const char *setup_sql, v
             ordo_workers_destroy(w);
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start worker threads");
         }
+        ordo_thread_name(w->threads[i], "pg-reader", i);
         w->n_threads++;
     }
     *out = w;

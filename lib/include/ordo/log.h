@@ -9,6 +9,8 @@
 #ifndef ORDO_LOG_H
 #define ORDO_LOG_H
 
+#include <pthread.h>
+
 typedef enum ordo_log_level {
     ORDO_LOG_DEBUG = 0,
     ORDO_LOG_INFO,
@@ -23,6 +25,12 @@ void ordo_log_init(const char *service, ordo_log_level level);
 int ordo_log_level_parse(const char *text);
 /** The service name given to ordo_log_init(). */
 const char *ordo_log_service(void);
+
+/**
+ * Names thread @p t "<base>-<index>" (or @p base when @p index < 0), cut to
+ * the 15 characters Linux keeps: what top -H, ps -L and perf show.
+ */
+void ordo_thread_name(pthread_t t, const char *base, int index);
 
 /** True when lines of @p level are written. */
 int ordo_log_enabled(ordo_log_level level);
