@@ -36,8 +36,14 @@ ordo_status es_query_events(ordo_pg_t *pg, const Eventstore__GetEventsRequest *r
     snprintf(from_s, sizeof from_s, "%lld", (long long)from);
     snprintf(upto_s, sizeof upto_s, "%lld", (long long)upto);
     snprintf(limit_s, sizeof limit_s, "%d", limit);
-    ordo_buf_puts(&sql, "SELECT " ES_EVENT_COLUMNS " FROM events e WHERE e.position > $1");
-    params[n++] = from_s;
+    /* Only bounds that narrow: "position > 0" matches every row, and without
+     * fresh statistics PostgreSQL would intersect the whole position index
+     * with the aggregate's few rows (22 ms at 250k events, on every read). */
+    ordo_buf_puts(&sql, "SELECT " ES_EVENT_COLUMNS " FROM events e WHERE true");
+    if (from > 0) {
+        params[n++] = from_s;
+        ordo_buf_printf(&sql, " AND e.position > $%d", n);
+    }
     if (upto >= 0) {
         params[n++] = upto_s;
         ordo_buf_printf(&sql, " AND e.position <= $%d", n);
@@ -58,7 +64,13 @@ ordo_status es_query_events(ordo_pg_t *pg, const Eventstore__GetEventsRequest *r
         params[n++] = req->event_type;
         ordo_buf_printf(&sql, " AND e.event_type = $%d", n);
     }
-    ordo_buf_printf(&sql, " ORDER BY e.position LIMIT %s", limit_s);
+    /* One aggregate's versions follow its positions (each append holds the
+     * stream's lock while it takes its positions), and (aggregate_id,
+     * version) is an index: its rows come out in order and LIMIT stops the
+     * scan, instead of a walk along the position index that filters out
+     * every other aggregate's events. */
+    ordo_buf_printf(&sql, " ORDER BY %s LIMIT %s", req->aggregate_id[0] != '\0' ? "e.version" : "e.position",
+                    limit_s);
     st = ordo_buf_failed(&sql) ? ordo_error_set(err, ORDO_NO_MEMORY, "out of memory")
                                : ordo_pg_query(pg, ordo_buf_str(&sql), n, params, out, err);
     ordo_buf_free(&sql);

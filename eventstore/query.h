@@ -14,7 +14,8 @@ int es_query_limit(int32_t requested);
 bool es_query_needs_watermark(const Eventstore__GetEventsRequest *req);
 
 /* Events matching @p req's filters with from < position <= upto (upto < 0: no bound),
- * ordered by position, at most @p limit. Columns: ES_EVENT_COLUMNS. */
+ * ordered by position (one aggregate's: by version, the same order), at most
+ * @p limit. Columns: ES_EVENT_COLUMNS. */
 ordo_status es_query_events(ordo_pg_t *pg, const Eventstore__GetEventsRequest *req, int64_t from,
                             int64_t upto, int limit, PGresult **out, ordo_error_t *err);
 

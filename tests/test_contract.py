@@ -3,6 +3,7 @@
 (python3-grpcio, stubs generated from proto/eventstore.proto)."""
 import json
 import threading
+import time
 import uuid
 
 import grpc
@@ -234,7 +235,55 @@ def test_stream(c, t):
     t.ok(c.append(c.event("after-stream")).is_success, "cancelled streams leave the server serving")
 
 
+def _index_reads(c, index):
+    return c.sql("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = %s", index)[0][0]
+
+
+def _settled(read, quiet_s=1.5, timeout_s=20):
+    """read()'s value once it has not changed for quiet_s (bounded by timeout_s)."""
+    deadline, value = time.time() + timeout_s, read()
+    while time.time() < deadline:
+        time.sleep(quiet_s)
+        again = read()
+        if again == value:
+            return value
+        value = again
+    return value
+
+
+def test_aggregate_read_uses_its_index(c, t):
+    """Reading one aggregate touches its own index entries, not the whole log:
+    with 250k other events of 200 bytes, vacuumed but not yet analysed (a table that grew
+    faster than autovacuum analyses it), the old query shape intersected the
+    entire position index with the aggregate's rows on every read."""
+    c.sql("ALTER TABLE events SET (autovacuum_enabled = false)")
+    c.sql("INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type, event_data)"
+          " SELECT gen_random_uuid(), 'bulk-' || g, 'bulk', 1, 'filled', jsonb_build_object('pad', repeat('x', 200))"
+          " FROM generate_series(1, 250000) g")
+    conn = c.db()   # VACUUM cannot run in the transaction block c.sql opens
+    conn.cursor().execute("VACUUM events")
+    conn.close()
+    c.sql("DELETE FROM pg_statistic WHERE starelid = 'events'::regclass")
+    c.append(c.event("ix-1", "a"), c.event("ix-1", "b"), c.event("ix-1", "c"), expected=0)
+    # The other readers of the position index (the readers' mark walking over
+    # the bulk rows) publish their counters about a second after going idle:
+    # settle first (and no GetStats here: it counts the events).
+    log0 = _settled(lambda: _index_reads(c, "events_pkey"))
+    own0 = _index_reads(c, "events_aggregate_id_version_key")
+    for _ in range(20):
+        got = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="ix-1"), timeout=10).events
+    t.eq([e.event_type for e in got], ["a", "b", "c"], "the aggregate's events, in order")
+    # PostgreSQL publishes a backend's index counters when it goes idle (within ~10 s)
+    wait_for(lambda: _index_reads(c, "events_aggregate_id_version_key") >= own0 + 60, 15,
+             "the reads to show in the index statistics")
+    log_reads = _index_reads(c, "events_pkey") - log0
+    t.ok(log_reads < 20 * 1000, f"20 reads took {log_reads} entries from the position index (old shape: 20 x 250k)")
+    c.sql("ALTER TABLE events RESET (autovacuum_enabled)")
+    c.sql("ANALYZE events")
+
+
 if __name__ == "__main__":
     run_tests([test_round_trip, test_batch_and_filters, test_expected_version, test_racing_appends,
-               test_idempotent_replay, test_batch_atomicity, test_bad_input, test_stream],
+               test_idempotent_replay, test_batch_atomicity, test_bad_input, test_stream,
+               test_aggregate_read_uses_its_index],
               lambda: Cluster())
