@@ -116,59 +116,85 @@ static void note_commit(ordo_pg_t *pg, PGresult *stmt, PGresult *commit)
     }
 }
 
-/* The statement with what goes out with it in one round trip (libpq
- * pipeline mode): the transaction's pending BEGIN before it, its COMMIT
- * after it. Returns the statement's result, or the BEGIN's when that failed;
- * NULL (and the connection closed) when the connection broke. */
-static PGresult *pipeline(ordo_pg_t *pg, const char *begin, const char *name, const char *sql, int n,
-                          const char *const *values, bool commit)
+/* Where the i-th of @p want results of a pipeline goes: the BEGIN's, each
+ * statement's, the COMMIT's. */
+static PGresult **result_slot(ordo_pg_stmt_t *stmts, int n, bool begin, PGresult **begin_res,
+                              PGresult **commit_res, int i)
+{
+    if (begin && i == 0)
+        return begin_res;
+    i -= begin;
+    return i < n ? &stmts[i].result : commit_res;
+}
+
+/* Whether every statement ran and succeeded. */
+static bool all_succeeded(const ordo_pg_stmt_t *stmts, int n)
+{
+    for (int i = 0; i < n; i++) {
+        ExecStatusType s = stmts[i].result != NULL ? PQresultStatus(stmts[i].result) : PGRES_FATAL_ERROR;
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+            return false;
+    }
+    return true;
+}
+
+/* The statements with what goes out with them in one round trip (libpq
+ * pipeline mode): the transaction's pending BEGIN before them, its COMMIT
+ * after them. Fills each stmts[i].result (NULL when it did not run); when
+ * the BEGIN failed, its result takes stmts[0]'s place. When the connection
+ * broke, it is closed and only the results that still tell something are
+ * kept: an error, or an answer whose COMMIT went through or was lost
+ * (ordo_pg_transact resolves that). */
+static void pipeline(ordo_pg_t *pg, const char *begin, ordo_pg_stmt_t *stmts, int n, bool commit)
 {
     PGconn *c = pg->conn;
-    PGresult *results[3] = {NULL, NULL, NULL}, *stmt;
-    int want = (begin != NULL) + 1 + commit, got = 0;
+    PGresult *begin_res = NULL, *commit_res = NULL;
+    int want = (begin != NULL) + n + commit, got = 0;
     bool synced = false, sent;
 
+    for (int i = 0; i < n; i++)
+        stmts[i].result = NULL;
     /* (our calls are synchronous, so the connection is idle here; if it is
      * not, it is in no state to trust: the sends below fail and it is closed) */
     sent = PQenterPipelineMode(c) == 1 &&
-           (begin == NULL || PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1) &&
-           (name != NULL ? PQsendQueryPrepared(c, name, n, values, NULL, NULL, 0)
-                         : PQsendQueryParams(c, sql, n, NULL, values, NULL, NULL, 0)) == 1 &&
-           (!commit || PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1) && PQpipelineSync(c) == 1;
+           (begin == NULL || PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1);
+    for (int i = 0; sent && i < n; i++)
+        sent = (stmts[i].name != NULL
+                    ? PQsendQueryPrepared(c, stmts[i].name, stmts[i].n, stmts[i].values, NULL, NULL, 0)
+                    : PQsendQueryParams(c, stmts[i].sql, stmts[i].n, NULL, stmts[i].values, NULL, NULL, 0)) == 1;
+    sent = sent && (!commit || PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1) &&
+           PQpipelineSync(c) == 1;
     /* each command's result and a NULL after it, then the sync point */
-    for (int i = 0; sent && i < 4 * want && !synced && PQstatus(c) == CONNECTION_OK; i++) {
+    for (int i = 0; sent && i < 2 * want + 2 && !synced && PQstatus(c) == CONNECTION_OK; i++) {
         PGresult *r = PQgetResult(c);
         if (r == NULL)
             continue;
         synced = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
         if (!synced && got < want)
-            results[got++] = r;
+            *result_slot(stmts, n, begin != NULL, &begin_res, &commit_res, got++) = r;
         else
             PQclear(r);
     }
-    if (begin != NULL && results[0] != NULL && PQresultStatus(results[0]) != PGRES_COMMAND_OK) {
-        stmt = results[0];                          /* BEGIN failed: the rest did not run */
-        results[0] = NULL;
-    } else {
-        stmt = results[begin != NULL];
-        results[begin != NULL] = NULL;
+    if (begin_res != NULL && PQresultStatus(begin_res) != PGRES_COMMAND_OK && n > 0) {
+        PQclear(stmts[0].result);                   /* BEGIN failed: the rest did not run */
+        stmts[0].result = begin_res;
+        begin_res = NULL;
     }
     if (commit)
-        note_commit(pg, stmt, synced ? results[want - 1] : NULL);
-    for (int i = 0; i < 3; i++)
-        PQclear(results[i]);
+        note_commit(pg, n > 0 && all_succeeded(stmts, n) ? stmts[n - 1].result : NULL, synced ? commit_res : NULL);
+    PQclear(begin_res);
+    PQclear(commit_res);
     if (!synced || PQexitPipelineMode(c) != 1) {
         ordo_pg_close(pg);          /* the next call reconnects */
-        /* an error stays an error; an answer whose COMMIT went through, or
-         * whose COMMIT's answer was lost (ordo_pg_transact resolves that),
-         * goes to the body */
-        if (stmt != NULL && (PQresultStatus(stmt) == PGRES_FATAL_ERROR || pg->commit == ORDO_PG_COMMIT_DONE ||
-                             pg->commit == ORDO_PG_COMMIT_UNKNOWN))
-            return stmt;
-        PQclear(stmt);              /* the transaction is gone with the connection */
-        return NULL;
+        for (int i = 0; i < n; i++) {
+            PGresult *r = stmts[i].result;
+            if (r != NULL && (PQresultStatus(r) == PGRES_FATAL_ERROR || pg->commit == ORDO_PG_COMMIT_DONE ||
+                              pg->commit == ORDO_PG_COMMIT_UNKNOWN))
+                continue;
+            PQclear(r);             /* the transaction is gone with the connection */
+            stmts[i].result = NULL;
+        }
     }
-    return stmt;
 }
 
 /* Runs one statement (prepared when @p name is set), with the pending BEGIN
@@ -179,8 +205,11 @@ static PGresult *run(ordo_pg_t *pg, const char *name, const char *sql, int n, co
     bool commit = pg->commit == ORDO_PG_COMMIT_NEXT;
 
     pg->pending_begin = NULL;
-    if (begin != NULL || commit)
-        return pipeline(pg, begin, name, sql, n, values, commit);
+    if (begin != NULL || commit) {
+        ordo_pg_stmt_t stmt = {name, sql, n, values, NULL};
+        pipeline(pg, begin, &stmt, 1, commit);
+        return stmt.result;
+    }
     return name != NULL ? PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0)
                         : PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
 }
@@ -245,6 +274,35 @@ ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *
     if ((st = prepare(pg, name, sql, n, err)) != ORDO_OK)
         return st;
     return query(pg, name, sql, n, values, out, err);
+}
+
+ordo_status ordo_pg_query_pipeline(ordo_pg_t *pg, ordo_pg_stmt_t *stmts, int n, ordo_error_t *err)
+{
+    const char *begin;
+    bool commit;
+    ordo_status st = ORDO_OK;
+
+    for (int i = 0; i < n; i++)
+        stmts[i].result = NULL;
+    if (pg->conn == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    for (int i = 0; i < n && st == ORDO_OK; i++)
+        if (stmts[i].name != NULL)
+            st = prepare(pg, stmts[i].name, stmts[i].sql, stmts[i].n, err);
+    if (st != ORDO_OK || n == 0)
+        return st;
+    begin = pg->pending_begin;
+    commit = pg->commit == ORDO_PG_COMMIT_NEXT;
+    pg->pending_begin = NULL;
+    pipeline(pg, begin, stmts, n, commit);
+    for (int i = 0; i < n && st == ORDO_OK; i++)
+        st = ordo_pg_check(pg->conn, stmts[i].result, err);
+    if (st != ORDO_OK)
+        for (int i = 0; i < n; i++) {
+            PQclear(stmts[i].result);
+            stmts[i].result = NULL;
+        }
+    return st;
 }
 
 ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)

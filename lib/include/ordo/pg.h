@@ -72,6 +72,26 @@ ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *con
 ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *sql, int n,
                                    const char *const *values, PGresult **out, ordo_error_t *err);
 
+/** One statement of ordo_pg_query_pipeline(). */
+typedef struct ordo_pg_stmt {
+    const char *name;           /**< prepared-statement name (a string constant), or NULL: unnamed */
+    const char *sql;
+    int n;                      /**< text parameters in @c values */
+    const char *const *values;
+    PGresult *result;           /**< out: on ORDO_OK, owned by the caller (PQclear) */
+} ordo_pg_stmt_t;
+
+/**
+ * Runs @p n statements in one round trip (libpq pipeline mode), in order, on
+ * one connection: inside a transaction body, the pending BEGIN goes before
+ * them and, after ordo_pg_commit_with_next(), the COMMIT after the last.
+ * Named statements are prepared first (once per connection). On ORDO_OK every
+ * stmts[i].result is set; otherwise none is, and the status is the first
+ * failure's (a failed statement aborts the transaction: the ones after it do
+ * not run).
+ */
+ordo_status ordo_pg_query_pipeline(ordo_pg_t *pg, ordo_pg_stmt_t *stmts, int n, ordo_error_t *err);
+
 /** Runs one or more statements without parameters, discarding results. */
 ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err);
 
