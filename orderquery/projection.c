@@ -7,8 +7,10 @@
  * first fetches the missing events from the event store and applies them in
  * order. Instances share the durable consumer; the row lock (and the
  * version condition, re-checked after a concurrent update) serialises them.
- * A lane applies the events queued for it in one transaction (one
- * commit), falling back to one transaction per event if any event fails.
+ * A lane applies the events queued for it in one transaction and one round
+ * trip (BEGIN, each event's statement and COMMIT pipelined); an event its
+ * statement did not apply is then decided on its own, and when the batch
+ * fails, each event is applied on its own.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,89 +29,113 @@ static ordo_bus_event_t from_store(const Eventstore__Event *e)
     return ev;
 }
 
-/* Creates the order's row and its items in one statement, unless the row
- * exists; *applied tells whether it did. */
-static ordo_status insert_order(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied, ordo_error_t *err)
+/* Creates the order's row and its items, unless the row exists. ON CONFLICT
+ * waits for another instance inserting the same order and then inserts
+ * nothing: the caller finds the row and decides again. */
+static const char *const INSERT_ORDER_SQL =
+    "WITH o AS (INSERT INTO orders (order_id, customer_id, restaurant_id, status,"
+    " amount_cents, version, created_at, updated_at, applied_at)"
+    " VALUES ($1, $2, $3, 'Pending', $4::int8, $5::int8, $6::int8, $6::int8,"
+    " (extract(epoch FROM clock_timestamp()) * 1000000)::int8)"
+    " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
+    " i AS (INSERT INTO order_items (order_id, line, code, name, unit_price_cents, quantity)"
+    " SELECT o.order_id, u.line::int, u.code, u.name, u.price, u.qty"
+    " FROM o, unnest($7::text[], $8::text[], $9::int8[], $10::int[])"
+    " WITH ORDINALITY AS u(code, name, price, qty, line))"
+    " SELECT count(*) FROM o";
+
+/* Moves the order's row to the event's version, if it is at the one before.
+ * An event this version does not know still advances the version. */
+static const char *const UPDATE_ORDER_SQL =
+    "UPDATE orders SET version = $2::int8, updated_at = $3::int8,"
+    " status = CASE WHEN $4 = '' THEN status ELSE $4 END,"
+    " applied_at = (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
+    " WHERE order_id = $1 AND version = $2::int8 - 1";
+
+/* An event's one-statement apply (order-created: the row's insert; any other:
+ * the update from the previous version), with the parameters it points to. */
+typedef struct fast_apply {
+    const ordo_bus_event_t *ev;
+    bool insert;
+    bool applied;                 /* what the statement did (batch path) */
+    ordo_order_t order;           /* order-created's body */
+    ordo_buf_t arrays[4];         /* its items: codes, names, prices, quantities */
+    char version[24], at[24], amount[24];
+    const char *params[10];
+} fast_apply_t;
+
+static void fast_free(fast_apply_t *f)
 {
-    ordo_order_t o;
-    ordo_buf_t codes = ORDO_BUF_INIT, names = ORDO_BUF_INIT, prices = ORDO_BUF_INIT, qtys = ORDO_BUF_INIT;
-    char amount[24], at[24], version[24];
-    PGresult *res;
+    for (int i = 0; i < 4; i++)
+        ordo_buf_free(&f->arrays[i]);
+    if (f->insert)
+        ordo_order_free(&f->order);
+}
+
+/* Builds in *@p stmt the statement that applies @p ev in one go, its
+ * parameters in @p f (free with fast_free(), also after an error). */
+static ordo_status fast_prepare(fast_apply_t *f, const ordo_bus_event_t *ev, ordo_pg_stmt_t *stmt, ordo_error_t *err)
+{
+    ordo_buf_t *codes = &f->arrays[0], *names = &f->arrays[1], *prices = &f->arrays[2], *qtys = &f->arrays[3];
     ordo_status st;
 
-    if ((st = ordo_order_from_event(ev->data, (size_t)ev->data_len, &o, err)) != ORDO_OK)
+    memset(f, 0, sizeof *f);
+    f->ev = ev;
+    snprintf(f->version, sizeof f->version, "%lld", (long long)ev->version);
+    snprintf(f->at, sizeof f->at, "%lld", (long long)ev->created_at);
+    if (strcmp(ev->event_type, ORDO_EV_ORDER_CREATED) != 0) {
+        const char *status = ordo_order_status_after(ev->event_type);
+        f->params[0] = ev->aggregate_id;
+        f->params[1] = f->version;
+        f->params[2] = f->at;
+        f->params[3] = status != NULL ? status : "";
+        *stmt = (ordo_pg_stmt_t){"oq_update_order", UPDATE_ORDER_SQL, 4, f->params, NULL};
+        return ORDO_OK;
+    }
+    f->insert = true;
+    if ((st = ordo_order_from_event(ev->data, (size_t)ev->data_len, &f->order, err)) != ORDO_OK)
         return st;
-    snprintf(amount, sizeof amount, "%lld", (long long)o.amount_cents);
-    snprintf(at, sizeof at, "%lld", (long long)ev->created_at);
-    snprintf(version, sizeof version, "%lld", (long long)ev->version);
-    ordo_buf_pg_array_begin(&codes);
-    ordo_buf_pg_array_begin(&names);
-    ordo_buf_pg_array_begin(&prices);
-    ordo_buf_pg_array_begin(&qtys);
-    for (size_t i = 0; i < o.n_items; i++) {
-        ordo_buf_pg_array_text(&codes, o.items[i].code);
-        ordo_buf_pg_array_text(&names, o.items[i].name);
-        ordo_buf_pg_array_int(&prices, o.items[i].unit_price_cents);
-        ordo_buf_pg_array_int(&qtys, o.items[i].quantity);
+    snprintf(f->amount, sizeof f->amount, "%lld", (long long)f->order.amount_cents);
+    for (int i = 0; i < 4; i++)
+        ordo_buf_pg_array_begin(&f->arrays[i]);
+    for (size_t i = 0; i < f->order.n_items; i++) {
+        ordo_buf_pg_array_text(codes, f->order.items[i].code);
+        ordo_buf_pg_array_text(names, f->order.items[i].name);
+        ordo_buf_pg_array_int(prices, f->order.items[i].unit_price_cents);
+        ordo_buf_pg_array_int(qtys, f->order.items[i].quantity);
     }
-    ordo_buf_pg_array_end(&codes);
-    ordo_buf_pg_array_end(&names);
-    ordo_buf_pg_array_end(&prices);
-    ordo_buf_pg_array_end(&qtys);
-    const char *params[] = {ev->aggregate_id, o.customer_id,        o.restaurant_id,      amount, version, at,
-                            ordo_buf_str(&codes), ordo_buf_str(&names), ordo_buf_str(&prices), ordo_buf_str(&qtys)};
-    /* ON CONFLICT waits for another instance inserting the same order and
-     * then inserts nothing: the caller finds the row and decides again. */
-    st = ordo_pg_query_prepared(pg, "oq_insert_order",
-                                "WITH o AS (INSERT INTO orders (order_id, customer_id, restaurant_id, status,"
-                                " amount_cents, version, created_at, updated_at, applied_at)"
-                                " VALUES ($1, $2, $3, 'Pending', $4::int8, $5::int8, $6::int8, $6::int8,"
-                                " (extract(epoch FROM clock_timestamp()) * 1000000)::int8)"
-                                " ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
-                                " i AS (INSERT INTO order_items (order_id, line, code, name, unit_price_cents, quantity)"
-                                " SELECT o.order_id, u.line::int, u.code, u.name, u.price, u.qty"
-                                " FROM o, unnest($7::text[], $8::text[], $9::int8[], $10::int[])"
-                                " WITH ORDINALITY AS u(code, name, price, qty, line))"
-                                " SELECT count(*) FROM o",
-                                10, params, &res, err);
-    if (st == ORDO_OK) {
-        *applied = strcmp(PQgetvalue(res, 0, 0), "1") == 0;
-        PQclear(res);
-    }
-    ordo_buf_free(&codes);
-    ordo_buf_free(&names);
-    ordo_buf_free(&prices);
-    ordo_buf_free(&qtys);
-    ordo_order_free(&o);
-    return st;
+    for (int i = 0; i < 4; i++)
+        ordo_buf_pg_array_end(&f->arrays[i]);
+    const char *params[10] = {ev->aggregate_id, f->order.customer_id, f->order.restaurant_id, f->amount, f->version,
+                              f->at, ordo_buf_str(codes), ordo_buf_str(names), ordo_buf_str(prices),
+                              ordo_buf_str(qtys)};
+    memcpy(f->params, params, sizeof params);
+    *stmt = (ordo_pg_stmt_t){"oq_insert_order", INSERT_ORDER_SQL, 10, f->params, NULL};
+    return ORDO_OK;
+}
+
+/* Whether the statement changed the order, i.e. applied the event. */
+static bool fast_applied(const fast_apply_t *f, PGresult *res)
+{
+    return strcmp(f->insert ? PQgetvalue(res, 0, 0) : PQcmdTuples(res), "1") == 0;
 }
 
 /* Applies the event if it is the order's next one (order-created: if the
  * order has no row yet), in one statement; *applied tells whether it did. */
 static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied, ordo_error_t *err)
 {
-    char version[24], at[24];
-    const char *status = ordo_order_status_after(ev->event_type);
-    const char *params[4] = {ev->aggregate_id, version, at, status ? status : ""};
+    fast_apply_t f;
+    ordo_pg_stmt_t stmt;
     PGresult *res;
-    ordo_status st;
+    ordo_status st = fast_prepare(&f, ev, &stmt, err);
 
     *applied = false;
-    if (strcmp(ev->event_type, ORDO_EV_ORDER_CREATED) == 0)
-        return insert_order(pg, ev, applied, err);
-    snprintf(version, sizeof version, "%lld", (long long)ev->version);
-    snprintf(at, sizeof at, "%lld", (long long)ev->created_at);
-    /* an event this version does not know still advances the version */
-    st = ordo_pg_query_prepared(pg, "oq_update_order",
-                                "UPDATE orders SET version = $2::int8, updated_at = $3::int8,"
-                                " status = CASE WHEN $4 = '' THEN status ELSE $4 END,"
-                                " applied_at = (extract(epoch FROM clock_timestamp()) * 1000000)::int8"
-                                " WHERE order_id = $1 AND version = $2::int8 - 1",
-                                4, params, &res, err);
-    if (st == ORDO_OK) {
-        *applied = strcmp(PQcmdTuples(res), "1") == 0;
+    if (st == ORDO_OK &&
+        (st = ordo_pg_query_prepared(pg, stmt.name, stmt.sql, stmt.n, stmt.values, &res, err)) == ORDO_OK) {
+        *applied = fast_applied(&f, res);
         PQclear(res);
     }
+    fast_free(&f);
     return st;
 }
 
@@ -210,8 +236,8 @@ static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_even
 }
 
 typedef struct batch_arg {
-    oq_ctx_t *ctx;
-    const ordo_bus_event_t **events;   /* in lock order: by order id, each order's in stream order */
+    fast_apply_t *fast;           /* the batch's order events, in lock order */
+    ordo_pg_stmt_t *stmts;        /* their statements */
     int n;
     int applied;
 } batch_arg_t;
@@ -224,50 +250,80 @@ static int by_lock_order(const void *va, const void *vb)
     return c != 0 ? c : (a > b) - (a < b);
 }
 
+/* BEGIN, every event's one-statement apply and COMMIT in one round trip. */
 static ordo_status batch_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
 {
     batch_arg_t *b = varg;
-    ordo_status st = ORDO_OK;
+    ordo_status st;
 
     b->applied = 0;
-    for (int i = 0; i < b->n && st == ORDO_OK; i++) {
-        apply_arg_t a = {b->ctx, b->events[i], false};
-        if (strcmp(b->events[i]->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
-            continue;
-        st = apply_body(pg, &a, err);
-        b->applied += a.applied;
+    ordo_pg_commit_with_next(pg);
+    if ((st = ordo_pg_query_pipeline(pg, b->stmts, b->n, err)) != ORDO_OK)
+        return st;
+    for (int i = 0; i < b->n; i++) {
+        b->fast[i].applied = fast_applied(&b->fast[i], b->stmts[i].result);
+        b->applied += b->fast[i].applied;
+        PQclear(b->stmts[i].result);
+        b->stmts[i].result = NULL;
     }
+    return ORDO_OK;
+}
+
+/* The batch's order events in lock order (by order id, each order's in stream
+ * order), each with its one-statement apply, in @p b. */
+static ordo_status prepare_batch(const ordo_bus_event_t *events, int n, batch_arg_t *b, ordo_error_t *err)
+{
+    const ordo_bus_event_t **sorted = malloc((size_t)n * sizeof *sorted);
+    ordo_status st = ORDO_OK;
+
+    if (sorted == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    for (int i = 0; i < n; i++)
+        sorted[i] = &events[i];
+    qsort(sorted, (size_t)n, sizeof *sorted, by_lock_order);
+    for (int i = 0; i < n && st == ORDO_OK; i++) {
+        if (strcmp(sorted[i]->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
+            continue;
+        st = fast_prepare(&b->fast[b->n], sorted[i], &b->stmts[b->n], err);
+        b->n++;                   /* counted also on error: fast_free cleans up after it */
+    }
+    free(sorted);
     return st;
 }
 
 void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions)
 {
     oq_ctx_t *ctx = vctx;
-    batch_arg_t b = {ctx, malloc((size_t)n * sizeof *b.events), n, 0};
+    batch_arg_t b = {calloc((size_t)n, sizeof *b.fast), calloc((size_t)n, sizeof *b.stmts), 0, 0};
     ordo_pg_tx_t tx = {"BEGIN", batch_body, NULL, &b, {8, 5, 500}};
     ordo_error_t err = {0};
     ordo_status st = ORDO_NO_MEMORY;
 
-    /* One transaction (one commit) for the events queued on the lane, taking
-     * the rows' locks in one global order (by order id): another instance
-     * holding other events of the same orders cannot deadlock with it ... */
-    if (b.events != NULL) {
-        for (int i = 0; i < n; i++)
-            b.events[i] = &events[i];
-        qsort(b.events, (size_t)n, sizeof *b.events, by_lock_order);
+    for (int i = 0; i < n; i++)
+        actions[i] = ORDO_MSG_ACK;           /* events of other aggregates: nothing to do */
+    /* One transaction and one round trip for the events queued on the lane,
+     * taking the rows' locks in one global order (by order id): another
+     * instance holding other events of the same orders cannot deadlock with it ... */
+    if (b.fast != NULL && b.stmts != NULL && (st = prepare_batch(events, n, &b, &err)) == ORDO_OK && b.n > 0)
         st = ordo_pg_transact(&ctx->projection_pg[lane], &tx, NULL, &err);
-        free(b.events);
-    }
     if (st == ORDO_OK) {
         atomic_fetch_add(&ctx->applied, b.applied);
+        /* ... and what one statement did not apply (a redelivery, an event
+         * ahead of a missing one, a race with the other instance) is decided
+         * on its own, under the row lock, in the same order. */
+        for (int i = 0; i < b.n; i++)
+            if (!b.fast[i].applied)
+                actions[b.fast[i].ev - events] = oq_handle(ctx, lane, b.fast[i].ev);
+    } else {
+        /* ... or, when the batch cannot be applied, each event on its own. */
+        ORDO_DEBUG("batch apply failed; applying one by one", "events=%d err=\"%s\"", n, err.msg);
         for (int i = 0; i < n; i++)
-            actions[i] = ORDO_MSG_ACK;
-        return;
+            actions[i] = oq_handle(ctx, lane, &events[i]);
     }
-    /* ... or, when one event cannot be applied, each event on its own. */
-    ORDO_DEBUG("batch apply failed; applying one by one", "events=%d err=\"%s\"", n, err.msg);
-    for (int i = 0; i < n; i++)
-        actions[i] = oq_handle(ctx, lane, &events[i]);
+    for (int i = 0; i < b.n; i++)
+        fast_free(&b.fast[i]);
+    free(b.fast);
+    free(b.stmts);
 }
 
 ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
