@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 
 from harness import BUILD, FlowCluster, run_tests, wait_for, run, ORDOCTL
 
@@ -105,6 +106,26 @@ def _all_handled(c):
             all(r["pending"] == 0 and r["ack_pending"] == 0 and r["delivered"] > 0 for r in rows))
 
 
+def test_malformed_order_event(c, t):
+    """An order-created that is not an order (appended straight to the store)
+    is refused by every service that reads it, and nothing around it is lost:
+    orderquery's batch that holds it falls back to one event at a time."""
+    bad, eid = str(uuid.uuid4()), str(uuid.uuid4())
+    c.append(c.event(bad, "order-created", {"not": "an order"}, event_id=eid), expected=0)
+    _, _, good = c.order("c-after-bad", "PIZZA", 4, 1)
+    t.eq(c.final_status(good["order_id"])["status"], "Approved", "an order right after it goes through")
+    wait_for(lambda: _all_handled(c), 30, "every durable to settle the malformed event")
+    t.ok(True, "every durable settled it: nothing pending, nothing unacknowledged")
+    t.eq(c.sql("SELECT count(*) FROM orders WHERE order_id = %s", bad)[0][0], 0, "the read model has no row for it")
+    logs = {name: open(svc.log_path).read() for name, svc in c.services.items()}
+    t.ok(any("message terminated" in line and eid in line
+             for name, log in logs.items() if name.startswith("orderquery") for line in log.splitlines()),
+         "orderquery terminated it (logged with its event id)")
+    t.ok(any("malformed order-created" in line and bad in line for line in logs["paymentsvc"].splitlines()),
+         "paymentsvc refused it (logged with the order id)")
+    t.eq(events_of(c, bad), ["order-created"], "and appended nothing for it")
+
+
 def test_two_instances_under_load(c, t):
     """Both orderquery instances share the durable, so one order's events can sit in both
     instances' batches at once; their lane transactions must not deadlock (PostgreSQL would
@@ -193,8 +214,8 @@ def test_eventstore_down(c, t):
 
 if __name__ == "__main__":
     import sys
-    tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing, test_two_instances_under_load,
-             test_kill_one_orderquery,
+    tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
+             test_malformed_order_event, test_two_instances_under_load, test_kill_one_orderquery,
              test_nats_outage, test_eventstore_down]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
