@@ -353,6 +353,7 @@ ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *o
     Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
     ordo_status st;
     PGresult *res;
+    int64_t skipped = 0;
 
     *events = *orders = 0;
     if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK ||
@@ -369,6 +370,13 @@ ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *o
             ordo_bus_event_t ev = from_store(resp->events[i]);
             bool applied;
             st = apply_event(ctx, pg, &ev, &applied, err);
+            if (st == ORDO_INVALID) {
+                /* what the live projection terminates, the rebuild skips: the same read model */
+                ORDO_WARN("rebuild skips an event that cannot apply", "order_id=%s type=%s version=%lld err=\"%s\"",
+                          ev.aggregate_id, ev.event_type, (long long)ev.version, err->msg);
+                skipped++;
+                st = ORDO_OK;
+            }
             req.from_position = ev.position;
             (*events)++;
         }
@@ -383,6 +391,7 @@ ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *o
         return st;
     *orders = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    ORDO_INFO("rebuild finished", "events=%lld orders=%lld", (long long)*events, (long long)*orders);
+    ORDO_INFO("rebuild finished", "events=%lld orders=%lld skipped=%lld", (long long)*events, (long long)*orders,
+              (long long)skipped);
     return ORDO_OK;
 }
