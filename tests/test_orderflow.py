@@ -142,6 +142,30 @@ def test_two_instances_under_load(c, t):
          "no deadlock between the two instances' projection transactions (PostgreSQL log)")
 
 
+def test_projection_connections_cut(c, t):
+    """orderquery's projection connections are cut again and again under load
+    (a lane's batch goes out as one pipeline with its COMMIT, so a cut can
+    lose the COMMIT's answer): every order still ends final and each row ends
+    at its order's last version in the store."""
+    load = subprocess.Popen([os.path.join(BUILD, "bench", "e2e_load"), "--api-addr", c.api[len("http://"):],
+                             "--database-url", c.database_url, "--threads", "16", "--seconds", "4",
+                             "--wait-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cut = 0
+    for _ in range(10):
+        time.sleep(0.35)
+        cut += c.sql("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = 'orderquery projection') k")[0][0]
+    out, err = load.communicate(timeout=120)
+    t.ok(cut >= 10, f"{cut} projection connections cut during the load")
+    t.ok(load.returncode == 0, f"every order accepted under load reached a final status: {out.strip()}"
+                               + (f" stderr: {err[-2000:]}" if load.returncode else ""))
+    wait_for(lambda: _all_handled(c), 30, "every durable to settle")
+    behind = c.sql("SELECT count(*) FROM orders o JOIN (SELECT aggregate_id, max(version) AS v FROM events"
+                   " WHERE aggregate_type = 'order' GROUP BY aggregate_id) e ON e.aggregate_id = o.order_id"
+                   " WHERE o.version <> e.v")[0][0]
+    t.eq(behind, 0, "every order's row is at its last version in the store")
+
+
 def test_kill_one_orderquery(c, t):
     ids, errors = [], []
 
@@ -215,7 +239,8 @@ def test_eventstore_down(c, t):
 if __name__ == "__main__":
     import sys
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
-             test_malformed_order_event, test_two_instances_under_load, test_kill_one_orderquery,
+             test_malformed_order_event, test_two_instances_under_load, test_projection_connections_cut,
+             test_kill_one_orderquery,
              test_nats_outage, test_eventstore_down]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
