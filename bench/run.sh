@@ -7,7 +7,8 @@
 #   3. the naive path: one transaction per call (--group-commit-max 1)
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
 #      orders as fast as possible and at half that rate (bench/e2e_load),
-#      and every service's memory (RSS) idle and under load
+#      every service's memory (RSS) idle and under load, and the CPU per
+#      order of each process at half load (bench/cpu_split.py)
 #   5. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
 # and prints each figure with its ratio to the references. Results are
 # appended to bench/results/<date>.txt.
@@ -106,7 +107,15 @@ e2e() {
 }
 e2e --label e2e-max --threads 16; e2e_max=$ops
 say "rss under load: $(rss_all)"
-e2e --label e2e-half --threads 16 --rate $(( (e2e_max + 1) / 2 ))
+# where the machine's time goes at half load: CPU per order by process,
+# over the middle of the half-rate run
+half=$(( (e2e_max + 1) / 2 ))
+/usr/bin/python3 "$root/bench/cpu_split.py" --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --units-per-s "$half" \
+    --unit order --database-url "$DATABASE_URL" >"$dir/cpu_split.txt" 2>&1 &
+split_pid=$!
+e2e --label e2e-half --threads 16 --rate "$half"
+wait "$split_pid" || true
+say "e2e-half $(cat "$dir/cpu_split.txt")"
 for p in "${svc_pids[@]}"; do ordo_kill_wait "$p"; done
 svc_pids=()
 stop_es
