@@ -1,9 +1,14 @@
 #!/usr/bin/python3
 """CPU time per process over a window, PostgreSQL backends named by their
-application_name, printed as milliseconds per unit of work (e.g. per order
-at a fixed rate): where the machine's time goes.
+application_name, printed as milliseconds per unit of work (e.g. per order):
+where the machine's time goes.
 
-    cpu_split.py --delay S --seconds S --units-per-s N --unit order --database-url URL
+    cpu_split.py --delay S --seconds S --unit order --database-url URL \
+        (--units-per-s N | --count-sql "SELECT count(*) ... BETWEEN %s AND %s")
+
+--count-sql counts the units done in the window (its two parameters are the
+window's start and end in unix microseconds), run 2 s after the window so
+what was started in it is visible; --units-per-s assumes a steady rate.
 """
 import argparse
 import os
@@ -19,6 +24,16 @@ def backend_names(url):
         with conn.cursor() as cur:
             cur.execute("SELECT pid, coalesce(nullif(application_name, ''), backend_type) FROM pg_stat_activity")
             return {pid: "pg:" + name for pid, name in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def count_units(url, sql, from_us, to_us):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, (from_us, to_us))
+            return cur.fetchone()[0]
     finally:
         conn.close()
 
@@ -44,7 +59,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay", type=float, default=2.0, help="seconds to wait before the window")
     ap.add_argument("--seconds", type=float, required=True, help="length of the window")
-    ap.add_argument("--units-per-s", type=float, required=True, help="work done per second (e.g. orders/s)")
+    ap.add_argument("--units-per-s", type=float, help="work done per second (e.g. orders/s)")
+    ap.add_argument("--count-sql", help="counts the units done between two unix-microsecond times")
     ap.add_argument("--database-url", required=True)
     ap.add_argument("--unit", default="unit", help="what one unit of work is called in the output")
     ap.add_argument("--top", type=int, default=12)
@@ -54,18 +70,27 @@ def main():
     names = backend_names(a.database_url)
     before, t0 = cpu_ticks(), time.time()
     time.sleep(a.seconds)
-    after, window = cpu_ticks(), time.time() - t0
+    after, t1 = cpu_ticks(), time.time()
+    window = t1 - t0
     names.update(backend_names(a.database_url))
+    if a.count_sql:
+        time.sleep(2)
+        units = count_units(a.database_url, a.count_sql, int(t0 * 1e6), int(t1 * 1e6))
+    else:
+        units = a.units_per_s * window
     by_name = {}
     for pid, (comm, ticks) in after.items():
         used = (ticks - before.get(pid, (comm, 0))[1]) / hz
         if used > 0:
             name = names.get(pid, "pg:other" if comm == "postgres" else comm)
             by_name[name] = by_name.get(name, 0.0) + used
-    units = a.units_per_s * window
     total = sum(by_name.values())
+    if units <= 0:
+        print("cpu: no work counted in the window")
+        return
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:a.top]
-    print(f"cpu ms per {a.unit}: {total / units * 1000:.2f} in all ({total / window * 100:.0f}% of one core); "
+    print(f"cpu ms per {a.unit} ({units:.0f} in {window:.1f} s): {total / units * 1000:.2f} in all "
+          f"({total / window * 100:.0f}% of one core); "
           + ", ".join(f"{name} {used / units * 1000:.3f}" for name, used in top))
 
 

@@ -110,8 +110,8 @@ say "rss under load: $(rss_all)"
 # where the machine's time goes at half load: CPU per order by process,
 # over the middle of the half-rate run
 half=$(( (e2e_max + 1) / 2 ))
-/usr/bin/python3 "$root/bench/cpu_split.py" --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --units-per-s "$half" \
-    --unit order --database-url "$DATABASE_URL" >"$dir/cpu_split.txt" 2>&1 &
+/usr/bin/python3 "$root/bench/cpu_split.py" --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --unit order \
+    --count-sql "SELECT count(*) FROM orders WHERE created_at BETWEEN %s AND %s" --database-url "$DATABASE_URL" >"$dir/cpu_split.txt" 2>&1 &
 split_pid=$!
 e2e --label e2e-half --threads 16 --rate "$half"
 wait "$split_pid" || true
