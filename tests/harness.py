@@ -133,6 +133,16 @@ class Cluster:
             cur.execute(query, args)
             return cur.fetchall() if cur.description else None
 
+    def cut_connections(self, application_name, rounds, every_s):
+        """Terminates every PostgreSQL connection named application_name, rounds
+        times, every_s apart (while a load runs); returns how many it cut."""
+        cut = 0
+        for _ in range(rounds):
+            time.sleep(every_s)
+            cut += self.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE application_name = %s", application_name)[0][0]
+        return cut
+
     # ---- NATS
     @property
     def nats_url(self):

@@ -142,11 +142,7 @@ def test_writer_connections_killed_under_load(c, t):
     load = subprocess.Popen([os.path.join(BUILD, "bench", "es_load"), "--addr", f"127.0.0.1:{c.es_port}",
                              "--clients", "16", "--seconds", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    killed = 0
-    for _ in range(20):
-        time.sleep(0.2)
-        killed += c.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE application_name = 'eventstore writer'")[0][0]
+    killed = c.cut_connections("eventstore writer", 20, 0.2)
     out, errs = load.communicate(timeout=60)
     res = json.loads(out.strip().splitlines()[-1])
     t.ok(killed >= 10, f"the writer's connection was cut {killed} times during the load")

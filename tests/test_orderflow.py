@@ -150,11 +150,7 @@ def test_projection_connections_cut(c, t):
     load = subprocess.Popen([os.path.join(BUILD, "bench", "e2e_load"), "--api-addr", c.api[len("http://"):],
                              "--database-url", c.database_url, "--threads", "16", "--seconds", "4",
                              "--wait-s", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cut = 0
-    for _ in range(10):
-        time.sleep(0.35)
-        cut += c.sql("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                     " WHERE application_name = 'orderquery projection') k")[0][0]
+    cut = c.cut_connections("orderquery projection", 10, 0.35)
     out, err = load.communicate(timeout=120)
     t.ok(cut >= 10, f"{cut} projection connections cut during the load")
     t.ok(load.returncode == 0, f"every order accepted under load reached a final status: {out.strip()}"
