@@ -48,6 +48,7 @@ typedef struct es_config {
 typedef struct es_stats {
     atomic_llong appends, conflicts, duplicates, tx_retries, batches;
     atomic_llong published, publish_errors, set_aside;
+    atomic_llong outbox_deletes;   /* the relay's DELETE statements for published rows */
 } es_stats_t;
 
 typedef struct es_writer es_writer_t;

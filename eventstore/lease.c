@@ -17,13 +17,7 @@
 
 #include "es.h"
 #include "ordo/log.h"
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "ordo/retry.h"
 
 void es_lease_init(es_lease_t *l, const char *holder, int lease_ms)
 {
@@ -57,7 +51,7 @@ static ordo_status claim(es_lease_t *l, ordo_pg_t *pg, bool *held, ordo_error_t 
 
 bool es_lease_hold(es_lease_t *l, ordo_pg_t *pg, bool *gained)
 {
-    int64_t now = mono_ms();
+    int64_t now = ordo_mono_ms();
     bool was = l->held && now < l->valid_until, held = false, reached = true;
     ordo_error_t err;
 

@@ -38,6 +38,9 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
     counter(&b, "ordo_eventstore_published_total", "events published and acknowledged by JetStream",
             atomic_load(&s->published));
     counter(&b, "ordo_eventstore_publish_errors_total", "transient publish failures", atomic_load(&s->publish_errors));
+    counter(&b, "ordo_eventstore_outbox_deletes_total",
+            "DELETE statements for published outbox rows (gathered over relay rounds)",
+            atomic_load(&s->outbox_deletes));
     counter(&b, "ordo_eventstore_set_aside_total", "events JetStream refused for good", atomic_load(&s->set_aside));
     gauge(&b, "ordo_eventstore_safe_position", "readers' high-water mark", es_watermark_get(ctx->watermark));
     gauge(&b, "ordo_eventstore_relay_leader", "1 when this instance holds the relay lease (publishes the outbox)",

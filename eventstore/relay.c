@@ -13,6 +13,13 @@
  * is set aside in outbox_rejected (logged and counted) and the relay goes on.
  * A crash between publish and delete re-publishes on restart; the
  * Nats-Msg-Id header (the event id) lets JetStream drop the duplicate.
+ *
+ * The deletes of published rows are gathered over rounds (up to
+ * DELETE_DELAY_MS, or a relay batch of rows) and go out as one statement:
+ * under a steady load a round publishes a few events, and a DELETE
+ * transaction per round cost more of the database than the rows did. Rows
+ * published but not yet deleted are behind the cursor, so nothing reads
+ * them again unless a crash or a takeover rescans the outbox.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +31,10 @@
 #include "ordo/buf.h"
 #include "ordo/bus.h"
 #include "ordo/log.h"
+#include "ordo/retry.h"
 #include "ordo/uuid.h"
 
-enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096 };
+enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, DELETE_DELAY_MS = 100 };
 
 typedef struct offered {
     int64_t position;
@@ -54,6 +62,9 @@ struct es_relay {
     size_t n_offered;
     bool offer_overflow;        /* some were dropped, or a round failed: read the outbox until the queue is empty */
     offered_t *taken;           /* relay thread only: this round's share of the queue */
+    int64_t *done;              /* relay thread only: published rows whose delete is due, */
+    size_t n_done;              /*   at most 2 relay batches (flushed when a round would overflow it) */
+    int64_t done_since_ms;      /*   when the oldest of them was published (monotonic) */
     /* results of the batch in flight, filled by cnats' ack callback */
     int64_t *acked;
     size_t n_acked;
@@ -286,54 +297,92 @@ static void wait_for_acks(es_relay_t *r, ordo_bus_t *bus)
     }
 }
 
-/* Deletes acknowledged and set-aside rows; records the set-aside ones. */
-/* *@p set_aside counts the refused events whose outbox row this call removed:
- * an event refused again (published twice after a failed round) counts once. */
-static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, ordo_error_t *err)
+/* Deletes the published rows gathered in r->done, when @p force or when the
+ * oldest has waited DELETE_DELAY_MS or a relay batch of them is waiting.
+ * On failure they stay in r->done for the next try. */
+static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_error_t *err)
 {
-    ordo_buf_t done = ORDO_BUF_INIT, rej_pos = ORDO_BUF_INIT, rej_err = ORDO_BUF_INIT;
-    const char *params[2];
-    PGresult *res = NULL;
+    ordo_buf_t done = ORDO_BUF_INIT;
+    const char *params[1];
     ordo_status st;
 
-    *set_aside = 0;
-    /* a round published from memory has not touched the database yet */
+    if (r->n_done == 0 ||
+        (!force && r->n_done < (size_t)r->ctx->cfg->relay_batch && ordo_mono_ms() - r->done_since_ms < DELETE_DELAY_MS))
+        return ORDO_OK;
     if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK)
         return st;
     ordo_buf_pg_array_begin(&done);
-    for (size_t i = 0; i < r->n_acked; i++)
-        ordo_buf_pg_array_int(&done, r->acked[i]);
+    for (size_t i = 0; i < r->n_done; i++)
+        ordo_buf_pg_array_int(&done, r->done[i]);
     ordo_buf_pg_array_end(&done);
-    ordo_buf_pg_array_begin(&rej_pos);
-    ordo_buf_pg_array_begin(&rej_err);
-    for (size_t i = 0; i < r->n_rejected; i++) {
-        ordo_buf_pg_array_int(&rej_pos, r->rejected[i].position);
-        ordo_buf_pg_array_text(&rej_err, r->rejected[i].error);
-        ORDO_ERROR("event set aside: JetStream refused it", "position=%lld err=\"%s\"",
-                   (long long)r->rejected[i].position, r->rejected[i].error);
+    params[0] = ordo_buf_str(&done);
+    st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, NULL, err);
+    ordo_buf_free(&done);
+    if (st == ORDO_OK) {
+        r->n_done = 0;
+        atomic_fetch_add(&r->ctx->stats.outbox_deletes, 1);
     }
-    ordo_buf_pg_array_end(&rej_pos);
-    ordo_buf_pg_array_end(&rej_err);
+    return st;
+}
+
+/* Gathers this round's acknowledged rows for a later delete (flushing the
+ * earlier ones first when they would not fit). */
+static ordo_status gather_done(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
+{
+    ordo_status st;
+
+    if (r->n_done + r->n_acked > 2 * (size_t)r->ctx->cfg->relay_batch &&
+        (st = flush_done(r, pg, true, err)) != ORDO_OK)
+        return st;
+    if (r->n_done == 0 && r->n_acked > 0)
+        r->done_since_ms = ordo_mono_ms();
+    memcpy(r->done + r->n_done, r->acked, r->n_acked * sizeof *r->acked);
+    r->n_done += r->n_acked;
+    return ORDO_OK;
+}
+
+/* Records the set-aside rows and removes them from the outbox at once (they
+ * are rare, and a set-aside must not be published again); gathers the
+ * acknowledged ones for a batched delete.
+ * *@p set_aside counts the refused events whose outbox row this call removed:
+ * an event refused again (published twice after a failed round) counts once. */
+static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, ordo_error_t *err)
+{
+    ordo_buf_t rej_pos = ORDO_BUF_INIT, rej_err = ORDO_BUF_INIT;
+    const char *params[2];
+    PGresult *res = NULL;
+    ordo_status st = ORDO_OK;
+
+    *set_aside = 0;
     if (r->n_rejected > 0) {
+        ordo_buf_pg_array_begin(&rej_pos);
+        ordo_buf_pg_array_begin(&rej_err);
+        for (size_t i = 0; i < r->n_rejected; i++) {
+            ordo_buf_pg_array_int(&rej_pos, r->rejected[i].position);
+            ordo_buf_pg_array_text(&rej_err, r->rejected[i].error);
+            ORDO_ERROR("event set aside: JetStream refused it", "position=%lld err=\"%s\"",
+                       (long long)r->rejected[i].position, r->rejected[i].error);
+        }
+        ordo_buf_pg_array_end(&rej_pos);
+        ordo_buf_pg_array_end(&rej_err);
         params[0] = ordo_buf_str(&rej_pos);
         params[1] = ordo_buf_str(&rej_err);
-        st = ordo_pg_query(pg, "INSERT INTO outbox_rejected (position, error)"
-                               " SELECT * FROM unnest($1::int8[], $2::text[])"
-                               " ON CONFLICT (position) DO UPDATE SET error = excluded.error, rejected_at = now()",
-                           2, params, NULL, err);
+        st = ordo_pg_ensure(pg, err);
+        if (st == ORDO_OK)
+            st = ordo_pg_query(pg, "INSERT INTO outbox_rejected (position, error)"
+                                   " SELECT * FROM unnest($1::int8[], $2::text[])"
+                                   " ON CONFLICT (position) DO UPDATE SET error = excluded.error, rejected_at = now()",
+                               2, params, NULL, err);
         if (st == ORDO_OK)
             st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, &res, err);
         if (st == ORDO_OK)
             *set_aside = strtoll(PQcmdTuples(res), NULL, 10);
         PQclear(res);
+        ordo_buf_free(&rej_pos);
+        ordo_buf_free(&rej_err);
     }
-    if (st == ORDO_OK && r->n_acked > 0) {
-        params[0] = ordo_buf_str(&done);
-        st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, NULL, err);
-    }
-    ordo_buf_free(&done);
-    ordo_buf_free(&rej_pos);
-    ordo_buf_free(&rej_err);
+    if (st == ORDO_OK)
+        st = gather_done(r, pg, err);
     return st;
 }
 
@@ -353,11 +402,18 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     bool exact;
     int64_t next;
 
+    bool rescan;
+
     pthread_mutex_lock(&r->mu);
-    if (r->rescan)
-        r->cursor = 0;
+    rescan = r->rescan;
     r->rescan = false;
     pthread_mutex_unlock(&r->mu);
+    if (rescan) {
+        r->cursor = 0;
+        /* rows published and not yet deleted would go out again */
+        if (flush_done(r, pg, true, &err) != ORDO_OK)
+            ORDO_WARN("relay cannot delete published outbox rows (they go out again)", "err=\"%s\"", err.msg);
+    }
     if (mark <= r->cursor)
         return 0;
     r->n_acked = r->n_rejected = r->n_failed = 0;
@@ -466,6 +522,21 @@ static bool lead(es_relay_t *r, ordo_pg_t *pg)
     return held;
 }
 
+/* flush_done for the relay loop: a failure only delays the delete. */
+static void flush_due(es_relay_t *r, ordo_pg_t *pg, bool force)
+{
+    ordo_error_t err;
+    if (flush_done(r, pg, force, &err) != ORDO_OK)
+        ORDO_WARN("relay cannot delete published outbox rows yet", "rows=%zu err=\"%s\"", r->n_done, err.msg);
+}
+
+/* How long an idle relay waits for new commits: until the gathered deletes are due. */
+static int idle_wait_ms(const es_relay_t *r)
+{
+    int64_t left = r->n_done > 0 ? DELETE_DELAY_MS - (ordo_mono_ms() - r->done_since_ms) : TICK_MS;
+    return left < 1 ? 1 : left > TICK_MS ? TICK_MS : (int)left;
+}
+
 static void *relay_thread(void *arg)
 {
     es_relay_t *r = arg;
@@ -496,12 +567,15 @@ static void *relay_thread(void *arg)
         atomic_store(&r->connected, ordo_bus_connected(bus));
         if (!lead(r, &pg)) {
             discard_offered(r);
+            flush_due(r, &pg, true);
             if (stopping(r))
                 break;
             es_watermark_wait(r->ctx->watermark, INT64_MAX, TICK_MS);
             continue;
         }
         n = relay_round(r, &pg, bus);
+        if (n >= 0)
+            flush_due(r, &pg, false);
         if (n < 0) {
             ordo_retry_policy_t p = {1, 50, 2000};
             /* The range goes again from the outbox; copies handed over meanwhile
@@ -525,8 +599,9 @@ static void *relay_thread(void *arg)
             es_watermark_wait(r->ctx->watermark, es_watermark_local_commit(r->ctx->watermark) - 1, 2000);
             draining = true;
         } else
-            es_watermark_wait(r->ctx->watermark, r->cursor, TICK_MS);
+            es_watermark_wait(r->ctx->watermark, r->cursor, idle_wait_ms(r));
     }
+    flush_due(r, &pg, true);
     es_lease_release(&r->lease, &pg);
     atomic_store(&r->leading, false);
     atomic_store(&r->connected, false);
@@ -556,11 +631,13 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
 
     *out = NULL;
     if (r == NULL || (r->acked = calloc(batch, sizeof *r->acked)) == NULL ||
+        (r->done = calloc(2 * batch, sizeof *r->done)) == NULL ||
         (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL ||
         (r->offered = calloc(OFFER_CAP, sizeof *r->offered)) == NULL ||
         (r->taken = calloc(batch, sizeof *r->taken)) == NULL) {
         if (r != NULL) {
             free(r->acked);
+            free(r->done);
             free(r->rejected);
             free(r->offered);
         }
@@ -576,6 +653,7 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     atomic_init(&r->leading, false);
     if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
         free(r->acked);
+        free(r->done);
         free(r->rejected);
         free(r->offered);
         free(r->taken);
@@ -635,6 +713,7 @@ void es_relay_destroy(es_relay_t *r)
     pthread_mutex_destroy(&r->offer_mu);
     pthread_mutex_destroy(&r->bus_mu);
     free(r->acked);
+    free(r->done);
     free(r->rejected);
     free(r->offered);
     free(r->taken);

@@ -71,17 +71,36 @@ def test_envelope(c, t):
     t.eq(odd[0]["subject"] if odd else None, "events.odd_type.thing-happened", "reserved subject characters replaced")
 
 
-def test_metrics(c, t):
+def metrics(c):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{c.metrics_port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    values = dict(line.split(" ") for line in text.splitlines() if line and not line.startswith("#"))
+    return dict(line.split(" ") for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_metrics(c, t):
+    values = metrics(c)
     t.ok(int(values.get("ordo_eventstore_appends_total", 0)) >= 2, "GET /metrics counts appends")
     t.ok(int(values.get("ordo_eventstore_published_total", 0)) >= 2, "and published events")
     t.eq(values.get("ordo_eventstore_bus_connected"), "1", "and shows the bus connected")
     s = c.stats()
     t.eq((s.published, s.publish_errors), (s.appends, 0),
          "since the start each appended event was published once, without an error")
+
+
+def test_deletes_are_gathered(c, t):
+    """A trickle of appends (one relay round each) is deleted from the outbox in
+    a few statements gathered over rounds, and the outbox still drains as soon
+    as the relay is idle."""
+    before = int(metrics(c)["ordo_eventstore_outbox_deletes_total"])
+    n = 200
+    for i in range(n):
+        c.append(c.event(f"trickle-{i % 10}", "step", {"i": i}))
+        time.sleep(0.004)
+    wait_for(lambda: backlog(c) == 0, 5, "the outbox to drain after the trickle")
+    deletes = int(metrics(c)["ordo_eventstore_outbox_deletes_total"]) - before
+    t.ok(1 <= deletes <= n // 4, f"{n} published rows deleted in {deletes} statements")
+    check_bus(c, t, event_ids(c, "trickle-"), "a trickle of appends")
 
 
 def test_nats_down(c, t):
@@ -204,5 +223,5 @@ def test_two_instances_one_relay(c, t):
 
 
 if __name__ == "__main__":
-    run_tests([test_envelope, test_metrics, test_nats_down, test_kill_before_publish, test_republish_is_deduplicated,
+    run_tests([test_envelope, test_metrics, test_deletes_are_gathered, test_nats_down, test_kill_before_publish, test_republish_is_deduplicated,
                test_sigterm_flushes, test_two_instances_one_relay], lambda: Cluster(metrics_addr="127.0.0.1:0"))

@@ -6,6 +6,7 @@
 #ifndef ORDO_RETRY_H
 #define ORDO_RETRY_H
 
+#include <stdint.h>
 #include <time.h>
 
 typedef struct ordo_retry_policy {
@@ -22,5 +23,8 @@ struct timespec ordo_deadline_ms(int ms);
 
 /** The same, @p us microseconds from now. */
 struct timespec ordo_deadline_us(long us);
+
+/** Milliseconds on the monotonic clock (for intervals, never for dates). */
+int64_t ordo_mono_ms(void);
 
 #endif
