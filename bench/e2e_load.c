@@ -270,7 +270,9 @@ int main(int argc, char **argv)
         w[i].addr.sin_family = AF_INET;
         w[i].addr.sin_port = htons((uint16_t)atoi(strchr(cfg.api_addr, ':') + 1));
         inet_pton(AF_INET, host, &w[i].addr.sin_addr);
-        w[i].start = start;
+        /* at a fixed rate the threads take turns, 1/rate apart: an even
+         * stream of orders, not a burst of --threads every threads/rate s */
+        w[i].start = start + (cfg.rate > 0 ? (double)i / cfg.rate : 0);
         w[i].deadline = start + cfg.seconds;
         pthread_create(&w[i].thread, NULL, run, &w[i]);
     }
