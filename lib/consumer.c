@@ -42,6 +42,7 @@ struct ordo_consumer {
     pthread_mutex_t mu;           /* the lanes' queues and in_hand */
     pthread_cond_t room;          /* in_hand went down */
     int in_hand;                  /* fetched and not yet settled */
+    uint64_t pending;             /* fetch thread only: what the server said was waiting after the last fetch */
     bool quit, started;
 };
 
@@ -245,7 +246,7 @@ static void wait_settled(ordo_consumer_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* What the consumer has ready now, up to a batch, without waiting: NATS_OK
+/* What the consumer has ready now, up to @p max, without waiting: NATS_OK
  * with messages, or NATS_NOT_FOUND/NATS_TIMEOUT when there are none. */
 static natsStatus fetch_ready(natsSubscription *sub, int max, natsMsgList *list)
 {
@@ -257,11 +258,27 @@ static natsStatus fetch_ready(natsSubscription *sub, int max, natsMsgList *list)
     return natsSubscription_FetchRequest(list, sub, &req);
 }
 
+/* How many messages the server still had for the consumer when it sent the
+ * last one of @p list (0 when unknown). */
+static uint64_t pending_after(natsMsgList *list)
+{
+    jsMsgMetaData *meta = NULL;
+    uint64_t n = 0;
+    if (list->Count > 0 && natsMsg_GetMetaData(&meta, list->Msgs[list->Count - 1]) == NATS_OK) {
+        n = meta->NumPending;
+        jsMsgMetaData_Destroy(meta);
+    }
+    return n;
+}
+
 /* Fetches what there is room for and queues it on the lanes; false when the
  * subscription is broken. A plain Fetch of a whole batch would hold the
  * first message that arrives at an idle consumer until the batch is full or
- * the wait is over (up to FETCH_WAIT_MS on every hop of the saga), so an
- * idle consumer waits for one message only and takes the rest without waiting. */
+ * the wait is over (up to FETCH_WAIT_MS on every hop of the saga), so a
+ * consumer that has caught up waits for one message only, and takes more
+ * without waiting only when the server said more were waiting (each pull
+ * request is work for the server, and one that finds nothing costs a reply
+ * too: asking blindly doubled the requests at a moderate load). */
 static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *sub)
 {
     natsMsgList list = {NULL, 0};
@@ -271,16 +288,20 @@ static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *s
 
     if (max <= 0)
         return true;
-    s = fetch_ready(sub, max, &list);
-
-    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
+    if (c->pending > 0)
+        s = fetch_ready(sub, c->pending < (uint64_t)max ? (int)c->pending : max, &list);
+    else
         s = natsSubscription_Fetch(&list, sub, 1, FETCH_WAIT_MS, &jerr);
-    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT)
+    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT) {
+        c->pending = 0;
         return true;
+    }
     if (s != NATS_OK) {
+        c->pending = 0;
         ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
         return ordo_bus_connected(bus);
     }
+    c->pending = pending_after(&list);
     dispatch(c, &list);
     natsMsgList_Destroy(&list);   /* the array only: the lanes own the messages */
     return true;
