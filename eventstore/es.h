@@ -18,6 +18,7 @@
 #include "eventstore.pb-c.h"
 #include "ordo/bus.h"
 #include "ordo/grpc.h"
+#include "ordo/metrics.h"
 #include "ordo/pg.h"
 #include "ordo/status.h"
 
@@ -49,7 +50,13 @@ typedef struct es_stats {
     atomic_llong appends, conflicts, duplicates, tx_retries, batches;
     atomic_llong published, publish_errors, set_aside;
     atomic_llong outbox_deletes;   /* the relay's DELETE statements for published rows */
+    ordo_metrics_t latency;        /* the histograms below, for /metrics */
+    ordo_metric_t *append_latency; /* a CreateEvent call from the write queue to its answer */
+    ordo_metric_t *tx_latency;     /* a write transaction, retries included */
 } es_stats_t;
+
+/* metrics.c: registers the latency histograms (before any call is served). */
+void es_stats_init(es_stats_t *s);
 
 typedef struct es_writer es_writer_t;
 typedef struct es_readers es_readers_t;
@@ -95,6 +102,7 @@ typedef struct es_append {
     int64_t version, position;
     bool duplicate;
     bool deferred;                /* shares an event id with an earlier call of the batch */
+    int64_t queued_us;            /* when it reached the write queue (monotonic) */
     struct es_append *next;
 } es_append_t;
 

@@ -114,6 +114,7 @@ int main(int argc, char **argv)
     rc = 0;
     memset(&ctx, 0, sizeof ctx);
     ctx.cfg = &cfg;
+    es_stats_init(&ctx.stats);
     if (start(&ctx, &err) != ORDO_OK) {
         ORDO_ERROR("eventstore cannot start", "err=\"%s\"", err.msg);
         rc = 1;

@@ -18,6 +18,15 @@ static void gauge(ordo_buf_t *b, const char *name, const char *help, long long v
     ordo_buf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name, v);
 }
 
+void es_stats_init(es_stats_t *s)
+{
+    s->append_latency = ordo_metrics_histogram(
+        &s->latency, "ordo_eventstore_append_duration_seconds",
+        "CreateEvent calls from the write queue to the answer (group-commit wait, transaction, retries)");
+    s->tx_latency = ordo_metrics_histogram(&s->latency, "ordo_eventstore_transaction_duration_seconds",
+                                           "write transactions from BEGIN to the COMMIT's answer, retries included");
+}
+
 static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
 {
     es_ctx_t *ctx = vctx;
@@ -47,6 +56,7 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
           es_relay_leading(ctx->relay) ? 1 : 0);
     gauge(&b, "ordo_eventstore_bus_connected", "1 when the relay has a NATS connection",
           es_relay_connected(ctx->relay) ? 1 : 0);
+    ordo_metrics_render(&s->latency, &b);
     resp->status = 200;
     resp->body = b.data != NULL ? b.data : strdup("");
     resp->content_type = "text/plain; version=0.0.4";

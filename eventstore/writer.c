@@ -375,6 +375,7 @@ static void answer(es_writer_t *w, es_append_t *a)
     Eventstore__CreateEventResponse resp = EVENTSTORE__CREATE_EVENT_RESPONSE__INIT;
     es_stats_t *stats = &w->ctx->stats;
 
+    ordo_metric_observe_us(stats->append_latency, ordo_mono_us() - a->queued_us);
     if (a->st == ORDO_OK) {
         resp.is_success = 1;
         resp.version = a->version;
@@ -450,10 +451,12 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
     ordo_error_t err;
     ordo_status st;
     int retries = 0;
+    int64_t began = ordo_mono_us();
 
     b.heads = calloc(n, sizeof *b.heads);
     st = b.heads == NULL ? ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory")
                          : ordo_pg_transact(pg, &tx, &retries, &err);
+    ordo_metric_observe_us(w->ctx->stats.tx_latency, ordo_mono_us() - began);
     atomic_fetch_add(&w->ctx->stats.tx_retries, retries);
     for (int i = 0; i < 11; i++)
         ordo_buf_free(&b.a[i]);
@@ -583,6 +586,7 @@ void es_writer_submit(es_writer_t *w, es_append_t *a)
 {
     lane_t *l = &w->lanes[lane_of(a->events[0]->aggregate_id, w->n_lanes)];
     a->next = NULL;
+    a->queued_us = ordo_mono_us();
     pthread_mutex_lock(&l->mu);
     if (l->tail != NULL)
         l->tail->next = a;

@@ -41,9 +41,14 @@ struct timespec ordo_deadline_ms(int ms)
     return ordo_deadline_us((long)ms * 1000);
 }
 
-int64_t ordo_mono_ms(void)
+int64_t ordo_mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t ordo_mono_ms(void)
+{
+    return ordo_mono_us() / 1000;
 }

@@ -86,6 +86,20 @@ def test_metrics(c, t):
     s = c.stats()
     t.eq((s.published, s.publish_errors), (s.appends, 0),
          "since the start each appended event was published once, without an error")
+    c.append(c.event("hist-1"))
+    try:
+        c.append(c.event("hist-1"), expected=0)   # a conflict is answered and timed too
+    except grpc.RpcError as e:
+        t.eq(e.code(), grpc.StatusCode.FAILED_PRECONDITION, "a wrong expected version is refused")
+    values, s = metrics(c), c.stats()
+    for name in ("ordo_eventstore_append_duration_seconds", "ordo_eventstore_transaction_duration_seconds"):
+        buckets = [int(v) for k, v in values.items() if k.startswith(name + "_bucket")]
+        t.ok(buckets == sorted(buckets) and buckets[-1] == int(values[name + "_count"]) and float(values[name + "_sum"]) > 0,
+             f"{name}: cumulative buckets ending at +Inf = count, a positive sum")
+    t.eq(int(values["ordo_eventstore_append_duration_seconds_count"]), s.appends + s.duplicates + s.conflicts,
+         "every answered CreateEvent call is in the latency histogram")
+    t.ok(int(values["ordo_eventstore_transaction_duration_seconds_count"]) >= s.batches,
+         "every write transaction is in the transaction histogram")
 
 
 def test_deletes_are_gathered(c, t):

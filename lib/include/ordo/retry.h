@@ -27,4 +27,7 @@ struct timespec ordo_deadline_us(long us);
 /** Milliseconds on the monotonic clock (for intervals, never for dates). */
 int64_t ordo_mono_ms(void);
 
+/** The same in microseconds. */
+int64_t ordo_mono_us(void);
+
 #endif
