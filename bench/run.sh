@@ -8,7 +8,7 @@
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
 #      orders as fast as possible and at half that rate (bench/e2e_load),
 #      every service's memory (RSS) idle and under load, and the CPU per
-#      order of each process at half load (bench/cpu_split.py)
+#      order of each process at full and at half load (bench/cpu_split.py)
 #   5. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
 # and prints each figure with its ratio to the references. Results are
 # appended to bench/results/<date>.txt.
@@ -105,17 +105,22 @@ e2e() {
     say "$(echo "$res" | head -n 1)"
     ops=$(echo "$res" | tail -n 1 | sed -n 's/.*"orders_per_s":\([0-9]*\).*/\1/p')
 }
+# where the machine's time goes: CPU per order by process over the middle
+# of a run (started before it, read after it)
+cpu_split_start() {
+    /usr/bin/python3 "$root/bench/cpu_split.py" --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --unit order \
+        --count-sql "SELECT count(*) FROM orders WHERE created_at BETWEEN %s AND %s" --database-url "$DATABASE_URL" >"$dir/cpu_split.txt" 2>&1 &
+    split_pid=$!
+}
+cpu_split_say() { wait "$split_pid" || true; say "$1 $(cat "$dir/cpu_split.txt")"; }
+cpu_split_start
 e2e --label e2e-max --threads 16; e2e_max=$ops
+cpu_split_say e2e-max
 say "rss under load: $(rss_all)"
-# where the machine's time goes at half load: CPU per order by process,
-# over the middle of the half-rate run
 half=$(( (e2e_max + 1) / 2 ))
-/usr/bin/python3 "$root/bench/cpu_split.py" --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --unit order \
-    --count-sql "SELECT count(*) FROM orders WHERE created_at BETWEEN %s AND %s" --database-url "$DATABASE_URL" >"$dir/cpu_split.txt" 2>&1 &
-split_pid=$!
+cpu_split_start
 e2e --label e2e-half --threads 16 --rate "$half"
-wait "$split_pid" || true
-say "e2e-half $(cat "$dir/cpu_split.txt")"
+cpu_split_say e2e-half
 for p in "${svc_pids[@]}"; do ordo_kill_wait "$p"; done
 svc_pids=()
 stop_es
