@@ -32,7 +32,7 @@ typedef struct es_config {
     int max_batch_events;    /* events in one CreateEvent */
     int writers;
     int group_commit_max;    /* calls per write transaction; 1 = no group commit */
-    int group_commit_wait_us; /* how long a lane waits for more calls to fill a batch */
+    int group_commit_wait_us; /* how long a lane waits for more calls to join a small batch (writer.c: take) */
     int readers;
     int max_streams;
     int gap_timeout_ms;

@@ -25,7 +25,7 @@ static const ordo_option_t options[] = {
     OPT("max-batch-events", "ORDO_MAX_BATCH_EVENTS", "1000", ORDO_OPT_INT, max_batch_events, 1, 100000, "most events in one CreateEvent"),
     OPT("writers", "ORDO_WRITERS", "1", ORDO_OPT_INT, writers, 1, 64, "writer threads (database connections that append)"),
     OPT("group-commit-max", "ORDO_GROUP_COMMIT_MAX", "256", ORDO_OPT_INT, group_commit_max, 1, 4096, "CreateEvent calls per transaction (1: one transaction per call)"),
-    OPT("group-commit-wait-us", "ORDO_GROUP_COMMIT_WAIT_US", "0", ORDO_OPT_INT, group_commit_wait_us, 0, 100000, "how long a writer waits for more calls to fill a batch"),
+    OPT("group-commit-wait-us", "ORDO_GROUP_COMMIT_WAIT_US", "300", ORDO_OPT_INT, group_commit_wait_us, 0, 100000, "how long a writer waits for more calls to join a small batch while other callers are active (0: take what is queued)"),
     OPT("readers", "ORDO_READERS", "2", ORDO_OPT_INT, readers, 1, 64, "reader threads for GetEvents and admin calls"),
     OPT("max-streams", "ORDO_MAX_STREAMS", "64", ORDO_OPT_INT, max_streams, 1, 4096, "concurrent GetEventsStream calls"),
     OPT("gap-timeout-ms", "ORDO_GAP_TIMEOUT_MS", "10000", ORDO_OPT_INT, gap_timeout_ms, 100, 3600000, "age after which a position gap is known never to fill"),
