@@ -55,6 +55,13 @@ def cpu_ticks():
     return out
 
 
+def machine_ticks():
+    """(idle + iowait, steal, all) ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[3] + v[4], v[7], sum(v)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay", type=float, default=2.0, help="seconds to wait before the window")
@@ -68,9 +75,9 @@ def main():
     hz = os.sysconf("SC_CLK_TCK")
     time.sleep(a.delay)
     names = backend_names(a.database_url)
-    before, t0 = cpu_ticks(), time.time()
+    before, m0, t0 = cpu_ticks(), machine_ticks(), time.time()
     time.sleep(a.seconds)
-    after, t1 = cpu_ticks(), time.time()
+    after, m1, t1 = cpu_ticks(), machine_ticks(), time.time()
     window = t1 - t0
     names.update(backend_names(a.database_url))
     if a.count_sql:
@@ -89,8 +96,11 @@ def main():
         print("cpu: no work counted in the window")
         return
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:a.top]
+    all_ticks = max(m1[2] - m0[2], 1)
+    # steal: time the hypervisor gave this VM's cores to others (a slow spell)
     print(f"cpu ms per {a.unit} ({units:.0f} in {window:.1f} s): {total / units * 1000:.2f} in all "
-          f"({total / window * 100:.0f}% of one core); "
+          f"({total / window * 100:.0f}% of one core; machine idle {(m1[0] - m0[0]) * 100 / all_ticks:.0f}%, "
+          f"steal {(m1[1] - m0[1]) * 100 / all_ticks:.1f}%); "
           + ", ".join(f"{name} {used / units * 1000:.3f}" for name, used in top))
 
 

@@ -42,6 +42,18 @@ say() { echo "$*" | tee -a "$out"; }
 
 say "# Ordo benchmarks $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; fsync=on synchronous_commit=on; ${secs}s per run"
 say "# commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+# The machine's speed swings (shared host): CPU time of a fixed loop, here
+# and before the end-to-end part; lower is faster. Figures of runs whose
+# probes differ much are not comparable.
+speed_probe() {
+    say "speed probe ($1): $(/usr/bin/python3 -c 'import time
+t = time.process_time()
+s = 0
+for i in range(3000000):
+    s += i * i
+print(f"{(time.process_time() - t) * 1000:.0f}")') ms CPU for a fixed loop"
+}
+speed_probe start
 
 start_es() {
     $psql -c CHECKPOINT
@@ -80,6 +92,7 @@ load naive --clients 64; nv64=$eps
 stop_es
 
 # 4. end to end
+speed_probe "before end to end"
 start_es
 svc() {   # svc NAME BINARY ARGS...: starts a service, waits for its port line if it prints one
     local name=$1 bin=$2; shift 2
