@@ -35,8 +35,6 @@ static void get_events(void *vctx, ordo_pg_t *pg, void *arg)
         int64_t local = es_watermark_local_commit(ctx->watermark);
         upto = es_watermark_wait(ctx->watermark, local - 1, 500);
     }
-    if ((st = ordo_pg_ensure(pg, &err)) != ORDO_OK)
-        goto done;
     st = es_query_events(pg, req, req->from_position, upto, es_query_limit(req->limit), &res, &err);
     if (st != ORDO_OK)
         goto done;
@@ -104,11 +102,9 @@ static void stats(void *vctx, ordo_pg_t *pg, void *arg)
     ordo_error_t err;
     ordo_status st;
 
-    st = ordo_pg_ensure(pg, &err);
-    if (st == ORDO_OK)
-        st = ordo_pg_query(pg, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM streams),"
-                               " (SELECT count(*) FROM outbox), (SELECT coalesce(max(position), 0) FROM events)",
-                           0, NULL, &res, &err);
+    st = ordo_pg_read(pg, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM streams),"
+                          " (SELECT count(*) FROM outbox), (SELECT coalesce(max(position), 0) FROM events)",
+                      0, NULL, &res, &err);
     if (st == ORDO_OK) {
         resp.events = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         resp.aggregates = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
@@ -152,11 +148,9 @@ static void republish(void *vctx, ordo_pg_t *pg, void *arg)
     }
     snprintf(from, sizeof from, "%lld", (long long)req->from_position);
     snprintf(to, sizeof to, "%lld", (long long)req->to_position);
-    st = ordo_pg_ensure(pg, &err);
-    if (st == ORDO_OK)
-        st = ordo_pg_query(pg, "INSERT INTO outbox (position) SELECT position FROM events"
-                               " WHERE position >= $1::int8 AND ($2::int8 = 0 OR position <= $2::int8)"
-                               " ON CONFLICT (position) DO NOTHING", 2, params, &res, &err);
+    st = ordo_pg_read(pg, "INSERT INTO outbox (position) SELECT position FROM events"   /* idempotent */
+                          " WHERE position >= $1::int8 AND ($2::int8 = 0 OR position <= $2::int8)"
+                          " ON CONFLICT (position) DO NOTHING", 2, params, &res, &err);
     if (st == ORDO_OK) {
         resp.queued = strtoll(PQcmdTuples(res), NULL, 10);
         ORDO_INFO("republish queued", "from=%s to=%s queued=%lld", from, to, (long long)resp.queued);

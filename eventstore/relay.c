@@ -34,7 +34,8 @@
 #include "ordo/retry.h"
 #include "ordo/uuid.h"
 
-enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, DELETE_DELAY_MS = 100 };
+enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, DELETE_DELAY_MS = 100,
+       DELETE_RETRY_MS = 1000 };
 
 typedef struct offered {
     int64_t position;
@@ -64,7 +65,8 @@ struct es_relay {
     offered_t *taken;           /* relay thread only: this round's share of the queue */
     int64_t *done;              /* relay thread only: published rows whose delete is due, */
     size_t n_done;              /*   at most 2 relay batches (flushed when a round would overflow it) */
-    int64_t done_since_ms;      /*   when the oldest of them was published (monotonic) */
+    int64_t delete_at_ms;       /*   when to delete them unless forced (monotonic) */
+    bool delete_failing;        /*   the last delete failed (warned once) */
     /* results of the batch in flight, filled by cnats' ack callback */
     int64_t *acked;
     size_t n_acked;
@@ -299,7 +301,7 @@ static void wait_for_acks(es_relay_t *r, ordo_bus_t *bus)
 
 /* Deletes the published rows gathered in r->done, when @p force or when the
  * oldest has waited DELETE_DELAY_MS or a relay batch of them is waiting.
- * On failure they stay in r->done for the next try. */
+ * On failure they stay in r->done, tried again after DELETE_RETRY_MS. */
 static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_error_t *err)
 {
     ordo_buf_t done = ORDO_BUF_INIT;
@@ -307,7 +309,7 @@ static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_err
     ordo_status st;
 
     if (r->n_done == 0 ||
-        (!force && r->n_done < (size_t)r->ctx->cfg->relay_batch && ordo_mono_ms() - r->done_since_ms < DELETE_DELAY_MS))
+        (!force && r->n_done < (size_t)r->ctx->cfg->relay_batch && ordo_mono_ms() < r->delete_at_ms))
         return ORDO_OK;
     if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK)
         return st;
@@ -335,7 +337,7 @@ static ordo_status gather_done(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
         (st = flush_done(r, pg, true, err)) != ORDO_OK)
         return st;
     if (r->n_done == 0 && r->n_acked > 0)
-        r->done_since_ms = ordo_mono_ms();
+        r->delete_at_ms = ordo_mono_ms() + DELETE_DELAY_MS;
     memcpy(r->done + r->n_done, r->acked, r->n_acked * sizeof *r->acked);
     r->n_done += r->n_acked;
     return ORDO_OK;
@@ -399,10 +401,8 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     ordo_error_t err;
     int rows;
     size_t taken;
-    bool exact;
+    bool exact, rescan;
     int64_t next;
-
-    bool rescan;
 
     pthread_mutex_lock(&r->mu);
     rescan = r->rescan;
@@ -522,18 +522,26 @@ static bool lead(es_relay_t *r, ordo_pg_t *pg)
     return held;
 }
 
-/* flush_done for the relay loop: a failure only delays the delete. */
+/* flush_done for the relay loop: a failure only delays the delete (the rows
+ * stay in the outbox meanwhile; a crash would publish them again). */
 static void flush_due(es_relay_t *r, ordo_pg_t *pg, bool force)
 {
     ordo_error_t err;
-    if (flush_done(r, pg, force, &err) != ORDO_OK)
+    if (flush_done(r, pg, force, &err) == ORDO_OK) {
+        if (r->n_done == 0)
+            r->delete_failing = false;
+        return;
+    }
+    if (!r->delete_failing)
         ORDO_WARN("relay cannot delete published outbox rows yet", "rows=%zu err=\"%s\"", r->n_done, err.msg);
+    r->delete_failing = true;
+    r->delete_at_ms = ordo_mono_ms() + DELETE_RETRY_MS;
 }
 
 /* How long an idle relay waits for new commits: until the gathered deletes are due. */
 static int idle_wait_ms(const es_relay_t *r)
 {
-    int64_t left = r->n_done > 0 ? DELETE_DELAY_MS - (ordo_mono_ms() - r->done_since_ms) : TICK_MS;
+    int64_t left = r->n_done > 0 ? r->delete_at_ms - ordo_mono_ms() : TICK_MS;
     return left < 1 ? 1 : left > TICK_MS ? TICK_MS : (int)left;
 }
 
@@ -567,7 +575,7 @@ static void *relay_thread(void *arg)
         atomic_store(&r->connected, ordo_bus_connected(bus));
         if (!lead(r, &pg)) {
             discard_offered(r);
-            flush_due(r, &pg, true);
+            flush_due(r, &pg, !r->delete_failing);   /* published while leading: delete them (paced when failing) */
             if (stopping(r))
                 break;
             es_watermark_wait(r->ctx->watermark, INT64_MAX, TICK_MS);

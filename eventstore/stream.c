@@ -66,9 +66,7 @@ static ordo_status serve(stream_t *s, ordo_pg_t *pg, ordo_error_t *err)
             es_watermark_wait(wm, pos, WAIT_MS);
             continue;
         }
-        if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK)
-            return st;
-        if ((st = es_query_events(pg, s->req, pos, mark, PAGE, &res, err)) != ORDO_OK)
+        if ((st = es_query_events(pg, s->req, pos, mark, PAGE, &res, err)) != ORDO_OK)   /* reconnects if needed */
             return st;
         rows = PQntuples(res);
         if (!send_rows(s, res, &pos)) {

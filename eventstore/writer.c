@@ -39,7 +39,7 @@ typedef struct lane {
     es_append_t *head, *tail;
     bool stopping, started;
     pthread_t thread;
-    int busy;   /* writer thread only: > 0 when calls arrived during one of the last BUSY_MEMORY transactions */
+    int busy;   /* (mu) > 0 when calls arrived during one of the lane's last BUSY_MEMORY transactions */
 } lane_t;
 
 struct es_writer {

@@ -244,6 +244,19 @@ ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *con
     return query(pg, NULL, sql, n, values, out, err);
 }
 
+ordo_status ordo_pg_read(ordo_pg_t *pg, const char *sql, int n, const char *const *values, PGresult **out,
+                         ordo_error_t *err)
+{
+    ordo_status st = ordo_pg_ensure(pg, err);
+
+    if (st != ORDO_OK)
+        return st;
+    st = ordo_pg_query(pg, sql, n, values, out, err);
+    if (st == ORDO_UNAVAILABLE && PQstatus(pg->conn) != CONNECTION_OK && (st = ordo_pg_ensure(pg, err)) == ORDO_OK)
+        st = ordo_pg_query(pg, sql, n, values, out, err);
+    return st;
+}
+
 static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int n, ordo_error_t *err)
 {
     PGresult *res;

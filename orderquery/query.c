@@ -88,9 +88,9 @@ static ordo_status page_items(ordo_pg_t *pg, order_page_t *p, int n, ordo_error_
         ordo_buf_pg_array_text(&ids, PQgetvalue(p->orders, i, 0));
     ordo_buf_pg_array_end(&ids);
     params[0] = ordo_buf_str(&ids);
-    st = ordo_pg_query(pg, "SELECT order_id, code, name, unit_price_cents, quantity FROM order_items"
-                           " WHERE order_id = ANY($1::text[]) ORDER BY order_id COLLATE \"C\", line",
-                       1, params, &p->items, err);
+    st = ordo_pg_read(pg, "SELECT order_id, code, name, unit_price_cents, quantity FROM order_items"
+                          " WHERE order_id = ANY($1::text[]) ORDER BY order_id COLLATE \"C\", line",
+                      1, params, &p->items, err);
     ordo_buf_free(&ids);
     return st;
 }
@@ -105,9 +105,7 @@ static void get_order(void *vctx, ordo_pg_t *pg, void *arg)
     ordo_status st;
     (void)vctx;
 
-    st = ordo_pg_ensure(pg, &err);
-    if (st == ORDO_OK)
-        st = ordo_pg_query(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE order_id = $1", 1, params, &p.orders, &err);
+    st = ordo_pg_read(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE order_id = $1", 1, params, &p.orders, &err);
     if (st == ORDO_OK && PQntuples(p.orders) == 0)
         st = ordo_error_set(&err, ORDO_NOT_FOUND, "order %.64s not found", req->order_id);
     if (st == ORDO_OK)
@@ -133,11 +131,9 @@ static void list_orders(void *vctx, ordo_pg_t *pg, void *arg)
     (void)vctx;
 
     snprintf(limit_s, sizeof limit_s, "%d", limit + 1);
-    st = ordo_pg_ensure(pg, &err);
-    if (st == ORDO_OK)
-        st = ordo_pg_query(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE ($1 = '' OR customer_id = $1)"
-                               " AND ($2 = '' OR status = $2) AND order_id COLLATE \"C\" > $3"
-                               " ORDER BY order_id COLLATE \"C\" LIMIT $4::int", 4, params, &p.orders, &err);
+    st = ordo_pg_read(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE ($1 = '' OR customer_id = $1)"
+                          " AND ($2 = '' OR status = $2) AND order_id COLLATE \"C\" > $3"
+                          " ORDER BY order_id COLLATE \"C\" LIMIT $4::int", 4, params, &p.orders, &err);
     if (st == ORDO_OK) {
         n = PQntuples(p.orders) > limit ? limit : PQntuples(p.orders);
         st = page_items(pg, &p, n, &err);

@@ -66,6 +66,16 @@ ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *con
                           PGresult **out, ordo_error_t *err);
 
 /**
+ * ordo_pg_query() for a statement that may safely run twice (a read, an
+ * idempotent write) outside a transaction: connects if needed, and when the
+ * connection turns out to have been lost since its last use (the database
+ * restarted meanwhile), reconnects and runs the statement once more, so the
+ * first request after a restart does not fail.
+ */
+ordo_status ordo_pg_read(ordo_pg_t *pg, const char *sql, int n, const char *const *values, PGresult **out,
+                         ordo_error_t *err);
+
+/**
  * Like ordo_pg_query(), as the prepared statement @p name (a string constant),
  * prepared from @p sql on first use on each connection: no parse and plan per call.
  */
