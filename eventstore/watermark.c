@@ -13,10 +13,11 @@
  *
  * The writers also tell it which positions they committed. Those need no
  * query: when the positions right after the mark are this process's own
- * committed ones, the mark moves over them at once. The database is read
- * only when a position after the mark is not known here as committed
- * (another instance's event, a transaction of ours still in flight or
- * rolled back), and on every tick.
+ * committed ones, the writer moves the mark over them itself (no thread
+ * wakes up but those waiting for the mark). The watermark thread is poked to
+ * read the database only when a position after the mark is not known here
+ * as committed (another instance's event, a transaction of ours still in
+ * flight or rolled back), and reads it on every tick.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,14 +116,11 @@ static void add_range(es_watermark_t *wm, int64_t first, int64_t last)
 }
 
 /* Moves @p mark over this process's committed positions that follow it and
- * forgets those at or below it. Returns whether any committed here remain
- * above the mark (something unknown lies between: ask the database). */
-static bool advance_locally(es_watermark_t *wm, int64_t *mark)
+ * forgets those at or below it (mu held). */
+static void skip_ranges(es_watermark_t *wm, int64_t *mark)
 {
     size_t k = 0;
-    bool left;
 
-    pthread_mutex_lock(&wm->mu);
     while (k < wm->n_ranges && wm->ranges[k].first <= *mark + 1) {
         if (wm->ranges[k].last > *mark)
             *mark = wm->ranges[k].last;
@@ -130,6 +128,19 @@ static bool advance_locally(es_watermark_t *wm, int64_t *mark)
     }
     memmove(wm->ranges, wm->ranges + k, (wm->n_ranges - k) * sizeof *wm->ranges);
     wm->n_ranges -= k;
+}
+
+/* The thread's walk over local commits: starts from the published mark when
+ * a writer moved it further, then skip_ranges. Returns whether any committed
+ * here remain above the mark (something unknown lies between: ask the database). */
+static bool advance_locally(es_watermark_t *wm, int64_t *mark)
+{
+    bool left;
+
+    pthread_mutex_lock(&wm->mu);
+    if (wm->ready && wm->mark > *mark)
+        *mark = wm->mark;
+    skip_ranges(wm, mark);
     left = wm->n_ranges > 0;
     pthread_mutex_unlock(&wm->mu);
     return left;
@@ -258,8 +269,18 @@ void es_watermark_committed(es_watermark_t *wm, const int64_t *positions, size_t
     }
     if (n > 0 && positions[n - 1] > wm->local_commit)
         wm->local_commit = positions[n - 1];
-    wm->poke = true;
-    pthread_cond_signal(&wm->poked);
+    if (wm->ready) {
+        int64_t mark = wm->mark;
+        skip_ranges(wm, &mark);
+        if (mark > wm->mark) {
+            wm->mark = mark;
+            pthread_cond_broadcast(&wm->changed);
+        }
+    }
+    if (!wm->ready || wm->n_ranges > 0) {   /* something unknown lies between: ask the database */
+        wm->poke = true;
+        pthread_cond_signal(&wm->poked);
+    }
     pthread_mutex_unlock(&wm->mu);
 }
 
