@@ -37,6 +37,8 @@
 enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, DELETE_DELAY_MS = 100,
        DELETE_RETRY_MS = 1000 };
 
+static const char DELETE_OUTBOX_SQL[] = "DELETE FROM outbox WHERE position = ANY($1::int8[])";
+
 typedef struct offered {
     int64_t position;
     natsMsg *msg;
@@ -318,7 +320,7 @@ static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_err
         ordo_buf_pg_array_int(&done, r->done[i]);
     ordo_buf_pg_array_end(&done);
     params[0] = ordo_buf_str(&done);
-    st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, NULL, err);
+    st = ordo_pg_query(pg, DELETE_OUTBOX_SQL, 1, params, NULL, err);
     ordo_buf_free(&done);
     if (st == ORDO_OK) {
         r->n_done = 0;
@@ -376,7 +378,7 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, or
                                    " ON CONFLICT (position) DO UPDATE SET error = excluded.error, rejected_at = now()",
                                2, params, NULL, err);
         if (st == ORDO_OK)
-            st = ordo_pg_query(pg, "DELETE FROM outbox WHERE position = ANY($1::int8[])", 1, params, &res, err);
+            st = ordo_pg_query(pg, DELETE_OUTBOX_SQL, 1, params, &res, err);
         if (st == ORDO_OK)
             *set_aside = strtoll(PQcmdTuples(res), NULL, 10);
         PQclear(res);
@@ -386,6 +388,29 @@ static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, or
     if (st == ORDO_OK)
         st = gather_done(r, pg, err);
     return st;
+}
+
+/* flush_done for the relay loop: a failure only delays the delete (the rows
+ * stay in the outbox meanwhile; a crash would publish them again). */
+static void flush_due(es_relay_t *r, ordo_pg_t *pg, bool force)
+{
+    ordo_error_t err;
+    if (flush_done(r, pg, force, &err) == ORDO_OK) {
+        if (r->n_done == 0)
+            r->delete_failing = false;
+        return;
+    }
+    if (!r->delete_failing)
+        ORDO_WARN("relay cannot delete published outbox rows yet", "rows=%zu err=\"%s\"", r->n_done, err.msg);
+    r->delete_failing = true;
+    r->delete_at_ms = ordo_mono_ms() + DELETE_RETRY_MS;
+}
+
+/* How long an idle relay waits for new commits: until the gathered deletes are due. */
+static int idle_wait_ms(const es_relay_t *r)
+{
+    int64_t left = r->n_done > 0 ? r->delete_at_ms - ordo_mono_ms() : TICK_MS;
+    return left < 1 ? 1 : left > TICK_MS ? TICK_MS : (int)left;
 }
 
 /* One round: read a page of the outbox, publish it, settle it.
@@ -410,9 +435,7 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     pthread_mutex_unlock(&r->mu);
     if (rescan) {
         r->cursor = 0;
-        /* rows published and not yet deleted would go out again */
-        if (flush_done(r, pg, true, &err) != ORDO_OK)
-            ORDO_WARN("relay cannot delete published outbox rows (they go out again)", "err=\"%s\"", err.msg);
+        flush_due(r, pg, true);   /* rows published and not yet deleted would go out again */
     }
     if (mark <= r->cursor)
         return 0;
@@ -520,29 +543,6 @@ static bool lead(es_relay_t *r, ordo_pg_t *pg)
     }
     atomic_store(&r->leading, held);
     return held;
-}
-
-/* flush_done for the relay loop: a failure only delays the delete (the rows
- * stay in the outbox meanwhile; a crash would publish them again). */
-static void flush_due(es_relay_t *r, ordo_pg_t *pg, bool force)
-{
-    ordo_error_t err;
-    if (flush_done(r, pg, force, &err) == ORDO_OK) {
-        if (r->n_done == 0)
-            r->delete_failing = false;
-        return;
-    }
-    if (!r->delete_failing)
-        ORDO_WARN("relay cannot delete published outbox rows yet", "rows=%zu err=\"%s\"", r->n_done, err.msg);
-    r->delete_failing = true;
-    r->delete_at_ms = ordo_mono_ms() + DELETE_RETRY_MS;
-}
-
-/* How long an idle relay waits for new commits: until the gathered deletes are due. */
-static int idle_wait_ms(const es_relay_t *r)
-{
-    int64_t left = r->n_done > 0 ? r->delete_at_ms - ordo_mono_ms() : TICK_MS;
-    return left < 1 ? 1 : left > TICK_MS ? TICK_MS : (int)left;
 }
 
 static void *relay_thread(void *arg)

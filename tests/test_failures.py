@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Retries and outages: a forced SQLSTATE 40001, a database that goes away and
 comes back, late-committing transactions and the readers' gap rule."""
-import threading
 import os
+import threading
 import time
 import uuid
 
