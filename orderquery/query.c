@@ -156,7 +156,8 @@ static void health(void *vctx, ordo_pg_t *pg, void *arg)
     Order__HealthResponse resp = ORDER__HEALTH_RESPONSE__INIT;
     ordo_error_t err;
 
-    resp.database = ordo_pg_ensure(pg, &err) == ORDO_OK && ordo_pg_exec(pg, "SELECT 1", &err) == ORDO_OK;
+    /* a connection lost while the database restarted is replaced, not reported as an outage */
+    resp.database = ordo_pg_read(pg, "SELECT 1", 0, NULL, NULL, &err) == ORDO_OK;
     resp.bus = ordo_consumer_connected(ctx->consumer);
     resp.applied = atomic_load(&ctx->applied);
     ordo_grpc_call_finish(call, ORDO_OK, NULL, &resp.base);

@@ -232,12 +232,32 @@ def test_eventstore_down(c, t):
     t.ok(st == 200 and health["database"] is True, f"healthz is ok again: {health}")
 
 
+def test_database_restart(c, t):
+    """PostgreSQL restarts under the running system: while it is down a POST
+    answers 503; once it is back, no call fails because of a connection
+    that was lost meanwhile, and orders go through again."""
+    _, _, before = c.order("c-pg", "PIZZA", 5, 1)
+    t.eq(c.final_status(before["order_id"])["status"], "Approved", "an order before the restart")
+    c.pg_stop()
+    st, _, err = c.order("c-pg", "PIZZA", 5, 1)
+    t.eq((st, err["error"]["code"]), (503, "unavailable"), "POST answers 503 while the database is down")
+    c.pg_start_again()
+    healths = [c.http("GET", "/healthz") for _ in range(8)]
+    t.eq([(st, h["database"]) for st, _, h in healths], [(200, True)] * 8,
+         "every healthz after the restart reports the database up (lost connections are replaced, not reported)")
+    reads = [c.http("GET", f"/api/orders/{before['order_id']}")[0] for _ in range(8)]
+    t.eq(reads, [200] * 8, "and every read of the order succeeds")
+    after = wait_for(lambda: (lambda r: r[0] == 201 and r[2])(c.order("c-pg", "PIZZA", 5, 1)), 20,
+                     "orders to be accepted again")
+    t.eq(c.final_status(after["order_id"], timeout=40)["status"], "Approved", "an order after the restart finishes")
+
+
 if __name__ == "__main__":
     import sys
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
-             test_nats_outage, test_eventstore_down]
+             test_nats_outage, test_eventstore_down, test_database_restart]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
     run_tests(tests, lambda: FlowCluster())
