@@ -9,8 +9,12 @@
  * Writers hand each committed event over (es_relay_offer), so in the usual
  * case the relay publishes from memory; it reads the outbox whenever the
  * hand-over does not cover the range exactly (after a start, a Republish, a
- * failed publish, a full queue, a rolled-back position, another writer). NATS being down is waited out; an event JetStream refuses for good
- * is set aside in outbox_rejected (logged and counted) and the relay goes on.
+ * failed publish, a full queue, a rolled-back position, another writer).
+ * NATS being down, and JetStream refusing for a passing reason (its storage
+ * full, its cluster without a leader), is waited out: the events stay in the
+ * outbox, in order, and the relay warns once and tries again with backoff.
+ * Only an event JetStream can never take (larger than the stream allows) is
+ * set aside in outbox_rejected (logged and counted) and the relay goes on.
  * A crash between publish and delete re-publishes on restart; the
  * Nats-Msg-Id header (the event id) lets JetStream drop the duplicate.
  *
@@ -75,6 +79,8 @@ struct es_relay {
     rejected_t *rejected;
     size_t n_rejected;
     size_t n_failed;
+    char failure[160];          /* why the first publish of the round failed, for the warning */
+    bool publish_failing;       /* relay thread only: the last round failed to publish (warned once) */
 };
 
 static int64_t header_int(natsMsg *msg, const char *key)
@@ -83,11 +89,19 @@ static int64_t header_int(natsMsg *msg, const char *key)
     return natsMsgHeader_Get(msg, key, &v) == NATS_OK && v != NULL ? strtoll(v, NULL, 10) : -1;
 }
 
+/* A passing failure of the round (r->mu held): counted, and the first one's
+ * reason kept for the warning. */
+static void add_failed(es_relay_t *r, const char *why)
+{
+    if (r->n_failed++ == 0)
+        snprintf(r->failure, sizeof r->failure, "%s", why);
+}
+
 static void add_rejected(es_relay_t *r, int64_t position, const char *why)
 {
     rejected_t *x;
     if (r->n_rejected >= (size_t)r->ctx->cfg->relay_batch) {
-        r->n_failed++;
+        add_failed(r, why);
         return;
     }
     x = &r->rejected[r->n_rejected++];
@@ -95,20 +109,33 @@ static void add_rejected(es_relay_t *r, int64_t position, const char *why)
     snprintf(x->error, sizeof x->error, "%s", why);
 }
 
+/* Whether JetStream's refusal is about the message itself, so that sending
+ * it again can never succeed. Everything else (storage or account limits
+ * reached, no cluster leader, the stream missing or sealed, ...) passes or
+ * needs an operator, and the event waits in the outbox meanwhile: setting it
+ * aside would deliver the events after it before it. */
+static bool refused_for_good(jsErrCode code)
+{
+    return code == JSStreamMessageExceedsMaximumErr;
+}
+
 /* cnats calls this from its own thread, once per published message. */
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     es_relay_t *r = closure;
     int64_t position = header_int(msg, "Ordo-Position");
+    const char *why = pae != NULL && pae->ErrText != NULL ? pae->ErrText
+                      : pae != NULL                      ? natsStatus_GetText(pae->Err)
+                                                          : "PubAck beyond the batch";
     (void)js;
 
     pthread_mutex_lock(&r->mu);
     if (pa != NULL && r->n_acked < (size_t)r->ctx->cfg->relay_batch)
         r->acked[r->n_acked++] = position;
-    else if (pae != NULL && pae->ErrCode != 0)
-        add_rejected(r, position, pae->ErrText != NULL ? pae->ErrText : "rejected by JetStream");
+    else if (pae != NULL && refused_for_good(pae->ErrCode))
+        add_rejected(r, position, why);
     else
-        r->n_failed++;
+        add_failed(r, why);
     pthread_mutex_unlock(&r->mu);
     natsMsg_Destroy(msg);
 }
@@ -247,7 +274,7 @@ static bool publish_one(es_relay_t *r, ordo_bus_t *bus, int64_t position, natsMs
     if (refused)
         add_rejected(r, position, natsStatus_GetText(s));
     else
-        r->n_failed++;
+        add_failed(r, natsStatus_GetText(s));
     pthread_mutex_unlock(&r->mu);
     return refused;
 }
@@ -295,7 +322,8 @@ static void wait_for_acks(es_relay_t *r, ordo_bus_t *bus)
     /* unanswered: count as failed; they stay in the outbox and go again */
     if (js_PublishAsyncGetPendingList(&pending, ordo_bus_js(bus)) == NATS_OK) {
         pthread_mutex_lock(&r->mu);
-        r->n_failed += (size_t)pending.Count;
+        for (int i = 0; i < pending.Count; i++)
+            add_failed(r, "no PubAck in time");
         pthread_mutex_unlock(&r->mu);
         natsMsgList_Destroy(&pending);
     }
@@ -475,6 +503,18 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     return settle_round(r, pg, next, rows);
 }
 
+/* Warns when publishing starts to fail for a passing reason (once, until a
+ * round publishes everything again, which is logged too). */
+static void report_publishing(es_relay_t *r, size_t failed)
+{
+    if (failed > 0 && !r->publish_failing)
+        ORDO_WARN("relay cannot publish; events wait in the outbox and go again", "failed=%zu err=\"%s\"", failed,
+                  r->failure);
+    else if (failed == 0 && r->publish_failing)
+        ORDO_INFO("relay publishing again", "cursor=%lld", (long long)r->cursor);
+    r->publish_failing = failed > 0;
+}
+
 /* After a round's publishes: records the outcome in the outbox and moves
  * the cursor to @p next, or leaves it for the range to go again. */
 static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows)
@@ -485,6 +525,7 @@ static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows)
 
     pthread_mutex_lock(&r->mu);   /* late callbacks may still arrive: freeze the results */
     failed = r->n_failed;
+    report_publishing(r, failed);
     if (settle(r, pg, &set_aside, &err) != ORDO_OK) {
         ORDO_WARN("relay cannot settle the outbox (will publish again)", "err=\"%s\"", err.msg);
         failed++;
@@ -532,6 +573,21 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
     return bus;
 }
 
+/* Creates the EVENTS stream again if it is gone: checked after NATS
+ * reconnected (a server that lost its state comes back without it) and
+ * while publishing fails (an operator may have deleted it); without it
+ * every publish finds no responders and the events would wait for good. */
+static void ensure_stream(es_relay_t *r, ordo_bus_t *bus, unsigned *reconnects)
+{
+    ordo_error_t err;
+    unsigned now = ordo_bus_reconnects(bus);
+
+    if (now == *reconnects && !r->publish_failing)
+        return;
+    if (ordo_bus_connected(bus) && ordo_bus_ensure_events_stream(bus, &err) == ORDO_OK)
+        *reconnects = now;
+}
+
 /* Holds the lease (renewed when due); on taking it over, the previous
  * holder's progress is unknown: read the outbox from its start. */
 static bool lead(es_relay_t *r, ordo_pg_t *pg)
@@ -558,6 +614,7 @@ static void *relay_thread(void *arg)
     ordo_bus_t *bus = NULL;
     bool warned = false, draining = false;
     int failures = 0;
+    unsigned reconnects = 0;
 
     for (;;) {
         int n;
@@ -573,6 +630,7 @@ static void *relay_thread(void *arg)
             pthread_mutex_unlock(&r->bus_mu);
         }
         atomic_store(&r->connected, ordo_bus_connected(bus));
+        ensure_stream(r, bus, &reconnects);
         if (!lead(r, &pg)) {
             discard_offered(r);
             flush_due(r, &pg, !r->delete_failing);   /* published while leading: delete them (paced when failing) */

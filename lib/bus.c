@@ -1,13 +1,24 @@
 #include "ordo/bus.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ordo/log.h"
+
 struct ordo_bus {
     natsConnection *nc;
     jsCtx *js;
+    atomic_uint reconnects;   /* counted by cnats' reconnected callback */
 };
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    ordo_bus_t *bus = closure;
+    (void)nc;
+    atomic_fetch_add(&bus->reconnects, 1);
+}
 
 ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, ordo_error_t *err)
 {
@@ -68,6 +79,8 @@ ordo_status ordo_bus_connect(const ordo_bus_config_t *cfg, ordo_bus_t **out, ord
     if (s == NATS_OK)
         s = natsOptions_SetReconnectBufSize(opts, 1);
     if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(opts, on_reconnected, bus);
+    if (s == NATS_OK)
         s = natsConnection_Connect(&bus->nc, opts);
     if (s == NATS_OK)
         s = natsConnection_JetStream(&bus->js, bus->nc, cfg->js_options);
@@ -103,6 +116,11 @@ jsCtx *ordo_bus_js(ordo_bus_t *bus)
     return bus->js;
 }
 
+unsigned ordo_bus_reconnects(ordo_bus_t *bus)
+{
+    return atomic_load(&bus->reconnects);
+}
+
 ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err)
 {
     jsStreamInfo *si = NULL;
@@ -125,8 +143,10 @@ ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err)
     cfg.Storage = js_FileStorage;
     cfg.Duplicates = (int64_t)120 * 1000 * 1000 * 1000;   /* 2 min, in ns */
     s = js_AddStream(&si, bus->js, &cfg, NULL, &jerr);
-    if (s == NATS_OK)
+    if (s == NATS_OK) {
+        ORDO_INFO("JetStream stream created", "stream=%s subjects=%s", ORDO_BUS_STREAM, ORDO_BUS_SUBJECTS);
         jsStreamInfo_Destroy(si);
+    }
     /* another process may have created it meanwhile */
     else if (jerr == JSStreamNameExistErr)
         s = NATS_OK;

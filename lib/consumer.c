@@ -9,7 +9,10 @@
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
-enum { FETCH_WAIT_MS = 500 };   /* an idle consumer's long poll, and the stop check's period */
+enum {
+    FETCH_WAIT_MS = 500,        /* an idle consumer's long poll, and the stop check's period */
+    IDLE_CHECK_POLLS = 20,      /* empty long polls in a row after which an idle consumer checks that its durable exists */
+};
 
 /*
  * Fetching and handling overlap: the fetch thread hands each message to the
@@ -43,6 +46,8 @@ struct ordo_consumer {
     pthread_cond_t room;          /* in_hand went down */
     int in_hand;                  /* fetched and not yet settled */
     uint64_t pending;             /* fetch thread only: what the server said was waiting after the last fetch */
+    int empty_polls;              /* fetch thread only: long polls in a row that found nothing */
+    unsigned reconnects;          /* fetch thread only: the bus's reconnect count when the durable was last known */
     bool quit, started;
 };
 
@@ -138,6 +143,8 @@ static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, 
         bind(c, bus, sub, &err) == ORDO_OK) {
         ORDO_INFO("consumer bound", "consumer=%s subject=%s", c->cfg.durable, c->cfg.filter_subject);
         *warned = false;
+        c->reconnects = ordo_bus_reconnects(bus);
+        c->empty_polls = 0;
         return bus;
     }
     if (!*warned)
@@ -294,8 +301,10 @@ static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *s
         s = natsSubscription_Fetch(&list, sub, 1, FETCH_WAIT_MS, &jerr);
     if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT) {
         c->pending = 0;
+        c->empty_polls++;
         return true;
     }
+    c->empty_polls = 0;
     if (s != NATS_OK) {
         c->pending = 0;
         ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
@@ -305,6 +314,34 @@ static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *s
     dispatch(c, &list);
     natsMsgList_Destroy(&list);   /* the array only: the lanes own the messages */
     return true;
+}
+
+/* Whether the durable is gone and must be created again. A pull request to
+ * a missing durable is not refused, it only times out: so this asks after
+ * NATS reconnected (a server that lost its JetStream state comes back
+ * without stream and durables) and now and then while nothing arrives (an
+ * operator may have deleted it). */
+static bool durable_gone(ordo_consumer_t *c, ordo_bus_t *bus)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s;
+    unsigned reconnects = ordo_bus_reconnects(bus);
+
+    if (reconnects == c->reconnects && c->empty_polls < IDLE_CHECK_POLLS)
+        return false;
+    c->empty_polls = 0;
+    s = js_GetConsumerInfo(&ci, ordo_bus_js(bus), ORDO_BUS_STREAM, c->cfg.durable, NULL, &jerr);
+    if (s == NATS_OK) {
+        jsConsumerInfo_Destroy(ci);
+        c->reconnects = reconnects;
+        return false;
+    }
+    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
+        ORDO_WARN("consumer's durable is gone: creating it again", "consumer=%s", c->cfg.durable);
+        return true;
+    }
+    return false;   /* unknown (e.g. still reconnecting): asked again on the next check */
 }
 
 static void *consumer_thread(void *arg)
@@ -321,7 +358,7 @@ static void *consumer_thread(void *arg)
             continue;
         }
         atomic_store(&c->connected, ordo_bus_connected(bus));
-        if (!fetch_round(c, bus, sub)) {
+        if (durable_gone(c, bus) || !fetch_round(c, bus, sub)) {
             wait_settled(c);
             natsSubscription_Destroy(sub);
             sub = NULL;

@@ -159,6 +159,23 @@ class Cluster:
                                           stderr=subprocess.STDOUT)
         wait_port(self.nats_port)
 
+    def nats_request(self, subject, body=b"", timeout=5.0):
+        """One request over the plain NATS protocol (e.g. a JetStream API call); returns the reply's body."""
+        import socket
+        with socket.create_connection(("127.0.0.1", self.nats_port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            f.readline()   # INFO
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.test 1\r\n'
+                      + f"PUB {subject} _INBOX.test {len(body)}\r\n".encode() + body + b"\r\n")
+            while True:
+                line = f.readline()
+                if not line:
+                    raise RuntimeError(f"no reply to {subject}")
+                if line.startswith(b"MSG "):
+                    return f.read(int(line.split()[-1]) + 2)[:-2]
+                if line.startswith(b"PING"):
+                    s.sendall(b"PONG\r\n")
+
     def stop_nats(self):
         if self.nats_proc:
             self.nats_proc.terminate()

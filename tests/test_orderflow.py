@@ -3,6 +3,7 @@
 restaurant, refund) into the read model, over real processes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -216,6 +217,26 @@ def test_nats_outage(c, t):
          "after NATS is back every order reaches its final status")
 
 
+def test_nats_loses_its_state(c, t):
+    """NATS comes back without its JetStream state (a server whose storage was
+    lost): no stream, no durables. The relay creates the stream again, every
+    service its durable, and orders placed while NATS was down and after it
+    came back all finish."""
+    _, _, before = c.order("c-lost", "PIZZA", 4, 1)
+    c.final_status(before["order_id"])
+    c.stop_nats()
+    shutil.rmtree(os.path.join(c.dir, "js"))
+    st, _, during = c.order("c-lost", "SOLD-OUT", 4, 1)
+    t.eq(st, 201, "an order is accepted while NATS is down")
+    c.start_nats()
+    _, _, after = c.order("c-lost", "PIZZA", 4, 1)
+    t.eq(c.final_status(during["order_id"], timeout=40)["status"], "Refunded",
+         "the order placed while NATS was down finishes (rejected and refunded)")
+    t.eq(c.final_status(after["order_id"], timeout=40)["status"], "Approved", "the order placed after it finishes")
+    wait_for(lambda: _all_handled(c), 30, "every durable to exist again and settle")
+    t.ok(True, "every service's durable exists again")
+
+
 def test_eventstore_down(c, t):
     port = c.es_port
     c.stop_es()
@@ -257,7 +278,7 @@ if __name__ == "__main__":
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
-             test_nats_outage, test_eventstore_down, test_database_restart]
+             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_database_restart]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
     run_tests(tests, lambda: FlowCluster())

@@ -38,7 +38,15 @@ void ordo_bus_destroy(ordo_bus_t *bus);
 bool ordo_bus_connected(ordo_bus_t *bus);
 jsCtx *ordo_bus_js(ordo_bus_t *bus);
 
-/** Creates the EVENTS stream (events.>, file storage, 2 min duplicate window) if missing. */
+/**
+ * How many times the connection has reconnected. A server may come back
+ * without its JetStream state (the stream and the durables gone, so that
+ * publishes find no responders and pull requests only time out): whoever
+ * relies on that state checks it again when this number changes.
+ */
+unsigned ordo_bus_reconnects(ordo_bus_t *bus);
+
+/** Creates the EVENTS stream (events.>, file storage, 2 min duplicate window) if missing (logged). */
 ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err);
 
 /** One durable consumer of the EVENTS stream and how far behind it is. */
