@@ -11,6 +11,9 @@
 
 enum {
     FETCH_WAIT_MS = 500,        /* an idle consumer's long poll, and the stop check's period */
+    WAIT_FIRST_MS = 200,        /* ORDO_MSG_WAIT: the first pause before handing a message again, */
+    WAIT_MAX_MS = 5000,         /*   doubling up to this */
+    WAIT_SLICE_MS = 100,        /*   slept in slices, so that a stop is not held up */
     IDLE_CHECK_POLLS = 20,      /* empty long polls in a row after which an idle consumer checks that its durable exists */
 };
 
@@ -30,6 +33,10 @@ typedef struct lane {
     natsMsg **msgs;               /* the messages in hand, in stream order */
     ordo_bus_event_t *events;     /* their events (batch handler) */
     ordo_msg_action *actions;
+    bool *settled;                /* acked, nacked or terminated already */
+    int *waiting;                 /* indexes of the messages whose action is ORDO_MSG_WAIT */
+    ordo_bus_event_t *sub_events; /* their events, and the batch handler's actions for them */
+    ordo_msg_action *sub_actions;
     int n;
     pthread_t thread;
     bool running;
@@ -95,6 +102,9 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
     case ORDO_MSG_RETRY:
         s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
         break;
+    case ORDO_MSG_WAIT:   /* still waiting when the consumer stops: another instance may take it now */
+        s = natsMsg_Nak(m, NULL);
+        break;
     default:
         ORDO_ERROR("message terminated", "consumer=%s event_id=%s type=%s", c->cfg.durable, ev->event_id, ev->event_type);
         s = natsMsg_Term(m, NULL);
@@ -154,22 +164,105 @@ static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, 
     return NULL;
 }
 
+ordo_msg_action ordo_msg_action_of(ordo_status st)
+{
+    switch (st) {
+    case ORDO_OK: return ORDO_MSG_ACK;
+    case ORDO_INVALID: return ORDO_MSG_TERM;
+    case ORDO_UNAVAILABLE:
+    case ORDO_TIMEOUT: return ORDO_MSG_WAIT;
+    default: return ORDO_MSG_RETRY;
+    }
+}
+
+/* Hands the lane's messages whose action is ORDO_MSG_WAIT to the handler
+ * (the batch handler gets them together, in stream order). On a @p retry,
+ * the per-event handler stops at the first that still has to wait: the
+ * dependency is still down, the rest would only wait for it too. */
+static void run_waiting(lane_t *l, bool retry)
+{
+    ordo_consumer_t *c = l->owner;
+    int n = 0;
+
+    for (int i = 0; i < l->n; i++)
+        if (l->actions[i] == ORDO_MSG_WAIT)
+            l->waiting[n++] = i;
+    if (c->cfg.batch_handler == NULL) {
+        for (int k = 0; k < n; k++)
+            if ((l->actions[l->waiting[k]] = c->handler(c->ctx, l->index, &l->events[l->waiting[k]])) ==
+                    ORDO_MSG_WAIT && retry)
+                break;
+        return;
+    }
+    for (int k = 0; k < n; k++)
+        l->sub_events[k] = l->events[l->waiting[k]];
+    c->cfg.batch_handler(c->ctx, l->index, l->sub_events, n, l->sub_actions);
+    for (int k = 0; k < n; k++)
+        l->actions[l->waiting[k]] = l->sub_actions[k];
+}
+
+static int count_waiting(const lane_t *l)
+{
+    int n = 0;
+    for (int i = 0; i < l->n; i++)
+        n += l->actions[i] == ORDO_MSG_WAIT;
+    return n;
+}
+
+/* Sleeps @p ms unless the consumer is stopping; false when it is. */
+static bool pause_unless_stopping(ordo_consumer_t *c, int ms)
+{
+    for (int slept = 0; slept < ms; slept += WAIT_SLICE_MS) {
+        if (atomic_load(&c->stopping))
+            return false;
+        ordo_sleep_ms(ms - slept < WAIT_SLICE_MS ? ms - slept : WAIT_SLICE_MS);
+    }
+    return !atomic_load(&c->stopping);
+}
+
+/* Settles the lane's messages that have an outcome (all of them when
+ * @p all: a stop naks those still waiting), each once. */
+static void settle_decided(lane_t *l, bool all)
+{
+    for (int i = 0; i < l->n; i++)
+        if (!l->settled[i] && (all || l->actions[i] != ORDO_MSG_WAIT)) {
+            settle(l->owner, l->msgs[i], &l->events[i], l->actions[i]);
+            l->settled[i] = true;
+        }
+}
+
+/* Hands every message of the lane to the handler and settles those with an
+ * outcome; those it answers ORDO_MSG_WAIT it hands again and again with
+ * backoff while a dependency is down, telling JetStream they are in
+ * progress (so AckWait does not redeliver them elsewhere and no delivery
+ * is spent). A stop leaves them to be redelivered at once (nak). */
 static void handle_lane(lane_t *l)
 {
     ordo_consumer_t *c = l->owner;
-    if (c->cfg.batch_handler != NULL) {
-        for (int i = 0; i < l->n; i++)
-            event_of(l->msgs[i], &l->events[i]);
-        c->cfg.batch_handler(c->ctx, l->index, l->events, l->n, l->actions);
-        for (int i = 0; i < l->n; i++)
-            settle(c, l->msgs[i], &l->events[i], l->actions[i]);
-        return;
-    }
+    int pause = WAIT_FIRST_MS, waiting;
+
     for (int i = 0; i < l->n; i++) {
-        ordo_bus_event_t ev;
-        event_of(l->msgs[i], &ev);
-        settle(c, l->msgs[i], &ev, c->handler(c->ctx, l->index, &ev));
+        event_of(l->msgs[i], &l->events[i]);
+        l->actions[i] = ORDO_MSG_WAIT;
+        l->settled[i] = false;
     }
+    run_waiting(l, false);
+    settle_decided(l, false);
+    if ((waiting = count_waiting(l)) > 0)
+        ORDO_WARN("a dependency is unreachable: holding messages and trying again", "consumer=%s lane=%d messages=%d",
+                  c->cfg.durable, l->index, waiting);
+    while (waiting > 0 && pause_unless_stopping(c, pause)) {
+        for (int i = 0; i < l->n; i++)
+            if (l->actions[i] == ORDO_MSG_WAIT)
+                natsMsg_InProgress(l->msgs[i], NULL);   /* lost: AckWait redelivers it, handlers are idempotent */
+        run_waiting(l, true);
+        settle_decided(l, false);
+        pause = pause * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : pause * 2;
+        if ((waiting = count_waiting(l)) == 0)
+            ORDO_INFO("dependency reachable again: held messages handled", "consumer=%s lane=%d", c->cfg.durable,
+                      l->index);
+    }
+    settle_decided(l, true);
 }
 
 /* Takes everything queued for the lane; 0 when told to quit with nothing left. */
@@ -404,7 +497,11 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
         lane_t *l = &c->lanes[i];
         if ((l->queue = calloc(batch, sizeof *l->queue)) == NULL || (l->msgs = calloc(batch, sizeof *l->msgs)) == NULL ||
             (l->events = calloc(batch, sizeof *l->events)) == NULL ||
-            (l->actions = calloc(batch, sizeof *l->actions)) == NULL) {
+            (l->actions = calloc(batch, sizeof *l->actions)) == NULL ||
+            (l->settled = calloc(batch, sizeof *l->settled)) == NULL ||
+            (l->waiting = calloc(batch, sizeof *l->waiting)) == NULL ||
+            (l->sub_events = calloc(batch, sizeof *l->sub_events)) == NULL ||
+            (l->sub_actions = calloc(batch, sizeof *l->sub_actions)) == NULL) {
             ordo_consumer_destroy(c);
             return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
         }
@@ -453,6 +550,10 @@ void ordo_consumer_destroy(ordo_consumer_t *c)
         free(l->msgs);
         free(l->events);
         free(l->actions);
+        free(l->settled);
+        free(l->waiting);
+        free(l->sub_events);
+        free(l->sub_actions);
     }
     free(c->lanes);
     pthread_mutex_destroy(&c->mu);

@@ -22,6 +22,11 @@ void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
     nanosleep(&ts, NULL);
 }
 
+void ordo_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 
 struct timespec ordo_deadline_us(long us)
 {

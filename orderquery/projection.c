@@ -314,6 +314,11 @@ void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n
         for (int i = 0; i < b.n; i++)
             if (!b.fast[i].applied)
                 actions[b.fast[i].ev - events] = oq_handle(ctx, lane, b.fast[i].ev);
+    } else if (ordo_msg_action_of(st) == ORDO_MSG_WAIT) {
+        /* ... or, with the database unreachable, every order event waits for it ... */
+        for (int i = 0; i < n; i++)
+            if (strcmp(events[i].aggregate_type, ORDO_ORDER_AGGREGATE) == 0)
+                actions[i] = ORDO_MSG_WAIT;
     } else {
         /* ... or, when the batch cannot be applied, each event on its own. */
         ORDO_DEBUG("batch apply failed; applying one by one", "events=%d err=\"%s\"", n, err.msg);
@@ -345,7 +350,7 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
     }
     ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld status=%s err=\"%s\"", ev->aggregate_id,
               ev->event_type, (long long)ev->version, ordo_status_text(st), err.msg);
-    return st == ORDO_INVALID ? ORDO_MSG_TERM : ORDO_MSG_RETRY;
+    return ordo_msg_action_of(st);
 }
 
 ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *orders, ordo_error_t *err)

@@ -77,7 +77,7 @@ ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
     if (ordo_order_from_event(ev->data, (size_t)ev->data_len, &order, &err) != ORDO_OK &&
         (st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {
         ORDO_WARN("cannot load the order", "order_id=%s err=\"%s\"", ev->aggregate_id, err.msg);
-        return st == ORDO_INVALID ? ORDO_MSG_TERM : ORDO_MSG_RETRY;
+        return ordo_msg_action_of(st);
     }
     missing = unavailable_item(r->cfg, &order);
     doc = json_pack("{s:s, s:s, s:s, s:f, s:I}", "order_id", ev->aggregate_id, "customer_id", order.customer_id,

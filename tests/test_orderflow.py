@@ -273,12 +273,47 @@ def test_database_restart(c, t):
     t.eq(c.final_status(after["order_id"], timeout=40)["status"], "Approved", "an order after the restart finishes")
 
 
+def test_outage_spends_no_deliveries(c, t):
+    """The database and the event store are down for longer than ten
+    redeliveries take (MaxDeliver 10, one second apart): the services hold
+    the messages they cannot handle and try them again until their
+    dependencies are back, instead of spending a delivery each time and
+    terminating the message (which left orders unpaid, or the read model
+    behind the store, for good)."""
+    queries = [n for n in ("orderquery-1", "orderquery-2") if c.services[n].proc]   # an earlier test killed one
+    seen = {name: os.path.getsize(svc.log_path) for name, svc in c.services.items()}   # earlier tests' lines
+    held = [c.services[n].proc for n in ["paymentsvc"] + queries]
+    for p in held:   # paused, so that the orders' events reach them only during the outage
+        p.send_signal(signal.SIGSTOP)
+    ids = [c.order("c-outage", code, 4, 1)[2]["order_id"] for code in ("PIZZA", "SOLD-OUT", "PIZZA")]
+    port = c.es_port
+    c.stop_es()
+    c.pg_stop()
+    for p in held:
+        p.send_signal(signal.SIGCONT)
+    time.sleep(15)   # a handler that fails at once spends ten deliveries in about ten seconds
+    c.pg_start_again()
+    c.start_es(port=port)
+    finals = [c.final_status(i, timeout=60)["status"] for i in ids]
+    t.eq(finals, ["Approved", "Refunded", "Approved"], "every order finishes once the outage is over")
+    wait_for(lambda: _all_handled(c), 30, "every durable to settle")
+    logs = {}
+    for name, svc in c.services.items():
+        with open(svc.log_path) as f:
+            f.seek(seen.get(name, 0))
+            logs[name] = f.read()
+    t.eq([n for n, log in logs.items() if "terminated" in log], [], "no service terminated a message")
+    t.ok("holding messages" in logs["paymentsvc"] and any("holding messages" in logs[n] for n in queries),
+         "paymentsvc and orderquery said they were holding messages during the outage")
+
+
 if __name__ == "__main__":
     import sys
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
-             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_database_restart]
+             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_database_restart,
+             test_outage_spends_no_deliveries]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
     run_tests(tests, lambda: FlowCluster())

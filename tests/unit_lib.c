@@ -11,6 +11,7 @@
 #include "ordo/buf.h"
 #include "ordo/bus.h"
 #include "ordo/config.h"
+#include "ordo/consumer.h"
 #include "ordo/grpc.h"
 #include "ordo/json.h"
 #include "ordo/uuid.h"
@@ -161,12 +162,26 @@ static void status_mapping(void **state)
     assert_int_equal(ordo_grpc_code_of(ORDO_CONFLICT), 9);       /* FAILED_PRECONDITION */
 }
 
+/* Only an unreachable dependency makes a consumer hold a message: every
+ * other failure spends a delivery, bad input ends it at once. */
+static void message_actions(void **state)
+{
+    (void)state;
+    assert_int_equal(ordo_msg_action_of(ORDO_OK), ORDO_MSG_ACK);
+    assert_int_equal(ordo_msg_action_of(ORDO_INVALID), ORDO_MSG_TERM);
+    assert_int_equal(ordo_msg_action_of(ORDO_UNAVAILABLE), ORDO_MSG_WAIT);
+    assert_int_equal(ordo_msg_action_of(ORDO_TIMEOUT), ORDO_MSG_WAIT);
+    assert_int_equal(ordo_msg_action_of(ORDO_NOT_FOUND), ORDO_MSG_RETRY);
+    assert_int_equal(ordo_msg_action_of(ORDO_INTERNAL), ORDO_MSG_RETRY);
+    assert_int_equal(ordo_msg_action_of(ORDO_NO_MEMORY), ORDO_MSG_RETRY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_precedence), cmocka_unit_test(config_rejects), cmocka_unit_test(uuids),
         cmocka_unit_test(json_and_utf8),     cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
-        cmocka_unit_test(status_mapping),
+        cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,9 +35,16 @@ typedef struct ordo_bus_event {
 
 typedef enum ordo_msg_action {
     ORDO_MSG_ACK,        /**< the effect is committed (or there is none) */
-    ORDO_MSG_RETRY,      /**< failed for now: redeliver after a delay */
+    ORDO_MSG_RETRY,      /**< failed for now: redeliver after a delay (at most max_deliver times in all) */
     ORDO_MSG_TERM,       /**< can never succeed: stop redelivering (logged) */
+    ORDO_MSG_WAIT,       /**< a dependency (database, event store) is unreachable: the consumer keeps the
+                              message and hands it to the handler again with backoff until it is reachable,
+                              without spending a delivery (an outage of any length loses nothing) */
 } ordo_msg_action;
+
+/** The action for a handler whose effect ended with @p st: ACK for ORDO_OK,
+ *  TERM for ORDO_INVALID, WAIT for ORDO_UNAVAILABLE and ORDO_TIMEOUT, RETRY otherwise. */
+ordo_msg_action ordo_msg_action_of(ordo_status st);
 
 /**
  * Handles one event. Runs on one of the consumer's @c concurrency lane

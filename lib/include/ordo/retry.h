@@ -18,6 +18,9 @@ typedef struct ordo_retry_policy {
 /** Sleeps the backoff for @p attempt (1-based): base x 2^(attempt-1), capped, jittered in [d/2, d]. */
 void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
 
+/** Sleeps @p ms milliseconds. */
+void ordo_sleep_ms(int ms);
+
 /** The CLOCK_REALTIME instant @p ms from now, for pthread_cond_timedwait. */
 struct timespec ordo_deadline_ms(int ms);
 
