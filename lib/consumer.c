@@ -176,10 +176,10 @@ ordo_msg_action ordo_msg_action_of(ordo_status st)
 }
 
 /* Hands the lane's messages whose action is ORDO_MSG_WAIT to the handler
- * (the batch handler gets them together, in stream order). On a @p retry,
- * the per-event handler stops at the first that still has to wait: the
- * dependency is still down, the rest would only wait for it too. */
-static void run_waiting(lane_t *l, bool retry)
+ * (the batch handler gets them together, in stream order). The per-event
+ * handler stops at the first that has to wait: its dependency is down, the
+ * rest would only wait for it too (each for a whole call deadline). */
+static void run_waiting(lane_t *l)
 {
     ordo_consumer_t *c = l->owner;
     int n = 0;
@@ -190,7 +190,7 @@ static void run_waiting(lane_t *l, bool retry)
     if (c->cfg.batch_handler == NULL) {
         for (int k = 0; k < n; k++)
             if ((l->actions[l->waiting[k]] = c->handler(c->ctx, l->index, &l->events[l->waiting[k]])) ==
-                    ORDO_MSG_WAIT && retry)
+                ORDO_MSG_WAIT)
                 break;
         return;
     }
@@ -246,7 +246,7 @@ static void handle_lane(lane_t *l)
         l->actions[i] = ORDO_MSG_WAIT;
         l->settled[i] = false;
     }
-    run_waiting(l, false);
+    run_waiting(l);
     settle_decided(l, false);
     if ((waiting = count_waiting(l)) > 0)
         ORDO_WARN("a dependency is unreachable: holding messages and trying again", "consumer=%s lane=%d messages=%d",
@@ -255,7 +255,7 @@ static void handle_lane(lane_t *l)
         for (int i = 0; i < l->n; i++)
             if (l->actions[i] == ORDO_MSG_WAIT)
                 natsMsg_InProgress(l->msgs[i], NULL);   /* lost: AckWait redelivers it, handlers are idempotent */
-        run_waiting(l, true);
+        run_waiting(l);
         settle_decided(l, false);
         pause = pause * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : pause * 2;
         if ((waiting = count_waiting(l)) == 0)
