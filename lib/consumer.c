@@ -300,9 +300,7 @@ static void lane_done(lane_t *l)
 static void *lane_thread(void *arg)
 {
     lane_t *l = arg;
-    ordo_consumer_t *c = l->owner;
 
-    (void)c;
     while (take_queued(l) > 0) {
         handle_lane(l);
         lane_done(l);
