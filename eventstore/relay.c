@@ -39,7 +39,7 @@
 #include "ordo/uuid.h"
 
 enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, DELETE_DELAY_MS = 100,
-       DELETE_RETRY_MS = 1000 };
+       DELETE_RETRY_MS = 1000, STREAM_RECREATE_MS = 3000 };
 
 static const char DELETE_OUTBOX_SQL[] = "DELETE FROM outbox WHERE position = ANY($1::int8[])";
 
@@ -81,6 +81,7 @@ struct es_relay {
     size_t n_failed;
     char failure[160];          /* why the first publish of the round failed, for the warning */
     bool publish_failing;       /* relay thread only: the last round failed to publish (warned once) */
+    int64_t failing_since_ms;   /* relay thread only: when publishing started to fail (monotonic) */
 };
 
 static int64_t header_int(natsMsg *msg, const char *key)
@@ -507,10 +508,11 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
  * round publishes everything again, which is logged too). */
 static void report_publishing(es_relay_t *r, size_t failed)
 {
-    if (failed > 0 && !r->publish_failing)
+    if (failed > 0 && !r->publish_failing) {
         ORDO_WARN("relay cannot publish; events wait in the outbox and go again", "failed=%zu err=\"%s\"", failed,
                   r->failure);
-    else if (failed == 0 && r->publish_failing)
+        r->failing_since_ms = ordo_mono_ms();
+    } else if (failed == 0 && r->publish_failing)
         ORDO_INFO("relay publishing again", "cursor=%lld", (long long)r->cursor);
     r->publish_failing = failed > 0;
 }
@@ -575,14 +577,17 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
 
 /* Creates the EVENTS stream again if it is gone: checked after NATS
  * reconnected (a server that lost its state comes back without it) and
- * while publishing fails (an operator may have deleted it); without it
- * every publish finds no responders and the events would wait for good. */
+ * once publishing has failed for STREAM_RECREATE_MS (an operator may have
+ * deleted it: nats-server 2.9 goes on removing a deleted stream's files for
+ * up to a second after answering, and a stream created in between can lose
+ * them); without it every publish finds no responders and the events would
+ * wait for good. */
 static void ensure_stream(es_relay_t *r, ordo_bus_t *bus, unsigned *reconnects)
 {
     ordo_error_t err;
     unsigned now = ordo_bus_reconnects(bus);
 
-    if (now == *reconnects && !r->publish_failing)
+    if (now == *reconnects && !(r->publish_failing && ordo_mono_ms() - r->failing_since_ms >= STREAM_RECREATE_MS))
         return;
     if (ordo_bus_connected(bus) && ordo_bus_ensure_events_stream(bus, &err) == ORDO_OK)
         *reconnects = now;
