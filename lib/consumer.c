@@ -82,6 +82,7 @@ static void event_of(natsMsg *m, ordo_bus_event_t *ev)
     ev->data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
     ev->data_len = natsMsg_GetDataLength(m);
     ev->delivered = 1;
+    ev->round = 1;
     if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
         ev->delivered = meta->NumDelivered;
         jsMsgMetaData_Destroy(meta);
@@ -256,8 +257,10 @@ static void handle_lane(lane_t *l)
                   c->cfg.durable, l->index, waiting);
     while (waiting > 0 && pause_unless_stopping(c, pause)) {
         for (int i = 0; i < l->n; i++)
-            if (l->actions[i] == ORDO_MSG_WAIT)
+            if (l->actions[i] == ORDO_MSG_WAIT) {
                 natsMsg_InProgress(l->msgs[i], NULL);   /* lost: AckWait redelivers it, handlers are idempotent */
+                l->events[i].round++;
+            }
         run_waiting(l);
         settle_decided(l, false);
         pause = pause * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : pause * 2;

@@ -34,9 +34,10 @@ ordo_msg_action ordo_saga_followup(ordo_grpc_client_t *store, const ordo_bus_eve
                    event_type, err.msg);
         return ORDO_MSG_TERM;
     default:
-        if (ordo_msg_action_of(st) == ORDO_MSG_WAIT) {   /* the consumer warns once and holds the message */
-            ORDO_DEBUG("the store is unreachable; waiting for it", "order_id=%s event=%s err=\"%s\"",
-                       cause->aggregate_id, event_type, err.msg);
+        if (ordo_msg_action_of(st) == ORDO_MSG_WAIT) {   /* the consumer holds the message and hands it again */
+            if (cause->round == 1)
+                ORDO_WARN("the event store is unreachable; waiting for it", "order_id=%s event=%s err=\"%s\"",
+                          cause->aggregate_id, event_type, err.msg);
             return ORDO_MSG_WAIT;
         }
         ORDO_WARN("cannot append the follow-up now; will retry", "order_id=%s event=%s err=\"%s\"",

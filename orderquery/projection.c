@@ -25,7 +25,7 @@
 static ordo_bus_event_t from_store(const Eventstore__Event *e)
 {
     ordo_bus_event_t ev = {e->event_id, e->event_type, e->aggregate_id, e->aggregate_type, "",
-                           e->version, e->position, e->created_at, e->event_data, (int)strlen(e->event_data), 1};
+                           e->version, e->position, e->created_at, e->event_data, (int)strlen(e->event_data), 1, 1};
     return ev;
 }
 
@@ -316,6 +316,9 @@ void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n
                 actions[b.fast[i].ev - events] = oq_handle(ctx, lane, b.fast[i].ev);
     } else if (ordo_msg_action_of(st) == ORDO_MSG_WAIT) {
         /* ... or, with the database unreachable, every order event waits for it ... */
+        if (events[0].round == 1)
+            ORDO_WARN("the read model's database is unreachable; waiting for it", "lane=%d events=%d err=\"%s\"", lane,
+                      n, err.msg);
         for (int i = 0; i < n; i++)
             if (strcmp(events[i].aggregate_type, ORDO_ORDER_AGGREGATE) == 0)
                 actions[i] = ORDO_MSG_WAIT;
@@ -348,8 +351,9 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
                    ev->aggregate_id, ev->event_type, (long long)ev->version);
         return ORDO_MSG_ACK;
     }
-    ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld status=%s err=\"%s\"", ev->aggregate_id,
-              ev->event_type, (long long)ev->version, ordo_status_text(st), err.msg);
+    if (ordo_msg_action_of(st) != ORDO_MSG_WAIT || ev->round == 1)
+        ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld status=%s err=\"%s\"",
+                  ev->aggregate_id, ev->event_type, (long long)ev->version, ordo_status_text(st), err.msg);
     return ordo_msg_action_of(st);
 }
 

@@ -305,6 +305,9 @@ def test_outage_spends_no_deliveries(c, t):
     t.eq([n for n, log in logs.items() if "terminated" in log], [], "no service terminated a message")
     t.ok("holding messages" in logs["paymentsvc"] and any("holding messages" in logs[n] for n in queries),
          "paymentsvc and orderquery said they were holding messages during the outage")
+    why = logs["paymentsvc"].count("the event store is unreachable") + \
+        sum(logs[n].count("the read model's database is unreachable") for n in queries)
+    t.ok(2 <= why <= 9, f"and why, once per held message or batch, not on every try ({why} lines in 15 s)")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ typedef struct ordo_bus_event {
     const char *data;             /**< event_data, NOT NUL-terminated */
     int data_len;
     uint64_t delivered;           /**< 1 on the first delivery */
+    int round;                    /**< 1 in the consumer's first round over this delivery, more in the
+                                       rounds while it holds it (ORDO_MSG_WAIT): a handler says why it
+                                       waits in round 1 only */
 } ordo_bus_event_t;
 
 typedef enum ordo_msg_action {
