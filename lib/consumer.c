@@ -11,9 +11,7 @@
 
 enum {
     FETCH_WAIT_MS = 500,        /* an idle consumer's long poll, and the stop check's period */
-    WAIT_FIRST_MS = 200,        /* ORDO_MSG_WAIT: the first pause before handing a message again, */
-    WAIT_MAX_MS = 5000,         /*   doubling up to this */
-    WAIT_SLICE_MS = 100,        /*   slept in slices, so that a stop is not held up */
+    WAIT_SLICE_MS = 100,        /* ORDO_MSG_WAIT's pauses are slept in slices, so that a stop is not held up */
     IDLE_CHECK_POLLS = 20,      /* empty long polls in a row after which an idle consumer checks that its durable exists */
 };
 
@@ -198,6 +196,10 @@ static void run_waiting(lane_t *l)
                 break;
         return;
     }
+    if (n == l->n) {   /* every message of the lane (always so in the first round): in place */
+        c->cfg.batch_handler(c->ctx, l->index, l->events, n, l->actions);
+        return;
+    }
     for (int k = 0; k < n; k++)
         l->sub_events[k] = l->events[l->waiting[k]];
     c->cfg.batch_handler(c->ctx, l->index, l->sub_events, n, l->sub_actions);
@@ -242,8 +244,9 @@ static void settle_decided(lane_t *l, bool all)
  * is spent). A stop leaves them to be redelivered at once (nak). */
 static void handle_lane(lane_t *l)
 {
+    static const ordo_retry_policy_t hold = {0, 200, 5000};   /* pauses before handing held messages again */
     ordo_consumer_t *c = l->owner;
-    int pause = WAIT_FIRST_MS, waiting;
+    int round = 1, waiting;
 
     for (int i = 0; i < l->n; i++) {
         event_of(l->msgs[i], &l->events[i]);
@@ -255,7 +258,7 @@ static void handle_lane(lane_t *l)
     if ((waiting = count_waiting(l)) > 0)
         ORDO_WARN("a dependency is unreachable: holding messages and trying again", "consumer=%s lane=%d messages=%d",
                   c->cfg.durable, l->index, waiting);
-    while (waiting > 0 && pause_unless_stopping(c, pause)) {
+    while (waiting > 0 && pause_unless_stopping(c, ordo_backoff_ms(&hold, round++))) {
         for (int i = 0; i < l->n; i++)
             if (l->actions[i] == ORDO_MSG_WAIT) {
                 natsMsg_InProgress(l->msgs[i], NULL);   /* lost: AckWait redelivers it, handlers are idempotent */
@@ -263,7 +266,6 @@ static void handle_lane(lane_t *l)
             }
         run_waiting(l);
         settle_decided(l, false);
-        pause = pause * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : pause * 2;
         if ((waiting = count_waiting(l)) == 0)
             ORDO_INFO("dependency reachable again: held messages handled", "consumer=%s lane=%d", c->cfg.durable,
                       l->index);

@@ -3,29 +3,36 @@
 #include <stdlib.h>
 #include <time.h>
 
-void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
+int ordo_backoff_ms(const ordo_retry_policy_t *policy, int attempt)
 {
-    struct timespec now, ts;
     long ms = policy->base_delay_ms;
-    unsigned seed;
 
     for (int i = 1; i < attempt && ms < policy->max_delay_ms; i++)
         ms *= 2;
-    if (ms > policy->max_delay_ms)
-        ms = policy->max_delay_ms;
+    return (int)(ms > policy->max_delay_ms ? policy->max_delay_ms : ms);
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt)
+{
+    struct timespec now;
+    long ms = ordo_backoff_ms(policy, attempt);
+    unsigned seed;
+
     clock_gettime(CLOCK_MONOTONIC, &now);
     seed = (unsigned)(now.tv_nsec ^ (long)attempt * 2654435761L);
     /* full jitter in [ms/2, ms]: racing writers spread out instead of colliding again */
-    long us = ms * 500 + (long)(rand_r(&seed) % (ms * 500 + 1));
-    ts.tv_sec = us / 1000000;
-    ts.tv_nsec = (us % 1000000) * 1000;
-    nanosleep(&ts, NULL);
+    sleep_us(ms * 500 + (long)(rand_r(&seed) % (ms * 500 + 1)));
 }
 
 void ordo_sleep_ms(int ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    sleep_us((long)ms * 1000);
 }
 
 struct timespec ordo_deadline_us(long us)

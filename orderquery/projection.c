@@ -340,6 +340,7 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
     ordo_error_t err;
     bool applied = false;
     ordo_status st;
+    ordo_msg_action action;
 
     if (strcmp(ev->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
         return ORDO_MSG_ACK;
@@ -351,10 +352,11 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
                    ev->aggregate_id, ev->event_type, (long long)ev->version);
         return ORDO_MSG_ACK;
     }
-    if (ordo_msg_action_of(st) != ORDO_MSG_WAIT || ev->round == 1)
+    action = ordo_msg_action_of(st);
+    if (action != ORDO_MSG_WAIT || ev->round == 1)   /* a held event says why once */
         ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld status=%s err=\"%s\"",
                   ev->aggregate_id, ev->event_type, (long long)ev->version, ordo_status_text(st), err.msg);
-    return ordo_msg_action_of(st);
+    return action;
 }
 
 ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *orders, ordo_error_t *err)

@@ -76,9 +76,10 @@ ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
         return ORDO_MSG_ACK;
     if (ordo_order_from_event(ev->data, (size_t)ev->data_len, &order, &err) != ORDO_OK &&
         (st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {
-        if (ordo_msg_action_of(st) != ORDO_MSG_WAIT || ev->round == 1)
+        action = ordo_msg_action_of(st);
+        if (action != ORDO_MSG_WAIT || ev->round == 1)   /* a held message says why once */
             ORDO_WARN("cannot load the order", "order_id=%s err=\"%s\"", ev->aggregate_id, err.msg);
-        return ordo_msg_action_of(st);
+        return action;
     }
     missing = unavailable_item(r->cfg, &order);
     doc = json_pack("{s:s, s:s, s:s, s:f, s:I}", "order_id", ev->aggregate_id, "customer_id", order.customer_id,

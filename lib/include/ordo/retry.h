@@ -15,7 +15,10 @@ typedef struct ordo_retry_policy {
     int max_delay_ms;
 } ordo_retry_policy_t;
 
-/** Sleeps the backoff for @p attempt (1-based): base x 2^(attempt-1), capped, jittered in [d/2, d]. */
+/** The backoff for @p attempt (1-based) in milliseconds: base x 2^(attempt-1), capped at max. */
+int ordo_backoff_ms(const ordo_retry_policy_t *policy, int attempt);
+
+/** Sleeps the backoff for @p attempt (1-based): ordo_backoff_ms, jittered in [d/2, d]. */
 void ordo_backoff_sleep(const ordo_retry_policy_t *policy, int attempt);
 
 /** Sleeps @p ms milliseconds. */
