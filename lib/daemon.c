@@ -1,11 +1,20 @@
 #include "ordo/daemon.h"
 
+#include <gnutls/gnutls.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 
 #include "ordo/grpc.h"
 #include "ordo/log.h"
+
+/* libpq loads GnuTLS (through libldap, for LDAP service lookups), and
+ * GnuTLS's constructor initialised it at load: ~0.6-1 MB of pages a daemon
+ * never needs (BENCHMARKS.md, 2026-11-30 evening). GnuTLS's documented
+ * switch, defined here, in the object every daemon links for
+ * ordo_daemon_init, skips that. Whoever needs GnuTLS initialises it: libldap
+ * for an ldaps:// lookup, libmicrohttpd when an HTTP server loads it. */
+GNUTLS_SKIP_GLOBAL_INIT
 
 static void stop_signals(sigset_t *set)
 {

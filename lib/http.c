@@ -1,6 +1,7 @@
 #include "ordo/http.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdarg.h>
@@ -11,7 +12,27 @@
 #include "ordo/buf.h"
 #include "ordo/log.h"
 
+/*
+ * libmicrohttpd is loaded when a server starts, not with the binary: its
+ * load-time constructor initialises GnuTLS (~0.7 MB resident with the
+ * library's own pages), which the event store paid for even with /metrics
+ * off, its default (BENCHMARKS.md, 2026-11-30 evening). Each server holds
+ * the library and the functions it calls.
+ */
+typedef struct mhd_api {
+    void *lib;
+    __typeof__(MHD_start_daemon) *start_daemon;
+    __typeof__(MHD_stop_daemon) *stop_daemon;
+    __typeof__(MHD_get_daemon_info) *get_daemon_info;
+    __typeof__(MHD_lookup_connection_value) *lookup_connection_value;
+    __typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
+    __typeof__(MHD_add_response_header) *add_response_header;
+    __typeof__(MHD_queue_response) *queue_response;
+    __typeof__(MHD_destroy_response) *destroy_response;
+} mhd_api_t;
+
 struct ordo_http_server {
+    mhd_api_t mhd;
     struct MHD_Daemon *daemon;
     ordo_http_handler_cb handler;
     void *ctx;
@@ -57,35 +78,35 @@ void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, c
 
 const char *ordo_http_header(const ordo_http_request_t *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+    return req->server->mhd.lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
 const char *ordo_http_query(const ordo_http_request_t *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    return req->server->mhd.lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *conn, ordo_http_response_t *r)
+static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection *conn, ordo_http_response_t *r)
 {
     const char *body = r->body ? r->body : "";
-    struct MHD_Response *mr = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *mr = mhd->create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     enum MHD_Result ret;
 
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
+    mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
     if (r->header_name != NULL)
-        MHD_add_response_header(mr, r->header_name, r->header_value);
-    ret = MHD_queue_response(conn, (unsigned)r->status, mr);
-    MHD_destroy_response(mr);
+        mhd->add_response_header(mr, r->header_name, r->header_value);
+    ret = mhd->queue_response(conn, (unsigned)r->status, mr);
+    mhd->destroy_response(mr);
     free(r->body);
     r->body = NULL;
     return ret;
 }
 
-static enum MHD_Result too_large(struct MHD_Connection *conn, size_t max)
+static enum MHD_Result too_large(const ordo_http_server_t *srv, struct MHD_Connection *conn)
 {
     ordo_http_response_t r = {0};
-    ordo_http_error(&r, 413, "body_too_large", "the request body is over the limit of %zu bytes", max);
-    return send_response(conn, &r);
+    ordo_http_error(&r, 413, "body_too_large", "the request body is over the limit of %zu bytes", srv->max_body);
+    return send_response(&srv->mhd, conn, &r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -97,14 +118,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
 
     if (st == NULL) {
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *cl = srv->mhd.lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if ((st = calloc(1, sizeof *st)) == NULL)
             return MHD_NO;
         *con_cls = st;
         /* refuse a declared oversized body before reading any of it */
         if (cl != NULL && strtoull(cl, NULL, 10) > srv->max_body) {
             st->too_large = true;
-            return too_large(conn, srv->max_body);
+            return too_large(srv, conn);
         }
         return MHD_YES;
     }
@@ -117,14 +138,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (st->too_large)
-        return too_large(conn, srv->max_body);
-    ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn};
+        return too_large(srv, conn);
+    ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn, srv};
     ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL};
     if (ordo_buf_failed(&st->body))
         ordo_http_error(&resp, 500, "internal", "out of memory");
     else
         srv->handler(srv->ctx, &req, &resp);
-    return send_response(conn, &resp);
+    return send_response(&srv->mhd, conn, &resp);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode t)
@@ -158,6 +179,34 @@ static ordo_status parse_addr(const char *addr, struct sockaddr_in *sa, ordo_err
     return ORDO_OK;
 }
 
+/* Loads libmicrohttpd and the functions this file calls into @p mhd. */
+static ordo_status mhd_load(mhd_api_t *mhd, ordo_error_t *err)
+{
+    struct {
+        const char *name;
+        void **fn;
+    } fns[] = {
+        {"MHD_start_daemon", (void **)&mhd->start_daemon},
+        {"MHD_stop_daemon", (void **)&mhd->stop_daemon},
+        {"MHD_get_daemon_info", (void **)&mhd->get_daemon_info},
+        {"MHD_lookup_connection_value", (void **)&mhd->lookup_connection_value},
+        {"MHD_create_response_from_buffer", (void **)&mhd->create_response_from_buffer},
+        {"MHD_add_response_header", (void **)&mhd->add_response_header},
+        {"MHD_queue_response", (void **)&mhd->queue_response},
+        {"MHD_destroy_response", (void **)&mhd->destroy_response},
+    };
+
+    if ((mhd->lib = dlopen(ORDO_MHD_SONAME, RTLD_NOW | RTLD_LOCAL)) == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot load the HTTP library: %s", dlerror());
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
+        if ((*fns[i].fn = dlsym(mhd->lib, fns[i].name)) == NULL) {
+            ordo_error_set(err, ORDO_UNAVAILABLE, "the HTTP library %s has no %s", ORDO_MHD_SONAME, fns[i].name);
+            dlclose(mhd->lib);
+            return ORDO_UNAVAILABLE;
+        }
+    return ORDO_OK;
+}
+
 ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
                             ordo_http_server_t **out, int *bound_port, ordo_error_t *err)
 {
@@ -171,19 +220,24 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
         return st;
     if ((srv = calloc(1, sizeof *srv)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    if ((st = mhd_load(&srv->mhd, err)) != ORDO_OK) {
+        free(srv);
+        return st;
+    }
     srv->handler = handler;
     srv->ctx = ctx;
     srv->max_body = cfg->max_body;
-    srv->daemon = MHD_start_daemon(
+    srv->daemon = srv->mhd.start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     if (srv->daemon == NULL) {
+        dlclose(srv->mhd.lib);
         free(srv);
         return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot listen on %s", cfg->addr);
     }
-    info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    info = srv->mhd.get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (bound_port != NULL)
         *bound_port = info ? info->port : 0;
     *out = srv;
@@ -194,6 +248,7 @@ void ordo_http_stop(ordo_http_server_t *srv)
 {
     if (srv == NULL)
         return;
-    MHD_stop_daemon(srv->daemon);
+    srv->mhd.stop_daemon(srv->daemon);
+    dlclose(srv->mhd.lib);
     free(srv);
 }

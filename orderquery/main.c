@@ -3,20 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <gnutls/gnutls.h>
-
 #include "oq.h"
 #include "ordo/daemon.h"
 #include "ordo/log.h"
 #include "ordo/migrate.h"
-
-/* libpq loads GnuTLS (through libldap, for LDAP service lookups), and
- * GnuTLS's constructor initialises it at load: ~0.6-1 MB of pages this
- * process never needs (BENCHMARKS.md, 2026-11-30 evening). This documented
- * switch skips that; libldap still initialises GnuTLS itself if an ldaps://
- * lookup ever needs it. (The event store and orderapi load libmicrohttpd,
- * whose own constructor initialises GnuTLS, so it would save nothing there.) */
-GNUTLS_SKIP_GLOBAL_INIT
 
 #define OPT(...) ORDO_OPTION(oq_config_t, __VA_ARGS__)
 

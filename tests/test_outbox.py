@@ -104,6 +104,19 @@ def test_metrics(c, t):
          "every write transaction is in the transaction histogram")
 
 
+def test_http_library_only_with_metrics(c, t):
+    """libmicrohttpd (and the GnuTLS set-up its constructor does) is loaded when an HTTP
+    server starts: the instance serving /metrics has it, one without /metrics has not."""
+    mapped = lambda pid: "libmicrohttpd" in open(f"/proc/{pid}/maps").read()
+    t.ok(mapped(c.es_proc.pid), "the instance serving /metrics has loaded libmicrohttpd")
+    plain = Service(c, "eventstore-plain", EVENTSTORE,
+                    ["--listen", "127.0.0.1:0", "--database-url", c.database_url, "--nats-url", c.nats_url], True)
+    try:
+        t.ok(not mapped(plain.proc.pid), "an instance without /metrics has not loaded it")
+    finally:
+        t.eq(plain.stop(), 0, "and stops cleanly")
+
+
 def test_deletes_are_gathered(c, t):
     """A trickle of appends (one relay round each) is deleted from the outbox in
     a few statements gathered over rounds, and the outbox still drains as soon
@@ -263,7 +276,7 @@ def test_two_instances_one_relay(c, t):
 if __name__ == "__main__":
     import sys
     # test_stream_deleted last: the stream it deletes takes JetStream's memory of earlier event ids along
-    tests = [test_envelope, test_metrics, test_deletes_are_gathered, test_nats_down, test_kill_before_publish,
+    tests = [test_envelope, test_metrics, test_http_library_only_with_metrics, test_deletes_are_gathered, test_nats_down, test_kill_before_publish,
              test_republish_is_deduplicated, test_sigterm_flushes, test_two_instances_one_relay, test_stream_deleted]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]

@@ -19,6 +19,7 @@ typedef struct ordo_http_request {
     const char *body;            /**< NUL-terminated; "" when none */
     size_t body_len;
     void *conn;                  /**< for ordo_http_header / ordo_http_query */
+    ordo_http_server_t *server;  /**< (likewise) */
 } ordo_http_request_t;
 
 typedef struct ordo_http_response {
