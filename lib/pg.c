@@ -30,6 +30,21 @@ void ordo_pg_close(ordo_pg_t *pg)
     pg->pending_begin = NULL;   /* (commit keeps what became of a COMMIT lost with the connection) */
 }
 
+/* The server's notices (a migration's "already exists, skipping", a
+ * WARNING) go to the log as one line each, instead of raw on stderr as
+ * libpq prints them by default. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *text = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    (void)arg;
+    if (severity != NULL && strcmp(severity, "WARNING") == 0)
+        ORDO_WARN("database warning", "text=\"%s\"", text != NULL ? text : "");
+    else
+        ORDO_DEBUG("database notice", "severity=%s text=\"%s\"", severity != NULL ? severity : "?",
+                   text != NULL ? text : "");
+}
+
 ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
 {
     if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK)
@@ -55,6 +70,7 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
         ordo_pg_close(pg);
         return ORDO_UNAVAILABLE;
     }
+    PQsetNoticeReceiver(pg->conn, on_notice, NULL);
     if (pg->setup_sql != NULL) {
         PGresult *res = PQexec(pg->conn, pg->setup_sql);
         ordo_status st = ordo_pg_check(pg->conn, res, err);

@@ -117,6 +117,19 @@ def test_http_library_only_with_metrics(c, t):
         t.eq(plain.stop(), 0, "and stops cleanly")
 
 
+def test_log_lines_are_structured(c, t):
+    """An instance started on an existing store (its migrations meet tables that exist:
+    the server answers with NOTICEs) writes only structured lines, the notices among them."""
+    plain = Service(c, "eventstore-relog", EVENTSTORE,
+                    ["--listen", "127.0.0.1:0", "--database-url", c.database_url, "--nats-url", c.nats_url,
+                     "--log-level", "debug"], True)
+    t.eq(plain.stop(), 0, "the second instance stops cleanly")
+    lines = open(plain.log_path).read().splitlines()
+    t.eq([x for x in lines if not x.startswith("ts=")], [], "every line of its log is a structured line")
+    t.ok(any('msg="database notice"' in x and "already exists" in x for x in lines),
+         "the server's notice is one of them (at debug level)")
+
+
 def test_deletes_are_gathered(c, t):
     """A trickle of appends (one relay round each) is deleted from the outbox in
     a few statements gathered over rounds, and the outbox still drains as soon
@@ -276,7 +289,8 @@ def test_two_instances_one_relay(c, t):
 if __name__ == "__main__":
     import sys
     # test_stream_deleted last: the stream it deletes takes JetStream's memory of earlier event ids along
-    tests = [test_envelope, test_metrics, test_http_library_only_with_metrics, test_deletes_are_gathered, test_nats_down, test_kill_before_publish,
+    tests = [test_envelope, test_metrics, test_http_library_only_with_metrics,
+             test_log_lines_are_structured, test_deletes_are_gathered, test_nats_down, test_kill_before_publish,
              test_republish_is_deduplicated, test_sigterm_flushes, test_two_instances_one_relay, test_stream_deleted]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
