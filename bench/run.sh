@@ -7,7 +7,8 @@
 #   3. the naive path: one transaction per call (--group-commit-max 1)
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
 #      orders as fast as possible and at half that rate (bench/e2e_load),
-#      every service's memory (RSS) idle and under load, and the CPU per
+#      every service's memory (RSS) idle and under load, the read model's
+#      rebuild from the store (events/s), and the CPU per
 #      order of each process at full and at half load (bench/cpu_split.py)
 #   5. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
 # and prints each figure with its ratio to the references. Results are
@@ -134,6 +135,12 @@ half=$(( (e2e_max + 1) / 2 ))
 cpu_split_start
 e2e --label e2e-half --threads 16 --rate "$half"
 cpu_split_say e2e-half
+# the read model rebuilt from the store (every order event of the two runs), the services still running
+t0=$(date +%s%N)
+res=$("$root/build/orderquery/orderquery" --rebuild --database-url "$DATABASE_URL" "${common[@]}" 2>"$dir/rebuild.log" || true)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+ev=$(echo "$res" | sed -n 's/.*"events":\([0-9]*\).*/\1/p')
+say "rebuild              events=${ev:-?} in ${ms} ms: events/s=$(awk -v e="${ev:-0}" -v m="$ms" 'BEGIN{printf "%.0f", (m > 0 ? e*1000/m : 0)}')"
 for p in "${svc_pids[@]}"; do ordo_kill_wait "$p"; done
 svc_pids=()
 stop_es

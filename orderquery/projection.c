@@ -10,7 +10,8 @@
  * A lane applies the events queued for it in one transaction and one round
  * trip (BEGIN, each event's statement and COMMIT pipelined); an event its
  * statement did not apply is then decided on its own, and when the batch
- * fails, each event is applied on its own.
+ * fails, each event is applied on its own. A rebuild replays the store's
+ * order events through the same batch path, a chunk per transaction.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,11 @@
 #include "ordo/esclient.h"
 #include "ordo/log.h"
 #include "ordo/order.h"
+
+enum {
+    REBUILD_PAGE = 1000,   /* events read from the store at a time */
+    REBUILD_CHUNK = 250,   /* events applied in one transaction (one pipelined round trip) */
+};
 
 static ordo_bus_event_t from_store(const Eventstore__Event *e)
 {
@@ -291,31 +297,55 @@ static ordo_status prepare_batch(const ordo_bus_event_t *events, int n, batch_ar
     return st;
 }
 
+/* Applies the order events of @p events in one transaction and one round
+ * trip (BEGIN, each event's one-statement apply, COMMIT), taking the rows'
+ * locks in one global order (by order id), so that another instance
+ * holding other events of the same orders cannot deadlock with it. On
+ * ORDO_OK, @p rest (room for n) gets the events its statements did not
+ * apply (a redelivery, an event ahead of a missing one, a race with another
+ * instance), in that order, to be decided one by one; *@p applied counts
+ * the others. */
+static ordo_status apply_batch(ordo_pg_t *pg, const ordo_bus_event_t *events, int n, const ordo_bus_event_t **rest,
+                               int *n_rest, int *applied, ordo_error_t *err)
+{
+    batch_arg_t b = {calloc((size_t)n, sizeof *b.fast), calloc((size_t)n, sizeof *b.stmts), 0, 0};
+    ordo_pg_tx_t tx = {"BEGIN", batch_body, NULL, &b, {8, 5, 500}};
+    ordo_status st = ORDO_NO_MEMORY;
+
+    *n_rest = *applied = 0;
+    if (b.fast != NULL && b.stmts != NULL && (st = prepare_batch(events, n, &b, err)) == ORDO_OK && b.n > 0)
+        st = ordo_pg_transact(pg, &tx, NULL, err);
+    if (st == ORDO_OK) {
+        *applied = b.applied;
+        for (int i = 0; i < b.n; i++)
+            if (!b.fast[i].applied)
+                rest[(*n_rest)++] = b.fast[i].ev;
+    }
+    for (int i = 0; i < b.n; i++)
+        fast_free(&b.fast[i]);
+    free(b.fast);
+    free(b.stmts);
+    return st;
+}
+
 void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions)
 {
     oq_ctx_t *ctx = vctx;
-    batch_arg_t b = {calloc((size_t)n, sizeof *b.fast), calloc((size_t)n, sizeof *b.stmts), 0, 0};
-    ordo_pg_tx_t tx = {"BEGIN", batch_body, NULL, &b, {8, 5, 500}};
+    const ordo_bus_event_t **rest = malloc((size_t)n * sizeof *rest);
     ordo_error_t err = {0};
-    ordo_status st = ORDO_NO_MEMORY;
+    int n_rest = 0, applied = 0;
+    ordo_status st = rest != NULL ? apply_batch(&ctx->projection_pg[lane], events, n, rest, &n_rest, &applied, &err)
+                                  : ORDO_NO_MEMORY;
 
     for (int i = 0; i < n; i++)
         actions[i] = ORDO_MSG_ACK;           /* events of other aggregates: nothing to do */
-    /* One transaction and one round trip for the events queued on the lane,
-     * taking the rows' locks in one global order (by order id): another
-     * instance holding other events of the same orders cannot deadlock with it ... */
-    if (b.fast != NULL && b.stmts != NULL && (st = prepare_batch(events, n, &b, &err)) == ORDO_OK && b.n > 0)
-        st = ordo_pg_transact(&ctx->projection_pg[lane], &tx, NULL, &err);
     if (st == ORDO_OK) {
-        atomic_fetch_add(&ctx->applied, b.applied);
-        /* ... and what one statement did not apply (a redelivery, an event
-         * ahead of a missing one, a race with the other instance) is decided
-         * on its own, under the row lock, in the same order. */
-        for (int i = 0; i < b.n; i++)
-            if (!b.fast[i].applied)
-                actions[b.fast[i].ev - events] = oq_handle(ctx, lane, b.fast[i].ev);
+        /* the lane's events in one transaction; what that left is decided on its own, under the row lock */
+        atomic_fetch_add(&ctx->applied, applied);
+        for (int i = 0; i < n_rest; i++)
+            actions[rest[i] - events] = oq_handle(ctx, lane, rest[i]);
     } else if (ordo_msg_action_of(st) == ORDO_MSG_WAIT) {
-        /* ... or, with the database unreachable, every order event waits for it ... */
+        /* with the database unreachable, every order event waits for it */
         if (events[0].round == 1)
             ORDO_WARN("the read model's database is unreachable; waiting for it", "lane=%d events=%d err=\"%s\"", lane,
                       n, err.msg);
@@ -323,15 +353,12 @@ void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n
             if (strcmp(events[i].aggregate_type, ORDO_ORDER_AGGREGATE) == 0)
                 actions[i] = ORDO_MSG_WAIT;
     } else {
-        /* ... or, when the batch cannot be applied, each event on its own. */
+        /* when the batch cannot be applied, each event on its own */
         ORDO_DEBUG("batch apply failed; applying one by one", "events=%d err=\"%s\"", n, err.msg);
         for (int i = 0; i < n; i++)
             actions[i] = oq_handle(ctx, lane, &events[i]);
     }
-    for (int i = 0; i < b.n; i++)
-        fast_free(&b.fast[i]);
-    free(b.fast);
-    free(b.stmts);
+    free(rest);
 }
 
 ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
@@ -359,9 +386,51 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
     return action;
 }
 
+/* Applies one event of the rebuild on its own; one that can never apply is
+ * skipped, as the live projection terminates it: the same read model. */
+static ordo_status rebuild_one(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_event_t *ev, int64_t *skipped,
+                               ordo_error_t *err)
+{
+    bool applied;
+    ordo_status st = apply_event(ctx, pg, ev, &applied, err);
+    if (st == ORDO_INVALID) {
+        ORDO_WARN("rebuild skips an event that cannot apply", "order_id=%s type=%s version=%lld err=\"%s\"",
+                  ev->aggregate_id, ev->event_type, (long long)ev->version, err->msg);
+        (*skipped)++;
+        st = ORDO_OK;
+    }
+    return st;
+}
+
+/* Applies @p n events of the rebuild (in position order) in one transaction,
+ * and what that did not apply one by one. When the batch cannot be applied
+ * (an order-created whose body is not an order), every event on its own. */
+static ordo_status rebuild_chunk(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_event_t *events, int n,
+                                 int64_t *skipped, ordo_error_t *err)
+{
+    const ordo_bus_event_t **rest = malloc((size_t)n * sizeof *rest);
+    int n_rest = 0, applied = 0;
+    ordo_status st = ORDO_NO_MEMORY;
+
+    if (rest == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    st = apply_batch(pg, events, n, rest, &n_rest, &applied, err);
+    if (st != ORDO_OK && ordo_msg_action_of(st) != ORDO_MSG_WAIT) {
+        ORDO_DEBUG("rebuild batch failed; applying one by one", "events=%d err=\"%s\"", n, err->msg);
+        for (n_rest = 0; n_rest < n; n_rest++)
+            rest[n_rest] = &events[n_rest];
+        st = ORDO_OK;
+    }
+    for (int i = 0; i < n_rest && st == ORDO_OK; i++)
+        st = rebuild_one(ctx, pg, rest[i], skipped, err);
+    free(rest);
+    return st;
+}
+
 ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *orders, ordo_error_t *err)
 {
     Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    ordo_bus_event_t *page = NULL;
     ordo_status st;
     PGresult *res;
     int64_t skipped = 0;
@@ -372,32 +441,30 @@ ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *o
         return st;
     ORDO_INFO("rebuild started: read model emptied", "%s", "");
     req.aggregate_type = ORDO_ORDER_AGGREGATE;
-    req.limit = 1000;
+    req.limit = REBUILD_PAGE;
+    if ((page = malloc(REBUILD_PAGE * sizeof *page)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     for (;;) {
         Eventstore__GetEventsResponse *resp = NULL;
+        int n;
         if ((st = ordo_es_read(ctx->store, &req, ctx->cfg->timeout_ms * 4, &resp, err)) != ORDO_OK)
-            return st;
-        for (size_t i = 0; i < resp->n_events && st == ORDO_OK; i++) {
-            ordo_bus_event_t ev = from_store(resp->events[i]);
-            bool applied;
-            st = apply_event(ctx, pg, &ev, &applied, err);
-            if (st == ORDO_INVALID) {
-                /* what the live projection terminates, the rebuild skips: the same read model */
-                ORDO_WARN("rebuild skips an event that cannot apply", "order_id=%s type=%s version=%lld err=\"%s\"",
-                          ev.aggregate_id, ev.event_type, (long long)ev.version, err->msg);
-                skipped++;
-                st = ORDO_OK;
-            }
-            req.from_position = ev.position;
-            (*events)++;
-        }
-        size_t n = resp->n_events;
+            break;
+        n = resp->n_events < REBUILD_PAGE ? (int)resp->n_events : REBUILD_PAGE;
+        for (int i = 0; i < n; i++)
+            page[i] = from_store(resp->events[i]);
+        /* a transaction per chunk: a commit per event made a rebuild ~2,200 events/s here */
+        for (int i = 0; i < n && st == ORDO_OK; i += REBUILD_CHUNK)
+            st = rebuild_chunk(ctx, pg, &page[i], n - i < REBUILD_CHUNK ? n - i : REBUILD_CHUNK, &skipped, err);
+        if (n > 0)
+            req.from_position = page[n - 1].position;
+        *events += n;
         eventstore__get_events_response__free_unpacked(resp, NULL);
-        if (st != ORDO_OK)
-            return st;
-        if (n < (size_t)req.limit)
+        if (st != ORDO_OK || n < REBUILD_PAGE)
             break;
     }
+    free(page);
+    if (st != ORDO_OK)
+        return st;
     if ((st = ordo_pg_query(pg, "SELECT count(*) FROM orders", 0, NULL, &res, err)) != ORDO_OK)
         return st;
     *orders = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
