@@ -3,7 +3,8 @@
 # (fsync on, synchronous_commit on), then
 #   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates,
 #      and at half the 64-client throughput (latency at a fixed rate)
-#   2. hot aggregates with expected versions; 10 events per call (the batch form)
+#   2. hot aggregates with expected versions; 10 events per call (the batch form);
+#      a catch-up read of the whole store over GetEventsStream (bench/es_read)
 #   3. the naive path: one transaction per call (--group-commit-max 1)
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
 #      orders as fast as possible and at half that rate (bench/e2e_load),
@@ -86,6 +87,8 @@ load group-commit --clients 64; gc64=$eps
 load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
 load group-commit-hot --clients 64 --mode hot --hot 8
 load group-commit-batch10 --clients 64 --events-per-call 10; gcb=$eps
+# a new subscriber catching up: one GetEventsStream over everything the runs above stored
+say "$("$root/build/bench/es_read" --addr "$addr" --label catch-up | head -n 1)"
 stop_es
 start_es --group-commit-max 1 --writers 16
 load naive --clients 1;  nv1=$eps

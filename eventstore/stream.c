@@ -35,20 +35,32 @@ static bool should_end(stream_t *s)
            ordo_grpc_server_stopping(ordo_grpc_call_server(s->call));
 }
 
-/* Sends rows of @p res; returns false when the client went away. */
+/* Sends the rows of @p res (a page, in one chain of messages: one wait for
+ * the page, not one per event); false when the client went away. */
 static bool send_rows(stream_t *s, const PGresult *res, int64_t *pos)
 {
-    for (int i = 0; i < PQntuples(res); i++) {
-        Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
-        ordo_status st;
-        es_event_from_row(&ev, res, i);
-        st = ordo_grpc_call_send(s->call, &ev.base);
-        es_event_free_metadata(&ev);
-        if (st != ORDO_OK)
-            return false;
-        *pos = ev.position;
+    int rows = PQntuples(res);
+    Eventstore__Event *evs = calloc((size_t)rows, sizeof *evs);
+    const ProtobufCMessage **msgs = calloc((size_t)rows, sizeof *msgs);
+    ordo_status st = ORDO_NO_MEMORY;
+
+    if (rows == 0)
+        st = ORDO_OK;
+    else if (evs != NULL && msgs != NULL) {
+        for (int i = 0; i < rows; i++) {
+            eventstore__event__init(&evs[i]);
+            es_event_from_row(&evs[i], res, i);
+            msgs[i] = &evs[i].base;
+        }
+        st = ordo_grpc_call_send_many(s->call, msgs, (size_t)rows);
+        for (int i = 0; i < rows; i++)
+            es_event_free_metadata(&evs[i]);
+        if (st == ORDO_OK)
+            *pos = evs[rows - 1].position;
     }
-    return true;
+    free(evs);
+    free(msgs);
+    return st;
 }
 
 static ordo_status serve(stream_t *s, ordo_pg_t *pg, ordo_error_t *err)
@@ -69,11 +81,12 @@ static ordo_status serve(stream_t *s, ordo_pg_t *pg, ordo_error_t *err)
         if ((st = es_query_events(pg, s->req, pos, mark, PAGE, &res, err)) != ORDO_OK)   /* reconnects if needed */
             return st;
         rows = PQntuples(res);
-        if (!send_rows(s, res, &pos)) {
-            PQclear(res);
-            return ORDO_OK;
-        }
+        st = send_rows(s, res, &pos);
         PQclear(res);
+        if (st == ORDO_UNAVAILABLE)
+            return ORDO_OK;   /* the client went away */
+        if (st != ORDO_OK)
+            return ordo_error_set(err, st, "cannot send the events: out of memory");
         if (rows < PAGE)
             pos = mark;   /* everything up to the mark has been seen, filtered or not */
     }

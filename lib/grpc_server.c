@@ -29,7 +29,7 @@ typedef enum tag_kind {
     TAG_NEW,        /* a registered method's call arrived */
     TAG_UNKNOWN,    /* a call to a path nobody registered arrived */
     TAG_CLOSE,      /* RECV_CLOSE_ON_SERVER completed: the call is over */
-    TAG_SEND,       /* one streaming SEND_MESSAGE completed */
+    TAG_SEND,       /* a streaming SEND_MESSAGE completed: the next of the chain starts, or the sender wakes */
     TAG_FINISH,     /* the final status was sent */
     TAG_SHUTDOWN,   /* grpc_server_shutdown_and_notify completed */
 } tag_kind;
@@ -84,6 +84,11 @@ struct ordo_grpc_call {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool send_done, send_ok;
+    /* the messages of ordo_grpc_call_send_many: the sender packs them, the
+     * completion of one starts the next on the completion thread, and the
+     * sender waits until the last is taken (or one fails) */
+    grpc_byte_buffer **chain;
+    size_t chain_n, chain_next;
     grpc_byte_buffer *out;          /* message of the finish batch */
     grpc_slice status_details;
 };
@@ -227,6 +232,42 @@ static void on_new_call(ordo_grpc_call_t *c, bool ok)
     m->handler(m->ctx, c, c->request);
 }
 
+/* Starts the SEND_MESSAGE of the chain's next message (with the initial
+ * metadata on the call's first); false when gRPC refused the batch. */
+static bool send_next(ordo_grpc_call_t *c)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+
+    memset(ops, 0, sizeof ops);
+    if (!c->sent_initial_md) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = true;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = c->chain[c->chain_next];
+    n++;
+    return grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK;
+}
+
+/* A message of the chain was taken (@p ok) or not: start the next one here,
+ * on the completion thread (no hand-off per message), or wake the sender. */
+static void on_sent(ordo_grpc_call_t *c, bool ok)
+{
+    grpc_byte_buffer_destroy(c->chain[c->chain_next]);
+    c->chain[c->chain_next++] = NULL;
+    if (ok && c->chain_next < c->chain_n && !atomic_load(&c->cancelled)) {
+        if (send_next(c))
+            return;
+        ok = false;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->send_done = true;
+    c->send_ok = ok && c->chain_next == c->chain_n;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void dispatch(ordo_grpc_server_t *srv, tag_t *t, bool ok)
 {
     ordo_grpc_call_t *c = t->call;
@@ -244,11 +285,7 @@ static void dispatch(ordo_grpc_server_t *srv, tag_t *t, bool ok)
         call_unref(c);
         break;
     case TAG_SEND:
-        pthread_mutex_lock(&c->mu);
-        c->send_done = true;
-        c->send_ok = ok;
-        pthread_cond_broadcast(&c->cv);
-        pthread_mutex_unlock(&c->mu);
+        on_sent(c, ok);
         break;
     case TAG_FINISH:
         call_unref(c);
@@ -471,38 +508,46 @@ void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *mess
     }
 }
 
-ordo_status ordo_grpc_call_send(ordo_grpc_call_t *c, const ProtobufCMessage *msg)
+ordo_status ordo_grpc_call_send_many(ordo_grpc_call_t *c, const ProtobufCMessage *const *msgs, size_t n)
 {
-    grpc_op ops[2];
-    size_t n = 0;
-    grpc_byte_buffer *bb;
+    grpc_byte_buffer **chain;
     bool ok;
 
     if (atomic_load(&c->cancelled))
         return ORDO_UNAVAILABLE;
-    memset(ops, 0, sizeof ops);
-    if (!c->sent_initial_md) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        c->sent_initial_md = true;
-    }
-    bb = ordo_grpc_pack(msg);
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n].data.send_message.send_message = bb;
-    n++;
+    if (n == 0)
+        return ORDO_OK;
+    if ((chain = calloc(n, sizeof *chain)) == NULL)
+        return ORDO_NO_MEMORY;
+    for (size_t i = 0; i < n; i++)
+        chain[i] = ordo_grpc_pack(msgs[i]);
+    c->chain = chain;
+    c->chain_n = n;
+    c->chain_next = 0;
     pthread_mutex_lock(&c->mu);
     c->send_done = false;
     pthread_mutex_unlock(&c->mu);
-    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
-        grpc_byte_buffer_destroy(bb);
-        return ORDO_UNAVAILABLE;
+    if (!send_next(c)) {
+        pthread_mutex_lock(&c->mu);
+        c->send_done = true;
+        c->send_ok = false;
+        pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_lock(&c->mu);
     while (!c->send_done)
         pthread_cond_wait(&c->cv, &c->mu);
     ok = c->send_ok;
     pthread_mutex_unlock(&c->mu);
-    grpc_byte_buffer_destroy(bb);
+    for (size_t i = c->chain_next; i < n; i++)   /* not sent: the chain stopped */
+        grpc_byte_buffer_destroy(chain[i]);
+    free(chain);
+    c->chain = NULL;
     return ok ? ORDO_OK : ORDO_UNAVAILABLE;
+}
+
+ordo_status ordo_grpc_call_send(ordo_grpc_call_t *c, const ProtobufCMessage *msg)
+{
+    return ordo_grpc_call_send_many(c, &msg, 1);
 }
 
 bool ordo_grpc_call_cancelled(ordo_grpc_call_t *c)

@@ -235,6 +235,36 @@ def test_stream(c, t):
     t.ok(c.append(c.event("after-stream")).is_success, "cancelled streams leave the server serving")
 
 
+def test_stream_pages(c, t):
+    """A catch-up over several pages (sent as chains of messages) delivers every event once,
+    in order; a client that cancels in the middle of a page ends its stream on the server."""
+    base = c.append(c.event("pages-start")).position
+    for i in range(120):
+        c.append(*[c.event(f"pg-{i}", event_type=f"step-{k}") for k in range(10)])
+    call = c.store.GetEventsStream(c.pb.GetEventsRequest(from_position=base), timeout=30)
+    got = []
+    for ev in call:
+        if ev.aggregate_id.startswith("pg-"):
+            got.append(ev)
+        if len(got) == 1200:
+            break
+    call.cancel()
+    t.eq(len(got), 1200, "1,200 events over three pages of 500 arrive")
+    positions = [e.position for e in got]
+    t.ok(positions == sorted(set(positions)), "each once, in position order")
+    t.eq([(e.aggregate_id, e.version) for e in got[:11]],
+         [(f"pg-{i // 10}", i % 10 + 1) for i in range(11)], "the first ones as appended")
+    # more streams than --max-streams (64), each cancelled after its first event while the
+    # server is still sending the page: a stream that did not end would use up the slots
+    for i in range(70):
+        call = c.store.GetEventsStream(c.pb.GetEventsRequest(from_position=base), timeout=10)
+        next(iter(call))
+        call.cancel()
+    call = c.store.GetEventsStream(c.pb.GetEventsRequest(from_position=base), timeout=10)
+    t.eq(next(iter(call)).position, got[0].position, "after 70 cancelled streams a new one is served")
+    call.cancel()
+
+
 def _index_reads(c, index):
     return c.sql("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = %s", index)[0][0]
 
@@ -285,5 +315,5 @@ def test_aggregate_read_uses_its_index(c, t):
 if __name__ == "__main__":
     run_tests([test_round_trip, test_batch_and_filters, test_expected_version, test_racing_appends,
                test_idempotent_replay, test_batch_atomicity, test_bad_input, test_stream,
-               test_aggregate_read_uses_its_index],
+               test_stream_pages, test_aggregate_read_uses_its_index],
               lambda: Cluster())

@@ -84,6 +84,17 @@ void ordo_grpc_call_finish(ordo_grpc_call_t *call, ordo_status st, const char *m
  */
 ordo_status ordo_grpc_call_send(ordo_grpc_call_t *call, const ProtobufCMessage *msg);
 
+/**
+ * Sends @p n messages of a server-streaming call, in order, and waits until
+ * gRPC took them all: the completion of one starts the next on gRPC's
+ * completion thread, so a page of messages costs the caller one wait, not
+ * one per message. The messages are packed before the first is sent; the
+ * caller may free them once it returns.
+ * @return ORDO_OK, or ORDO_UNAVAILABLE when the client went away (some may
+ *         have been sent).
+ */
+ordo_status ordo_grpc_call_send_many(ordo_grpc_call_t *call, const ProtobufCMessage *const *msgs, size_t n);
+
 /** True when the client cancelled the call or the connection broke. */
 bool ordo_grpc_call_cancelled(ordo_grpc_call_t *call);
 
