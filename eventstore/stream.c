@@ -36,8 +36,8 @@ static bool should_end(stream_t *s)
 }
 
 /* Sends the rows of @p res (a page, in one chain of messages: one wait for
- * the page, not one per event); false when the client went away. */
-static bool send_rows(stream_t *s, const PGresult *res, int64_t *pos)
+ * the page, not one per event): ORDO_UNAVAILABLE when the client went away. */
+static ordo_status send_rows(stream_t *s, const PGresult *res, int64_t *pos)
 {
     int rows = PQntuples(res);
     Eventstore__Event *evs = calloc((size_t)rows, sizeof *evs);

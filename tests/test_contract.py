@@ -2,6 +2,7 @@
 """The eventstore.EventStore contract, driven by an independent client
 (python3-grpcio, stubs generated from proto/eventstore.proto)."""
 import json
+import os
 import threading
 import time
 import uuid
@@ -263,6 +264,9 @@ def test_stream_pages(c, t):
     call = c.store.GetEventsStream(c.pb.GetEventsRequest(from_position=base), timeout=10)
     t.eq(next(iter(call)).position, got[0].position, "after 70 cancelled streams a new one is served")
     call.cancel()
+    time.sleep(0.5)
+    errors = [x for x in open(os.path.join(c.dir, "eventstore.log")).read().splitlines() if "stream ended with" in x]
+    t.eq(errors, [], "a client going away is not an error of the server's")
 
 
 def _index_reads(c, index):
