@@ -410,7 +410,7 @@ static ordo_status rebuild_chunk(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_ev
 {
     const ordo_bus_event_t **rest = malloc((size_t)n * sizeof *rest);
     int n_rest = 0, applied = 0;
-    ordo_status st = ORDO_NO_MEMORY;
+    ordo_status st;
 
     if (rest == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
