@@ -10,7 +10,10 @@
 #include "ordo/log.h"
 #include "query.h"
 
-enum { PAGE = 500, WAIT_MS = 200 };
+/* A page is read at once; it is sent in chains of CHAIN messages (one wait
+ * for the stream thread per chain, and only a chain's packed copies in
+ * memory at a time). */
+enum { PAGE = 500, CHAIN = 100, WAIT_MS = 200 };
 
 typedef struct stream {
     es_streams_t *owner;
@@ -35,8 +38,8 @@ static bool should_end(stream_t *s)
            ordo_grpc_server_stopping(ordo_grpc_call_server(s->call));
 }
 
-/* Sends the rows of @p res (a page, in one chain of messages: one wait for
- * the page, not one per event): ORDO_UNAVAILABLE when the client went away. */
+/* Sends the rows of @p res (a page, in chains of messages: one wait per
+ * chain, not one per event): ORDO_UNAVAILABLE when the client went away. */
 static ordo_status send_rows(stream_t *s, const PGresult *res, int64_t *pos)
 {
     int rows = PQntuples(res);
@@ -52,7 +55,9 @@ static ordo_status send_rows(stream_t *s, const PGresult *res, int64_t *pos)
             es_event_from_row(&evs[i], res, i);
             msgs[i] = &evs[i].base;
         }
-        st = ordo_grpc_call_send_many(s->call, msgs, (size_t)rows);
+        st = ORDO_OK;
+        for (int i = 0; i < rows && st == ORDO_OK; i += CHAIN)
+            st = ordo_grpc_call_send_many(s->call, msgs + i, (size_t)(rows - i < CHAIN ? rows - i : CHAIN));
         for (int i = 0; i < rows; i++)
             es_event_free_metadata(&evs[i]);
         if (st == ORDO_OK)
