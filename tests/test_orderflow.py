@@ -127,6 +127,38 @@ def test_malformed_order_event(c, t):
     t.eq(events_of(c, bad), ["order-created"], "and appended nothing for it")
 
 
+def test_rebuild_while_orders_flow(c, t):
+    """A rebuild while orders keep coming (it empties the read model and replays in chunks,
+    the live projection applying meanwhile) ends with every order final and a read model
+    equal to a rebuild made at rest."""
+    ids, errors, stop = [], [], threading.Event()
+
+    def submit():
+        i = 0
+        while not stop.is_set() and i < 400:
+            st, _, doc = c.order(f"c-rb-{i % 5}", "SOLD-OUT" if i % 6 == 0 else "PIZZA", 4 + i % 3, 1)
+            (ids.append(doc["order_id"]) if st == 201 else errors.append(st))
+            i += 1
+            time.sleep(0.01)
+
+    th = threading.Thread(target=submit)
+    th.start()
+    time.sleep(1.0)
+    rebuild = [c.services["orderquery-2"].proc.args[0], "--rebuild", "--database-url", c.database_url,
+               "--eventstore-addr", f"127.0.0.1:{c.es_port}", "--nats-url", c.nats_url]
+    during = run(rebuild).stdout
+    stop.set()
+    th.join(timeout=60)
+    t.eq(errors, [], f"orders are accepted while the read model is rebuilt ({len(ids)} orders; {during.strip()})")
+    final = lambda: c.sql("SELECT count(*) FROM orders WHERE order_id = ANY(%s) AND status IN"
+                          " ('Approved','PaymentFailed','Refunded')", ids)[0][0] == len(ids)
+    wait_for(final, 60, "every order to reach its final status after the rebuild")
+    t.ok(True, "every order submitted around the rebuild reached its final status")
+    live = c.read_model()
+    run(rebuild)
+    t.eq(c.read_model(), live, "and the read model equals a rebuild made at rest")
+
+
 def test_two_instances_under_load(c, t):
     """Both orderquery instances share the durable, so one order's events can sit in both
     instances' batches at once; their lane transactions must not deadlock (PostgreSQL would
@@ -320,7 +352,7 @@ def test_outage_spends_no_deliveries(c, t):
 if __name__ == "__main__":
     import sys
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
-             test_malformed_order_event, test_two_instances_under_load, test_projection_connections_cut,
+             test_malformed_order_event, test_rebuild_while_orders_flow, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
              test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_database_restart,
              test_outage_spends_no_deliveries]
