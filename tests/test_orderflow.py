@@ -292,6 +292,27 @@ def test_eventstore_down(c, t):
     t.ok(st == 200 and health["database"] is True, f"healthz is ok again: {health}")
 
 
+def test_back_soon_after_a_long_outage(c, t):
+    """After the event store was down long enough for gRPC's reconnect backoff to grow
+    (12 s of failing POSTs), orderapi takes orders again within about a second of its
+    return, and the saga services finish them."""
+    port = c.es_port
+    c.stop_es()
+    end = time.time() + 12
+    while time.time() < end:
+        c.order("c-long-down", "PIZZA", 1, 1)
+        time.sleep(0.3)
+    c.start_es(port=port)
+    back = time.time()
+    wait_for(lambda: c.order("c-long-down", "PIZZA", 1, 1)[0] == 201, 20, "orderapi to take orders again")
+    took = time.time() - back
+    t.ok(took < 3, f"orderapi took orders again {took:.1f} s after the event store was back (under 3 s)")
+    st, _, doc = c.order("c-long-down", "PIZZA", 1, 1)
+    start = time.time()
+    t.eq(c.final_status(doc["order_id"])["status"], "Approved", "an order placed then goes through the saga")
+    t.ok(time.time() - start < 5, f"within {time.time() - start:.1f} s")
+
+
 def test_database_restart(c, t):
     """PostgreSQL restarts under the running system: while it is down a POST
     answers 503; once it is back, no call fails because of a connection
@@ -354,7 +375,8 @@ if __name__ == "__main__":
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_rebuild_while_orders_flow, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
-             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_database_restart,
+             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_back_soon_after_a_long_outage,
+             test_database_restart,
              test_outage_spends_no_deliveries]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
