@@ -292,6 +292,38 @@ def test_eventstore_down(c, t):
     t.ok(st == 200 and health["database"] is True, f"healthz is ok again: {health}")
 
 
+def test_sigterm_under_load_is_prompt(c, t):
+    """SIGTERM while orders flow: the event store finishes what it holds and exits 0 at
+    once, without waiting for its clients to close their connections, and nothing is lost."""
+    ids, stop = [], threading.Event()
+
+    def submit():
+        while not stop.is_set():
+            st, _, doc = c.order("c-term", "PIZZA", 1, 1)
+            if st == 201:
+                ids.append(doc["order_id"])
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for th in threads:
+        th.start()
+    time.sleep(1.5)
+    port, start = c.es_port, time.time()
+    rc = c.stop_es()
+    took = time.time() - start
+    t.eq(rc, 0, "the event store exits 0 on SIGTERM under load")
+    t.ok(took < 1.0, f"within {took:.2f} s (its clients keep their connections open)")
+    c.start_es(port=port)
+    time.sleep(1.0)
+    stop.set()
+    for th in threads:
+        th.join(timeout=30)
+    final = lambda: c.sql("SELECT count(*) FROM orders WHERE order_id = ANY(%s) AND status IN"
+                          " ('Approved','PaymentFailed','Refunded')", ids)[0][0] == len(ids)
+    wait_for(final, 60, "every accepted order to reach its final status")
+    t.ok(len(ids) > 0, f"all {len(ids)} orders accepted around the restart reached their final status")
+
+
 def test_back_soon_after_a_long_outage(c, t):
     """After the event store was down long enough for gRPC's reconnect backoff to grow
     (12 s of failing POSTs), orderapi takes orders again within about a second of its
@@ -375,7 +407,8 @@ if __name__ == "__main__":
     tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_rebuild_while_orders_flow, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
-             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_back_soon_after_a_long_outage,
+             test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_sigterm_under_load_is_prompt,
+             test_back_soon_after_a_long_outage,
              test_database_restart,
              test_outage_spends_no_deliveries]
     if len(sys.argv) > 1:
