@@ -243,23 +243,16 @@ int main(int argc, char **argv)
 {
     e2e_config_t cfg;
     worker_t *w;
-    ordo_error_t err;
     double start, elapsed, *post, *final, final_per_s;
     long long start_us, last_us = 0;
     size_t total = 0, k = 0, finals;
     long errors = 0;
     char host[64];
-    bool help;
+    int rc;
 
     memset(&cfg, 0, sizeof cfg);
-    if (ordo_config_load(options, sizeof options / sizeof options[0], &cfg, argc, argv, &help, &err) != ORDO_OK) {
-        fprintf(stderr, "e2e_load: %s\n", err.msg);
-        return 2;
-    }
-    if (help) {
-        ordo_config_usage(stdout, "e2e_load", options, sizeof options / sizeof options[0]);
-        return 0;
-    }
+    if ((rc = ordo_config_cli("e2e_load", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
+        return rc;
     w = calloc((size_t)cfg.threads, sizeof *w);
     snprintf(host, sizeof host, "%.*s", (int)(strchr(cfg.api_addr, ':') - cfg.api_addr), cfg.api_addr);
     start = mono_s();

@@ -261,21 +261,14 @@ int main(int argc, char **argv)
     load_config_t cfg;
     run_state_t r;
     slot_t *slots;
-    ordo_error_t err;
     grpc_channel_credentials *creds;
     double start, elapsed;
     size_t per_call;
-    bool help;
+    int rc;
 
     memset(&cfg, 0, sizeof cfg);
-    if (ordo_config_load(options, sizeof options / sizeof options[0], &cfg, argc, argv, &help, &err) != ORDO_OK) {
-        fprintf(stderr, "es_load: %s\n", err.msg);
-        return 2;
-    }
-    if (help) {
-        ordo_config_usage(stdout, "es_load", options, sizeof options / sizeof options[0]);
-        return 0;
-    }
+    if ((rc = ordo_config_cli("es_load", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
+        return rc;
     grpc_init();
     memset(&r, 0, sizeof r);
     r.cfg = &cfg;

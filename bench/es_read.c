@@ -81,18 +81,12 @@ int main(int argc, char **argv)
     ordo_error_t err;
     int64_t want = 0, got = 0;
     double t0, elapsed, first_s = 0;
-    bool help;
     ordo_status st;
+    int rc;
 
     memset(&cfg, 0, sizeof cfg);
-    if (ordo_config_load(options, sizeof options / sizeof options[0], &cfg, argc, argv, &help, &err) != ORDO_OK) {
-        fprintf(stderr, "es_read: %s\n", err.msg);
-        return 2;
-    }
-    if (help) {
-        ordo_config_usage(stdout, "es_read", options, sizeof options / sizeof options[0]);
-        return 0;
-    }
+    if ((rc = ordo_config_cli("es_read", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
+        return rc;
     if ((st = ordo_grpc_client_create(cfg.addr, 4 << 20, &c, &err)) != ORDO_OK) {
         fprintf(stderr, "es_read: %s\n", err.msg);
         return 1;

@@ -80,8 +80,8 @@ struct es_relay {
     size_t n_rejected;
     size_t n_failed;
     char failure[160];          /* why the first publish of the round failed, for the warning */
-    bool publish_failing;       /* relay thread only: the last round failed to publish (warned once) */
-    int64_t failing_since_ms;   /* relay thread only: when publishing started to fail (monotonic) */
+    int64_t failing_since_ms;   /* relay thread only: when publishing started to fail (monotonic; 0 while the
+                                   last round published everything); warned once */
 };
 
 static int64_t header_int(natsMsg *msg, const char *key)
@@ -508,13 +508,14 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
  * round publishes everything again, which is logged too). */
 static void report_publishing(es_relay_t *r, size_t failed)
 {
-    if (failed > 0 && !r->publish_failing) {
+    if (failed > 0 && r->failing_since_ms == 0) {
         ORDO_WARN("relay cannot publish; events wait in the outbox and go again", "failed=%zu err=\"%s\"", failed,
                   r->failure);
         r->failing_since_ms = ordo_mono_ms();
-    } else if (failed == 0 && r->publish_failing)
+    } else if (failed == 0 && r->failing_since_ms != 0) {
         ORDO_INFO("relay publishing again", "cursor=%lld", (long long)r->cursor);
-    r->publish_failing = failed > 0;
+        r->failing_since_ms = 0;
+    }
 }
 
 /* After a round's publishes: records the outcome in the outbox and moves
@@ -587,7 +588,7 @@ static void ensure_stream(es_relay_t *r, ordo_bus_t *bus, unsigned *reconnects)
     ordo_error_t err;
     unsigned now = ordo_bus_reconnects(bus);
 
-    if (now == *reconnects && !(r->publish_failing && ordo_mono_ms() - r->failing_since_ms >= STREAM_RECREATE_MS))
+    if (now == *reconnects && !(r->failing_since_ms != 0 && ordo_mono_ms() - r->failing_since_ms >= STREAM_RECREATE_MS))
         return;
     if (ordo_bus_connected(bus) && ordo_bus_ensure_events_stream(bus, &err) == ORDO_OK)
         *reconnects = now;

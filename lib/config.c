@@ -108,3 +108,19 @@ void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, s
         fprintf(out, "  --%-24s %-22s %s (default: %s)\n", opts[i].flag,
                 opts[i].env ? opts[i].env : "", opts[i].help, opts[i].def[0] ? opts[i].def : "\"\"");
 }
+
+int ordo_config_cli(const char *prog, const ordo_option_t *opts, size_t n, void *cfg, int argc, char **argv)
+{
+    ordo_error_t err;
+    bool help;
+
+    if (ordo_config_load(opts, n, cfg, argc, argv, &help, &err) != ORDO_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return 2;
+    }
+    if (help) {
+        ordo_config_usage(stdout, prog, opts, n);
+        return 0;
+    }
+    return -1;
+}

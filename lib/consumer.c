@@ -207,14 +207,6 @@ static void run_waiting(lane_t *l)
         l->actions[l->waiting[k]] = l->sub_actions[k];
 }
 
-static int count_waiting(const lane_t *l)
-{
-    int n = 0;
-    for (int i = 0; i < l->n; i++)
-        n += l->actions[i] == ORDO_MSG_WAIT;
-    return n;
-}
-
 /* Sleeps @p ms unless the consumer is stopping; false when it is. */
 static bool pause_unless_stopping(ordo_consumer_t *c, int ms)
 {
@@ -227,14 +219,22 @@ static bool pause_unless_stopping(ordo_consumer_t *c, int ms)
 }
 
 /* Settles the lane's messages that have an outcome (all of them when
- * @p all: a stop naks those still waiting), each once. */
-static void settle_decided(lane_t *l, bool all)
+ * @p all: a stop naks those still waiting), each once; returns how many
+ * are left waiting. */
+static int settle_decided(lane_t *l, bool all)
 {
-    for (int i = 0; i < l->n; i++)
-        if (!l->settled[i] && (all || l->actions[i] != ORDO_MSG_WAIT)) {
-            settle(l->owner, l->msgs[i], &l->events[i], l->actions[i]);
-            l->settled[i] = true;
+    int waiting = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (l->settled[i])
+            continue;
+        if (!all && l->actions[i] == ORDO_MSG_WAIT) {
+            waiting++;
+            continue;
         }
+        settle(l->owner, l->msgs[i], &l->events[i], l->actions[i]);
+        l->settled[i] = true;
+    }
+    return waiting;
 }
 
 /* Hands every message of the lane to the handler and settles those with an
@@ -254,8 +254,7 @@ static void handle_lane(lane_t *l)
         l->settled[i] = false;
     }
     run_waiting(l);
-    settle_decided(l, false);
-    if ((waiting = count_waiting(l)) > 0)
+    if ((waiting = settle_decided(l, false)) > 0)
         ORDO_WARN("a dependency is unreachable: holding messages and trying again", "consumer=%s lane=%d messages=%d",
                   c->cfg.durable, l->index, waiting);
     while (waiting > 0 && pause_unless_stopping(c, ordo_backoff_ms(&hold, round++))) {
@@ -265,8 +264,7 @@ static void handle_lane(lane_t *l)
                 l->events[i].round++;
             }
         run_waiting(l);
-        settle_decided(l, false);
-        if ((waiting = count_waiting(l)) == 0)
+        if ((waiting = settle_decided(l, false)) == 0)
             ORDO_INFO("dependency reachable again: held messages handled", "consumer=%s lane=%d", c->cfg.durable,
                       l->index);
     }

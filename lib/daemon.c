@@ -27,19 +27,11 @@ static void stop_signals(sigset_t *set)
 int ordo_daemon_init(const char *name, const ordo_option_t *opts, size_t n, void *cfg,
                      const char *const *log_level, int argc, char **argv)
 {
-    ordo_error_t err;
     sigset_t set;
-    bool help;
-    int level;
+    int level, rc;
 
-    if (ordo_config_load(opts, n, cfg, argc, argv, &help, &err) != ORDO_OK) {
-        fprintf(stderr, "%s: %s\n", name, err.msg);
-        return 2;
-    }
-    if (help) {
-        ordo_config_usage(stdout, name, opts, n);
-        return 0;
-    }
+    if ((rc = ordo_config_cli(name, opts, n, cfg, argc, argv)) >= 0)
+        return rc;
     if ((level = ordo_log_level_parse(*log_level)) < 0) {
         fprintf(stderr, "%s: --log-level must be debug, info, warn or error\n", name);
         return 2;

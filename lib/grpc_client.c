@@ -29,8 +29,20 @@ enum { RECONNECT_FIRST_MS = 100, RECONNECT_MAX_MS = 1000 };
 ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
                                     ordo_grpc_client_t **out, ordo_error_t *err)
 {
-    grpc_arg args[5];
-    grpc_channel_args cargs = {5, args};
+    grpc_arg args[] = {
+        ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max_message_bytes),
+        ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max_message_bytes),
+        /* a target listing several servers ("ipv4:a:1,b:2") spreads calls over them */
+        {.type = GRPC_ARG_STRING, .key = (char *)GRPC_ARG_LB_POLICY_NAME, .value.string = (char *)"round_robin"},
+        /* Reconnect soon once the server is back: gRPC's default backoff grows
+         * to 120 s while a server stays unreachable (a POST still failed 12.9 s
+         * after the event store came back from a 40 s outage). Capped here, and
+         * with the backup poller's period that ordo_daemon_init sets, a client
+         * is through within about a second. */
+        ORDO_GRPC_INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, RECONNECT_FIRST_MS),
+        ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, RECONNECT_MAX_MS),
+    };
+    grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
     grpc_channel_credentials *creds;
     ordo_grpc_client_t *c = calloc(1, sizeof *c);
 
@@ -38,27 +50,6 @@ ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
     if (c == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     grpc_init();
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = max_message_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = max_message_bytes;
-    /* a target listing several servers ("ipv4:a:1,b:2") spreads calls over them */
-    args[2].type = GRPC_ARG_STRING;
-    args[2].key = (char *)GRPC_ARG_LB_POLICY_NAME;
-    args[2].value.string = (char *)"round_robin";
-    /* Reconnect soon once the server is back: gRPC's default backoff grows
-     * to 120 s while a server stays unreachable (a POST still failed 12.9 s
-     * after the event store came back from a 40 s outage). Capped here, and
-     * with the backup poller's period that ordo_daemon_init sets, a client
-     * is through within about a second. */
-    args[3].type = GRPC_ARG_INTEGER;
-    args[3].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-    args[3].value.integer = RECONNECT_FIRST_MS;
-    args[4].type = GRPC_ARG_INTEGER;
-    args[4].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[4].value.integer = RECONNECT_MAX_MS;
     creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(target, creds, &cargs);
     grpc_channel_credentials_release(creds);

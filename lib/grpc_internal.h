@@ -14,6 +14,9 @@ grpc_byte_buffer *ordo_grpc_pack(const ProtobufCMessage *msg);
 /** Unpacks @p bb with @p desc; NULL when it is not a valid message. */
 ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
 
+/** A channel argument with an integer value, for an initialiser list of grpc_arg. */
+#define ORDO_GRPC_INT_ARG(name, v) {.type = GRPC_ARG_INTEGER, .key = (char *)(name), .value.integer = (v)}
+
 /** Now + @p timeout_ms on the realtime clock; infinite for timeout_ms <= 0. */
 gpr_timespec ordo_grpc_deadline_ms(int timeout_ms);
 

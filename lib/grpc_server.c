@@ -232,6 +232,16 @@ static void on_new_call(ordo_grpc_call_t *c, bool ok)
     m->handler(m->ctx, c, c->request);
 }
 
+/* Puts the call's initial metadata into @p ops at *@p n unless it went out
+ * with an earlier batch (one per call). */
+static void add_initial_md(ordo_grpc_call_t *c, grpc_op *ops, size_t *n)
+{
+    if (!c->sent_initial_md) {
+        ops[(*n)++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = true;
+    }
+}
+
 /* Starts the SEND_MESSAGE of the chain's next message (with the initial
  * metadata on the call's first); false when gRPC refused the batch. */
 static bool send_next(ordo_grpc_call_t *c)
@@ -240,10 +250,7 @@ static bool send_next(ordo_grpc_call_t *c)
     size_t n = 0;
 
     memset(ops, 0, sizeof ops);
-    if (!c->sent_initial_md) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        c->sent_initial_md = true;
-    }
+    add_initial_md(c, ops, &n);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].data.send_message.send_message = c->chain[c->chain_next];
     n++;
@@ -316,8 +323,11 @@ ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
                                     ordo_grpc_server_t **out, ordo_error_t *err)
 {
     ordo_grpc_server_t *srv;
-    grpc_arg args[2];
-    grpc_channel_args cargs = {2, args};
+    grpc_arg args[] = {
+        ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, cfg->max_message_bytes),
+        ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, 64 * 1024 * 1024),
+    };
+    grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
     grpc_server_credentials *creds;
     int port;
 
@@ -334,12 +344,6 @@ ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
     srv->n_threads = cfg->threads;
     srv->shutdown_tag = (tag_t){TAG_SHUTDOWN, NULL};
 
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = cfg->max_message_bytes;
-    args[1].type = GRPC_ARG_INTEGER;
-    args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-    args[1].value.integer = 64 * 1024 * 1024;
     srv->server = grpc_server_create(&cargs, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
@@ -492,11 +496,7 @@ void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *mess
     size_t n = 0;
 
     memset(ops, 0, sizeof ops);
-    if (!c->sent_initial_md) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-        n++;
-        c->sent_initial_md = true;
-    }
+    add_initial_md(c, ops, &n);
     if (st == ORDO_OK && response != NULL) {
         c->out = ordo_grpc_pack(response);
         ops[n].op = GRPC_OP_SEND_MESSAGE;

@@ -36,6 +36,12 @@ def check_bus(c, t, expected_ids, what):
     return msgs
 
 
+def another_eventstore(c, name, *flags):
+    """A second eventstore instance on the cluster's database and NATS (it stands by for the relay)."""
+    return Service(c, name, EVENTSTORE, ["--listen", "127.0.0.1:0", "--database-url", c.database_url,
+                                         "--nats-url", c.nats_url, *flags], True)
+
+
 def event_ids(c, prefix):
     rows = c.sql("SELECT event_id::text FROM events WHERE aggregate_id LIKE %s", prefix + "%")
     return [r[0] for r in rows]
@@ -109,8 +115,7 @@ def test_http_library_only_with_metrics(c, t):
     server starts: the instance serving /metrics has it, one without /metrics has not."""
     mapped = lambda pid: "libmicrohttpd" in open(f"/proc/{pid}/maps").read()
     t.ok(mapped(c.es_proc.pid), "the instance serving /metrics has loaded libmicrohttpd")
-    plain = Service(c, "eventstore-plain", EVENTSTORE,
-                    ["--listen", "127.0.0.1:0", "--database-url", c.database_url, "--nats-url", c.nats_url], True)
+    plain = another_eventstore(c, "eventstore-plain")
     try:
         t.ok(not mapped(plain.proc.pid), "an instance without /metrics has not loaded it")
     finally:
@@ -120,9 +125,7 @@ def test_http_library_only_with_metrics(c, t):
 def test_log_lines_are_structured(c, t):
     """An instance started on an existing store (its migrations meet tables that exist:
     the server answers with NOTICEs) writes only structured lines, the notices among them."""
-    plain = Service(c, "eventstore-relog", EVENTSTORE,
-                    ["--listen", "127.0.0.1:0", "--database-url", c.database_url, "--nats-url", c.nats_url,
-                     "--log-level", "debug"], True)
+    plain = another_eventstore(c, "eventstore-relog", "--log-level", "debug")
     t.eq(plain.stop(), 0, "the second instance stops cleanly")
     lines = open(plain.log_path).read().splitlines()
     t.eq([x for x in lines if not x.startswith("ts=")], [], "every line of its log is a structured line")
@@ -244,9 +247,7 @@ def test_two_instances_one_relay(c, t):
     lease = 1500
     c.stop_es()
     c.start_es(relay_lease_ms=lease)
-    second = Service(c, "eventstore-2", EVENTSTORE,
-                     ["--listen", "127.0.0.1:0", "--database-url", c.database_url, "--nats-url", c.nats_url,
-                      "--relay-lease-ms", str(lease)], True)
+    second = another_eventstore(c, "eventstore-2", "--relay-lease-ms", str(lease))
     ch2 = grpc.insecure_channel(f"127.0.0.1:{second.port}")
     store2, admin2 = c.grpc_mod.EventStoreStub(ch2), c.grpc_mod.EventStoreAdminStub(ch2)
     stats2 = lambda: admin2.GetStats(c.pb.StatsRequest(), timeout=10)

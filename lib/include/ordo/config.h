@@ -47,4 +47,11 @@ ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
 /** Prints one line per option: flag, variable, default, description. */
 void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n);
 
+/**
+ * A program's command line: ordo_config_load, and on an error the message
+ * ("@p prog: ...") on stderr, on --help the usage on stdout.
+ * @return -1 to go on, or the exit status (2 after an error, 0 after --help).
+ */
+int ordo_config_cli(const char *prog, const ordo_option_t *opts, size_t n, void *cfg, int argc, char **argv);
+
 #endif
