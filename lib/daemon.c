@@ -2,6 +2,7 @@
 
 #include <gnutls/gnutls.h>
 #include <malloc.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,18 @@
  * ordo_daemon_init, skips that. Whoever needs GnuTLS initialises it: libldap
  * for an ldaps:// lookup, libmicrohttpd when an HTTP server loads it. */
 GNUTLS_SKIP_GLOBAL_INIT
+
+/* cnats seeds its NUIDs with OpenSSL's RAND_bytes when it starts, and
+ * OpenSSL's default set-up then loads its error strings: ~0.5 MB of pages
+ * (BENCHMARKS.md, 2026-11-30 night) for text only a TLS error would print.
+ * Asked first not to, OpenSSL ignores later requests for them (its
+ * documented rule); a TLS error is then logged with its code, which
+ * `openssl errstr CODE` spells out. The configuration (openssl.cnf: the
+ * system's TLS policy) is still read. */
+static void openssl_without_error_strings(void)
+{
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS, NULL);
+}
 
 static void stop_signals(sigset_t *set)
 {
@@ -41,6 +54,7 @@ int ordo_daemon_init(const char *name, const ordo_option_t *opts, size_t n, void
      * per core (16 here, each keeping what it once held): two are enough for
      * our few busy threads and keep the heap small. */
     mallopt(M_ARENA_MAX, 2);
+    openssl_without_error_strings();
     /* A client channel's reconnection makes progress only while something
      * polls it: a call in flight, or gRPC's backup poller (every 5 s by
      * default). Calls to a server that is down fail at once, so after an

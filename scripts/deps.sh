@@ -4,7 +4,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libgrpc-dev protobuf-compiler protobuf-c-compiler libprotobuf-c-dev
-  libnats-dev nats-server postgresql libpq-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev
+  libnats-dev libssl-dev nats-server postgresql libpq-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev
   libcmocka-dev uuid-dev curl
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-psycopg2
 )
