@@ -20,8 +20,8 @@ ordo_msg_action ordo_saga_followup(ordo_grpc_client_t *store, const ordo_bus_eve
     }
     st = ordo_es_append(store, &ev, cause->version, timeout_ms, &res, &err);
     switch (st) {
-    case ORDO_OK:
-        ORDO_INFO(res.duplicate ? "follow-up already appended" : "follow-up appended",
+    case ORDO_OK:   /* routine: the event store keeps every step (debug level repeats it here) */
+        ORDO_DEBUG(res.duplicate ? "follow-up already appended" : "follow-up appended",
                   "order_id=%s event=%s event_id=%s version=%lld causation_id=%s", cause->aggregate_id, event_type,
                   id, (long long)res.version, cause->event_id);
         return ORDO_MSG_ACK;

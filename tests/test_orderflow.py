@@ -43,6 +43,18 @@ def test_saga_paths(c, t):
     t.ok(st == 200 and rej["order_id"] in [o["order_id"] for o in page["orders"]], "list by status")
 
 
+def test_routine_steps_are_not_logged(c, t):
+    """At the default level (info) an order's routine steps leave no line in
+    the services' logs (the event store keeps every step; at a thousand
+    orders a second one line per step was ~4,000 lines/s): its id appears in
+    none of them once it is final."""
+    _, _, o = c.order("c-quiet", "SOLD-OUT", 3, 1)   # every service takes a step: created, debited, rejected, refunded
+    t.eq(c.final_status(o["order_id"])["status"], "Refunded", "the order went through every service")
+    wait_for(lambda: _all_handled(c), 30, "every durable to settle")
+    named = [n for n, svc in c.services.items() if o["order_id"] in open(svc.log_path).read()]
+    t.eq(named, [], "no service's log names the order")
+
+
 def test_idempotency_key(c, t):
     s1, h1, a = c.order("c-idem", "PIZZA", 10, 1, key="key-123")
     s2, h2, b = c.order("c-idem", "PIZZA", 10, 1, key="key-123")
@@ -411,7 +423,7 @@ def test_outage_spends_no_deliveries(c, t):
 
 if __name__ == "__main__":
     import sys
-    tests = [test_saga_paths, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
+    tests = [test_saga_paths, test_routine_steps_are_not_logged, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_rebuild_while_orders_flow, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
              test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_sigterm_under_load_is_prompt,
