@@ -285,6 +285,33 @@ def _settled(read, quiet_s=1.5, timeout_s=20):
     return value
 
 
+def test_stats_counts(c, t):
+    """GetStats' events and aggregates are the tables' row counts, call after
+    call: it counts the whole log once, then only what is new since the
+    part it has counted (the settled part: at or below the readers' mark)."""
+    def counts():
+        s = c.stats()
+        return (s.events, s.aggregates), tuple(c.sql("SELECT (SELECT count(*) FROM events),"
+                                                     " (SELECT count(*) FROM streams)")[0])
+    def settled():
+        s = c.stats()
+        return s.safe_position >= s.last_position
+    got, want = counts()
+    t.eq(got, want, "the first call counts every row")
+    for rnd in range(3):
+        eid = str(uuid.uuid4())
+        c.append(c.event(f"sc-{rnd}", "a", event_id=eid), c.event(f"sc-{rnd}", "b"), expected=0)   # a new stream
+        c.append(c.event(f"sc-{rnd}", "c"))                                                       # an existing one
+        c.append(c.event(f"sc-{rnd}", "a", event_id=eid))                                         # a duplicate
+        t.raises(C.FAILED_PRECONDITION, lambda: c.append(c.event(f"sc-{rnd}", "d"), expected=1),
+                 f"round {rnd}: a refused append", contains="at version 3")
+        got, want = counts()
+        t.eq(got, want, f"round {rnd}: right after the appends")
+        wait_for(settled, 10, "the readers' mark to pass the appends")
+        got, want = counts()
+        t.eq(got, want, f"round {rnd}: once they are settled, and again from the tally")
+
+
 def test_aggregate_read_uses_its_index(c, t):
     """Reading one aggregate touches its own index entries, not the whole log:
     with 250k other events of 200 bytes, vacuumed but not yet analysed (a table that grew
@@ -319,5 +346,5 @@ def test_aggregate_read_uses_its_index(c, t):
 if __name__ == "__main__":
     run_tests([test_round_trip, test_batch_and_filters, test_expected_version, test_racing_appends,
                test_idempotent_replay, test_batch_atomicity, test_bad_input, test_stream,
-               test_stream_pages, test_aggregate_read_uses_its_index],
+               test_stream_pages, test_stats_counts, test_aggregate_read_uses_its_index],
               lambda: Cluster())
