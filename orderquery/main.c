@@ -17,7 +17,7 @@ static const ordo_option_t options[] = {
     OPT("listen", "ORDERQUERY_ADDR", "127.0.0.1:50052", ORDO_OPT_STRING, listen, 0, 0, "gRPC address of order.OrderQuery (port 0: any free port)"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
     OPT("readers", "ORDO_READERS", "2", ORDO_OPT_INT, readers, 1, 64, "threads serving queries"),
-    OPT("concurrency", "ORDO_CONCURRENCY", "4", ORDO_OPT_INT, concurrency, 1, 64, "events applied in parallel (one order's stay in order), each lane with its own connection"),
+    OPT("concurrency", "ORDO_CONCURRENCY", "1", ORDO_OPT_INT, concurrency, 1, 64, "lanes applying events in parallel (one order's stay in order), each with its own connection and transactions; more instances scale the read side too"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
     OPT("rebuild", NULL, "false", ORDO_OPT_BOOL, rebuild, 0, 0, "rebuild the read model from the event store, then exit"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
