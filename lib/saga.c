@@ -22,8 +22,8 @@ ordo_msg_action ordo_saga_followup(ordo_grpc_client_t *store, const ordo_bus_eve
     switch (st) {
     case ORDO_OK:   /* routine: the event store keeps every step (debug level repeats it here) */
         ORDO_DEBUG(res.duplicate ? "follow-up already appended" : "follow-up appended",
-                  "order_id=%s event=%s event_id=%s version=%lld causation_id=%s", cause->aggregate_id, event_type,
-                  id, (long long)res.version, cause->event_id);
+                   "order_id=%s event=%s event_id=%s version=%lld causation_id=%s", cause->aggregate_id, event_type,
+                   id, (long long)res.version, cause->event_id);
         return ORDO_MSG_ACK;
     case ORDO_CONFLICT:
         ORDO_WARN("the order moved on before this step: nothing to do", "order_id=%s event=%s err=\"%s\"",

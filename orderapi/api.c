@@ -152,7 +152,7 @@ static void post_order(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http
         }
         ordo_metric_inc(res.duplicate ? ctx->replayed : ctx->created);
         ORDO_DEBUG(res.duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld",
-                  order.order_id, (long long)order.amount_cents);
+                   order.order_id, (long long)order.amount_cents);
     } else if (st == ORDO_CONFLICT) {
         ordo_http_error(resp, 409, "conflict", "%s", err.msg);
     } else {
