@@ -101,7 +101,9 @@ typedef struct es_append {
     char msg[256];
     int64_t version, position;
     bool duplicate;
-    bool deferred;                /* shares an event id with an earlier call of the batch */
+    bool deferred;                /* waits for the next batch: shares an event id with an earlier call of
+                                     this one, or the guarded insert did not take it */
+    bool lookup;                  /* the guarded insert did not take it: its next batch reads first (not reset) */
     int64_t queued_us;            /* when it reached the write queue (monotonic) */
     struct es_append *next;
 } es_append_t;

@@ -18,7 +18,25 @@ ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const
     pg->pending_begin = NULL;
     pg->commit = ORDO_PG_COMMIT_NONE;
     pg->setup_sql = setup_sql;
+    pg->optional_sql = NULL;
     return ordo_pg_ensure(pg, err);
+}
+
+static void run_optional(ordo_pg_t *pg)
+{
+    PGresult *res = PQexec(pg->conn, pg->optional_sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        ORDO_DEBUG("database refused an optional setting", "sql=\"%s\" err=\"%.200s\"", pg->optional_sql,
+                   PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                                                                    : "");
+    PQclear(res);
+}
+
+void ordo_pg_set_optional(ordo_pg_t *pg, const char *sql)
+{
+    pg->optional_sql = sql;
+    if (sql != NULL && pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK)
+        run_optional(pg);
 }
 
 void ordo_pg_close(ordo_pg_t *pg)
@@ -80,6 +98,8 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
             return st;
         }
     }
+    if (pg->optional_sql != NULL)
+        run_optional(pg);
     return ORDO_OK;
 }
 

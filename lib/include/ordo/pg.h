@@ -30,6 +30,7 @@ typedef struct ordo_pg {
     const char *url;        /**< not owned: must outlive the handle */
     const char *name;       /**< application_name in pg_stat_activity (not owned); NULL: the service's name */
     const char *setup_sql;  /**< run after every (re)connect, e.g. session timeouts; may be NULL */
+    const char *optional_sql; /**< then this, if set: a server may refuse it (see ordo_pg_set_optional()) */
     const char *pending_begin; /**< ordo_pg_transact's BEGIN, sent together with the next statement */
     ordo_pg_commit commit;     /**< see ordo_pg_commit_with_next() */
     ordo_status commit_status;
@@ -43,6 +44,11 @@ typedef struct ordo_pg {
  *  reconnect. Close with ordo_pg_close(). */
 ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const char *setup_sql,
                          ordo_error_t *err);
+
+/** Runs @p sql (not owned) on the connection now and after every reconnect,
+ *  after the setup: settings a server may not know (a CockroachDB that lacks
+ *  a PostgreSQL setting), so its refusal is logged at debug and ignored. */
+void ordo_pg_set_optional(ordo_pg_t *pg, const char *sql);
 
 /** Closes the connection. Accepts a never-opened or already closed handle. */
 void ordo_pg_close(ordo_pg_t *pg);
