@@ -82,26 +82,34 @@ typedef struct batch {
 
 const ordo_retry_policy_t es_retry_policy = {8, 2, 250};
 
+/* Events ($4..$11: id, aggregate, type, version, event type, data,
+ * metadata, stream) in the given order, as far as @p filter (a WHERE clause
+ * on u) lets them, with their outbox rows; answers each row's position,
+ * event id, created_at (µs) and data as stored, in position order. */
+#define INSERT_EVENTS_SQL(filter)                                                                  \
+    "ins AS ("                                                                                     \
+    "  INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"          \
+    "                      event_data, metadata, stream)"                                          \
+    "  SELECT u.id, u.agg, u.atype, u.ver, u.etype, u.data::jsonb, u.meta::jsonb, u.stream"       \
+    "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::text[],"                   \
+    "              $9::text[], $10::text[], $11::text[])"                                          \
+    "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"            \
+    filter "  ORDER BY u.ord"                                                                      \
+    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us," \
+    "            event_data::text AS stored"                                                       \
+    "), ob AS ("                                                                                   \
+    "  INSERT INTO outbox (position) SELECT position FROM ins"                                     \
+    ") "                                                                                           \
+    "SELECT position, event_id::text, created_us, stored FROM ins ORDER BY position"
+
+/* Stream heads ($1 aggregate, $2 type, $3 new version) written as given. */
 static const char *const INSERT_SQL =
     "WITH heads AS ("
     "  INSERT INTO streams (aggregate_id, aggregate_type, version)"
     "  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])"
     "  ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version"
     "  RETURNING 1"
-    "), ins AS ("
-    "  INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-    "                      event_data, metadata, stream)"
-    "  SELECT u.id, u.agg, u.atype, u.ver, u.etype, u.data::jsonb, u.meta::jsonb, u.stream"
-    "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::text[],"
-    "              $9::text[], $10::text[], $11::text[])"
-    "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"
-    "  ORDER BY u.ord"
-    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us,"
-    "            event_data::text AS stored"
-    "), ob AS ("
-    "  INSERT INTO outbox (position) SELECT position FROM ins"
-    ") "
-    "SELECT position, event_id::text, created_us, stored FROM ins ORDER BY position";
+    "), " INSERT_EVENTS_SQL("");
 
 /* The guarded insert: three statements in one round trip, each changing one
  * table's rows (CockroachDB refuses two changes of one table in a
@@ -124,36 +132,25 @@ static const char *const MOVE_HEADS_SQL =
     " WHERE g.expected > 0 AND s.aggregate_id = g.agg AND s.version = g.expected AND s.aggregate_type = g.atype"
     " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = g.id)";
 
-/* Then the events (as INSERT_SQL's $4..$11) of the heads ($9 aggregate, $10
- * new version) the two statements created or moved: now at their new
- * version, and without an event of that version yet (a head that was there
- * already has it, and is left alone). */
+/* Then INSERT_SQL's events, of the heads the two statements created or
+ * moved: now at their new version, and without an event of that version
+ * yet (a head that was there already has it, and is left alone). */
 static const char *const GUARDED_EVENTS_SQL =
-    "WITH ins AS ("
-    "  INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-    "                      event_data, metadata, stream)"
-    "  SELECT u.id, u.agg, u.atype, u.ver, u.etype, u.data::jsonb, u.meta::jsonb, u.stream"
-    "  FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[],"
-    "              $6::text[], $7::text[], $8::text[])"
-    "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"
-    "  WHERE u.agg IN (SELECT h.agg FROM unnest($9::text[], $10::int8[]) AS h(agg, ver)"
-    "                  JOIN streams s ON s.aggregate_id = h.agg AND s.version = h.ver"
-    "                  WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_id = h.agg AND e.version = h.ver))"
-    "  ORDER BY u.ord"
-    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us,"
-    "            event_data::text AS stored"
-    "), ob AS ("
-    "  INSERT INTO outbox (position) SELECT position FROM ins"
-    ") "
-    "SELECT position, event_id::text, created_us, stored FROM ins ORDER BY position";
+    "WITH " INSERT_EVENTS_SQL(
+        "  WHERE u.agg IN (SELECT h.agg FROM unnest($1::text[], $2::text[], $3::int8[]) AS h(agg, atype, ver)"
+        "                  JOIN streams s ON s.aggregate_id = h.agg AND s.version = h.ver AND s.aggregate_type = h.atype"
+        "                  WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_id = h.agg AND e.version = h.ver))");
 
 /* The writer's statements take arrays, and PostgreSQL plans a prepared
  * statement anew for every execution while a plan for the arrays' actual
  * lengths looks cheaper than one for any length: ~30% of the writer's
- * backend went to planning the guarded insert. The plans for any length are
- * the same index lookups. (CockroachDB before 23.2 does not know the
- * setting: it keeps its own plan cache.) */
-static const char WRITER_PLANS_SQL[] = "SET plan_cache_mode = force_generic_plan";
+ * backend went to planning the guarded insert. So it plans each once. A
+ * plan made once must not depend on the tables' sizes then (made on an empty
+ * store, it scanned events whole for every lookup as they grew: 4,926
+ * instead of 10-13k events/s): every statement of the writer looks rows up
+ * by key, so it is told to use the indexes. (CockroachDB before 23.2 does
+ * not know plan_cache_mode and keeps its own planning.) */
+static const char WRITER_PLANS_SQL[] = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
 
 void es_writer_session_sql(const es_config_t *cfg, char *out, size_t cap)
 {
@@ -377,10 +374,9 @@ static ordo_status take_guarded_rows(batch_t *b, PGresult *res, ordo_error_t *er
 static ordo_status insert_guarded(ordo_pg_t *pg, batch_t *b, const char *const *p, ordo_error_t *err)
 {
     const char *heads[5] = {p[0], p[1], p[2], p[11], p[12]};
-    const char *events[10] = {p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[0], p[2]};
     ordo_pg_stmt_t stmts[3] = {{"es_heads_create", CREATE_HEADS_SQL, 5, heads, NULL},
                                {"es_heads_move", MOVE_HEADS_SQL, 5, heads, NULL},
-                               {"es_insert_guarded", GUARDED_EVENTS_SQL, 10, events, NULL}};
+                               {"es_insert_guarded", GUARDED_EVENTS_SQL, 11, p, NULL}};
     ordo_status st = ordo_pg_query_pipeline(pg, stmts, 3, err);
 
     if (st == ORDO_CONFLICT) {   /* a partial replay, or a concurrent writer elsewhere */
