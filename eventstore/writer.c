@@ -65,7 +65,7 @@ typedef struct head {
     char stored_type[129];
     int64_t version;
     int64_t expected;             /* guarded insert: the version it moves the head from */
-    const char *first_id;         /* guarded insert: its call's first event id */
+    const es_append_t *call;      /* guarded insert: its call (one per head) */
     bool exists, touched;
 } head_t;
 
@@ -114,23 +114,23 @@ static const char *const INSERT_SQL =
 /* The guarded insert: three statements in one round trip, each changing one
  * table's rows (CockroachDB refuses two changes of one table in a
  * statement). Heads given as ($1 aggregate, $2 type, $3 new version, $4
- * expected version, $5 its call's first event id): those expected at 0 are
- * created unless they exist, the others move only from their expected
- * version and type, and neither when the call's event id is stored already
- * (a replay, or a reuse for another stream: its insert would fail the whole
- * transaction after drawing positions, a gap the readers wait out). */
+ * expected version, $5 its call's event ids as an array literal): those
+ * expected at 0 are created unless they exist, the others move only from
+ * their expected version and type, and neither when one of the call's event
+ * ids is stored already (a replay, or a reuse: its insert would fail the
+ * whole transaction after drawing positions, a gap the readers wait out). */
 static const char *const CREATE_HEADS_SQL =
     "INSERT INTO streams (aggregate_id, aggregate_type, version)"
     " SELECT agg, atype, ver"
-    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::uuid[]) AS g(agg, atype, ver, expected, id)"
-    " WHERE expected = 0 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = g.id)"
+    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS g(agg, atype, ver, expected, ids)"
+    " WHERE expected = 0 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(g.ids::uuid[]))"
     " ON CONFLICT (aggregate_id) DO NOTHING";
 
 static const char *const MOVE_HEADS_SQL =
     "UPDATE streams s SET version = g.ver"
-    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::uuid[]) AS g(agg, atype, ver, expected, id)"
+    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS g(agg, atype, ver, expected, ids)"
     " WHERE g.expected > 0 AND s.aggregate_id = g.agg AND s.version = g.expected AND s.aggregate_type = g.atype"
-    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = g.id)";
+    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(g.ids::uuid[]))";
 
 /* Then INSERT_SQL's events, of the heads the two statements created or
  * moved: now at their new version, and without an event of that version
@@ -339,7 +339,7 @@ static bool guess_heads(batch_t *b)
             return false;
         a->version = a->expected + (int64_t)a->n;
         b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "",
-                                          a->version, a->expected, a->ids[0], a->expected > 0, true};
+                                          a->version, a->expected, a, a->expected > 0, true};
     }
     return true;
 }
@@ -369,6 +369,16 @@ static ordo_status take_guarded_rows(batch_t *b, PGresult *res, ordo_error_t *er
     return row == PQntuples(res) ? ORDO_OK : ordo_error_set(err, ORDO_INTERNAL, "insert returned rows of no call");
 }
 
+/* @p a's event ids as an array literal, in @p out (reset first). */
+static void ids_literal(ordo_buf_t *out, const es_append_t *a)
+{
+    ordo_buf_reset(out);
+    ordo_buf_pg_array_begin(out);
+    for (size_t k = 0; k < a->n; k++)
+        ordo_buf_pg_array_text(out, a->ids[k]);
+    ordo_buf_pg_array_end(out);
+}
+
 /* The guarded insert's three statements, with the batch's BEGIN and
  * COMMIT, in one round trip (@p p: insert_events' thirteen arrays). */
 static ordo_status insert_guarded(ordo_pg_t *pg, batch_t *b, const char *const *p, ordo_error_t *err)
@@ -396,6 +406,7 @@ static ordo_status insert_guarded(ordo_pg_t *pg, batch_t *b, const char *const *
 static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, bool guarded, ordo_error_t *err)
 {
     const char *params[13];
+    ordo_buf_t ids = ORDO_BUF_INIT;
     PGresult *res;
     ordo_status st;
     int row = 0;
@@ -410,7 +421,8 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, bool guarded, ordo_e
         ordo_buf_pg_array_int(&b->a[2], b->heads[i].version);
         if (guarded) {
             ordo_buf_pg_array_int(&b->a[11], b->heads[i].expected);
-            ordo_buf_pg_array_text(&b->a[12], b->heads[i].first_id);
+            ids_literal(&ids, b->heads[i].call);
+            ordo_buf_pg_array_text(&b->a[12], ordo_buf_str(&ids));
         }
     }
     for (size_t i = 0; i < b->n; i++) {
@@ -429,6 +441,7 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, bool guarded, ordo_e
             ordo_buf_pg_array_text(&b->a[10], ev->stream);
         }
     }
+    ordo_buf_free(&ids);
     for (int i = 0; i < 13; i++) {
         ordo_buf_pg_array_end(&b->a[i]);
         if (ordo_buf_failed(&b->a[i]))
