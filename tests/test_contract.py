@@ -135,6 +135,7 @@ def test_appends_with_expected_versions(c, t):
         for _ in range(17):
             r = c.append(c.event("gx-3"))
         return r.version
+    rest()
     t.raises(C.FAILED_PRECONDITION, lambda: c.append(c.event("gx-1"), expected=0),
              "expected version 0 on a stream at version 1 (the version the guarded insert would move it to)",
              contains="at version 1")
