@@ -24,6 +24,7 @@
 
 #include "ordo/buf.h"
 #include "ordo/config.h"
+#include "ordo/retry.h"
 
 typedef struct e2e_config {
     const char *api_addr, *database_url, *label;
@@ -60,13 +61,6 @@ typedef struct worker {
     long errors;
     pthread_t thread;
 } worker_t;
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static long long wall_us(void)
 {
@@ -140,7 +134,7 @@ static void *run(void *arg)
     int fd = connect_to(&w->addr);
     long seq = 0;
 
-    while (fd >= 0 && mono_s() < w->deadline) {
+    while (fd >= 0 && ordo_mono_s() < w->deadline) {
         char body[512], req[1024], order_id[37] = "";
         long k = seq++ * cfg->threads + w->id;
         bool fail = cfg->fail_every && k % cfg->fail_every == 0;
@@ -150,7 +144,7 @@ static void *run(void *arg)
         int blen, rlen, status;
 
         if (interval > 0) {
-            double now = mono_s();
+            double now = ordo_mono_s();
             if (next > now)
                 usleep((useconds_t)((next - now) * 1e6));
             next += interval;
@@ -162,7 +156,7 @@ static void *run(void *arg)
         rlen = snprintf(req, sizeof req,
                         "POST /api/orders HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                         "Content-Length: %d\r\n\r\n%s", blen, body);
-        t0 = mono_s();
+        t0 = ordo_mono_s();
         sent = wall_us();
         if (send(fd, req, (size_t)rlen, MSG_NOSIGNAL) != rlen || (status = read_response(fd, order_id)) < 0) {
             w->errors++;
@@ -171,7 +165,7 @@ static void *run(void *arg)
             continue;
         }
         if (status == 201)
-            keep(w, order_id, sent, mono_s() - t0);
+            keep(w, order_id, sent, ordo_mono_s() - t0);
         else
             w->errors++;
     }
@@ -198,7 +192,7 @@ static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total,
     PGconn *pg = PQconnectdb(cfg->database_url);
     ordo_buf_t ids = ORDO_BUF_INIT;
     size_t k = 0, done = 0;
-    double until = mono_s() + cfg->wait_s;
+    double until = ordo_mono_s() + cfg->wait_s;
 
     if (PQstatus(pg) != CONNECTION_OK) {
         fprintf(stderr, "e2e_load: %s", PQerrorMessage(pg));
@@ -211,7 +205,7 @@ static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total,
             ordo_buf_pg_array_text(&ids, w[t].sent[i].order_id);
     ordo_buf_pg_array_end(&ids);
     const char *params[1] = {ordo_buf_str(&ids)};
-    while (mono_s() < until) {
+    while (ordo_mono_s() < until) {
         PGresult *res = PQexecParams(pg, "SELECT count(*) FROM orders WHERE order_id = ANY($1::text[]) AND status IN"
                                          " ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL, NULL, 0);
         done = PQresultStatus(res) == PGRES_TUPLES_OK ? strtoull(PQgetvalue(res, 0, 0), NULL, 10) : 0;
@@ -255,7 +249,7 @@ int main(int argc, char **argv)
         return rc;
     w = calloc((size_t)cfg.threads, sizeof *w);
     snprintf(host, sizeof host, "%.*s", (int)(strchr(cfg.api_addr, ':') - cfg.api_addr), cfg.api_addr);
-    start = mono_s();
+    start = ordo_mono_s();
     start_us = wall_us();
     for (int i = 0; i < cfg.threads; i++) {
         w[i].cfg = &cfg;
@@ -274,7 +268,7 @@ int main(int argc, char **argv)
         total += w[i].n;
         errors += w[i].errors;
     }
-    elapsed = mono_s() - start;
+    elapsed = ordo_mono_s() - start;
     post = malloc((total + 1) * sizeof *post);
     final = malloc((total + 1) * sizeof *final);
     for (int i = 0; i < cfg.threads; i++)

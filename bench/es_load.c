@@ -22,6 +22,7 @@
 
 #include "eventstore.pb-c.h"
 #include "ordo/config.h"
+#include "ordo/retry.h"
 #include "ordo/uuid.h"
 
 typedef struct load_config {
@@ -66,13 +67,6 @@ typedef struct run_state {
     long errors, conflicts;
     char last_error[256];
 } run_state_t;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void record(run_state_t *r, double seconds)
 {
@@ -151,7 +145,7 @@ static void start_call(run_state_t *r, slot_t *s)
     ops[5].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
     ops[5].data.recv_status_on_client.status = &s->status;
     ops[5].data.recv_status_on_client.status_details = &s->details;
-    s->t0 = now_s();
+    s->t0 = ordo_mono_s();
     grpc_call_start_batch(s->call, ops, 6, s, NULL);
 }
 
@@ -164,7 +158,7 @@ static void finish_call(run_state_t *r, slot_t *s)
         grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
         Eventstore__CreateEventResponse *resp =
             eventstore__create_event_response__unpack(NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-        record(r, now_s() - s->t0);
+        record(r, ordo_mono_s() - s->t0);
         if (resp != NULL)
             s->expected = resp->version;
         eventstore__create_event_response__free_unpacked(resp, NULL);
@@ -173,7 +167,7 @@ static void finish_call(run_state_t *r, slot_t *s)
     } else {
         char *msg = grpc_slice_to_c_string(s->details);
         if (s->status == GRPC_STATUS_INVALID_ARGUMENT && strcmp(r->cfg->mode, "invalid") == 0) {
-            record(r, now_s() - s->t0);
+            record(r, ordo_mono_s() - s->t0);
         } else if (s->status == GRPC_STATUS_FAILED_PRECONDITION && strcmp(r->cfg->mode, "hot") == 0) {
             r->conflicts++;
             s->expected = version_from(msg);
@@ -199,13 +193,13 @@ static void drive(run_state_t *r, slot_t *slots, double deadline)
 {
     const int n = r->cfg->clients;
     slot_t **idle = calloc((size_t)n, sizeof *idle);
-    double interval = r->cfg->rate > 0 ? 1.0 / r->cfg->rate : 0, next = now_s();
+    double interval = r->cfg->rate > 0 ? 1.0 / r->cfg->rate : 0, next = ordo_mono_s();
     int n_idle = 0, in_flight = 0;
 
     for (int i = 0; i < n; i++)
         idle[n_idle++] = &slots[i];
     for (;;) {
-        double now = now_s();
+        double now = ordo_mono_s();
         while (n_idle > 0 && now < deadline && (interval == 0 || now >= next)) {
             start_call(r, idle[--n_idle]);
             in_flight++;
@@ -282,9 +276,9 @@ int main(int argc, char **argv)
         slots[i].id = i;
         snprintf(slots[i].agg, sizeof slots[i].agg, "hot-%d", i % cfg.hot);
     }
-    start = now_s();
+    start = ordo_mono_s();
     drive(&r, slots, start + cfg.seconds);
-    elapsed = now_s() - start;
+    elapsed = ordo_mono_s() - start;
     if (r.errors)
         fprintf(stderr, "es_load: %ld errors, e.g.: %s\n", r.errors, r.last_error);
     qsort(r.lat, r.n, sizeof *r.lat, cmp_double);

@@ -13,6 +13,7 @@
 
 #include "eventstore.pb-c.h"
 #include "ordo/config.h"
+#include "ordo/retry.h"
 #include "ordo/grpc.h"
 
 typedef struct read_config {
@@ -28,13 +29,6 @@ static const ordo_option_t options[] = {
     OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 1000000000, "events to read (0: as many as the store holds)"),
     OPT("timeout-ms", NULL, "600000", ORDO_OPT_INT, timeout_ms, 1000, 86400000, "deadline of the whole read"),
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* The number of events the store holds (GetStats). */
 static ordo_status store_events(ordo_grpc_client_t *c, int64_t *events, ordo_error_t *err)
@@ -58,7 +52,7 @@ static ordo_status read_stream(ordo_grpc_client_t *c, int64_t want, int timeout_
     ordo_grpc_stream_t *s;
     ProtobufCMessage *out;
     ordo_status st = ORDO_OK;
-    double t0 = now_s();
+    double t0 = ordo_mono_s();
 
     *got = 0;
     if ((st = ordo_grpc_stream_open(c, "/eventstore.EventStore/GetEventsStream", &req.base, timeout_ms, &s, err)) !=
@@ -66,7 +60,7 @@ static ordo_status read_stream(ordo_grpc_client_t *c, int64_t want, int timeout_
         return st;
     while (*got < want && (st = ordo_grpc_stream_next(s, &eventstore__event__descriptor, &out, err)) == ORDO_OK) {
         if (*got == 0)
-            *first_s = now_s() - t0;
+            *first_s = ordo_mono_s() - t0;
         protobuf_c_message_free_unpacked(out, NULL);
         (*got)++;
     }
@@ -94,10 +88,10 @@ int main(int argc, char **argv)
     st = cfg.count > 0 ? ORDO_OK : store_events(c, &want, &err);
     if (cfg.count > 0)
         want = cfg.count;
-    t0 = now_s();
+    t0 = ordo_mono_s();
     if (st == ORDO_OK)
         st = read_stream(c, want, cfg.timeout_ms, &got, &first_s, &err);
-    elapsed = now_s() - t0;
+    elapsed = ordo_mono_s() - t0;
     ordo_grpc_client_destroy(c);
     if (st != ORDO_OK) {
         fprintf(stderr, "es_read: read %lld of %lld events: %s\n", (long long)got, (long long)want, err.msg);

@@ -36,4 +36,7 @@ int64_t ordo_mono_ms(void);
 /** The same in microseconds. */
 int64_t ordo_mono_us(void);
 
+/** The same in seconds, to the nanosecond (benchmark timings). */
+double ordo_mono_s(void);
+
 #endif
