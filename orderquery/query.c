@@ -32,7 +32,8 @@ static void page_free(order_page_t *p)
     free(p->itp);
 }
 
-/* Builds p->o from p->orders (first @p n rows) and p->items (ordered by order_id, line). */
+/* Builds p->o from p->orders (first @p n rows) and p->items (the same
+ * orders' items, in the orders' order, then by line). */
 static ordo_status page_build(order_page_t *p, int n, ordo_error_t *err)
 {
     int n_items = PQntuples(p->items), k = 0;
@@ -63,9 +64,7 @@ static ordo_status page_build(order_page_t *p, int n, ordo_error_t *err)
         o->version = strtoll(PQgetvalue(p->orders, i, 5), NULL, 10);
         o->created_at = strtoll(PQgetvalue(p->orders, i, 6), NULL, 10);
         o->updated_at = strtoll(PQgetvalue(p->orders, i, 7), NULL, 10);
-        /* items are sorted by order_id like the orders: walk both once */
-        while (k < n_items && strcmp(PQgetvalue(p->items, k, 0), o->order_id) < 0)
-            k++;
+        /* the items follow the orders' order: walk both once */
         o->items = &p->itp[k];
         while (k < n_items && strcmp(PQgetvalue(p->items, k, 0), o->order_id) == 0) {
             o->n_items++;
@@ -76,7 +75,9 @@ static ordo_status page_build(order_page_t *p, int n, ordo_error_t *err)
     return ORDO_OK;
 }
 
-/* Loads the items of the first @p n orders of p->orders. */
+/* Loads the items of the first @p n orders of p->orders, in that order
+ * (whatever the database's collation: the merge compares ids only for
+ * equality). */
 static ordo_status page_items(ordo_pg_t *pg, order_page_t *p, int n, ordo_error_t *err)
 {
     ordo_buf_t ids = ORDO_BUF_INIT;
@@ -88,8 +89,9 @@ static ordo_status page_items(ordo_pg_t *pg, order_page_t *p, int n, ordo_error_
         ordo_buf_pg_array_text(&ids, PQgetvalue(p->orders, i, 0));
     ordo_buf_pg_array_end(&ids);
     params[0] = ordo_buf_str(&ids);
-    st = ordo_pg_read(pg, "SELECT order_id, code, name, unit_price_cents, quantity FROM order_items"
-                          " WHERE order_id = ANY($1::text[]) ORDER BY order_id COLLATE \"C\", line",
+    st = ordo_pg_read(pg, "SELECT i.order_id, i.code, i.name, i.unit_price_cents, i.quantity"
+                          " FROM unnest($1::text[]) WITH ORDINALITY AS page (order_id, n)"
+                          " JOIN order_items i ON i.order_id = page.order_id ORDER BY page.n, i.line",
                       1, params, &p->items, err);
     ordo_buf_free(&ids);
     return st;
@@ -132,8 +134,8 @@ static void list_orders(void *vctx, ordo_pg_t *pg, void *arg)
 
     snprintf(limit_s, sizeof limit_s, "%d", limit + 1);
     st = ordo_pg_read(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE ($1 = '' OR customer_id = $1)"
-                          " AND ($2 = '' OR status = $2) AND order_id COLLATE \"C\" > $3"
-                          " ORDER BY order_id COLLATE \"C\" LIMIT $4::int", 4, params, &p.orders, &err);
+                          " AND ($2 = '' OR status = $2) AND order_id > $3"
+                          " ORDER BY order_id LIMIT $4::int", 4, params, &p.orders, &err);
     if (st == ORDO_OK) {
         n = PQntuples(p.orders) > limit ? limit : PQntuples(p.orders);
         st = page_items(pg, &p, n, &err);
