@@ -14,7 +14,7 @@ static const ordo_option_t options[] = {
     OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
     OPT("unavailable", "RESTAURANT_UNAVAILABLE", "SOLD-OUT", ORDO_OPT_STRING, unavailable, 0, 0, "comma-separated item codes that get an order rejected"),
-    OPT("concurrency", "ORDO_CONCURRENCY", "8", ORDO_OPT_INT, concurrency, 1, 256, "messages handled in parallel (one aggregate's stay in order)"),
+    OPT("concurrency", "ORDO_CONCURRENCY", "16", ORDO_OPT_INT, concurrency, 1, 256, "messages handled in parallel (one aggregate's stay in order)"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
 };
 
