@@ -285,7 +285,9 @@ static void method_not_allowed(ordo_http_response_t *resp, const char *allow)
 
 static void route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
 {
-    bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
+    /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
+    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    bool post = strcmp(req->method, "POST") == 0;
     size_t n = strlen(ORDERS_PATH);
 
     if (strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0) {
@@ -294,15 +296,15 @@ static void route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_resp
         else if (get)
             list_orders(ctx, req, resp);
         else
-            method_not_allowed(resp, "GET, POST");
+            method_not_allowed(resp, "GET, HEAD, POST");
     } else if (strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL) {
         if (get)
             get_order(ctx, req->path + n + 1, resp);
         else
-            method_not_allowed(resp, "GET");
+            method_not_allowed(resp, "GET, HEAD");
     } else if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
         if (!get)
-            method_not_allowed(resp, "GET");
+            method_not_allowed(resp, "GET, HEAD");
         else if (req->path[1] == 'h')
             healthz(ctx, resp);
         else

@@ -159,6 +159,15 @@ def test_routes(c, t):
     expect_error(c, t, "unknown status filter", 400, "GET", "/api/orders?status=Lost")
     expect_error(c, t, "limit not a number", 400, "GET", "/api/orders?limit=ten")
     expect_error(c, t, "limit too large", 400, "GET", "/api/orders?limit=100000")
+    # HEAD is GET without the body (monitors probe with it); other methods name both in Allow
+    for path, status in (("/healthz", 200), ("/api/orders?limit=2", 200), ("/api/orders/00000000-0000-4000-8000-000000000000", 404)):
+        r = subprocess.run(["curl", "-s", "-m", "10", "-I", c.api + path], capture_output=True, timeout=20)
+        head = r.stdout.decode()
+        t.ok(head.startswith(f"HTTP/1.1 {status}") and "content-length:" in head.lower() and head.endswith("\r\n\r\n"),
+             f"HEAD {path}: {status}, its length and no body ({head.splitlines()[:1]})")
+    r = subprocess.run(["curl", "-s", "-m", "10", "-D", "-", "-o", "/dev/null", "-X", "DELETE", c.api + "/healthz"],
+                       capture_output=True, timeout=20)
+    t.ok("Allow: GET, HEAD\r\n" in r.stdout.decode(), f"405 names GET and HEAD in Allow: {r.stdout.decode().splitlines()[:1]}")
     code, doc = curl(c, "GET", "/api/orders?limit=2")
     t.ok(code == 200 and isinstance(doc.get("orders"), list) and len(doc["orders"]) <= 2, "a page of orders")
     code, doc = curl(c, "GET", "/healthz")
