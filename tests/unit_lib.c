@@ -77,6 +77,10 @@ static void uuids(void **state)
 
     ordo_uuid_v4(a);
     assert_true(ordo_uuid_valid(a));
+    assert_int_equal(a[14], '4');                       /* version 4 */
+    assert_non_null(strchr("89ab", a[19]));             /* RFC 4122 variant */
+    ordo_uuid_v4(b);
+    assert_string_not_equal(a, b);
     assert_false(ordo_uuid_valid("not-a-uuid"));
     assert_false(ordo_uuid_valid("123e4567-e89b-12d3-a456-42661417400"));
     assert_true(ordo_uuid_v5(a, "payment", b));

@@ -1,6 +1,6 @@
 /**
  * @file uuid.h
- * UUIDs as canonical lower-case text (36 characters + NUL), via libuuid.
+ * UUIDs as canonical lower-case text (36 characters + NUL): v4 from getrandom, v5 and parsing via libuuid.
  */
 #ifndef ORDO_UUID_H
 #define ORDO_UUID_H
