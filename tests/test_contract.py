@@ -381,6 +381,48 @@ def test_stats_counts(c, t):
         t.eq(got, want, f"round {rnd}: once they are settled, and again from the tally")
 
 
+def _jsonb_takes(c, text):
+    try:
+        c.sql("SELECT %s::jsonb IS NOT NULL", text)   # (not the value: Python would parse it)
+        return True
+    except Exception:   # psycopg2's DataError (invalid input, out of range)
+        return False
+
+
+def test_event_data_as_postgres_takes_it(c, t):
+    """event_data is checked before the database sees it (a document the
+    database refused would fail a whole group commit): the store takes what
+    PostgreSQL's jsonb takes and refuses what it refuses, with the position
+    and the reason, PostgreSQL being the judge here. One rule is ours: no key
+    twice in an object (jsonb keeps the last). Numbers beyond int64 and
+    double are JSON, and numeric stores them: they were refused as "too big
+    integer" or "real number overflow"."""
+    docs = ['{"n": 99999999999999999999}', '{"n": 1e400}', '{"n": -1.5e-300}', '{"n": 1e131071}', '{"n": 1e131072}',
+            '{"n": 1e-16383}', '{"n": 1e-16384}', '{"n": 0.5e-16383}', '{"n": 123456789012345678901234567890.125}',
+            '{"s": "\\ud83d\\ude00"}', '{"s": "\\ud800"}', '{"s": "\\udc00"}', '{"s": "x\\u0000"}', '{"s": "\\u00e9\\/"}',
+            '{"s": "tab\there"}', '{"s": "\\q"}', '[1, 2,]', '[01]', '{"a": tru}', '"just a string"', '42', 'null',
+            '[' * 2048 + ']' * 2048, ' {"a" : [ {} , [ ] ] } ', '{"a": 1} x', '{"\\u00e9": 1, "é2": 2}']
+    agree, differ = 0, []
+    for i, doc in enumerate(docs):
+        try:
+            c.append(c.pb.Event(aggregate_id=f"jsonb-{i}", aggregate_type="o", event_type="x", event_data=doc))
+            ours = True
+        except grpc.RpcError as e:
+            ours = False
+            if e.code() != C.INVALID_ARGUMENT or "not valid JSON at line" not in e.details():
+                differ.append((doc[:40], e.code().name, e.details()[:80]))
+                continue
+        if ours == _jsonb_takes(c, doc):
+            agree += 1
+        else:
+            differ.append((doc[:40], "store took it" if ours else "store refused it", "jsonb the other way"))
+    t.eq(differ, [], f"the store and PostgreSQL's jsonb agree on {agree} of {len(docs)} documents")
+    t.ok(_jsonb_takes(c, '{"a": 1, "a": 2}'), "jsonb takes a key twice")
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(c.pb.Event(aggregate_id="jsonb-dup", aggregate_type="o", event_type="x",
+                                                             event_data='{"a": 1,\n "b": {"a": 2}, "a": 3}')),
+             "the store does not", contains="at line 2 column 17: a key twice in one object")
+
+
 def test_aggregate_read_uses_its_index(c, t):
     """Reading one aggregate touches its own index entries, not the whole log:
     with 250k other events of 200 bytes, vacuumed but not yet analysed (a table that grew
@@ -416,5 +458,5 @@ if __name__ == "__main__":
     run_tests([test_round_trip, test_batch_and_filters, test_expected_version, test_racing_appends,
                test_appends_with_expected_versions,
                test_idempotent_replay, test_batch_atomicity, test_bad_input, test_stream,
-               test_stream_pages, test_stats_counts, test_aggregate_read_uses_its_index],
+               test_stream_pages, test_stats_counts, test_event_data_as_postgres_takes_it, test_aggregate_read_uses_its_index],
               lambda: Cluster())

@@ -99,11 +99,53 @@ static void json_and_utf8(void **state)
     ordo_error_t err;
     (void)state;
 
-    assert_int_equal(ordo_json_check("{\"a\":[1,2]}", 11, &err), ORDO_OK);
-    assert_int_equal(ordo_json_check("42", 2, &err), ORDO_OK);
-    assert_int_equal(ordo_json_check("{\"a\":1,\"a\":2}", 13, &err), ORDO_INVALID);
-    assert_int_equal(ordo_json_check("{", 1, &err), ORDO_INVALID);
-    assert_int_equal(ordo_json_check("{} {}", 5, &err), ORDO_INVALID);
+    static const char *const good[] = {
+        "{\"a\":[1,2]}", "42", "-0", "0.5", "-1.25e+3", "1E-2", "true", "false", "null", "\"\"", "[]", "{}",
+        " \t\r\n{ \"a\" : [ ] , \"b\" : { } } \n", "[[[[]]]]", "{\"a\":{\"a\":{\"a\":1}}}",
+        "99999999999999999999", "1e400", "1e-16383", "0.0001e131072", "0e200000", /* beyond int64 and double: numeric takes them */
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\"", "\"h\xc3\xa9llo \xf0\x9f\x98\x80\"",
+        "{\"a\":1,\"b\":2,\"ab\":3,\"\":4}", "[{\"a\":1},{\"a\":1}]", "{\"a\":{\"b\":1},\"b\":{\"a\":1}}",
+    };
+    static const char *const bad[] = {
+        "", " ", "{", "}", "[", "]", "[1,]", "[,1]", "{,}", "{\"a\":1,}", "{\"a\"}", "{\"a\" 1}", "{a:1}", "{1:1}",
+        "{} {}", "1 2", "01", "-", "1.", ".5", "1e", "1e+", "+1", "0x10", "NaN", "Infinity", "tru", "nul", "True",
+        "\"abc", "\"a\\x\"", "\"\\u12\"", "\"\\u12g4\"", "\"tab\there\"", "\"nl\n\"",
+        "\"\\u0000\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\ud800x\"",
+        "1e131072", "1e-16384", "0.5e-16383", "0e-20000",                    /* outside numeric's range */
+        "{\"a\":1,\"a\":2}", "{\"a\":1,\"b\":2,\"a\":3}", "{\"\\u0061\":1,\"a\":2}", "{\"\":1,\"\":2}",
+        "[{\"x\":{\"k\":1,\"k\":1}}]", "\"\xff\"", "\"\xc0\xaf\"", "\xef\xbb\xbf{}", /* a BOM is not JSON */
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (ordo_json_check(good[i], strlen(good[i]), &err) != ORDO_OK)
+            fail_msg("refused valid JSON %s: %s", good[i], err.msg);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (ordo_json_check(bad[i], strlen(bad[i]), &err) != ORDO_INVALID)
+            fail_msg("took %s", bad[i]);
+    assert_int_equal(ordo_json_check("{\"a\":1,\n  \"a\":2}", strlen("{\"a\":1,\n  \"a\":2}"), &err), ORDO_INVALID);
+    assert_string_equal(err.msg, "not valid JSON at line 2 column 3: a key twice in one object");
+    assert_int_equal(ordo_json_check("[1,\n2,\n 3 x]", strlen("[1,\n2,\n 3 x]"), &err), ORDO_INVALID);
+    assert_string_equal(err.msg, "not valid JSON at line 3 column 4: a comma or ] was expected");
+    assert_int_equal(ordo_json_check("[1, 2", 5, &err), ORDO_INVALID);      /* not NUL-terminated: the length decides */
+    assert_int_equal(ordo_json_check("[1, 2]xyz", 6, &err), ORDO_OK);
+    {
+        char deep[2 * 2049 + 1];
+        memset(deep, '[', 2048), memset(deep + 2048, ']', 2048);
+        assert_int_equal(ordo_json_check(deep, 4096, &err), ORDO_OK);
+        memset(deep, '[', 2049), memset(deep + 2049, ']', 2049);
+        assert_int_equal(ordo_json_check(deep, 4098, &err), ORDO_INVALID);
+    }
+    {   /* many keys: duplicates found by sorting, not by comparing every pair */
+        ordo_buf_t b = ORDO_BUF_INIT;
+        ordo_buf_puts(&b, "{");
+        for (int i = 0; i < 20000; i++)
+            ordo_buf_printf(&b, "%s\"k%d\":%d", i ? "," : "", i, i);
+        ordo_buf_puts(&b, "}");
+        assert_int_equal(ordo_json_check(ordo_buf_str(&b), b.len, &err), ORDO_OK);
+        b.len--;
+        ordo_buf_puts(&b, ",\"k777\":0}");
+        assert_int_equal(ordo_json_check(ordo_buf_str(&b), b.len, &err), ORDO_INVALID);
+        ordo_buf_free(&b);
+    }
     assert_true(ordo_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
     assert_false(ordo_utf8_valid("\xff", 1));
     assert_false(ordo_utf8_valid("\xc0\xaf", 2));          /* overlong */

@@ -1,6 +1,6 @@
 /**
  * @file json.h
- * JSON checks shared by the services (jansson).
+ * JSON checks shared by the services.
  */
 #ifndef ORDO_JSON_H
 #define ORDO_JSON_H
@@ -11,8 +11,9 @@
 
 /**
  * ORDO_OK when @p data (@p len bytes, not NUL-terminated) is one JSON value
- * with no duplicate object keys; ORDO_INVALID with the parser's position
- * and reason otherwise.
+ * that PostgreSQL's jsonb takes, with no key twice in an object;
+ * ORDO_INVALID with the line, column and reason otherwise. Builds no
+ * document (see lib/json.c for the rules).
  */
 ordo_status ordo_json_check(const char *data, size_t len, ordo_error_t *err);
 
