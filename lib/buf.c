@@ -141,6 +141,14 @@ void ordo_buf_reset(ordo_buf_t *b)
         b->data[0] = '\0';
 }
 
+void ordo_buf_truncate(ordo_buf_t *b, size_t len)
+{
+    if (len < b->len) {
+        b->len = len;
+        b->data[len] = '\0';
+    }
+}
+
 const char *ordo_buf_str(const ordo_buf_t *b)
 {
     return b->data != NULL ? b->data : "";

@@ -53,42 +53,31 @@ static size_t utf8_bad_at(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
-        unsigned c = *p;
-        size_t n;
-        unsigned min;
-        if (c == 0)
-            return (size_t)(p - (const unsigned char *)s);
+        unsigned c = *p, min;
+        size_t n, i;
         if (c < 0x80) {
+            if (c == 0)
+                break;
             p++;
             continue;
         }
-        if ((c & 0xe0) == 0xc0) {
-            n = 1;
-            min = 0x80;
-            c &= 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2;
-            min = 0x800;
-            c &= 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3;
-            min = 0x10000;
-            c &= 0x07;
-        } else {
-            return (size_t)(p - (const unsigned char *)s);
-        }
+        if ((c & 0xe0) == 0xc0)
+            n = 1, min = 0x80, c &= 0x1f;
+        else if ((c & 0xf0) == 0xe0)
+            n = 2, min = 0x800, c &= 0x0f;
+        else if ((c & 0xf8) == 0xf0)
+            n = 3, min = 0x10000, c &= 0x07;
+        else
+            break;
         if ((size_t)(end - p) <= n)
-            return (size_t)(p - (const unsigned char *)s);
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return (size_t)(p - (const unsigned char *)s);
+            break;
+        for (i = 1; i <= n && (p[i] & 0xc0) == 0x80; i++)
             c = (c << 6) | (p[i] & 0x3f);
-        }
-        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-            return (size_t)(p - (const unsigned char *)s);
+        if (i <= n || c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            break;
         p += n + 1;
     }
-    return len;
+    return (size_t)(p - (const unsigned char *)s);
 }
 
 static bool fail(checker_t *c, const unsigned char *at, const char *why)
@@ -304,7 +293,7 @@ static bool pop(checker_t *c)
                 return fail(c, c->start + (k[i - 1].at > k[i].at ? k[i - 1].at : k[i].at), "a key twice in one object");
     }
     c->n_refs = f->first_key;
-    c->keys.len = f->keys_mark;
+    ordo_buf_truncate(&c->keys, f->keys_mark);
     c->p++;
     return true;
 }
@@ -335,7 +324,7 @@ static bool key(checker_t *c)
     return true;
 }
 
-/* One value at c->p; a container is only opened (the loop in check() goes on). */
+/* One value at c->p; a container is only opened (ordo_json_check's loop reads on). */
 static bool value(checker_t *c)
 {
     skip_space(c);
@@ -389,10 +378,10 @@ ordo_status ordo_json_check(const char *data, size_t len, ordo_error_t *err)
 {
     checker_t c = {(const unsigned char *)data, (const unsigned char *)data, (const unsigned char *)data + len,
                    NULL, 0, 0, ORDO_BUF_INIT, NULL, 0, 0, NULL, 0};
+    size_t bad = utf8_bad_at(data, len);
     bool ok, done = false;
     ordo_status st = ORDO_OK;
 
-    size_t bad = utf8_bad_at(data, len);
     if (bad < len) {
         ok = fail(&c, c.start + bad, "not well-formed UTF-8, or a NUL byte");
     } else {

@@ -142,7 +142,7 @@ static void json_and_utf8(void **state)
             ordo_buf_printf(&b, "%s\"k%d\":%d", i ? "," : "", i, i);
         ordo_buf_puts(&b, "}");
         assert_int_equal(ordo_json_check(ordo_buf_str(&b), b.len, &err), ORDO_OK);
-        b.len--;
+        ordo_buf_truncate(&b, b.len - 1);
         ordo_buf_puts(&b, ",\"k777\":0}");
         assert_int_equal(ordo_json_check(ordo_buf_str(&b), b.len, &err), ORDO_INVALID);
         ordo_buf_free(&b);
@@ -202,6 +202,10 @@ static void buffers(void **state)
 
     ordo_buf_json_string(&b, "a\"b\\c\n\x01", 7);
     assert_string_equal(ordo_buf_str(&b), "\"a\\\"b\\\\c\\n\\u0001\"");
+    ordo_buf_truncate(&b, 3);
+    assert_string_equal(ordo_buf_str(&b), "\"a\\");
+    ordo_buf_truncate(&b, 10);                       /* longer: nothing */
+    assert_int_equal(b.len, 3);
     ordo_buf_reset(&b);
     ordo_buf_pg_array_elem(&b, "x\"y\\z", 5);
     assert_string_equal(ordo_buf_str(&b), "\"x\\\"y\\\\z\"");

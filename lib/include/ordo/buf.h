@@ -35,6 +35,8 @@ void ordo_buf_pg_array_int(ordo_buf_t *b, long long v);
 void ordo_buf_pg_array_end(ordo_buf_t *b);
 /** Empties the buffer, keeping its memory. */
 void ordo_buf_reset(ordo_buf_t *b);
+/** Shortens the text to its first @p len bytes (nothing when it is not longer). */
+void ordo_buf_truncate(ordo_buf_t *b, size_t len);
 /** The text ("" when empty). */
 const char *ordo_buf_str(const ordo_buf_t *b);
 bool ordo_buf_failed(const ordo_buf_t *b);
