@@ -287,12 +287,45 @@ def test_two_instances_one_relay(c, t):
         c.start_es()
 
 
+def test_lease_kept_when_its_connection_is_cut(c, t):
+    """The relay renews its lease on a connection the database may have
+    dropped meanwhile (a restart, a failover, an idle timeout): it connects
+    again and renews. It used to give the lease up on that first failed
+    renewal, publishing nothing for a fifth of the lease, and a SIGTERM in
+    that spell left the last events in the outbox for the next start (how a
+    clean-clone CI run failed test_outage_spends_no_deliveries: the database
+    restart test, three orders, then the event store stopped)."""
+    lease = 1500   # renewed every 0.5 s
+    c.stop_es()
+    c.start_es(relay_lease_ms=lease)
+    path = os.path.join(c.dir, "eventstore.log")
+    try:
+        wait_for(lambda: c.stats().relay_leader, 10, "the instance to hold the lease")
+        seen = os.path.getsize(path)
+        cut = 0
+        for _ in range(3):   # the relay idle: the renewal is the first statement on the cut connection
+            cut += c.cut_connections("eventstore relay", 1, 0.05)
+            time.sleep(lease / 1000 / 3 + 0.3)
+        with open(path) as f:
+            f.seek(seen)
+            log = f.read()
+        t.ok(cut >= 3, f"the relay's connection was cut {cut} times")
+        t.eq([x[40:140] for x in log.splitlines() if "lease" in x], [], "the relay kept its lease: no line about it")
+        c.append(c.event("lease-kept"))
+        wait_for(lambda: backlog(c) == 0, 5, "the event to be published")
+        t.ok(c.stats().relay_leader, "and it publishes what comes next")
+    finally:
+        c.stop_es()
+        c.start_es()
+
+
 if __name__ == "__main__":
     import sys
     # test_stream_deleted last: the stream it deletes takes JetStream's memory of earlier event ids along
     tests = [test_envelope, test_metrics, test_http_library_only_with_metrics,
              test_log_lines_are_structured, test_deletes_are_gathered, test_nats_down, test_kill_before_publish,
-             test_republish_is_deduplicated, test_sigterm_flushes, test_two_instances_one_relay, test_stream_deleted]
+             test_republish_is_deduplicated, test_sigterm_flushes, test_two_instances_one_relay,
+             test_lease_kept_when_its_connection_is_cut, test_stream_deleted]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
     run_tests(tests, lambda: Cluster(metrics_addr="127.0.0.1:0"))
