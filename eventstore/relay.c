@@ -342,14 +342,12 @@ static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_err
     if (r->n_done == 0 ||
         (!force && r->n_done < (size_t)r->ctx->cfg->relay_batch && ordo_mono_ms() < r->delete_at_ms))
         return ORDO_OK;
-    if ((st = ordo_pg_ensure(pg, err)) != ORDO_OK)
-        return st;
     ordo_buf_pg_array_begin(&done);
     for (size_t i = 0; i < r->n_done; i++)
         ordo_buf_pg_array_int(&done, r->done[i]);
     ordo_buf_pg_array_end(&done);
     params[0] = ordo_buf_str(&done);
-    st = ordo_pg_query(pg, DELETE_OUTBOX_SQL, 1, params, NULL, err);
+    st = ordo_pg_read(pg, DELETE_OUTBOX_SQL, 1, params, NULL, err);   /* deleting twice is harmless */
     ordo_buf_free(&done);
     if (st == ORDO_OK) {
         r->n_done = 0;
@@ -479,13 +477,12 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     snprintf(from, sizeof from, "%lld", (long long)r->cursor);
     snprintf(upto, sizeof upto, "%lld", (long long)mark);
     snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
-    if (ordo_pg_ensure(pg, &err) != ORDO_OK ||
-        /* The LIMIT sits on the outbox side: at most a page of primary-key
-         * lookups into events, whatever the statistics of the churning outbox say. */
-        ordo_pg_query(pg, "SELECT " ES_EVENT_COLUMNS " FROM (SELECT position FROM outbox"
-                          " WHERE position > $1::int8 AND position <= $2::int8 ORDER BY position LIMIT $3::int4) o"
-                          " JOIN events e ON e.position = o.position ORDER BY o.position",
-                      3, params, &res, &err) != ORDO_OK) {
+    /* The LIMIT sits on the outbox side: at most a page of primary-key
+     * lookups into events, whatever the statistics of the churning outbox say. */
+    if (ordo_pg_read(pg, "SELECT " ES_EVENT_COLUMNS " FROM (SELECT position FROM outbox"
+                         " WHERE position > $1::int8 AND position <= $2::int8 ORDER BY position LIMIT $3::int4) o"
+                         " JOIN events e ON e.position = o.position ORDER BY o.position",
+                     3, params, &res, &err) != ORDO_OK) {
         ORDO_WARN("relay cannot read the outbox", "err=\"%s\"", err.msg);
         return -1;
     }
