@@ -344,27 +344,36 @@ static bool guess_heads(batch_t *b)
     return true;
 }
 
+/* Takes @p a's rows of an insert's answer (position, event id, created_at,
+ * data as stored), from *@p row on: they come in the order its events were
+ * given. */
+static ordo_status take_call_rows(es_append_t *a, PGresult *res, int *row, ordo_error_t *err)
+{
+    for (size_t k = 0; k < a->n; k++, (*row)++) {
+        if (*row >= PQntuples(res) || strcmp(PQgetvalue(res, *row, 1), a->ids[k]) != 0)
+            return ordo_error_set(err, ORDO_INTERNAL, "insert returned rows out of order");
+        a->positions[k] = strtoll(PQgetvalue(res, *row, 0), NULL, 10);
+        a->created[k] = strtoll(PQgetvalue(res, *row, 2), NULL, 10);
+        free(a->stored[k]);   /* from an attempt that was rolled back */
+        a->stored[k] = strdup(PQgetvalue(res, *row, 3));
+    }
+    a->position = a->positions[a->n - 1];
+    return ORDO_OK;
+}
+
 /* Matches the guarded insert's rows (in item order) to the calls; a call
  * whose events it did not write waits for the next batch, which reads first. */
 static ordo_status take_guarded_rows(batch_t *b, PGresult *res, ordo_error_t *err)
 {
     int row = 0;
+    ordo_status st;
 
     for (size_t i = 0; i < b->n; i++) {
         es_append_t *a = b->items[i];
-        if (row >= PQntuples(res) || strcmp(PQgetvalue(res, row, 1), a->ids[0]) != 0) {
+        if (row >= PQntuples(res) || strcmp(PQgetvalue(res, row, 1), a->ids[0]) != 0)
             a->deferred = a->lookup = b->missed = true;
-            continue;
-        }
-        for (size_t k = 0; k < a->n; k++, row++) {
-            if (row >= PQntuples(res) || strcmp(PQgetvalue(res, row, 1), a->ids[k]) != 0)
-                return ordo_error_set(err, ORDO_INTERNAL, "insert returned rows out of order");
-            a->positions[k] = strtoll(PQgetvalue(res, row, 0), NULL, 10);
-            a->created[k] = strtoll(PQgetvalue(res, row, 2), NULL, 10);
-            free(a->stored[k]);   /* from an attempt that was rolled back */
-            a->stored[k] = strdup(PQgetvalue(res, row, 3));
-        }
-        a->position = a->positions[a->n - 1];
+        else if ((st = take_call_rows(a, res, &row, err)) != ORDO_OK)
+            return st;
     }
     return row == PQntuples(res) ? ORDO_OK : ordo_error_set(err, ORDO_INTERNAL, "insert returned rows of no call");
 }
@@ -460,22 +469,9 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, bool guarded, ordo_e
     if (st != ORDO_OK)
         return st;
     /* Rows come back in position order, which is the order they were given in. */
-    for (size_t i = 0; i < b->n && st == ORDO_OK; i++) {
-        es_append_t *a = b->items[i];
-        if (!live(a))
-            continue;
-        for (size_t k = 0; k < a->n && st == ORDO_OK; k++, row++) {
-            if (row >= PQntuples(res) || strcmp(PQgetvalue(res, row, 1), a->ids[k]) != 0) {
-                st = ordo_error_set(err, ORDO_INTERNAL, "insert returned rows out of order");
-                break;
-            }
-            a->positions[k] = strtoll(PQgetvalue(res, row, 0), NULL, 10);
-            a->created[k] = strtoll(PQgetvalue(res, row, 2), NULL, 10);
-            free(a->stored[k]);   /* from an attempt that was rolled back */
-            a->stored[k] = strdup(PQgetvalue(res, row, 3));
-        }
-        a->position = a->positions[a->n - 1];
-    }
+    for (size_t i = 0; i < b->n && st == ORDO_OK; i++)
+        if (live(b->items[i]))
+            st = take_call_rows(b->items[i], res, &row, err);
     PQclear(res);
     return st;
 }

@@ -54,6 +54,26 @@ def wait_for(cond, timeout=15.0, what="condition"):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def settled_value(read, quiet_s=1.5, timeout_s=20):
+    """read()'s value once it has not changed for quiet_s (bounded by timeout_s):
+    e.g. PostgreSQL's statistics, which a backend publishes within ~10 s."""
+    deadline, value = time.time() + timeout_s, read()
+    while time.time() < deadline:
+        time.sleep(quiet_s)
+        again = read()
+        if again == value:
+            return value
+        value = again
+    return value
+
+
+def read_from(path, offset):
+    """A log's text after offset (e.g. its size before a test's window)."""
+    with open(path) as f:
+        f.seek(offset)
+        return f.read()
+
+
 def load_stubs(workdir):
     out = os.path.join(workdir, "stubs")
     os.makedirs(out, exist_ok=True)

@@ -9,7 +9,7 @@ import uuid
 
 import grpc
 
-from harness import Cluster, run_tests, wait_for
+from harness import Cluster, run_tests, settled_value, wait_for
 
 C = grpc.StatusCode
 
@@ -342,18 +342,6 @@ def _index_reads(c, index):
     return c.sql("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = %s", index)[0][0]
 
 
-def _settled(read, quiet_s=1.5, timeout_s=20):
-    """read()'s value once it has not changed for quiet_s (bounded by timeout_s)."""
-    deadline, value = time.time() + timeout_s, read()
-    while time.time() < deadline:
-        time.sleep(quiet_s)
-        again = read()
-        if again == value:
-            return value
-        value = again
-    return value
-
-
 def test_stats_counts(c, t):
     """GetStats' events and aggregates are the tables' row counts, call after
     call: it counts the whole log once, then only what is new since the
@@ -440,7 +428,7 @@ def test_aggregate_read_uses_its_index(c, t):
     # The other readers of the position index (the readers' mark walking over
     # the bulk rows) publish their counters about a second after going idle:
     # settle first (and no GetStats here: it counts the events).
-    log0 = _settled(lambda: _index_reads(c, "events_pkey"))
+    log0 = settled_value(lambda: _index_reads(c, "events_pkey"))
     own0 = _index_reads(c, "events_aggregate_id_version_key")
     for _ in range(20):
         got = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="ix-1"), timeout=10).events

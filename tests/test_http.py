@@ -3,9 +3,8 @@
 gets its status code and a JSON error, and the service keeps answering."""
 import json
 import subprocess
-import time
 
-from harness import FlowCluster, run_tests, wait_for
+from harness import FlowCluster, run_tests, settled_value, wait_for
 
 
 def curl(c, method, path, body=None, ctype="application/json", headers=()):
@@ -125,12 +124,7 @@ def test_pages_read_only_their_rows(c, t):
     c.sql("ANALYZE orders")
     c.sql("ANALYZE order_items")
     try:
-        def settled():   # no statistics of earlier statements still to come
-            before = _rows_read(c)
-            time.sleep(1.5)
-            return _rows_read(c) == before
-        wait_for(settled, 30, "orders' statistics to settle")
-        before = _rows_read(c)
+        before = settled_value(lambda: _rows_read(c))   # no statistics of earlier statements still to come
         pages, items_ok = 0, True
         for query in ("status=Approved&limit=50", "limit=50", "status=Refunded&limit=20"):
             after = ""
@@ -142,8 +136,7 @@ def test_pages_read_only_their_rows(c, t):
                 after = doc["next"]
         t.ok(items_ok, f"{pages} pages, each order with its own items")
         wait_for(lambda: (_rows_read(c) - before) or None, 15, "the pages' statistics")
-        time.sleep(1.5)   # the rest of them
-        read = _rows_read(c) - before
+        read = settled_value(lambda: _rows_read(c)) - before   # and the rest of them
         t.ok(read <= 30 * 50, f"the {pages} pages read {read} rows of orders (a sorted filter reads {n}+ a page)")
     finally:
         c.sql("DELETE FROM order_items WHERE order_id IN (SELECT order_id FROM orders WHERE customer_id LIKE 'c-bulk-%%')")

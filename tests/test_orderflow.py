@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from harness import BUILD, FlowCluster, run_tests, wait_for, run, ORDOCTL
+from harness import BUILD, FlowCluster, read_from, run_tests, wait_for, run, ORDOCTL
 
 
 # orderquery's shared durable, and one per event type the saga services handle
@@ -410,11 +410,7 @@ def test_outage_spends_no_deliveries(c, t):
     finals = [c.final_status(i, timeout=60)["status"] for i in ids]
     t.eq(finals, ["Approved", "Refunded", "Approved"], "every order finishes once the outage is over")
     wait_for(lambda: _all_handled(c), 30, "every durable to settle")
-    logs = {}
-    for name, svc in c.services.items():
-        with open(svc.log_path) as f:
-            f.seek(seen.get(name, 0))
-            logs[name] = f.read()
+    logs = {name: read_from(svc.log_path, seen.get(name, 0)) for name, svc in c.services.items()}
     t.eq([n for n, log in logs.items() if "terminated" in log], [], "no service terminated a message")
     said = {n: [x[40:150] for x in logs[n].splitlines() if "level=warn" in x][:2] for n in ["paymentsvc"] + queries}
     # (this failed twice in many runs, orderquery saying nothing at all: its whole window is named then)

@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from harness import EVENTSTORE, Cluster, Service, run_tests, wait_for
+from harness import EVENTSTORE, Cluster, Service, read_from, run_tests, wait_for
 
 
 def backlog(c):
@@ -309,9 +309,7 @@ def test_lease_kept_when_its_connection_is_cut(c, t):
                 c.append(c.event(f"lease-kept-{i}"))
             time.sleep(lease / 1000 / 3 + 0.3)
         wait_for(lambda: backlog(c) == 0, 5, "the events to be published and their rows deleted")
-        with open(path) as f:
-            f.seek(seen)
-            log = f.read()
+        log = read_from(path, seen)
         t.ok(cut >= 6, f"the relay's connection was cut {cut} times")
         t.eq([x[40:140] for x in log.splitlines() if "lease" in x or "relay cannot" in x], [],
              "the relay kept its lease and its work: no line about either")
