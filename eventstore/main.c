@@ -20,7 +20,7 @@ static const ordo_option_t options[] = {
     OPT("nats-url", "NATS_URL", "nats://127.0.0.1:4222", ORDO_OPT_STRING, nats_url, 0, 0, "NATS server with JetStream"),
     OPT("listen", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, listen, 0, 0, "gRPC listen address (port 0: any free port)"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
-    OPT("max-message-bytes", "ORDO_MAX_MESSAGE_BYTES", "1048576", ORDO_OPT_INT, max_message_bytes, 1024, 64 << 20, "largest gRPC request accepted (RESOURCE_EXHAUSTED above)"),
+    OPT("max-message-bytes", "ORDO_MAX_MESSAGE_BYTES", "1048576", ORDO_OPT_INT, max_message_bytes, 1024, ORDO_GRPC_READ_MAX_BYTES, "largest gRPC request accepted (RESOURCE_EXHAUSTED above)"),
     OPT("max-event-bytes", "ORDO_MAX_EVENT_BYTES", "524288", ORDO_OPT_INT, max_event_bytes, 16, 900 << 10, "largest event_data accepted (must fit a NATS message)"),
     OPT("max-batch-events", "ORDO_MAX_BATCH_EVENTS", "1000", ORDO_OPT_INT, max_batch_events, 1, 100000, "most events in one CreateEvent"),
     OPT("writers", "ORDO_WRITERS", "1", ORDO_OPT_INT, writers, 1, 64, "writer threads (database connections that append)"),
@@ -52,7 +52,8 @@ static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
 static ordo_status start(es_ctx_t *ctx, ordo_error_t *err)
 {
     const es_config_t *cfg = ctx->cfg;
-    ordo_grpc_server_config_t scfg = {cfg->listen, cfg->max_message_bytes, cfg->grpc_threads};
+    ordo_grpc_server_config_t scfg = {.addr = cfg->listen, .max_message_bytes = cfg->max_message_bytes,
+                                      .threads = cfg->grpc_threads};
     ordo_status st;
     int port = 0;
 

@@ -34,7 +34,7 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
     ordo_buf_t b = ORDO_BUF_INIT;
 
     if (strcmp(req->path, "/metrics") != 0) {
-        ordo_http_error(resp, 404, "not_found", "only /metrics is served here");
+        ordo_http_fail(resp, &(ordo_error_t){.code = ORDO_NOT_FOUND, .msg = "only /metrics is served here"});
         return;
     }
     counter(&b, "ordo_eventstore_appends_total", "CreateEvent calls answered with success", atomic_load(&s->appends));

@@ -34,6 +34,7 @@
 #include "es.h"
 #include "ordo/buf.h"
 #include "ordo/bus.h"
+#include "ordo/envelope.h"
 #include "ordo/log.h"
 #include "ordo/retry.h"
 #include "ordo/uuid.h"
@@ -84,12 +85,6 @@ struct es_relay {
                                    last round published everything); warned once */
 };
 
-static int64_t header_int(natsMsg *msg, const char *key)
-{
-    const char *v = NULL;
-    return natsMsgHeader_Get(msg, key, &v) == NATS_OK && v != NULL ? strtoll(v, NULL, 10) : -1;
-}
-
 /* A passing failure of the round (r->mu held): counted, and the first one's
  * reason kept for the warning. */
 static void add_failed(es_relay_t *r, const char *why)
@@ -124,7 +119,7 @@ static bool refused_for_good(jsErrCode code)
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
     es_relay_t *r = closure;
-    int64_t position = header_int(msg, "Ordo-Position");
+    int64_t position = ordo_envelope_position(msg);
     const char *why = pae != NULL && pae->ErrText != NULL ? pae->ErrText
                       : pae != NULL                      ? natsStatus_GetText(pae->Err)
                                                           : "PubAck beyond the batch";
@@ -141,59 +136,13 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     natsMsg_Destroy(msg);
 }
 
-static void set_meta_headers(natsMsg *msg, const Eventstore__Event *ev)
-{
-    for (size_t i = 0; i < ev->n_metadata; i++) {
-        const char *k = ev->metadata[i]->key, *v = ev->metadata[i]->value;
-        char name[96];
-        if (strcmp(k, "correlation_id") == 0)
-            snprintf(name, sizeof name, "Ordo-Correlation-Id");
-        else if (strcmp(k, "causation_id") == 0)
-            snprintf(name, sizeof name, "Ordo-Causation-Id");
-        else if (strcmp(k, "traceparent") == 0 || strcmp(k, "tracestate") == 0)
-            snprintf(name, sizeof name, "%s", k);
-        else
-            snprintf(name, sizeof name, "Ordo-Meta-%s", k);
-        natsMsgHeader_Set(msg, name, v);
-    }
-}
-
-/* The envelope of DESIGN.md ("Bus"). */
-static natsStatus build_msg(const Eventstore__Event *ev, natsMsg **out)
-{
-    char subject[300], num[24];
-    natsMsg *msg = NULL;
-    natsStatus s;
-
-    if (!ordo_bus_subject(subject, sizeof subject, ev->aggregate_type, ev->event_type))
-        return NATS_INVALID_SUBJECT;
-    s = natsMsg_Create(&msg, subject, NULL, ev->event_data, (int)strlen(ev->event_data));
-    if (s != NATS_OK)
-        return s;
-    natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->event_id);
-    natsMsgHeader_Set(msg, "Ordo-Event-Type", ev->event_type);
-    natsMsgHeader_Set(msg, "Ordo-Aggregate-Id", ev->aggregate_id);
-    natsMsgHeader_Set(msg, "Ordo-Aggregate-Type", ev->aggregate_type);
-    snprintf(num, sizeof num, "%lld", (long long)ev->version);
-    natsMsgHeader_Set(msg, "Ordo-Version", num);
-    snprintf(num, sizeof num, "%lld", (long long)ev->position);
-    natsMsgHeader_Set(msg, "Ordo-Position", num);
-    snprintf(num, sizeof num, "%lld", (long long)ev->created_at);
-    natsMsgHeader_Set(msg, "Ordo-Created-At", num);
-    if (ev->stream[0] != '\0')
-        natsMsgHeader_Set(msg, "Ordo-Stream", ev->stream);
-    set_meta_headers(msg, ev);
-    *out = msg;
-    return NATS_OK;
-}
-
 void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev)
 {
     natsMsg *msg = NULL;
 
     if (r == NULL)
         return;
-    if (build_msg(ev, &msg) != NATS_OK)
+    if (ordo_envelope_encode(ev, &msg) != NATS_OK)
         msg = NULL;
     pthread_mutex_lock(&r->offer_mu);
     if (msg != NULL && r->n_offered < OFFER_CAP) {
@@ -303,7 +252,7 @@ static void publish_rows(es_relay_t *r, ordo_bus_t *bus, const PGresult *res)
         bool go_on;
 
         es_event_from_row(&ev, res, i);
-        built = build_msg(&ev, &msg);
+        built = ordo_envelope_encode(&ev, &msg);
         go_on = publish_one(r, bus, ev.position, msg, built);
         es_event_free_metadata(&ev);
         if (!go_on)

@@ -32,6 +32,7 @@
 
 #include "es.h"
 #include "ordo/buf.h"
+#include "ordo/envelope.h"
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
@@ -750,18 +751,9 @@ ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err
     return ORDO_OK;
 }
 
-/* FNV-1a: a stable spread of aggregates over lanes. */
-static unsigned lane_of(const char *aggregate_id, int n)
-{
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)aggregate_id; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % (unsigned)n;
-}
-
 void es_writer_submit(es_writer_t *w, es_append_t *a)
 {
-    lane_t *l = &w->lanes[lane_of(a->events[0]->aggregate_id, w->n_lanes)];
+    lane_t *l = &w->lanes[ordo_lane_of(a->events[0]->aggregate_id, w->n_lanes)];
     a->next = NULL;
     a->queued_us = ordo_mono_us();
     pthread_mutex_lock(&l->mu);

@@ -104,6 +104,11 @@ ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
 void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n)
 {
     fprintf(out, "usage: %s [--option value ...]\n\n", prog);
+    ordo_config_print_options(out, opts, n);
+}
+
+void ordo_config_print_options(FILE *out, const ordo_option_t *opts, size_t n)
+{
     for (size_t i = 0; i < n; i++)
         fprintf(out, "  --%-24s %-22s %s (default: %s)\n", opts[i].flag,
                 opts[i].env ? opts[i].env : "", opts[i].help, opts[i].def[0] ? opts[i].def : "\"\"");

@@ -59,32 +59,25 @@ struct ordo_consumer {
     bool quit, started;
 };
 
-static const char *header(natsMsg *m, const char *key)
-{
-    const char *v = NULL;
-    return natsMsgHeader_Get(m, key, &v) == NATS_OK && v != NULL ? v : "";
-}
-
 static void event_of(natsMsg *m, ordo_bus_event_t *ev)
 {
     jsMsgMetaData *meta = NULL;
 
-    ev->event_id = header(m, "Nats-Msg-Id");
-    ev->event_type = header(m, "Ordo-Event-Type");
-    ev->aggregate_id = header(m, "Ordo-Aggregate-Id");
-    ev->aggregate_type = header(m, "Ordo-Aggregate-Type");
-    ev->correlation_id = header(m, "Ordo-Correlation-Id");
-    ev->version = strtoll(header(m, "Ordo-Version"), NULL, 10);
-    ev->position = strtoll(header(m, "Ordo-Position"), NULL, 10);
-    ev->created_at = strtoll(header(m, "Ordo-Created-At"), NULL, 10);
-    ev->data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
-    ev->data_len = natsMsg_GetDataLength(m);
-    ev->delivered = 1;
-    ev->round = 1;
+    ordo_envelope_decode(m, ev);
     if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
         ev->delivered = meta->NumDelivered;
         jsMsgMetaData_Destroy(meta);
     }
+}
+
+void ordo_consumer_config_init(ordo_consumer_config_t *cfg)
+{
+    *cfg = (ordo_consumer_config_t){.max_deliver = ORDO_CONSUMER_MAX_DELIVER,
+                                    .ack_wait_ms = ORDO_CONSUMER_ACK_WAIT_MS,
+                                    .retry_delay_ms = ORDO_CONSUMER_RETRY_DELAY_MS,
+                                    .batch = ORDO_CONSUMER_BATCH,
+                                    .max_ack_pending = ORDO_CONSUMER_MAX_ACK_PENDING,
+                                    .concurrency = 1};
 }
 
 static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, ordo_msg_action action)
@@ -311,13 +304,11 @@ static void *lane_thread(void *arg)
     return NULL;
 }
 
-/* FNV-1a of the aggregate: one aggregate's events stay on one lane, in order. */
+/* One aggregate's events stay on one lane, in order. */
 static int lane_of(natsMsg *m, int n)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)header(m, "Ordo-Aggregate-Id"); *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return (int)(h % (uint32_t)n);
+    const char *id = NULL;
+    return ordo_lane_of(natsMsgHeader_Get(m, ORDO_HDR_AGGREGATE_ID, &id) == NATS_OK && id != NULL ? id : "", n);
 }
 
 /* Queues the fetched messages on their lanes (which own them from here). */

@@ -93,11 +93,15 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
 
     if (n < 1 || n > ORDO_DAEMON_MAX_CONSUMERS)
         ordo_error_set(&err, ORDO_INVALID, "a service runs 1 to %d consumers", ORDO_DAEMON_MAX_CONSUMERS);
-    else if (ordo_grpc_client_create(eventstore_addr, 4 << 20, store, &err) == ORDO_OK)
+    else if (ordo_grpc_client_create(eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, store, &err) == ORDO_OK)
         for (; started < n; started++) {
             const ordo_daemon_consumer_t *dc = &consumers[started];
-            ordo_consumer_config_t ccfg = {nats_url, dc->durable, dc->subject, 10, 30000, 1000, 256, 4096,
-                                           dc->concurrency, NULL};
+            ordo_consumer_config_t ccfg;
+            ordo_consumer_config_init(&ccfg);
+            ccfg.nats_url = nats_url;
+            ccfg.durable = dc->durable;
+            ccfg.filter_subject = dc->subject;
+            ccfg.concurrency = dc->concurrency;
             if (ordo_consumer_start(&ccfg, handler, ctx, &running[started], &err) != ORDO_OK)
                 break;
         }

@@ -60,6 +60,23 @@ int ordo_http_code_of(ordo_status st)
     }
 }
 
+/* The error code a client reads: the status's name for what the request
+ * can change, and on the server's side only whether a later try can help. */
+static const char *error_code_of(ordo_status st, int http)
+{
+    if (http == 503)
+        return "unavailable";
+    if (http == 500)
+        return "internal";
+    return ordo_status_text(st);
+}
+
+void ordo_http_fail(ordo_http_response_t *resp, const ordo_error_t *err)
+{
+    int http = ordo_http_code_of(err->code);
+    ordo_http_error(resp, http, error_code_of(err->code, http), "%s", err->msg);
+}
+
 void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, const char *fmt, ...)
 {
     char msg[600];
@@ -142,7 +159,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn, srv};
     ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL};
     if (ordo_buf_failed(&st->body))
-        ordo_http_error(&resp, 500, "internal", "out of memory");
+        ordo_http_fail(&resp, &(ordo_error_t){.code = ORDO_NO_MEMORY, .msg = "out of memory"});
     else
         srv->handler(srv->ctx, &req, &resp);
     return send_response(&srv->mhd, conn, &resp);

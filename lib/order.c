@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_ID = 128, MAX_CODE = 64, MAX_NAME = 128, MAX_QUANTITY = 10000 };
+enum { MAX_ID = 128, MAX_CODE = 64, MAX_NAME = 128, MAX_QUANTITY = 10000,
+       MAX_STORED_ITEMS = 1 << 20 /* a stored order was checked when it was taken: no real cap */ };
 #define MAX_PRICE 1000000.0
 
 static const struct {
@@ -161,7 +162,7 @@ ordo_status ordo_order_from_event(const char *data, size_t len, ordo_order_t *ou
     doc = json_loadb(data, len, 0, &jerr);
     if (doc == NULL)
         return ordo_error_set(err, ORDO_INVALID, "order-created data is not JSON: %s", jerr.text);
-    st = parse_order(doc, 1 << 20, out, err);
+    st = parse_order(doc, MAX_STORED_ITEMS, out, err);
     id = json_object_get(doc, "order_id");
     if (st == ORDO_OK && (!json_is_string(id) || !ordo_uuid_valid(json_string_value(id))))
         st = ordo_error_set(err, ORDO_INVALID, "order-created data has no order_id");
@@ -173,10 +174,17 @@ ordo_status ordo_order_from_event(const char *data, size_t len, ordo_order_t *ou
     return st;
 }
 
+/* A document as every order event is written: compact, amounts to 15 digits. */
+static char *dump(json_t *doc)
+{
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    json_decref(doc);
+    return text;
+}
+
 char *ordo_order_event_json(const ordo_order_t *o)
 {
     json_t *items = json_array(), *doc;
-    char *text;
 
     for (size_t i = 0; i < o->n_items; i++)
         json_array_append_new(items, json_pack("{s:s, s:s, s:f, s:i}", "code", o->items[i].code,
@@ -186,7 +194,34 @@ char *ordo_order_event_json(const ordo_order_t *o)
     doc = json_pack("{s:s, s:s, s:s, s:o, s:f, s:I}", "order_id", o->order_id, "customer_id", o->customer_id,
                     "restaurant_id", o->restaurant_id, "order_items", items,
                     "amount", ordo_cents_to_units(o->amount_cents), "amount_cents", (json_int_t)o->amount_cents);
-    text = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    return dump(doc);
+}
+
+char *ordo_order_outcome_json(const ordo_order_outcome_t *o)
+{
+    json_t *doc = json_pack("{s:s, s:s, s:s*, s:f, s:I, s:s*}", "order_id", o->order_id, "customer_id",
+                            o->customer_id, "restaurant_id", o->restaurant_id, "amount",
+                            ordo_cents_to_units(o->amount_cents), "amount_cents", (json_int_t)o->amount_cents,
+                            "reason", o->reason);
+    return dump(doc);
+}
+
+ordo_status ordo_order_refund_json(const char *order_id, const char *data, size_t len, char **out,
+                                   ordo_error_t *err)
+{
+    json_t *doc = json_loadb(data, len, 0, NULL);
+    json_t *cust = json_object_get(doc, "customer_id"), *cents = json_object_get(doc, "amount_cents");
+    ordo_status st = ORDO_OK;
+
+    *out = NULL;
+    if (!json_is_string(cust) || !json_is_integer(cents))
+        st = ordo_error_set(err, ORDO_INVALID, "order-rejected data has no customer_id or amount_cents");
+    else {
+        ordo_order_outcome_t refund = {.order_id = order_id, .customer_id = json_string_value(cust),
+                                       .amount_cents = json_integer_value(cents), .reason = "order rejected"};
+        if ((*out = ordo_order_outcome_json(&refund)) == NULL)
+            st = ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
     json_decref(doc);
-    return text;
+    return st;
 }

@@ -40,23 +40,25 @@ void api_init(api_ctx_t *ctx)
                                           "time to answer an HTTP request");
 }
 
-static void json_response(ordo_http_response_t *resp, int status, json_t *doc)
+/* Answers @p status with @p doc (taken). */
+static ordo_status json_response(ordo_http_response_t *resp, int status, json_t *doc, ordo_error_t *err)
 {
     resp->status = status;
     resp->body = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(doc);
-    if (resp->body == NULL)
-        ordo_http_error(resp, 500, "internal", "out of memory");
+    return resp->body != NULL ? ORDO_OK : ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
 }
 
-/* An error from a gRPC call to the store or the read model, as HTTP. */
-static void upstream_error(ordo_http_response_t *resp, const char *who, const ordo_error_t *err)
+/* A failed call to the store or the read model: for the HTTP client, any
+ * failure on their side means the service is unavailable for now. */
+static ordo_status upstream(const char *who, ordo_error_t *err)
 {
-    int code = ordo_http_code_of(err->code);
-    if (code == 503 || code >= 500)
-        ordo_http_error(resp, 503, "unavailable", "%s is unavailable: %s", who, err->msg);
-    else
-        ordo_http_error(resp, code, ordo_status_text(err->code), "%s", err->msg);
+    if (ordo_http_code_of(err->code) >= 500) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "%s is unavailable: %s", who, msg);
+    }
+    return err->code;
 }
 
 /* --------------------------------------------------------------- POST */
@@ -104,27 +106,23 @@ static bool key_ok(const char *key)
     return true;
 }
 
-static void post_order(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp,
+                              ordo_error_t *err)
 {
     const char *ctype = ordo_http_header(req, "Content-Type"), *key = ordo_http_header(req, "Idempotency-Key");
     char event_id[ORDO_UUID_LEN], *event_json = NULL, name[300];
     ordo_order_t order;
     ordo_es_result_t res;
-    ordo_error_t err;
     ordo_status st;
 
-    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {
+    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {   /* HTTP's own: no status */
         ordo_http_error(resp, 415, "unsupported_media_type", "send the order as Content-Type: application/json");
-        return;
+        return ORDO_OK;
     }
-    if (key != NULL && !key_ok(key)) {
-        ordo_http_error(resp, 400, "invalid", "Idempotency-Key must be 1 to 128 visible ASCII characters");
-        return;
-    }
-    if (ordo_order_from_request(req->body, req->body_len, ctx->cfg->max_items, &order, &err) != ORDO_OK) {
-        ordo_http_error(resp, 400, "invalid", "%s", err.msg);
-        return;
-    }
+    if (key != NULL && !key_ok(key))
+        return ordo_error_set(err, ORDO_INVALID, "Idempotency-Key must be 1 to 128 visible ASCII characters");
+    if ((st = ordo_order_from_request(req->body, req->body_len, ctx->cfg->max_items, &order, err)) != ORDO_OK)
+        return st;
     /* A key names one order of one customer: the same key, the same order id and event id. */
     if (key != NULL) {
         snprintf(name, sizeof name, "%s\n%s", order.customer_id, key);   /* both <= 128 bytes */
@@ -136,16 +134,17 @@ static void post_order(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http
     event_json = ordo_order_event_json(&order);
     ordo_es_event_t ev = {event_id, ORDO_EV_ORDER_CREATED, order.order_id, ORDO_ORDER_AGGREGATE, event_json,
                           order.order_id, NULL};
-    st = event_json == NULL ? ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory")
-                            : ordo_es_append(ctx->store, &ev, 0, ctx->cfg->timeout_ms, &res, &err);
+    st = event_json == NULL ? ordo_error_set(err, ORDO_NO_MEMORY, "out of memory")
+                            : ordo_es_append(ctx->store, &ev, 0, ctx->cfg->timeout_ms, &res, err);
     if (st == ORDO_OK && res.duplicate) {
         bool same = false;
-        st = same_as_stored(ctx, event_id, event_json, &same, &err);
+        st = same_as_stored(ctx, event_id, event_json, &same, err);
         if (st == ORDO_OK && !same)
-            st = ordo_error_set(&err, ORDO_CONFLICT, "Idempotency-Key %s was used for a different order", key);
+            st = ordo_error_set(err, ORDO_CONFLICT, "Idempotency-Key %s was used for a different order", key);
     }
+    if (st == ORDO_OK)
+        st = json_response(resp, 201, created_body(event_json), err);
     if (st == ORDO_OK) {
-        json_response(resp, 201, created_body(event_json));
         if (res.duplicate) {
             resp->header_name = "Idempotent-Replayed";
             resp->header_value = "true";
@@ -153,13 +152,12 @@ static void post_order(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http
         ordo_metric_inc(res.duplicate ? ctx->replayed : ctx->created);
         ORDO_DEBUG(res.duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld",
                    order.order_id, (long long)order.amount_cents);
-    } else if (st == ORDO_CONFLICT) {
-        ordo_http_error(resp, 409, "conflict", "%s", err.msg);
-    } else {
-        upstream_error(resp, "the event store", &err);
+    } else if (st != ORDO_CONFLICT && st != ORDO_NO_MEMORY) {
+        st = upstream("the event store", err);
     }
     free(event_json);
     ordo_order_free(&order);
+    return st;
 }
 
 /* ---------------------------------------------------------------- GET */
@@ -177,113 +175,111 @@ static json_t *order_json(const Order__Order *o)
                      (json_int_t)o->updated_at, "order_items", items);
 }
 
-static void get_order(api_ctx_t *ctx, const char *id, ordo_http_response_t *resp)
+static ordo_status get_order(api_ctx_t *ctx, const char *id, ordo_http_response_t *resp, ordo_error_t *err)
 {
     Order__GetOrderRequest req = ORDER__GET_ORDER_REQUEST__INIT;
     ProtobufCMessage *out = NULL;
-    ordo_error_t err;
+    ordo_status st;
 
-    if (!ordo_uuid_valid(id)) {
-        ordo_http_error(resp, 400, "invalid", "order id must be a UUID");
-        return;
-    }
+    if (!ordo_uuid_valid(id))
+        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
     req.order_id = (char *)id;
     if (ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/GetOrder", &req.base, &order__order__descriptor,
-                               ctx->cfg->timeout_ms, &out, &err) != ORDO_OK) {
-        if (err.code == ORDO_NOT_FOUND)
-            ordo_http_error(resp, 404, "not_found", "order %s not found", id);
-        else
-            upstream_error(resp, "the read model", &err);
-        return;
-    }
-    json_response(resp, 200, order_json((Order__Order *)out));
+                               ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
+        return err->code == ORDO_NOT_FOUND ? ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id)
+                                           : upstream("the read model", err);
+    st = json_response(resp, 200, order_json((Order__Order *)out), err);
     protobuf_c_message_free_unpacked(out, NULL);
+    return st;
 }
 
-static void list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, ordo_http_response_t *resp)
+static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, ordo_http_response_t *resp,
+                               ordo_error_t *err)
 {
     Order__ListOrdersRequest req = ORDER__LIST_ORDERS_REQUEST__INIT;
     const char *customer = ordo_http_query(hreq, "customer_id"), *status = ordo_http_query(hreq, "status");
     const char *limit = ordo_http_query(hreq, "limit"), *after = ordo_http_query(hreq, "after");
     Order__ListOrdersResponse *r;
     ProtobufCMessage *out = NULL;
-    ordo_error_t err;
     json_t *orders, *doc;
     char *end = NULL;
+    ordo_status st;
 
     if (limit != NULL) {
         long v = strtol(limit, &end, 10);
-        if (end == limit || *end != '\0' || v < 1 || v > 500) {
-            ordo_http_error(resp, 400, "invalid", "limit must be an integer from 1 to 500");
-            return;
-        }
+        if (end == limit || *end != '\0' || v < 1 || v > 500)
+            return ordo_error_set(err, ORDO_INVALID, "limit must be an integer from 1 to 500");
         req.limit = (int32_t)v;
     }
-    if (status != NULL && !ordo_order_status_valid(status)) {
-        ordo_http_error(resp, 400, "invalid",
-                        "status must be one of Pending, Paid, PaymentFailed, Approved, Rejected, Refunded");
-        return;
-    }
+    if (status != NULL && !ordo_order_status_valid(status))
+        return ordo_error_set(err, ORDO_INVALID,
+                              "status must be one of Pending, Paid, PaymentFailed, Approved, Rejected, Refunded");
     req.customer_id = (char *)(customer ? customer : "");
     req.status = (char *)(status ? status : "");
     req.after = (char *)(after ? after : "");
     if (ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/ListOrders", &req.base,
-                               &order__list_orders_response__descriptor, ctx->cfg->timeout_ms, &out, &err) != ORDO_OK) {
-        upstream_error(resp, "the read model", &err);
-        return;
-    }
+                               &order__list_orders_response__descriptor, ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
+        return upstream("the read model", err);
     r = (Order__ListOrdersResponse *)out;
     orders = json_array();
     for (size_t i = 0; i < r->n_orders; i++)
         json_array_append_new(orders, order_json(r->orders[i]));
     doc = json_pack("{s:o, s:s?}", "orders", orders, "next", r->next[0] ? r->next : NULL);
-    json_response(resp, 200, doc);
+    st = json_response(resp, 200, doc, err);
     protobuf_c_message_free_unpacked(out, NULL);
+    return st;
 }
 
-static void healthz(api_ctx_t *ctx, ordo_http_response_t *resp)
+static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_error_t *err)
 {
     Eventstore__StatsRequest sreq = EVENTSTORE__STATS_REQUEST__INIT;
     Order__HealthRequest hreq = ORDER__HEALTH_REQUEST__INIT;
     ProtobufCMessage *out = NULL;
-    ordo_error_t err;
     bool store, db = false, bus = false, query;
 
     store = ordo_grpc_client_unary(ctx->store, "/eventstore.EventStoreAdmin/GetStats", &sreq.base,
-                                   &eventstore__stats_response__descriptor, 1000, &out, &err) == ORDO_OK;
+                                   &eventstore__stats_response__descriptor, 1000, &out, err) == ORDO_OK;
     if (store)
         protobuf_c_message_free_unpacked(out, NULL);
     query = ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/Health", &hreq.base,
-                                   &order__health_response__descriptor, 1000, &out, &err) == ORDO_OK;
+                                   &order__health_response__descriptor, 1000, &out, err) == ORDO_OK;
     if (query) {
         db = ((Order__HealthResponse *)out)->database;
         bus = ((Order__HealthResponse *)out)->bus;
         protobuf_c_message_free_unpacked(out, NULL);
     }
-    json_response(resp, store && db ? 200 : 503,
-                  json_pack("{s:s, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded", "eventstore",
-                            store, "orderquery", query, "database", db, "bus", bus));
+    /* degraded is an answer, not a failure: the body says what is down */
+    return json_response(resp, store && db ? 200 : 503,
+                         json_pack("{s:s, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded",
+                                   "eventstore", store, "orderquery", query, "database", db, "bus", bus),
+                         err);
 }
 
-static void metrics(api_ctx_t *ctx, ordo_http_response_t *resp)
+static ordo_status metrics(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_error_t *err)
 {
     ordo_buf_t out = ORDO_BUF_INIT;
     ordo_metrics_render(&ctx->metrics, &out);
     resp->status = 200;
     resp->body = out.data ? out.data : strdup("");
     resp->content_type = "text/plain; version=0.0.4";
+    return resp->body != NULL ? ORDO_OK : ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
 }
 
 /* ------------------------------------------------------------- routing */
 
-static void method_not_allowed(ordo_http_response_t *resp, const char *allow)
+/* HTTP's own answer, not a status of ours. */
+static ordo_status method_not_allowed(ordo_http_response_t *resp, const char *allow)
 {
     ordo_http_error(resp, 405, "method_not_allowed", "allowed here: %s", allow);
     resp->header_name = "Allow";
     resp->header_value = allow;
+    return ORDO_OK;
 }
 
-static void route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+/* Runs the request's handler: ORDO_OK when it filled @p resp, else the
+ * status (and *@p err) that ordo_http_fail renders. */
+static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp,
+                         ordo_error_t *err)
 {
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
     bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
@@ -292,36 +288,29 @@ static void route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_resp
 
     if (strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0) {
         if (post)
-            post_order(ctx, req, resp);
-        else if (get)
-            list_orders(ctx, req, resp);
-        else
-            method_not_allowed(resp, "GET, HEAD, POST");
-    } else if (strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL) {
-        if (get)
-            get_order(ctx, req->path + n + 1, resp);
-        else
-            method_not_allowed(resp, "GET, HEAD");
-    } else if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
-        if (!get)
-            method_not_allowed(resp, "GET, HEAD");
-        else if (req->path[1] == 'h')
-            healthz(ctx, resp);
-        else
-            metrics(ctx, resp);
-    } else {
-        ordo_http_error(resp, 404, "not_found", "no route for %.200s", req->path);
+            return post_order(ctx, req, resp, err);
+        return get ? list_orders(ctx, req, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
     }
+    if (strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL)
+        return get ? get_order(ctx, req->path + n + 1, resp, err) : method_not_allowed(resp, "GET, HEAD");
+    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
+        if (!get)
+            return method_not_allowed(resp, "GET, HEAD");
+        return req->path[1] == 'h' ? healthz(ctx, resp, err) : metrics(ctx, resp, err);
+    }
+    return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
 }
 
 void api_handle(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
 {
     api_ctx_t *ctx = vctx;
     struct timespec t0, t1;
+    ordo_error_t err;
     int cls;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    route(ctx, req, resp);
+    if (route(ctx, req, resp, &err) != ORDO_OK)
+        ordo_http_fail(resp, &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     cls = resp->status / 100 - 1;
     if (cls >= 0 && cls < 5)

@@ -34,8 +34,8 @@ int main(int argc, char **argv)
     ctx.cfg = &cfg;
     api_init(&ctx);
     hcfg = (ordo_http_config_t){cfg.http_addr, cfg.threads, (size_t)cfg.max_body, 10, 1024};
-    if (ordo_grpc_client_create(cfg.eventstore_addr, 4 << 20, &ctx.store, &err) != ORDO_OK ||
-        ordo_grpc_client_create(cfg.orderquery_addr, 16 << 20, &ctx.query, &err) != ORDO_OK ||
+    if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &ctx.store, &err) != ORDO_OK ||
+        ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &ctx.query, &err) != ORDO_OK ||
         ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK) {
         ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
         rc = 1;

@@ -44,11 +44,18 @@ static int rebuild_once(oq_ctx_t *ctx)
 static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
 {
     const oq_config_t *cfg = ctx->cfg;
-    ordo_grpc_server_config_t scfg = {cfg->listen, 1 << 20, 1};
-    ordo_consumer_config_t ccfg = {cfg->nats_url, "orderquery", "events.order.>", 10, 30000, 1000, 256, 4096,
-                                   cfg->concurrency, oq_handle_batch};
+    ordo_grpc_server_config_t scfg = {.addr = cfg->listen, .max_message_bytes = ORDO_GRPC_QUERY_REQUEST_MAX_BYTES,
+                                      .threads = 1};
+    ordo_consumer_config_t ccfg;
     ordo_status st;
     int port = 0;
+
+    ordo_consumer_config_init(&ccfg);
+    ccfg.nats_url = cfg->nats_url;
+    ccfg.durable = "orderquery";
+    ccfg.filter_subject = "events.order.>";
+    ccfg.concurrency = cfg->concurrency;
+    ccfg.batch_handler = oq_handle_batch;
 
     if ((ctx->projection_pg = calloc((size_t)cfg->concurrency, sizeof *ctx->projection_pg)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
@@ -78,7 +85,7 @@ int main(int argc, char **argv)
         return rc;
     ctx.cfg = &cfg;
     if ((cfg.migrate && ordo_migrate_url(cfg.database_url, &err) != ORDO_OK) ||
-        ordo_grpc_client_create(cfg.eventstore_addr, 64 << 20, &ctx.store, &err) != ORDO_OK) {
+        ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_READ_MAX_BYTES, &ctx.store, &err) != ORDO_OK) {
         ORDO_ERROR("orderquery cannot start", "err=\"%s\"", err.msg);
         return 1;
     }

@@ -6,7 +6,6 @@
  */
 #include "restaurant.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +66,6 @@ ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
     ordo_status st;
     const char *missing;
     char reason[160];
-    json_t *doc;
     char *data;
     ordo_msg_action action;
 
@@ -82,20 +80,16 @@ ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
         return action;
     }
     missing = unavailable_item(r->cfg, &order);
-    doc = json_pack("{s:s, s:s, s:s, s:f, s:I}", "order_id", ev->aggregate_id, "customer_id", order.customer_id,
-                    "restaurant_id", order.restaurant_id, "amount", ordo_cents_to_units(order.amount_cents),
-                    "amount_cents", (json_int_t)order.amount_cents);
-    if (missing != NULL) {
+    if (missing != NULL)
         snprintf(reason, sizeof reason, "item %.64s is not available", missing);
-        json_object_set_new(doc, "reason", json_string(reason));
-    }
-    data = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    data = ordo_order_outcome_json(&(ordo_order_outcome_t){
+        .order_id = ev->aggregate_id, .customer_id = order.customer_id, .restaurant_id = order.restaurant_id,
+        .amount_cents = order.amount_cents, .reason = missing != NULL ? reason : NULL});
     action = data == NULL ? ORDO_MSG_RETRY
                           : ordo_saga_followup(r->store, ev, "restaurant",
                                                missing ? ORDO_EV_ORDER_REJECTED : ORDO_EV_ORDER_APPROVED, data,
                                                r->cfg->timeout_ms);
     free(data);
-    json_decref(doc);
     ordo_order_free(&order);
     return action;
 }

@@ -48,6 +48,14 @@ for _ in $(seq 50); do "$CTL" stats | grep -q '"outbox_backlog":0' && break; sle
 check "bus-dump shows the 3 events" test "$("$CTL" bus-dump --nats-url "$NATS_URL" | grep -c Nats-Msg-Id)" -eq 3
 "$CTL" get --addr 127.0.0.1:1 --timeout-ms 2000 >"$dir/down.out"
 check "an unreachable store is reported, not hung" grep -q '"code":"unavailable"\|"code":"timeout"' "$dir/down.out"
+help=$("$CTL" --help)
+for c in append get tail stats republish bus-dump consumers consumer-reset; do
+    check "--help says what $c does" grep -Eq "^  $c +[a-z]{4,}" <<<"$help"
+done
+"$CTL" frobnicate >/dev/null 2>"$dir/unknown.err"
+check "an unknown command exits 2" test $? -eq 2
+check "an unknown command is named, with the command list" \
+    grep -q 'unknown command "frobnicate"' "$dir/unknown.err"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

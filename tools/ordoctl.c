@@ -266,12 +266,13 @@ static int fail_nats(natsStatus s, jsErrCode jerr, const char *what)
     return fail(&err);
 }
 
-static int cmd_bus_dump(ordo_bus_t *bus)
+static int cmd_bus_dump(ordo_bus_t *bus, const ctl_config_t *cfg)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s;
 
+    (void)cfg;
     s = js_GetStreamInfo(&si, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
     if (s != NATS_OK)
         return fail_nats(s, jerr, "cannot read the EVENTS stream");
@@ -297,12 +298,13 @@ static int cmd_consumer_reset(ordo_bus_t *bus, const ctl_config_t *cfg)
     return 0;
 }
 
-static int cmd_consumers(ordo_bus_t *bus)
+static int cmd_consumers(ordo_bus_t *bus, const ctl_config_t *cfg)
 {
     ordo_bus_lag_t *lags;
     ordo_error_t err;
     size_t n;
 
+    (void)cfg;
     if (ordo_bus_lags(bus, &lags, &n, &err) != ORDO_OK)
         return fail(&err);
     for (size_t i = 0; i < n; i++)
@@ -312,39 +314,88 @@ static int cmd_consumers(ordo_bus_t *bus)
     return 0;
 }
 
-/* The commands that talk to JetStream rather than to the store. */
-static int run_bus_command(const char *cmd, const ctl_config_t *cfg)
+/* Every command: what it talks to, and what it does (ordoctl --help). */
+typedef struct command {
+    const char *name;
+    const char *summary;
+    int (*store)(ordo_grpc_client_t *c, const ctl_config_t *cfg);   /* talks to the event store (--addr) */
+    int (*bus)(ordo_bus_t *bus, const ctl_config_t *cfg);           /* or to JetStream (--nats-url) */
+} command_t;
+
+static const command_t commands[] = {
+    {"append", "append one event (--aggregate-id, --aggregate-type, --type, --data, --expected)", cmd_append, NULL},
+    {"get", "print stored events: --aggregate-id, --event-id, --aggregate-type or --type, after --from", cmd_get, NULL},
+    {"tail", "print every event after --from, then follow new ones (--count to stop)", cmd_tail, NULL},
+    {"stats", "print the store's counters, outbox backlog, watermark and consumer lag", cmd_stats, NULL},
+    {"republish", "publish stored events again, --from to --to (admin)", cmd_republish, NULL},
+    {"bus-dump", "print every message of the EVENTS stream with its headers", NULL, cmd_bus_dump},
+    {"consumers", "print each durable consumer and how far behind it is", NULL, cmd_consumers},
+    {"consumer-reset", "delete the durable --durable; its service creates it anew on start", NULL,
+     cmd_consumer_reset},
+};
+enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
+
+static void usage(FILE *out)
 {
-    ordo_bus_config_t bcfg = {cfg->nats_url, "ordoctl", 2000, NULL};
+    fprintf(out, "usage: ordoctl COMMAND [--option value ...]\n\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\noptions (each command reads those it names; the environment variable is the default):\n");
+    ordo_config_print_options(out, options, N_OPTIONS);
+}
+
+static const command_t *command_named(const char *name)
+{
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int run_bus_command(const command_t *cmd, const ctl_config_t *cfg)
+{
+    ordo_bus_config_t bcfg = {.url = cfg->nats_url, .name = "ordoctl", .connect_timeout_ms = 2000};
     ordo_bus_t *bus;
     ordo_error_t err;
     int rc;
 
     if (ordo_bus_connect(&bcfg, &bus, &err) != ORDO_OK)
         return fail(&err);
-    if (strcmp(cmd, "bus-dump") == 0)
-        rc = cmd_bus_dump(bus);
-    else if (strcmp(cmd, "consumers") == 0)
-        rc = cmd_consumers(bus);
-    else
-        rc = cmd_consumer_reset(bus, cfg);
+    rc = cmd->bus(bus, cfg);
     ordo_bus_destroy(bus);
+    return rc;
+}
+
+static int run_store_command(const command_t *cmd, const ctl_config_t *cfg)
+{
+    ordo_grpc_client_t *c = NULL;
+    ordo_error_t err;
+    int rc;
+
+    if (ordo_grpc_client_create(cfg->addr, ORDO_GRPC_READ_MAX_BYTES, &c, &err) != ORDO_OK)
+        return fail(&err);
+    rc = cmd->store(c, cfg);
+    ordo_grpc_client_destroy(c);
     return rc;
 }
 
 int main(int argc, char **argv)
 {
     ctl_config_t cfg;
-    ordo_grpc_client_t *c = NULL;
     ordo_error_t err;
-    const char *cmd = argc > 1 ? argv[1] : "";
+    const char *name = argc > 1 ? argv[1] : "";
+    const command_t *cmd;
     bool help;
-    int rc;
 
     memset(&cfg, 0, sizeof cfg);
-    if (argc < 2 || strcmp(cmd, "--help") == 0) {
-        fprintf(stderr, "usage: ordoctl append|get|tail|stats|republish|bus-dump|consumers|consumer-reset [options]\n");
-        ordo_config_usage(stderr, "ordoctl COMMAND", options, N_OPTIONS);
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if ((cmd = command_named(name)) == NULL) {
+        if (argc > 1)
+            fprintf(stderr, "ordoctl: unknown command \"%s\"\n\n", name);
+        usage(stderr);
         return 2;
     }
     if (ordo_config_load(options, N_OPTIONS, &cfg, argc - 1, argv + 1, &help, &err) != ORDO_OK) {
@@ -352,27 +403,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (help) {
-        ordo_config_usage(stdout, "ordoctl COMMAND", options, N_OPTIONS);
+        usage(stdout);
         return 0;
     }
-    if (strcmp(cmd, "bus-dump") == 0 || strcmp(cmd, "consumers") == 0 || strcmp(cmd, "consumer-reset") == 0)
-        return run_bus_command(cmd, &cfg);
-    if (ordo_grpc_client_create(cfg.addr, 64 << 20, &c, &err) != ORDO_OK)
-        return fail(&err);
-    if (strcmp(cmd, "append") == 0)
-        rc = cmd_append(c, &cfg);
-    else if (strcmp(cmd, "get") == 0)
-        rc = cmd_get(c, &cfg);
-    else if (strcmp(cmd, "tail") == 0)
-        rc = cmd_tail(c, &cfg);
-    else if (strcmp(cmd, "stats") == 0)
-        rc = cmd_stats(c, &cfg);
-    else if (strcmp(cmd, "republish") == 0)
-        rc = cmd_republish(c, &cfg);
-    else {
-        fprintf(stderr, "ordoctl: unknown command \"%s\"\n", cmd);
-        rc = 2;
-    }
-    ordo_grpc_client_destroy(c);
-    return rc;
+    return cmd->bus != NULL ? run_bus_command(cmd, &cfg) : run_store_command(cmd, &cfg);
 }

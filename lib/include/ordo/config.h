@@ -47,6 +47,9 @@ ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
 /** Prints one line per option: flag, variable, default, description. */
 void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n);
 
+/** The option lines of ordo_config_usage() alone: flag, environment variable, help, default. */
+void ordo_config_print_options(FILE *out, const ordo_option_t *opts, size_t n);
+
 /**
  * A program's command line: ordo_config_load, and on an error the message
  * ("@p prog: ...") on stderr, on --help the usage on stdout.

@@ -16,25 +16,8 @@
 #include <stdint.h>
 
 #include "ordo/bus.h"
+#include "ordo/envelope.h"
 #include "ordo/status.h"
-
-/** One event as it came off the bus (pointers into the message; valid during the handler). */
-typedef struct ordo_bus_event {
-    const char *event_id;
-    const char *event_type;
-    const char *aggregate_id;
-    const char *aggregate_type;
-    const char *correlation_id;   /**< "" when absent */
-    int64_t version;
-    int64_t position;
-    int64_t created_at;
-    const char *data;             /**< event_data, NOT NUL-terminated */
-    int data_len;
-    uint64_t delivered;           /**< 1 on the first delivery */
-    int round;                    /**< 1 in the consumer's first round over this delivery, more in the
-                                       rounds while it holds it (ORDO_MSG_WAIT): a handler says why it
-                                       waits in round 1 only */
-} ordo_bus_event_t;
 
 typedef enum ordo_msg_action {
     ORDO_MSG_ACK,        /**< the effect is committed (or there is none) */
@@ -76,6 +59,19 @@ typedef struct ordo_consumer_config {
     int concurrency;              /**< lanes handling messages in parallel (>= 1) */
     ordo_batch_cb batch_handler;  /**< NULL: the per-event handler */
 } ordo_consumer_config_t;
+
+/** The defaults ordo_consumer_config_init() sets. */
+enum {
+    ORDO_CONSUMER_MAX_DELIVER = 10,
+    ORDO_CONSUMER_ACK_WAIT_MS = 30000,
+    ORDO_CONSUMER_RETRY_DELAY_MS = 1000,
+    ORDO_CONSUMER_BATCH = 256,
+    ORDO_CONSUMER_MAX_ACK_PENDING = 4096,
+};
+
+/** Fills @p cfg with the defaults above, one lane, the per-event handler and
+ *  no connection, durable or subject: set those by name afterwards. */
+void ordo_consumer_config_init(ordo_consumer_config_t *cfg);
 
 typedef struct ordo_consumer ordo_consumer_t;
 

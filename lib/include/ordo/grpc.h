@@ -115,6 +115,14 @@ ordo_status ordo_status_of_grpc_code(int code);
 typedef struct ordo_grpc_client ordo_grpc_client_t;
 typedef struct ordo_grpc_stream ordo_grpc_stream_t;
 
+/* The largest answer a client takes, by what it asks for (a larger one fails
+ * the call with RESOURCE_EXHAUSTED). */
+#define ORDO_GRPC_APPEND_MAX_BYTES (4 << 20)   /**< appends and reads of one order's events */
+#define ORDO_GRPC_PAGE_MAX_BYTES (16 << 20)    /**< a page of the read model (500 orders) */
+#define ORDO_GRPC_READ_MAX_BYTES (64 << 20)    /**< catch-up reads and streams (up to 10,000 events) */
+/** The largest request orderquery takes (its queries are small). */
+#define ORDO_GRPC_QUERY_REQUEST_MAX_BYTES (1 << 20)
+
 /** Opens an insecure channel to @p target ("127.0.0.1:50051"). Thread-safe use. */
 ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
                                     ordo_grpc_client_t **out, ordo_error_t *err);

@@ -53,7 +53,16 @@ const char *ordo_http_header(const ordo_http_request_t *req, const char *name);
 /** A query-string argument, or NULL. */
 const char *ordo_http_query(const ordo_http_request_t *req, const char *name);
 
-/** Sets a JSON error response {"error":{"code":..,"message":..}}. */
+/**
+ * Sets the response of a request that failed with @p err: the one rendering
+ * of a status as HTTP (code from ordo_http_code_of(); error code the
+ * status's name, "unavailable" for 503, "internal" for 500; err->msg as the
+ * message). Handlers return a status and leave this to their caller.
+ */
+void ordo_http_fail(ordo_http_response_t *resp, const ordo_error_t *err);
+
+/** Sets a JSON error response {"error":{"code":..,"message":..}}: for HTTP's
+ *  own answers that are no status of ours (405, 413, 415). */
 void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

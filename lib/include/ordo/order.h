@@ -1,7 +1,8 @@
 /**
  * @file order.h
  * The order domain shared by the order-flow services: event names, the
- * order-created document, statuses, and deterministic follow-up event ids.
+ * documents every order event carries (written and read only here),
+ * statuses, and deterministic follow-up event ids.
  */
 #ifndef ORDO_ORDER_H
 #define ORDO_ORDER_H
@@ -51,6 +52,32 @@ ordo_status ordo_order_from_event(const char *data, size_t len, ordo_order_t *ou
 
 /** The order-created document (malloc'd, NUL-terminated; NULL on no memory). */
 char *ordo_order_event_json(const ordo_order_t *o);
+
+/**
+ * What a saga step decided about an order: the document of
+ * order-payment-failed, order-payment-refunded, order-approved and
+ * order-rejected. Every string is borrowed.
+ */
+typedef struct ordo_order_outcome {
+    const char *order_id;
+    const char *customer_id;
+    const char *restaurant_id;  /**< NULL: not in the document (the payment events) */
+    int64_t amount_cents;
+    const char *reason;         /**< NULL: none (a debit, an approval) */
+} ordo_order_outcome_t;
+
+/** The outcome's document: {order_id, customer_id[, restaurant_id], amount,
+ *  amount_cents[, reason]} (malloc'd, NUL-terminated; NULL on no memory). */
+char *ordo_order_outcome_json(const ordo_order_outcome_t *o);
+
+/**
+ * The refund's document for a rejection: the order, customer and amount of
+ * the order-rejected document @p data, with the reason "order rejected".
+ * On ORDO_OK *@p out is malloc'd; ORDO_INVALID when the rejection lacks its
+ * customer_id or amount_cents; ORDO_NO_MEMORY.
+ */
+ordo_status ordo_order_refund_json(const char *order_id, const char *data, size_t len, char **out,
+                                   ordo_error_t *err);
 
 /** Frees what the parse functions allocated. Accepts a zeroed order. */
 void ordo_order_free(ordo_order_t *o);

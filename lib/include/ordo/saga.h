@@ -14,8 +14,10 @@
  * id UUIDv5(cause id, @p step) and the expected version of @p cause; the
  * correlation id is the aggregate id, the causation id the cause's id.
  * @return ACK when appended or already appended (duplicate) or when the
- * aggregate has moved on (logged); RETRY when the store is unavailable;
- * TERM when the store refuses the event as invalid.
+ * aggregate has moved on (logged); WAIT when the store is unreachable or the
+ * call timed out (the consumer holds the message without spending a
+ * delivery); TERM when the store refuses the event as invalid or the cause
+ * has no valid event id; RETRY for any other failure.
  */
 ordo_msg_action ordo_saga_followup(ordo_grpc_client_t *store, const ordo_bus_event_t *cause, const char *step,
                                    const char *event_type, const char *data, int timeout_ms);

@@ -1,0 +1,73 @@
+/**
+ * @file envelope.h
+ * The bus envelope of a committed event, written once: the relay encodes it
+ * and every consumer decodes it here (docs/eventstore.md, "The bus").
+ *
+ * Subject: events.<aggregate_type>.<event_type>. Body: event_data as stored.
+ * Headers: Nats-Msg-Id (the event id, JetStream's duplicate key) and the
+ * Ordo-* headers below; metadata correlation_id and causation_id become
+ * Ordo-Correlation-Id and Ordo-Causation-Id, traceparent and tracestate keep
+ * their names, any other key k becomes Ordo-Meta-k.
+ */
+#ifndef ORDO_ENVELOPE_H
+#define ORDO_ENVELOPE_H
+
+#include <nats/nats.h>
+#include <stdint.h>
+
+#include "eventstore.pb-c.h"
+
+#define ORDO_HDR_EVENT_ID "Nats-Msg-Id"
+#define ORDO_HDR_EVENT_TYPE "Ordo-Event-Type"
+#define ORDO_HDR_AGGREGATE_ID "Ordo-Aggregate-Id"
+#define ORDO_HDR_AGGREGATE_TYPE "Ordo-Aggregate-Type"
+#define ORDO_HDR_VERSION "Ordo-Version"
+#define ORDO_HDR_POSITION "Ordo-Position"
+#define ORDO_HDR_CREATED_AT "Ordo-Created-At"
+#define ORDO_HDR_STREAM "Ordo-Stream"
+#define ORDO_HDR_CORRELATION_ID "Ordo-Correlation-Id"
+#define ORDO_HDR_CAUSATION_ID "Ordo-Causation-Id"
+#define ORDO_HDR_META_PREFIX "Ordo-Meta-"
+
+/** One event as it came off the bus (pointers into the message; valid while it lives). */
+typedef struct ordo_bus_event {
+    const char *event_id;
+    const char *event_type;
+    const char *aggregate_id;
+    const char *aggregate_type;
+    const char *correlation_id;   /**< "" when absent */
+    int64_t version;
+    int64_t position;
+    int64_t created_at;
+    const char *data;             /**< event_data, NOT NUL-terminated */
+    int data_len;
+    uint64_t delivered;           /**< 1 on the first delivery */
+    int round;                    /**< 1 in the consumer's first round over this delivery, more in the
+                                       rounds while it holds it (ORDO_MSG_WAIT): a handler says why it
+                                       waits in round 1 only */
+} ordo_bus_event_t;
+
+/**
+ * The message that carries @p ev (subject, body, headers) in *@p out, which
+ * the caller owns (natsMsg_Destroy, or a publish that takes it).
+ * NATS_INVALID_SUBJECT when the subject does not fit.
+ */
+natsStatus ordo_envelope_encode(const Eventstore__Event *ev, natsMsg **out);
+
+/**
+ * Reads the envelope of @p m into @p ev: every string points into @p m
+ * ("" for a missing header), numbers are 0 when missing; delivered and
+ * round are 1 (the consumer sets them from the delivery).
+ */
+void ordo_envelope_decode(natsMsg *m, ordo_bus_event_t *ev);
+
+/** The Ordo-Position of @p m, -1 when it has none. */
+int64_t ordo_envelope_position(natsMsg *m);
+
+/**
+ * The lane (0..@p n-1) of an aggregate: FNV-1a of its id, so that one
+ * aggregate's events always meet the same lane, in order. @p n >= 1.
+ */
+int ordo_lane_of(const char *aggregate_id, int n);
+
+#endif
