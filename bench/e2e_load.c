@@ -134,6 +134,10 @@ static void *run(void *arg)
     int fd = connect_to(&w->addr);
     long seq = 0;
 
+    if (fd < 0) {
+        w->errors++;   /* a thread that cannot connect sends nothing: that is a failed run, not an idle one */
+        fprintf(stderr, "e2e_load: thread %d cannot connect to %s\n", w->id, cfg->api_addr);
+    }
     while (fd >= 0 && ordo_mono_s() < w->deadline) {
         char body[512], req[1024], order_id[37] = "";
         long k = seq++ * cfg->threads + w->id;
@@ -161,7 +165,8 @@ static void *run(void *arg)
         if (send(fd, req, (size_t)rlen, MSG_NOSIGNAL) != rlen || (status = read_response(fd, order_id)) < 0) {
             w->errors++;
             close(fd);
-            fd = connect_to(&w->addr);
+            if ((fd = connect_to(&w->addr)) < 0)
+                fprintf(stderr, "e2e_load: thread %d lost its connection and cannot connect again\n", w->id);
             continue;
         }
         if (status == 201)
@@ -298,5 +303,7 @@ int main(int argc, char **argv)
     free(w);
     free(post);
     free(final);
-    return finals == total && errors == 0 ? 0 : 1;
+    if (total == 0)
+        fprintf(stderr, "e2e_load: no order was accepted\n");
+    return total > 0 && finals == total && errors == 0 ? 0 : 1;
 }

@@ -411,6 +411,162 @@ class FlowCluster(Cluster):
                 svc.proc.wait(timeout=10)
 
 
+class BusTap:
+    """Every message published on events.> while it is open, seen as a plain NATS
+    subscriber sees it: JetStream drops a re-published copy from the stream (its
+    duplicate window), but not from the wire, so the tap counts what the relay
+    actually sent. Use as a context manager; counts() maps Nats-Msg-Id to copies."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.file = self.sock.makefile("rb")
+        self.file.readline()   # INFO
+        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n'
+                          b"SUB events.> 1\r\nPING\r\n")
+        self.seen = []
+        while not self.file.readline().startswith(b"PONG"):   # subscribed once the server answers
+            pass
+        self.sock.settimeout(None)
+        import threading
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            while True:
+                line = self.file.readline()
+                if not line:
+                    return
+                if line.startswith(b"PING"):
+                    self.sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"HMSG "):
+                    hlen, total = (int(x) for x in line.split()[-2:])
+                    block = self.file.read(total + 2)
+                    for h in block[:hlen].decode().split("\r\n")[1:]:
+                        if h.lower().startswith("nats-msg-id:"):
+                            self.seen.append(h.split(":", 1)[1].strip())
+                elif line.startswith(b"MSG "):
+                    self.file.read(int(line.split()[-1]) + 2)
+                    self.seen.append(None)
+        except (OSError, ValueError):
+            return
+
+    def counts(self):
+        import collections
+        return collections.Counter(self.seen)
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class CommitDropProxy:
+    """A TCP proxy to PostgreSQL that loses the answer to one COMMIT. Once armed
+    with a marker (a parameter value the transaction sends, e.g. an aggregate id),
+    the first connection that sends the marker and then COMMIT has everything
+    passed on both ways but the server's CommandComplete for that COMMIT and what
+    follows it: the transaction commits, its statements' results reach the
+    client, and then both sides are cut. What the client sees is a COMMIT whose
+    outcome is unknown. The database URL must not ask for TLS (sslmode=disable)."""
+
+    def __init__(self, pg_port):
+        import threading
+        self.pg_port = pg_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.marker = None
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, marker):
+        with self.lock:
+            self.marker = marker.encode()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.pg_port), timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            conn = {"client": client, "server": server, "marked": False, "dropping": False}
+            threading.Thread(target=self._up, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._down, args=(conn,), daemon=True).start()
+
+    def _up(self, conn):
+        """client -> server, watching for the marker and then COMMIT."""
+        try:
+            while True:
+                data = conn["client"].recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    if self.marker is not None and self.marker in data:
+                        conn["marked"] = True
+                    if conn["marked"] and self.marker is not None and b"COMMIT" in data:
+                        conn["dropping"] = True
+                        self.marker = None
+                conn["server"].sendall(data)
+        except OSError:
+            pass
+        self._cut(conn)
+
+    def _down(self, conn):
+        """server -> client, message by message once dropping: up to the COMMIT's answer."""
+        held = b""
+        try:
+            while True:
+                data = conn["server"].recv(65536)
+                if not data:
+                    break
+                if not conn["dropping"]:
+                    conn["client"].sendall(data)
+                    continue
+                held += data
+                while len(held) >= 5 and len(held) >= 1 + int.from_bytes(held[1:5], "big"):
+                    n = 1 + int.from_bytes(held[1:5], "big")
+                    msg, held = held[:n], held[n:]
+                    if msg[:1] == b"C" and msg[5:].startswith(b"COMMIT"):
+                        with self.lock:
+                            self.dropped += 1
+                        raise OSError("the COMMIT's answer is lost")
+                    conn["client"].sendall(msg)
+        except OSError:
+            pass
+        self._cut(conn)
+
+    @staticmethod
+    def _cut(conn):
+        for k in ("client", "server"):
+            try:
+                conn[k].shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn[k].close()
+
+    def close(self):
+        self.listener.close()
+
+
 class Checks:
     """Counts checks; prints the closing line 'N passed, N failed'."""
 

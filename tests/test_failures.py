@@ -8,7 +8,7 @@ import uuid
 
 import grpc
 
-from harness import BUILD, Cluster, run_tests, wait_for
+from harness import BUILD, EVENTSTORE, Cluster, CommitDropProxy, Service, run_tests, wait_for
 
 C = grpc.StatusCode
 
@@ -158,10 +158,48 @@ def test_writer_connections_killed_under_load(c, t):
     t.eq((stored[0] - before, stored[1] - before), (res["events"], res["events"]),
          "exactly the acknowledged appends are stored, each once")
     resolved = open(os.path.join(c.dir, "eventstore.log")).read().count("commit outcome resolved")
-    print(f"# COMMIT answers lost with the connection and resolved by event id: {resolved}")
+    print(f"# COMMIT answers lost with the connection and resolved by event id: {resolved} (by chance of timing;"
+          " test_lost_commit_answer_is_resolved loses one on purpose)")
+
+
+def test_lost_commit_answer_is_resolved(c, t):
+    """A COMMIT that reached the database but whose answer was lost with the connection (a
+    proxy passes the transaction's results and cuts before the COMMIT's answer): the writer
+    asks the database by event id, finds the events committed and answers success, not a
+    duplicate and not an error; the events are stored once. Both write paths: an expected
+    version (one round trip, BEGIN to COMMIT in one pipeline) and no expected version
+    (the lookup first, the COMMIT with the insert)."""
+    import urllib.parse
+    proxy = CommitDropProxy(c.pg_port)
+    url = urllib.parse.urlsplit(c.database_url)
+    via_proxy = url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}", query="sslmode=disable").geturl()
+    es = Service(c, "eventstore-proxied", EVENTSTORE, ["--listen", "127.0.0.1:0", "--database-url", via_proxy,
+                                                        "--nats-url", c.nats_url], True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{es.port}")
+    store = c.grpc_mod.EventStoreStub(channel)
+    try:
+        for n, (agg, expected) in enumerate([("lost-commit-guarded", 0), ("lost-commit-lookup", None)], 1):
+            proxy.arm(agg)
+            req = c.pb.CreateEventRequest(event=c.event(agg))
+            if expected is not None:
+                req.expected_version = expected
+            r = store.CreateEvent(req, timeout=30)
+            t.eq(proxy.dropped, n, f"{agg}: the proxy lost the COMMIT's answer")
+            t.eq((r.is_success, r.version, r.duplicate), (True, 1, False),
+                 f"{agg}: the call is answered as appended (not a duplicate, not an error)")
+            t.eq(c.sql("SELECT count(*) FROM events WHERE aggregate_id = %s", agg)[0][0], 1,
+                 f"{agg}: stored once")
+            log = open(es.log_path).read()
+            t.eq(log.count("commit outcome resolved by event id"), n,
+                 f"{agg}: the writer resolved the outcome by event id")
+        t.ok("committed=yes" in log and "committed=no" not in log, "and found it committed each time")
+    finally:
+        channel.close()
+        es.stop()
+        proxy.close()
 
 
 if __name__ == "__main__":
     run_tests([test_forced_serialization_failure, test_late_commit_is_not_skipped, test_rolled_back_gap_is_skipped,
-               test_database_down, test_writer_connections_killed_under_load],
+               test_database_down, test_writer_connections_killed_under_load, test_lost_commit_answer_is_resolved],
               lambda: Cluster(gap_timeout_ms=GAP_TIMEOUT_MS, statement_timeout_ms=500))

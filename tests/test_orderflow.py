@@ -183,6 +183,10 @@ def test_two_instances_under_load(c, t):
                        capture_output=True, text=True, timeout=120)
     t.ok(r.returncode == 0, f"every order accepted under load reached a final status: {r.stdout.strip()}"
                             + (f" stderr: {r.stderr[-2000:]}" if r.returncode else ""))
+    summary = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    accepted = summary[0]["accepted"] if summary else 0
+    t.ok(accepted >= 100, f"the load was real: {accepted} orders accepted in 4 s (at least 100)")
+    t.eq(summary[0]["final"] if summary else -1, accepted, "as many final statuses as accepted orders")
     t.eq(open(log).read().count("deadlock detected") - before, 0,
          "no deadlock between the two instances' projection transactions (PostgreSQL log)")
 

@@ -12,19 +12,27 @@ import time
 
 import grpc
 
-from harness import EVENTSTORE, Cluster, Service, read_from, run_tests, wait_for
+from harness import EVENTSTORE, BusTap, Cluster, Service, read_from, run_tests, wait_for
 
 
 def backlog(c):
     return c.stats().outbox_backlog
 
 
-def check_bus(c, t, expected_ids, what):
+def check_bus(c, t, expected_ids, what, tap=None):
+    """The stream holds every expected event once, in each aggregate's order. With a
+    BusTap that listened meanwhile, also: the relay sent each of them once (the stream
+    alone cannot tell: JetStream drops a re-sent copy within its duplicate window)."""
     msgs = c.bus_dump()
     ids = [m["headers"].get("Nats-Msg-Id") for m in msgs]
     counts = collections.Counter(ids)
     t.ok(set(expected_ids) <= set(ids), f"{what}: every acknowledged event is on the bus")
     t.ok(all(v == 1 for v in counts.values()), f"{what}: each event exactly once on the bus")
+    if tap is not None:
+        sent = tap.counts()
+        twice = [i for i in expected_ids if sent[i] != 1]
+        t.ok(not twice, f"{what}: the relay sent each event once ({len(twice)} sent 0 or 2+ times:"
+                        f" {[(i, sent[i]) for i in twice[:3]]})")
     last = {}
     ordered = True
     for m in msgs:
@@ -95,10 +103,8 @@ def test_metrics(c, t):
     t.eq((s.published, s.publish_errors), (s.appends, 0),
          "since the start each appended event was published once, without an error")
     c.append(c.event("hist-1"))
-    try:
-        c.append(c.event("hist-1"), expected=0)   # a conflict is answered and timed too
-    except grpc.RpcError as e:
-        t.eq(e.code(), grpc.StatusCode.FAILED_PRECONDITION, "a wrong expected version is refused")
+    t.raises(grpc.StatusCode.FAILED_PRECONDITION, lambda: c.append(c.event("hist-1"), expected=0),
+             "a wrong expected version is refused (a conflict is answered and timed too)")
     values, s = metrics(c), c.stats()
     for name in ("ordo_eventstore_append_duration_seconds", "ordo_eventstore_transaction_duration_seconds"):
         buckets = [int(v) for k, v in values.items() if k.startswith(name + "_bucket")]
@@ -139,13 +145,16 @@ def test_deletes_are_gathered(c, t):
     as the relay is idle."""
     before = int(metrics(c)["ordo_eventstore_outbox_deletes_total"])
     n = 200
-    for i in range(n):
-        c.append(c.event(f"trickle-{i % 10}", "step", {"i": i}))
-        time.sleep(0.004)
-    wait_for(lambda: backlog(c) == 0, 5, "the outbox to drain after the trickle")
-    deletes = int(metrics(c)["ordo_eventstore_outbox_deletes_total"]) - before
-    t.ok(1 <= deletes <= n // 4, f"{n} published rows deleted in {deletes} statements")
-    check_bus(c, t, event_ids(c, "trickle-"), "a trickle of appends")
+    with BusTap(c.nats_port) as tap:
+        for i in range(n):
+            c.append(c.event(f"trickle-{i % 10}", "step", {"i": i}))
+            time.sleep(0.004)
+        wait_for(lambda: backlog(c) == 0, 5, "the outbox to drain after the trickle")
+        deletes = int(metrics(c)["ordo_eventstore_outbox_deletes_total"]) - before
+        t.ok(1 <= deletes <= n // 4, f"{n} published rows deleted in {deletes} statements")
+        ids = event_ids(c, "trickle-")
+        wait_for(lambda: all(tap.counts()[i] for i in ids), 5, "the tap to see every event")
+        check_bus(c, t, ids, "a trickle of appends", tap)
 
 
 def test_nats_down(c, t):
@@ -257,12 +266,15 @@ def test_two_instances_one_relay(c, t):
         t.eq(sorted(leaders()), [False, True], "exactly one of the two instances holds the relay lease")
         published = lambda: c.stats().published + stats2().published
         before = published()
-        for i in range(100):
-            req = c.pb.CreateEventRequest(event=c.event(f"two-{i % 10}"))
-            (c.store if i % 2 == 0 else store2).CreateEvent(req, timeout=10)
-        wait_for(lambda: backlog(c) == 0, 20, "the outbox to drain")
-        t.eq(published() - before, 100, "100 events stored through both instances were published once in all")
-        check_bus(c, t, event_ids(c, "two-"), "two instances")
+        with BusTap(c.nats_port) as tap:
+            for i in range(100):
+                req = c.pb.CreateEventRequest(event=c.event(f"two-{i % 10}"))
+                (c.store if i % 2 == 0 else store2).CreateEvent(req, timeout=10)
+            wait_for(lambda: backlog(c) == 0, 20, "the outbox to drain")
+            t.eq(published() - before, 100, "100 events stored through both instances were published once in all")
+            ids = event_ids(c, "two-")
+            wait_for(lambda: all(tap.counts()[i] for i in ids), 5, "the tap to see every event")
+            check_bus(c, t, ids, "two instances", tap)
 
         # kill -9 the leader, append through the other
         first_leads = c.stats().relay_leader
