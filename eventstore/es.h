@@ -83,7 +83,7 @@ ordo_status es_metrics_start(es_ctx_t *ctx, struct ordo_http_server **out, int *
 /* ---- service.c: gRPC handlers ---- */
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err);
 
-/* ---- writer.c: group-committed appends ---- */
+/* ---- validate.c: a CreateEvent call checked and made an append ---- */
 
 /* One validated CreateEvent call on its way to the database. */
 typedef struct es_append {
@@ -108,17 +108,19 @@ typedef struct es_append {
     struct es_append *next;
 } es_append_t;
 
-/* validate.c: checks @p req; on ORDO_OK *out is a new append for the writer. */
+/* Checks @p req; on ORDO_OK *out is a new append for the writer (es_append_free). */
 ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
                                const Eventstore__CreateEventRequest *req, es_append_t **out,
                                ordo_error_t *err);
+/* Frees an append (not its call, which the writer has answered). Accepts NULL. */
+void es_append_free(es_append_t *a);
 
+/* ---- writer.c: group-committed appends ---- */
 ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err);
 /* Queues @p a; the writer answers its call and frees it. */
 void es_writer_submit(es_writer_t *w, es_append_t *a);
 /* Answers what is queued, stops the threads, frees. */
 void es_writer_destroy(es_writer_t *w);
-void es_append_free(es_append_t *a);
 
 /* ---- reader.c: GetEvents, admin calls, GetEventsStream ---- */
 ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *err);

@@ -38,7 +38,7 @@ static ordo_status claim(es_lease_t *l, ordo_pg_t *pg, bool *held, ordo_error_t 
     /* Run once more on a connection found lost (the database restarted since
      * the last renewal): claiming twice is harmless, and giving the lease up
      * stopped publishing for a fifth of its length after every restart. */
-    if ((st = ordo_pg_read(pg, "INSERT INTO relay_lease (name, holder, expires_at)"
+    if ((st = ordo_pg_query_idempotent(pg, "INSERT INTO relay_lease (name, holder, expires_at)"
                                " VALUES ('outbox', $1, now() + $2::interval)"
                                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
                                " expires_at = excluded.expires_at"
@@ -94,7 +94,7 @@ void es_lease_release(es_lease_t *l, ordo_pg_t *pg)
     if (!l->held)
         return;
     l->held = false;
-    if (ordo_pg_read(pg, "UPDATE relay_lease SET expires_at = now() - interval '1 millisecond'"
+    if (ordo_pg_query_idempotent(pg, "UPDATE relay_lease SET expires_at = now() - interval '1 millisecond'"
                          " WHERE name = 'outbox' AND holder = $1",
                      1, params, NULL, &err) != ORDO_OK)
         ORDO_WARN("relay cannot release its lease (it expires on its own)", "err=\"%s\"", err.msg);

@@ -72,7 +72,7 @@ ordo_status es_query_events(ordo_pg_t *pg, const Eventstore__GetEventsRequest *r
     ordo_buf_printf(&sql, " ORDER BY %s LIMIT %s", req->aggregate_id[0] != '\0' ? "e.version" : "e.position",
                     limit_s);
     st = ordo_buf_failed(&sql) ? ordo_error_set(err, ORDO_NO_MEMORY, "out of memory")
-                               : ordo_pg_read(pg, ordo_buf_str(&sql), n, params, out, err);
+                               : ordo_pg_query_idempotent(pg, ordo_buf_str(&sql), n, params, out, err);
     ordo_buf_free(&sql);
     return st;
 }

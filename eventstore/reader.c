@@ -143,7 +143,7 @@ static ordo_status count_log(es_ctx_t *ctx, ordo_pg_t *pg, Eventstore__StatsResp
     pthread_mutex_unlock(&t->mu);
     snprintf(from_s, sizeof from_s, "%lld", (long long)from);
     snprintf(settled_s, sizeof settled_s, "%lld", (long long)settled);
-    if ((st = ordo_pg_read(pg, STATS_SQL, 2, params, &res, err)) != ORDO_OK)
+    if ((st = ordo_pg_query_idempotent(pg, STATS_SQL, 2, params, &res, err)) != ORDO_OK)
         return st;
     resp->events = events + column(res, 0);
     resp->aggregates = aggregates + column(res, 1);
@@ -210,7 +210,7 @@ static void republish(void *vctx, ordo_pg_t *pg, void *arg)
     }
     snprintf(from, sizeof from, "%lld", (long long)req->from_position);
     snprintf(to, sizeof to, "%lld", (long long)req->to_position);
-    st = ordo_pg_read(pg, "INSERT INTO outbox (position) SELECT position FROM events"   /* idempotent */
+    st = ordo_pg_query_idempotent(pg, "INSERT INTO outbox (position) SELECT position FROM events"   /* idempotent */
                           " WHERE position >= $1::int8 AND ($2::int8 = 0 OR position <= $2::int8)"
                           " ON CONFLICT (position) DO NOTHING", 2, params, &res, &err);
     if (st == ORDO_OK) {

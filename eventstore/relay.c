@@ -62,6 +62,7 @@ struct es_relay {
     atomic_bool connected;
     atomic_bool leading;        /* holds the lease: publishes */
     es_lease_t lease;           /* relay thread only */
+    ordo_pg_t *pg;              /* relay thread only */
     pthread_mutex_t bus_mu;     /* guards bus: the relay thread sets it, admin calls borrow it */
     ordo_bus_t *bus;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
@@ -296,7 +297,7 @@ static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_err
         ordo_buf_pg_array_int(&done, r->done[i]);
     ordo_buf_pg_array_end(&done);
     params[0] = ordo_buf_str(&done);
-    st = ordo_pg_read(pg, DELETE_OUTBOX_SQL, 1, params, NULL, err);   /* deleting twice is harmless */
+    st = ordo_pg_query_idempotent(pg, DELETE_OUTBOX_SQL, 1, params, NULL, err);   /* deleting twice is harmless */
     ordo_buf_free(&done);
     if (st == ORDO_OK) {
         r->n_done = 0;
@@ -428,7 +429,7 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
     /* The LIMIT sits on the outbox side: at most a page of primary-key
      * lookups into events, whatever the statistics of the churning outbox say. */
-    if (ordo_pg_read(pg, "SELECT " ES_EVENT_COLUMNS " FROM (SELECT position FROM outbox"
+    if (ordo_pg_query_idempotent(pg, "SELECT " ES_EVENT_COLUMNS " FROM (SELECT position FROM outbox"
                          " WHERE position > $1::int8 AND position <= $2::int8 ORDER BY position LIMIT $3::int4) o"
                          " JOIN events e ON e.position = o.position ORDER BY o.position",
                      3, params, &res, &err) != ORDO_OK) {
@@ -556,13 +557,7 @@ static bool lead(es_relay_t *r, ordo_pg_t *pg)
 static void *relay_thread(void *arg)
 {
     es_relay_t *r = arg;
-    /* What the relay writes is bookkeeping that may be lost in a database
-     * crash without harm: outbox rows deleted after their PubAck come back
-     * and go out again (JetStream drops them by id), a set-aside is redone,
-     * a lease renewal is retried. So its commits do not wait for the WAL
-     * flush, and do not queue the writers' flushes behind theirs. */
-    ordo_pg_t pg = {.url = r->ctx->cfg->database_url, .name = "eventstore relay",
-                    .setup_sql = "SET synchronous_commit = off"};
+    ordo_pg_t *pg = r->pg;
     ordo_bus_t *bus = NULL;
     bool warned = false, draining = false;
     int failures = 0;
@@ -583,17 +578,17 @@ static void *relay_thread(void *arg)
         }
         atomic_store(&r->connected, ordo_bus_connected(bus));
         ensure_stream(r, bus, &reconnects);
-        if (!lead(r, &pg)) {
+        if (!lead(r, pg)) {
             discard_offered(r);
-            flush_due(r, &pg, !r->delete_failing);   /* published while leading: delete them (paced when failing) */
+            flush_due(r, pg, !r->delete_failing);   /* published while leading: delete them (paced when failing) */
             if (stopping(r))
                 break;
             es_watermark_wait(r->ctx->watermark, INT64_MAX, TICK_MS);
             continue;
         }
-        n = relay_round(r, &pg, bus);
+        n = relay_round(r, pg, bus);
         if (n >= 0)
-            flush_due(r, &pg, false);
+            flush_due(r, pg, false);
         if (n < 0) {
             ordo_retry_policy_t p = {1, 50, 2000};
             /* The range goes again from the outbox; copies handed over meanwhile
@@ -619,15 +614,14 @@ static void *relay_thread(void *arg)
         } else
             es_watermark_wait(r->ctx->watermark, r->cursor, idle_wait_ms(r));
     }
-    flush_due(r, &pg, true);
-    es_lease_release(&r->lease, &pg);
+    flush_due(r, pg, true);
+    es_lease_release(&r->lease, pg);
     atomic_store(&r->leading, false);
     atomic_store(&r->connected, false);
     pthread_mutex_lock(&r->bus_mu);
     r->bus = NULL;
     pthread_mutex_unlock(&r->bus_mu);
     ordo_bus_destroy(bus);
-    ordo_pg_close(&pg);
     return NULL;
 }
 
@@ -641,6 +635,23 @@ static const char *holder_name(char *out, size_t cap)
     return out;
 }
 
+/* The one cleanup: what es_relay_create made, once the thread is gone (or never ran). */
+static void relay_free(es_relay_t *r)
+{
+    for (size_t i = 0; i < r->n_offered; i++)   /* in the outbox: the next start publishes them */
+        natsMsg_Destroy(r->offered[i].msg);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->offer_mu);
+    pthread_mutex_destroy(&r->bus_mu);
+    ordo_pg_destroy(r->pg);
+    free(r->acked);
+    free(r->done);
+    free(r->rejected);
+    free(r->offered);
+    free(r->taken);
+    free(r);
+}
+
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
 {
     char holder[128];
@@ -648,34 +659,32 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     size_t batch = (size_t)ctx->cfg->relay_batch;
 
     *out = NULL;
-    if (r == NULL || (r->acked = calloc(batch, sizeof *r->acked)) == NULL ||
-        (r->done = calloc(2 * batch, sizeof *r->done)) == NULL ||
-        (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL ||
-        (r->offered = calloc(OFFER_CAP, sizeof *r->offered)) == NULL ||
-        (r->taken = calloc(batch, sizeof *r->taken)) == NULL) {
-        if (r != NULL) {
-            free(r->acked);
-            free(r->done);
-            free(r->rejected);
-            free(r->offered);
-        }
-        free(r);
+    if (r == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    }
-    r->ctx = ctx;
-    es_lease_init(&r->lease, holder_name(holder, sizeof holder), ctx->cfg->relay_lease_ms);
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->offer_mu, NULL);
     pthread_mutex_init(&r->bus_mu, NULL);
     atomic_init(&r->connected, false);
     atomic_init(&r->leading, false);
+    r->ctx = ctx;
+    es_lease_init(&r->lease, holder_name(holder, sizeof holder), ctx->cfg->relay_lease_ms);
+    /* What the relay writes is bookkeeping that may be lost in a database
+     * crash without harm: outbox rows deleted after their PubAck come back
+     * and go out again (JetStream drops them by id), a set-aside is redone,
+     * a lease renewal is retried. So its commits do not wait for the WAL
+     * flush, and do not queue the writers' flushes behind theirs. */
+    if (ordo_pg_create(ctx->cfg->database_url, "eventstore relay", "SET synchronous_commit = off", &r->pg, err) !=
+            ORDO_OK ||
+        (r->acked = calloc(batch, sizeof *r->acked)) == NULL ||
+        (r->done = calloc(2 * batch, sizeof *r->done)) == NULL ||
+        (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL ||
+        (r->offered = calloc(OFFER_CAP, sizeof *r->offered)) == NULL ||
+        (r->taken = calloc(batch, sizeof *r->taken)) == NULL) {
+        relay_free(r);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
     if (pthread_create(&r->thread, NULL, relay_thread, r) != 0) {
-        free(r->acked);
-        free(r->done);
-        free(r->rejected);
-        free(r->offered);
-        free(r->taken);
-        free(r);
+        relay_free(r);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the relay thread");
     }
     ordo_thread_name(r->thread, "es-relay", -1);
@@ -725,15 +734,5 @@ void es_relay_destroy(es_relay_t *r)
     r->stopping = true;
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
-    for (size_t i = 0; i < r->n_offered; i++)   /* in the outbox: the next start publishes them */
-        natsMsg_Destroy(r->offered[i].msg);
-    pthread_mutex_destroy(&r->mu);
-    pthread_mutex_destroy(&r->offer_mu);
-    pthread_mutex_destroy(&r->bus_mu);
-    free(r->acked);
-    free(r->done);
-    free(r->rejected);
-    free(r->offered);
-    free(r->taken);
-    free(r);
+    relay_free(r);
 }

@@ -101,15 +101,15 @@ static ordo_status serve(stream_t *s, ordo_pg_t *pg, ordo_error_t *err)
 static void *stream_thread(void *arg)
 {
     stream_t *s = arg;
-    ordo_pg_t pg;
+    ordo_pg_t *pg;
     ordo_error_t err;
     ordo_status st;
 
     ordo_error_clear(&err);
-    st = ordo_pg_open(&pg, s->owner->ctx->cfg->database_url, "eventstore stream", NULL, &err);
+    st = ordo_pg_open(s->owner->ctx->cfg->database_url, "eventstore stream", NULL, &pg, &err);
     if (st == ORDO_OK)
-        st = serve(s, &pg, &err);
-    ordo_pg_close(&pg);
+        st = serve(s, pg, &err);
+    ordo_pg_destroy(pg);
     if (st != ORDO_OK)
         ORDO_WARN("stream ended with an error", "status=%s err=\"%s\"", ordo_status_text(st), err.msg);
     ordo_grpc_call_finish(s->call, st, err.msg, NULL);

@@ -44,6 +44,7 @@ struct es_watermark {
     range_t *ranges;           /* positions committed here, above the mark: sorted, disjoint */
     size_t n_ranges;
     bool poke, stopping, ready;
+    ordo_pg_t *pg;             /* the watermark thread's */
     pthread_t thread;
 };
 
@@ -176,7 +177,7 @@ static bool wait_for_work(es_watermark_t *wm, bool *poked)
 static void *watermark_thread(void *arg)
 {
     es_watermark_t *wm = arg;
-    ordo_pg_t pg = {.url = wm->ctx->cfg->database_url, .name = "eventstore watermark"};
+    ordo_pg_t *pg = wm->pg;
     ordo_error_t err;
     int64_t mark = -1;
     bool more = false, warned = false, poked = false;
@@ -191,11 +192,11 @@ static void *watermark_thread(void *arg)
                 continue;           /* caught up with our own commits: nothing to ask */
         }
         do {
-            ordo_status st = ordo_pg_ensure(&pg, &err);
+            ordo_status st = ordo_pg_ensure(pg, &err);
             if (st == ORDO_OK && mark < 0)
-                st = initial_mark(&pg, &mark, &err);
+                st = initial_mark(pg, &mark, &err);
             if (st == ORDO_OK)
-                st = advance(wm, &pg, &mark, &more, &err);
+                st = advance(wm, pg, &mark, &more, &err);
             if (st != ORDO_OK) {
                 if (!warned)
                     ORDO_WARN("watermark cannot read the database", "err=\"%s\"", err.msg);
@@ -207,8 +208,18 @@ static void *watermark_thread(void *arg)
             publish(wm, mark);
         } while (more);
     } while (wait_for_work(wm, &poked));
-    ordo_pg_close(&pg);
     return NULL;
+}
+
+/* The one cleanup: what es_watermark_create made, once the thread is gone (or never ran). */
+static void watermark_free(es_watermark_t *wm)
+{
+    pthread_mutex_destroy(&wm->mu);
+    pthread_cond_destroy(&wm->changed);
+    pthread_cond_destroy(&wm->poked);
+    ordo_pg_destroy(wm->pg);
+    free(wm->ranges);
+    free(wm);
 }
 
 ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_t *err)
@@ -218,16 +229,16 @@ ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_
     if (wm == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     wm->ctx = ctx;
-    if ((wm->ranges = calloc(MAX_RANGES, sizeof *wm->ranges)) == NULL) {
-        free(wm);
-        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    }
     pthread_mutex_init(&wm->mu, NULL);
     pthread_cond_init(&wm->changed, NULL);
     pthread_cond_init(&wm->poked, NULL);
+    if (ordo_pg_create(ctx->cfg->database_url, "eventstore watermark", NULL, &wm->pg, err) != ORDO_OK ||
+        (wm->ranges = calloc(MAX_RANGES, sizeof *wm->ranges)) == NULL) {
+        watermark_free(wm);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
     if (pthread_create(&wm->thread, NULL, watermark_thread, wm) != 0) {
-        free(wm->ranges);
-        free(wm);
+        watermark_free(wm);
         return ordo_error_set(err, ORDO_INTERNAL, "cannot start the watermark thread");
     }
     ordo_thread_name(wm->thread, "es-watermark", -1);
@@ -303,9 +314,5 @@ void es_watermark_destroy(es_watermark_t *wm)
     pthread_cond_broadcast(&wm->changed);
     pthread_mutex_unlock(&wm->mu);
     pthread_join(wm->thread, NULL);
-    pthread_mutex_destroy(&wm->mu);
-    pthread_cond_destroy(&wm->changed);
-    pthread_cond_destroy(&wm->poked);
-    free(wm->ranges);
-    free(wm);
+    watermark_free(wm);
 }

@@ -45,6 +45,7 @@ enum { BUSY_MEMORY = 8, SMALL_BATCH = 4, GUARD_REST = 16 };
  * aggregate, so two lanes never contend for the same stream head. */
 typedef struct lane {
     es_writer_t *w;
+    ordo_pg_t *pg;    /* the writer thread's */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     es_append_t *head, *tail;
@@ -58,6 +59,7 @@ struct es_writer {
     es_ctx_t *ctx;
     lane_t *lanes;
     int n_lanes;
+    char session[160];   /* the lanes' connections' setup (es_writer_session_sql) */
 };
 
 typedef struct head {
@@ -70,6 +72,18 @@ typedef struct head {
     bool exists, touched;
 } head_t;
 
+/* The statements' array parameters, by name (PostgreSQL array literals),
+ * kept over a lane's transactions so that their memory is reused. */
+typedef struct arrays {
+    /* the lookup: every event id, every aggregate */
+    ordo_buf_t lookup_ids, lookup_aggs;
+    /* stream heads written: aggregate, type, new version; the guarded
+     * insert's also: the version it moves from, its call's event ids */
+    ordo_buf_t head_agg, head_type, head_version, head_expected, head_ids;
+    /* events: id, aggregate, aggregate type, version, event type, data, metadata, stream */
+    ordo_buf_t ev_id, ev_agg, ev_type, ev_version, ev_event_type, ev_data, ev_meta, ev_stream;
+} arrays_t;
+
 /* One transaction's worth of calls and the scratch it needs. */
 typedef struct batch {
     es_append_t **items;
@@ -78,69 +92,31 @@ typedef struct batch {
     size_t n_heads;
     bool lookup;                  /* read first (the guarded insert failed, or left calls lately) */
     bool missed;                  /* the guarded insert failed or left a call */
-    ordo_buf_t a[13];             /* the INSERT's array parameters (the last two: guarded only) */
+    arrays_t x;
 } batch_t;
 
+/* The insert's thirteen arrays, for what is done to each alike. */
+enum { N_INSERT_ARRAYS = 13 };
+static void insert_arrays(arrays_t *x, ordo_buf_t *out[N_INSERT_ARRAYS])
+{
+    ordo_buf_t *all[N_INSERT_ARRAYS] = {&x->head_agg,   &x->head_type, &x->head_version, &x->head_expected,
+                                        &x->head_ids,   &x->ev_id,     &x->ev_agg,       &x->ev_type,
+                                        &x->ev_version, &x->ev_event_type, &x->ev_data,  &x->ev_meta,
+                                        &x->ev_stream};
+    memcpy(out, all, sizeof all);
+}
+
+static void arrays_free(arrays_t *x)
+{
+    ordo_buf_t *insert[N_INSERT_ARRAYS];
+    insert_arrays(x, insert);
+    for (int i = 0; i < N_INSERT_ARRAYS; i++)
+        ordo_buf_free(insert[i]);
+    ordo_buf_free(&x->lookup_ids);
+    ordo_buf_free(&x->lookup_aggs);
+}
+
 const ordo_retry_policy_t es_retry_policy = {8, 2, 250};
-
-/* Events ($4..$11: id, aggregate, type, version, event type, data,
- * metadata, stream) in the given order, as far as @p filter (a WHERE clause
- * on u) lets them, with their outbox rows; answers each row's position,
- * event id, created_at (µs) and data as stored, in position order. */
-#define INSERT_EVENTS_SQL(filter)                                                                  \
-    "ins AS ("                                                                                     \
-    "  INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"          \
-    "                      event_data, metadata, stream)"                                          \
-    "  SELECT u.id, u.agg, u.atype, u.ver, u.etype, u.data::jsonb, u.meta::jsonb, u.stream"       \
-    "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::text[],"                   \
-    "              $9::text[], $10::text[], $11::text[])"                                          \
-    "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"            \
-    filter "  ORDER BY u.ord"                                                                      \
-    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us," \
-    "            event_data::text AS stored"                                                       \
-    "), ob AS ("                                                                                   \
-    "  INSERT INTO outbox (position) SELECT position FROM ins"                                     \
-    ") "                                                                                           \
-    "SELECT position, event_id::text, created_us, stored FROM ins ORDER BY position"
-
-/* Stream heads ($1 aggregate, $2 type, $3 new version) written as given. */
-static const char *const INSERT_SQL =
-    "WITH heads AS ("
-    "  INSERT INTO streams (aggregate_id, aggregate_type, version)"
-    "  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])"
-    "  ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version"
-    "  RETURNING 1"
-    "), " INSERT_EVENTS_SQL("");
-
-/* The guarded insert: three statements in one round trip, each changing one
- * table's rows (CockroachDB refuses two changes of one table in a
- * statement). Heads given as ($1 aggregate, $2 type, $3 new version, $4
- * expected version, $5 its call's event ids as an array literal): those
- * expected at 0 are created unless they exist, the others move only from
- * their expected version and type, and neither when one of the call's event
- * ids is stored already (a replay, or a reuse: its insert would fail the
- * whole transaction after drawing positions, a gap the readers wait out). */
-static const char *const CREATE_HEADS_SQL =
-    "INSERT INTO streams (aggregate_id, aggregate_type, version)"
-    " SELECT agg, atype, ver"
-    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS g(agg, atype, ver, expected, ids)"
-    " WHERE expected = 0 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(g.ids::uuid[]))"
-    " ON CONFLICT (aggregate_id) DO NOTHING";
-
-static const char *const MOVE_HEADS_SQL =
-    "UPDATE streams s SET version = g.ver"
-    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS g(agg, atype, ver, expected, ids)"
-    " WHERE g.expected > 0 AND s.aggregate_id = g.agg AND s.version = g.expected AND s.aggregate_type = g.atype"
-    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(g.ids::uuid[]))";
-
-/* Then INSERT_SQL's events, of the heads the two statements created or
- * moved: now at their new version, and without an event of that version
- * yet (a head that was there already has it, and is left alone). */
-static const char *const GUARDED_EVENTS_SQL =
-    "WITH " INSERT_EVENTS_SQL(
-        "  WHERE u.agg IN (SELECT h.agg FROM unnest($1::text[], $2::text[], $3::int8[]) AS h(agg, atype, ver)"
-        "                  JOIN streams s ON s.aggregate_id = h.agg AND s.version = h.ver AND s.aggregate_type = h.atype"
-        "                  WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_id = h.agg AND e.version = h.ver))");
 
 /* The writer's statements take arrays, and PostgreSQL plans a prepared
  * statement anew for every execution while a plan for the arrays' actual
@@ -236,9 +212,9 @@ static void fill_head(batch_t *b, const PGresult *res, int r)
 
 /* Steps 1 and 2 in one statement: which event ids are stored already, and
  * the stream heads of the batch's aggregates, locked (in a stable order). */
-static ordo_status read_and_lock(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
+static ordo_status read_and_lock(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
 {
-    ordo_buf_t *ids = &b->a[0], *aggs = &b->a[1];
+    ordo_buf_t *ids = &b->x.lookup_ids, *aggs = &b->x.lookup_aggs;
     const char *params[2];
     PGresult *res;
     ordo_status st;
@@ -254,12 +230,13 @@ static ordo_status read_and_lock(ordo_pg_t *pg, batch_t *b, ordo_error_t *err)
     collect_heads(b, aggs);
     params[0] = ordo_buf_str(ids);
     params[1] = ordo_buf_str(aggs);
-    st = ordo_pg_query(pg, "WITH heads AS (SELECT aggregate_id, aggregate_type, version FROM streams"
-                           "  WHERE aggregate_id = ANY($2::text[]) ORDER BY aggregate_id FOR UPDATE) "
-                           "SELECT 'e', event_id::text, aggregate_id, version, position FROM events"
-                           " WHERE event_id = ANY($1::uuid[]) "
-                           "UNION ALL SELECT 'h', aggregate_type, aggregate_id, version, 0 FROM heads",
-                       2, params, &res, err);
+    st = ordo_pg_tx_query(tx, NULL,
+                          "WITH heads AS (SELECT aggregate_id, aggregate_type, version FROM streams"
+                          "  WHERE aggregate_id = ANY($2::text[]) ORDER BY aggregate_id FOR UPDATE) "
+                          "SELECT 'e', event_id::text, aggregate_id, version, position FROM events"
+                          " WHERE event_id = ANY($1::uuid[]) "
+                          "UNION ALL SELECT 'h', aggregate_type, aggregate_id, version, 0 FROM heads",
+                          2, params, &res, err);
     if (st != ORDO_OK) {
         free(matched);
         return st;
@@ -345,6 +322,26 @@ static bool guess_heads(batch_t *b)
     return true;
 }
 
+/* Events ($4..$11: id, aggregate, type, version, event type, data,
+ * metadata, stream) in the given order, as far as @p filter (a WHERE clause
+ * on u) lets them, with their outbox rows; answers each row's position,
+ * event id, created_at (µs) and data as stored, in position order. */
+#define INSERT_EVENTS_SQL(filter)                                                                  \
+    "ins AS ("                                                                                     \
+    "  INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"          \
+    "                      event_data, metadata, stream)"                                          \
+    "  SELECT u.id, u.agg, u.atype, u.ver, u.etype, u.data::jsonb, u.meta::jsonb, u.stream"       \
+    "  FROM unnest($4::uuid[], $5::text[], $6::text[], $7::int8[], $8::text[],"                   \
+    "              $9::text[], $10::text[], $11::text[])"                                          \
+    "       WITH ORDINALITY AS u(id, agg, atype, ver, etype, data, meta, stream, ord)"            \
+    filter "  ORDER BY u.ord"                                                                      \
+    "  RETURNING position, event_id, (extract(epoch FROM created_at) * 1000000)::int8 AS created_us," \
+    "            event_data::text AS stored"                                                       \
+    "), ob AS ("                                                                                   \
+    "  INSERT INTO outbox (position) SELECT position FROM ins"                                     \
+    ") "                                                                                           \
+    "SELECT position, event_id::text, created_us, stored FROM ins ORDER BY position"
+
 /* Takes @p a's rows of an insert's answer (position, event id, created_at,
  * data as stored), from *@p row on: they come in the order its events were
  * given. */
@@ -361,6 +358,36 @@ static ordo_status take_call_rows(es_append_t *a, PGresult *res, int *row, ordo_
     a->position = a->positions[a->n - 1];
     return ORDO_OK;
 }
+
+/* The guarded insert: three statements in one round trip, each changing one
+ * table's rows (CockroachDB refuses two changes of one table in a
+ * statement). Heads given as ($1 aggregate, $2 type, $3 new version, $4
+ * expected version, $5 its call's event ids as an array literal): those
+ * expected at 0 are created unless they exist, the others move only from
+ * their expected version and type, and neither when one of the call's event
+ * ids is stored already (a replay, or a reuse: its insert would fail the
+ * whole transaction after drawing positions, a gap the readers wait out). */
+static const char *const CREATE_HEADS_SQL =
+    "INSERT INTO streams (aggregate_id, aggregate_type, version)"
+    " SELECT agg, atype, ver"
+    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS g(agg, atype, ver, expected, ids)"
+    " WHERE expected = 0 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(g.ids::uuid[]))"
+    " ON CONFLICT (aggregate_id) DO NOTHING";
+
+static const char *const MOVE_HEADS_SQL =
+    "UPDATE streams s SET version = g.ver"
+    " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS g(agg, atype, ver, expected, ids)"
+    " WHERE g.expected > 0 AND s.aggregate_id = g.agg AND s.version = g.expected AND s.aggregate_type = g.atype"
+    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY(g.ids::uuid[]))";
+
+/* Then INSERT_SQL's events, of the heads the two statements created or
+ * moved: now at their new version, and without an event of that version
+ * yet (a head that was there already has it, and is left alone). */
+static const char *const GUARDED_EVENTS_SQL =
+    "WITH " INSERT_EVENTS_SQL(
+        "  WHERE u.agg IN (SELECT h.agg FROM unnest($1::text[], $2::text[], $3::int8[]) AS h(agg, atype, ver)"
+        "                  JOIN streams s ON s.aggregate_id = h.agg AND s.version = h.ver AND s.aggregate_type = h.atype"
+        "                  WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_id = h.agg AND e.version = h.ver))");
 
 /* Matches the guarded insert's rows (in item order) to the calls; a call
  * whose events it did not write waits for the next batch, which reads first. */
@@ -389,16 +416,41 @@ static void ids_literal(ordo_buf_t *out, const es_append_t *a)
     ordo_buf_pg_array_end(out);
 }
 
-/* The guarded insert's three statements, with the batch's BEGIN and
- * COMMIT, in one round trip (@p p: insert_events' thirteen arrays). */
-static ordo_status insert_guarded(ordo_pg_t *pg, batch_t *b, const char *const *p, ordo_error_t *err)
+/* $1..$11 of the events statements: the heads' three arrays, then the events' eight. */
+enum { EVENTS_PARAMS = 11, HEADS_PARAMS = 5 };
+static void events_params(const arrays_t *x, const char *p[EVENTS_PARAMS])
 {
-    const char *heads[5] = {p[0], p[1], p[2], p[11], p[12]};
-    ordo_pg_stmt_t stmts[3] = {{"es_heads_create", CREATE_HEADS_SQL, 5, heads, NULL},
-                               {"es_heads_move", MOVE_HEADS_SQL, 5, heads, NULL},
-                               {"es_insert_guarded", GUARDED_EVENTS_SQL, 11, p, NULL}};
-    ordo_status st = ordo_pg_query_pipeline(pg, stmts, 3, err);
+    const char *v[EVENTS_PARAMS] = {ordo_buf_str(&x->head_agg),  ordo_buf_str(&x->head_type),
+                                    ordo_buf_str(&x->head_version), ordo_buf_str(&x->ev_id),
+                                    ordo_buf_str(&x->ev_agg),    ordo_buf_str(&x->ev_type),
+                                    ordo_buf_str(&x->ev_version), ordo_buf_str(&x->ev_event_type),
+                                    ordo_buf_str(&x->ev_data),   ordo_buf_str(&x->ev_meta),
+                                    ordo_buf_str(&x->ev_stream)};
+    memcpy(p, v, sizeof v);
+}
 
+/* $1..$5 of the guarded heads statements. */
+static void heads_params(const arrays_t *x, const char *p[HEADS_PARAMS])
+{
+    const char *v[HEADS_PARAMS] = {ordo_buf_str(&x->head_agg), ordo_buf_str(&x->head_type),
+                                   ordo_buf_str(&x->head_version), ordo_buf_str(&x->head_expected),
+                                   ordo_buf_str(&x->head_ids)};
+    memcpy(p, v, sizeof v);
+}
+
+/* The guarded insert's three statements, with the batch's BEGIN and
+ * COMMIT, in one round trip. */
+static ordo_status insert_guarded(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
+{
+    const char *heads[HEADS_PARAMS], *events[EVENTS_PARAMS];
+    ordo_pg_stmt_t stmts[3] = {{"es_heads_create", CREATE_HEADS_SQL, HEADS_PARAMS, heads, NULL},
+                               {"es_heads_move", MOVE_HEADS_SQL, HEADS_PARAMS, heads, NULL},
+                               {"es_insert_guarded", GUARDED_EVENTS_SQL, EVENTS_PARAMS, events, NULL}};
+    ordo_status st;
+
+    heads_params(&b->x, heads);
+    events_params(&b->x, events);
+    st = ordo_pg_tx_run_and_commit(tx, stmts, 3, err);
     if (st == ORDO_CONFLICT) {   /* a partial replay, or a concurrent writer elsewhere */
         b->lookup = b->missed = true;
         return ORDO_RETRY;
@@ -411,60 +463,25 @@ static ordo_status insert_guarded(ordo_pg_t *pg, batch_t *b, const char *const *
     return st;
 }
 
-/* Step 3: one statement writes stream heads, events and outbox rows
- * (@p guarded: the guarded insert, of the heads guess_heads made). */
-static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, bool guarded, ordo_error_t *err)
+/* Stream heads ($1 aggregate, $2 type, $3 new version) written as given. */
+static const char *const INSERT_SQL =
+    "WITH heads AS ("
+    "  INSERT INTO streams (aggregate_id, aggregate_type, version)"
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])"
+    "  ON CONFLICT (aggregate_id) DO UPDATE SET version = excluded.version"
+    "  RETURNING 1"
+    "), " INSERT_EVENTS_SQL("");
+
+/* INSERT_SQL with the batch's BEGIN (unless the lookup took it) and COMMIT. */
+static ordo_status insert_plain(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
 {
-    const char *params[13];
-    ordo_buf_t ids = ORDO_BUF_INIT;
-    PGresult *res;
+    const char *events[EVENTS_PARAMS];
+    ordo_pg_stmt_t stmt = {"es_insert", INSERT_SQL, EVENTS_PARAMS, events, NULL};
     ordo_status st;
     int row = 0;
 
-    for (int i = 0; i < 13; i++)
-        ordo_buf_pg_array_begin(&b->a[i]);
-    for (size_t i = 0; i < b->n_heads; i++) {
-        if (!b->heads[i].touched)
-            continue;
-        ordo_buf_pg_array_text(&b->a[0], b->heads[i].aggregate_id);
-        ordo_buf_pg_array_text(&b->a[1], b->heads[i].aggregate_type);
-        ordo_buf_pg_array_int(&b->a[2], b->heads[i].version);
-        if (guarded) {
-            ordo_buf_pg_array_int(&b->a[11], b->heads[i].expected);
-            ids_literal(&ids, b->heads[i].call);
-            ordo_buf_pg_array_text(&b->a[12], ordo_buf_str(&ids));
-        }
-    }
-    for (size_t i = 0; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        if (!live(a))
-            continue;
-        for (size_t k = 0; k < a->n; k++) {
-            const Eventstore__Event *ev = a->events[k];
-            ordo_buf_pg_array_text(&b->a[3], a->ids[k]);
-            ordo_buf_pg_array_text(&b->a[4], ev->aggregate_id);
-            ordo_buf_pg_array_text(&b->a[5], ev->aggregate_type);
-            ordo_buf_pg_array_int(&b->a[6], a->version - (int64_t)a->n + 1 + (int64_t)k);
-            ordo_buf_pg_array_text(&b->a[7], ev->event_type);
-            ordo_buf_pg_array_text(&b->a[8], ev->event_data);
-            ordo_buf_pg_array_text(&b->a[9], a->metadata[k]);
-            ordo_buf_pg_array_text(&b->a[10], ev->stream);
-        }
-    }
-    ordo_buf_free(&ids);
-    for (int i = 0; i < 13; i++) {
-        ordo_buf_pg_array_end(&b->a[i]);
-        if (ordo_buf_failed(&b->a[i]))
-            return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory building the insert");
-        params[i] = ordo_buf_str(&b->a[i]);
-    }
-    /* The INSERT is the transaction's last statement: its COMMIT goes out
-     * with it. (Once it returns, the rows are committed: what follows only
-     * reads its answer.) */
-    ordo_pg_commit_with_next(pg);
-    if (guarded)
-        return insert_guarded(pg, b, params, err);
-    st = ordo_pg_query_prepared(pg, "es_insert", INSERT_SQL, 11, params, &res, err);
+    events_params(&b->x, events);
+    st = ordo_pg_tx_run_and_commit(tx, &stmt, 1, err);
     if (st == ORDO_CONFLICT)     /* the same event id or version committed meanwhile elsewhere */
         return ORDO_RETRY;
     if (st != ORDO_OK)
@@ -472,12 +489,70 @@ static ordo_status insert_events(ordo_pg_t *pg, batch_t *b, bool guarded, ordo_e
     /* Rows come back in position order, which is the order they were given in. */
     for (size_t i = 0; i < b->n && st == ORDO_OK; i++)
         if (live(b->items[i]))
-            st = take_call_rows(b->items[i], res, &row, err);
-    PQclear(res);
+            st = take_call_rows(b->items[i], stmt.result, &row, err);
+    PQclear(stmt.result);
     return st;
 }
 
-static ordo_status batch_body(ordo_pg_t *pg, void *arg, ordo_error_t *err)
+/* The arrays of the heads the batch writes (@p guarded: with the version
+ * each moves from and its call's event ids) and of the live calls' events. */
+static ordo_status fill_arrays(batch_t *b, bool guarded, ordo_error_t *err)
+{
+    arrays_t *x = &b->x;
+    ordo_buf_t *all[N_INSERT_ARRAYS], ids = ORDO_BUF_INIT;
+
+    insert_arrays(x, all);
+    for (int i = 0; i < N_INSERT_ARRAYS; i++)
+        ordo_buf_pg_array_begin(all[i]);
+    for (size_t i = 0; i < b->n_heads; i++) {
+        const head_t *h = &b->heads[i];
+        if (!h->touched)
+            continue;
+        ordo_buf_pg_array_text(&x->head_agg, h->aggregate_id);
+        ordo_buf_pg_array_text(&x->head_type, h->aggregate_type);
+        ordo_buf_pg_array_int(&x->head_version, h->version);
+        if (guarded) {
+            ordo_buf_pg_array_int(&x->head_expected, h->expected);
+            ids_literal(&ids, h->call);
+            ordo_buf_pg_array_text(&x->head_ids, ordo_buf_str(&ids));
+        }
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        const es_append_t *a = b->items[i];
+        for (size_t k = 0; live(a) && k < a->n; k++) {
+            const Eventstore__Event *ev = a->events[k];
+            ordo_buf_pg_array_text(&x->ev_id, a->ids[k]);
+            ordo_buf_pg_array_text(&x->ev_agg, ev->aggregate_id);
+            ordo_buf_pg_array_text(&x->ev_type, ev->aggregate_type);
+            ordo_buf_pg_array_int(&x->ev_version, a->version - (int64_t)a->n + 1 + (int64_t)k);
+            ordo_buf_pg_array_text(&x->ev_event_type, ev->event_type);
+            ordo_buf_pg_array_text(&x->ev_data, ev->event_data);
+            ordo_buf_pg_array_text(&x->ev_meta, a->metadata[k]);
+            ordo_buf_pg_array_text(&x->ev_stream, ev->stream);
+        }
+    }
+    ordo_buf_free(&ids);
+    for (int i = 0; i < N_INSERT_ARRAYS; i++) {
+        ordo_buf_pg_array_end(all[i]);
+        if (ordo_buf_failed(all[i]))
+            return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory building the insert");
+    }
+    return ORDO_OK;
+}
+
+/* Step 3: one statement writes stream heads, events and outbox rows
+ * (@p guarded: the guarded insert, of the heads guess_heads made). It is
+ * the transaction's last: its COMMIT goes out with it (once it returns, the
+ * rows are committed: what follows only reads its answer). */
+static ordo_status insert_events(ordo_pg_tx_t *tx, batch_t *b, bool guarded, ordo_error_t *err)
+{
+    ordo_status st = fill_arrays(b, guarded, err);
+    if (st != ORDO_OK)
+        return st;
+    return guarded ? insert_guarded(tx, b, err) : insert_plain(tx, b, err);
+}
+
+static ordo_status batch_body(ordo_pg_tx_t *tx, void *arg, ordo_error_t *err)
 {
     batch_t *b = arg;
     ordo_status st;
@@ -490,14 +565,14 @@ static ordo_status batch_body(ordo_pg_t *pg, void *arg, ordo_error_t *err)
         a->version = a->position = 0;
     }
     if (guess_heads(b))
-        return insert_events(pg, b, true, err);
-    if ((st = read_and_lock(pg, b, err)) != ORDO_OK)
+        return insert_events(tx, b, true, err);
+    if ((st = read_and_lock(tx, b, err)) != ORDO_OK)
         return st;
     defer_overlaps(b);
     check_versions(b);
     for (size_t i = 0; i < b->n; i++)
         if (live(b->items[i]))
-            return insert_events(pg, b, false, err);
+            return insert_events(tx, b, false, err);
     return ORDO_OK;
 }
 
@@ -607,11 +682,12 @@ static void note_arrivals(lane_t *l)
     pthread_mutex_unlock(&l->mu);
 }
 
-static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
+static void run_batch(lane_t *l, es_append_t **items, size_t n)
 {
     es_writer_t *w = l->w;
-    batch_t b = {items, n, NULL, 0, l->guard_rest > 0, false, {ORDO_BUF_INIT}};
-    ordo_pg_tx_t tx = {"BEGIN ISOLATION LEVEL REPEATABLE READ", batch_body, batch_resolve, &b, es_retry_policy};
+    batch_t b = {.items = items, .n = n, .lookup = l->guard_rest > 0};
+    ordo_pg_transaction_t tx = {.begin_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ", .body = batch_body,
+                                .resolve = batch_resolve, .arg = &b, .policy = es_retry_policy};
     ordo_error_t err;
     ordo_status st;
     int retries = 0;
@@ -619,7 +695,7 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
 
     b.heads = calloc(n, sizeof *b.heads);
     st = b.heads == NULL ? ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory")
-                         : ordo_pg_transact(pg, &tx, &retries, &err);
+                         : ordo_pg_transact(l->pg, &tx, &retries, &err);
     ordo_metric_observe_us(w->ctx->stats.tx_latency, ordo_mono_us() - began);
     note_arrivals(l);
     /* Where expected versions are often stale (writers contending for a few
@@ -627,15 +703,14 @@ static void run_batch(lane_t *l, ordo_pg_t *pg, es_append_t **items, size_t n)
      * the lane reads first for a while after one. */
     l->guard_rest = b.missed ? GUARD_REST : l->guard_rest > 0 ? l->guard_rest - 1 : 0;
     atomic_fetch_add(&w->ctx->stats.tx_retries, retries);
-    for (int i = 0; i < 13; i++)
-        ordo_buf_free(&b.a[i]);
+    arrays_free(&b.x);
     free(b.heads);
 
     if (st != ORDO_OK && n > 1 && st != ORDO_UNAVAILABLE && st != ORDO_TIMEOUT) {
         /* Maybe one call's data broke the statement: give each its own transaction. */
         ORDO_WARN("batch failed; retrying its calls one by one", "calls=%zu err=\"%s\"", n, err.msg);
         for (size_t i = 0; i < n; i++)
-            run_batch(l, pg, &items[i], 1);
+            run_batch(l, &items[i], 1);
         return;
     }
     if (st == ORDO_OK) {
@@ -707,17 +782,12 @@ static void *writer_thread(void *arg)
     const es_config_t *cfg = l->w->ctx->cfg;
     size_t max = (size_t)cfg->group_commit_max, n;
     es_append_t **items = calloc(max, sizeof *items);
-    char session[160];
-    ordo_pg_t pg;
     ordo_error_t err;
 
-    es_writer_session_sql(cfg, session, sizeof session);
-    if (ordo_pg_open(&pg, cfg->database_url, "eventstore writer", session, &err) != ORDO_OK)
+    if (ordo_pg_ensure(l->pg, &err) != ORDO_OK)
         ORDO_WARN("writer cannot reach the database yet", "err=\"%s\"", err.msg);
-    ordo_pg_set_optional(&pg, WRITER_PLANS_SQL);
     while (items != NULL && (n = take(l, items, max, cfg->group_commit_wait_us)) > 0)
-        run_batch(l, &pg, items, n);
-    ordo_pg_close(&pg);
+        run_batch(l, items, n);
     free(items);
     return NULL;
 }
@@ -733,11 +803,19 @@ ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err
     }
     w->ctx = ctx;
     w->n_lanes = ctx->cfg->writers;
+    es_writer_session_sql(ctx->cfg, w->session, sizeof w->session);
     for (int i = 0; i < w->n_lanes; i++) {
         lane_t *l = &w->lanes[i];
         l->w = w;
         pthread_mutex_init(&l->mu, NULL);
         pthread_cond_init(&l->cv, NULL);
+    }
+    for (int i = 0; i < w->n_lanes; i++) {
+        if (ordo_pg_create(ctx->cfg->database_url, "eventstore writer", w->session, &w->lanes[i].pg, err) != ORDO_OK) {
+            es_writer_destroy(w);
+            return ORDO_NO_MEMORY;
+        }
+        ordo_pg_set_optional(w->lanes[i].pg, WRITER_PLANS_SQL);
     }
     for (int i = 0; i < w->n_lanes; i++) {
         if (pthread_create(&w->lanes[i].thread, NULL, writer_thread, &w->lanes[i]) != 0) {
@@ -782,6 +860,7 @@ void es_writer_destroy(es_writer_t *w)
             pthread_join(w->lanes[i].thread, NULL);
         pthread_mutex_destroy(&w->lanes[i].mu);
         pthread_cond_destroy(&w->lanes[i].cv);
+        ordo_pg_destroy(w->lanes[i].pg);
     }
     free(w->lanes);
     free(w);

@@ -80,11 +80,16 @@ void ordo_consumer_config_init(ordo_consumer_config_t *cfg)
                                     .concurrency = 1};
 }
 
+ordo_msg_action ordo_msg_settle_action(ordo_msg_action action, uint64_t delivered, int max_deliver)
+{
+    return action == ORDO_MSG_RETRY && delivered >= (uint64_t)max_deliver ? ORDO_MSG_TERM : action;
+}
+
 static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, ordo_msg_action action)
 {
     natsStatus s;
 
-    if (action == ORDO_MSG_RETRY && ev->delivered >= (uint64_t)c->cfg.max_deliver) {
+    if (ordo_msg_settle_action(action, ev->delivered, c->cfg.max_deliver) != action) {
         ORDO_ERROR("message keeps failing: terminated", "consumer=%s event_id=%s type=%s aggregate=%s delivered=%llu",
                    c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id, (unsigned long long)ev->delivered);
         action = ORDO_MSG_TERM;

@@ -7,7 +7,7 @@ typedef struct migrate_arg {
     int applied;
 } migrate_arg_t;
 
-static ordo_status apply_one(ordo_pg_t *pg, void *arg, ordo_error_t *err)
+static ordo_status apply_one(ordo_pg_tx_t *tx, void *arg, ordo_error_t *err)
 {
     migrate_arg_t *a = arg;
     const char *params[1] = {a->m->name};
@@ -16,19 +16,19 @@ static ordo_status apply_one(ordo_pg_t *pg, void *arg, ordo_error_t *err)
 
     /* The row both records and locks the migration: a concurrent migrator
      * waits here, then sees it applied. */
-    st = ordo_pg_query(pg, "INSERT INTO schema_migrations (name) VALUES ($1) "
-                           "ON CONFLICT (name) DO NOTHING RETURNING name", 1, params, &res, err);
+    st = ordo_pg_tx_query(tx, NULL, "INSERT INTO schema_migrations (name) VALUES ($1) "
+                                    "ON CONFLICT (name) DO NOTHING RETURNING name", 1, params, &res, err);
     if (st != ORDO_OK)
         return st == ORDO_CONFLICT ? ORDO_RETRY : st;
     a->applied = PQntuples(res);
     PQclear(res);
-    return a->applied ? ordo_pg_exec(pg, a->m->sql, err) : ORDO_OK;
+    return a->applied ? ordo_pg_tx_exec(tx, a->m->sql, err) : ORDO_OK;
 }
 
 ordo_status ordo_migrate(ordo_pg_t *pg, ordo_error_t *err)
 {
     ordo_status st;
-    ordo_pg_tx_t tx = {"BEGIN", apply_one, NULL, NULL, {10, 20, 500}};
+    ordo_pg_transaction_t tx = {.begin_sql = "BEGIN", .body = apply_one, .policy = {10, 20, 500}};
 
     st = ordo_pg_ensure(pg, err);
     if (st == ORDO_OK)
@@ -50,10 +50,10 @@ ordo_status ordo_migrate(ordo_pg_t *pg, ordo_error_t *err)
 
 ordo_status ordo_migrate_url(const char *url, ordo_error_t *err)
 {
-    ordo_pg_t pg;
-    ordo_status st = ordo_pg_open(&pg, url, "ordo migrate", NULL, err);
+    ordo_pg_t *pg;
+    ordo_status st = ordo_pg_open(url, "ordo migrate", NULL, &pg, err);
     if (st == ORDO_OK)
-        st = ordo_migrate(&pg, err);
-    ordo_pg_close(&pg);
+        st = ordo_migrate(pg, err);
+    ordo_pg_destroy(pg);
     return st;
 }

@@ -8,18 +8,55 @@
 
 #include "ordo/log.h"
 
-ordo_status ordo_pg_open(ordo_pg_t *pg, const char *url, const char *name, const char *setup_sql,
-                         ordo_error_t *err)
+/* The handle: the connection and what it takes to make it again. */
+struct ordo_pg {
+    PGconn *conn;
+    const char *url;           /* not owned */
+    const char *name;          /* application_name (not owned); NULL: the service's name */
+    const char *setup_sql;     /* run after every (re)connect; may be NULL */
+    const char *optional_sql;  /* then this, if set: a server may refuse it */
+    const char *prepared[ORDO_PG_MAX_PREPARED]; /* statement names prepared on this connection */
+    int n_prepared;
+};
+
+/* What became of a COMMIT sent together with a transaction's last statements. */
+typedef enum commit_outcome {
+    COMMIT_NONE = 0,   /* not sent with them: ordo_pg_transact commits */
+    COMMIT_DONE,       /* committed */
+    COMMIT_FAILED,     /* the COMMIT failed (commit_status, commit_err) */
+    COMMIT_SKIPPED,    /* a statement failed, so the COMMIT did not run */
+    COMMIT_UNKNOWN,    /* the answer was lost with the connection */
+} commit_outcome;
+
+/* A transaction in progress: lives on ordo_pg_transact's stack for one attempt. */
+struct ordo_pg_tx {
+    ordo_pg_t *pg;
+    const char *begin_sql;     /* sent with the first statements */
+    bool began;                /* the BEGIN was sent */
+    commit_outcome commit;
+    ordo_status commit_status;
+    ordo_error_t commit_err;
+};
+
+ordo_status ordo_pg_create(const char *url, const char *name, const char *setup_sql, ordo_pg_t **out,
+                           ordo_error_t *err)
 {
-    pg->conn = NULL;
+    ordo_pg_t *pg = calloc(1, sizeof *pg);
+
+    *out = pg;
+    if (pg == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     pg->url = url;
     pg->name = name;
-    pg->n_prepared = 0;
-    pg->pending_begin = NULL;
-    pg->commit = ORDO_PG_COMMIT_NONE;
     pg->setup_sql = setup_sql;
-    pg->optional_sql = NULL;
-    return ordo_pg_ensure(pg, err);
+    return ORDO_OK;
+}
+
+ordo_status ordo_pg_open(const char *url, const char *name, const char *setup_sql, ordo_pg_t **out,
+                         ordo_error_t *err)
+{
+    ordo_status st = ordo_pg_create(url, name, setup_sql, out, err);
+    return st == ORDO_OK ? ordo_pg_ensure(*out, err) : st;
 }
 
 static void run_optional(ordo_pg_t *pg)
@@ -39,13 +76,57 @@ void ordo_pg_set_optional(ordo_pg_t *pg, const char *sql)
         run_optional(pg);
 }
 
-void ordo_pg_close(ordo_pg_t *pg)
+/* Drops the connection (the next ordo_pg_ensure connects again). */
+static void disconnect(ordo_pg_t *pg)
 {
     if (pg->conn != NULL)
         PQfinish(pg->conn);
     pg->conn = NULL;
     pg->n_prepared = 0;
-    pg->pending_begin = NULL;   /* (commit keeps what became of a COMMIT lost with the connection) */
+}
+
+void ordo_pg_destroy(ordo_pg_t *pg)
+{
+    if (pg == NULL)
+        return;
+    disconnect(pg);
+    free(pg);
+}
+
+ordo_status ordo_pg_status_of_sqlstate(const char *state)
+{
+    if (state == NULL)
+        return ORDO_INTERNAL;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        return ORDO_RETRY;
+    if (strcmp(state, "23505") == 0)
+        return ORDO_CONFLICT;
+    if (strcmp(state, "57014") == 0)
+        return ORDO_TIMEOUT;
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0)
+        return ORDO_UNAVAILABLE;
+    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
+        return ORDO_INVALID;
+    return ORDO_INTERNAL;
+}
+
+/* The one mapping from a libpq result to ordo_status (see
+ * ordo_pg_status_of_sqlstate), with the server's message. Does not clear @p res. */
+static ordo_status check_result(PGconn *conn, const PGresult *res, ordo_error_t *err)
+{
+    ExecStatusType rs = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    const char *state, *text;
+    ordo_status st;
+
+    if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK || rs == PGRES_EMPTY_QUERY)
+        return ORDO_OK;
+    if (PQstatus(conn) != CONNECTION_OK)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+    state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    text = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    st = ordo_pg_status_of_sqlstate(state);
+    return ordo_error_set(err, st, "database error %s: %s", state ? state : "?",
+                          text ? text : PQerrorMessage(conn));
 }
 
 /* The server's notices (a migration's "already exists, skipping", a
@@ -67,7 +148,7 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
 {
     if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK)
         return ORDO_OK;
-    ordo_pg_close(pg);
+    disconnect(pg);
     {
         /* The URL may name its own application_name; ours is the fallback.
          * GSSAPI encryption is off unless the URL or PGGSSENCMODE asks for it:
@@ -85,16 +166,16 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
         /* libpq messages end in a newline: keep log lines whole */
         if (err != NULL)
             err->msg[strcspn(err->msg, "\n")] = '\0';
-        ordo_pg_close(pg);
+        disconnect(pg);
         return ORDO_UNAVAILABLE;
     }
     PQsetNoticeReceiver(pg->conn, on_notice, NULL);
     if (pg->setup_sql != NULL) {
         PGresult *res = PQexec(pg->conn, pg->setup_sql);
-        ordo_status st = ordo_pg_check(pg->conn, res, err);
+        ordo_status st = check_result(pg->conn, res, err);
         PQclear(res);
         if (st != ORDO_OK) {
-            ordo_pg_close(pg);
+            disconnect(pg);
             return st;
         }
     }
@@ -103,56 +184,24 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
     return ORDO_OK;
 }
 
-static ordo_status status_of_sqlstate(const char *state)
-{
-    if (state == NULL)
-        return ORDO_INTERNAL;
-    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
-        return ORDO_RETRY;
-    if (strcmp(state, "23505") == 0)
-        return ORDO_CONFLICT;
-    if (strcmp(state, "57014") == 0)
-        return ORDO_TIMEOUT;
-    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0)
-        return ORDO_UNAVAILABLE;
-    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
-        return ORDO_INVALID;
-    return ORDO_INTERNAL;
-}
-
-ordo_status ordo_pg_check(PGconn *conn, const PGresult *res, ordo_error_t *err)
-{
-    ExecStatusType rs = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    const char *state, *text;
-    ordo_status st;
-
-    if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK || rs == PGRES_EMPTY_QUERY)
-        return ORDO_OK;
-    if (PQstatus(conn) != CONNECTION_OK)
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    text = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    st = status_of_sqlstate(state);
-    return ordo_error_set(err, st, "database error %s: %s", state ? state : "?",
-                          text ? text : PQerrorMessage(conn));
-}
-
-/* Records what became of a COMMIT sent with the last statement. */
-static void note_commit(ordo_pg_t *pg, PGresult *stmt, PGresult *commit)
+/* Records what became of a COMMIT sent with a transaction's last statements:
+ * @p stmt is the last statement's result (NULL when one failed or none came
+ * back), @p commit the COMMIT's (NULL when its answer was lost). */
+static void note_commit(ordo_pg_tx_t *tx, PGconn *conn, PGresult *stmt, PGresult *commit)
 {
     if (stmt == NULL || PQresultStatus(stmt) == PGRES_FATAL_ERROR || PQresultStatus(stmt) == PGRES_PIPELINE_ABORTED)
-        pg->commit = ORDO_PG_COMMIT_SKIPPED;          /* the statement failed: the body says so */
+        tx->commit = COMMIT_SKIPPED;          /* a statement failed: the body says so */
     else if (commit == NULL)
-        pg->commit = ORDO_PG_COMMIT_UNKNOWN;          /* the answer was lost */
+        tx->commit = COMMIT_UNKNOWN;          /* the answer was lost */
     else if (PQresultStatus(commit) == PGRES_COMMAND_OK)
-        pg->commit = ORDO_PG_COMMIT_DONE;
+        tx->commit = COMMIT_DONE;
     else {
-        pg->commit = ORDO_PG_COMMIT_FAILED;
-        pg->commit_status = ordo_pg_check(pg->conn, commit, &pg->commit_err);
+        tx->commit = COMMIT_FAILED;
+        tx->commit_status = check_result(conn, commit, &tx->commit_err);
     }
 }
 
-/* Where the i-th of @p want results of a pipeline goes: the BEGIN's, each
+/* Where the i-th of the results of a pipeline goes: the BEGIN's, each
  * statement's, the COMMIT's. */
 static PGresult **result_slot(ordo_pg_stmt_t *stmts, int n, bool begin, PGresult **begin_res,
                               PGresult **commit_res, int i)
@@ -175,23 +224,22 @@ static bool all_succeeded(const ordo_pg_stmt_t *stmts, int n)
 }
 
 /* The statements with what goes out with them in one round trip (libpq
- * pipeline mode): the transaction's pending BEGIN before them, its COMMIT
- * after them. Fills each stmts[i].result (NULL when it did not run); when
- * the BEGIN failed, its result takes stmts[0]'s place. When the connection
- * broke, it is closed and only the results that still tell something are
- * kept: an error, or an answer whose COMMIT went through or was lost
- * (ordo_pg_transact resolves that). */
-static void pipeline(ordo_pg_t *pg, const char *begin, ordo_pg_stmt_t *stmts, int n, bool commit)
+ * pipeline mode): @p begin (may be NULL) before them, and when @p commit_of
+ * is set the COMMIT after them, whose outcome it records. Fills each
+ * stmts[i].result (NULL when it did not run); when the BEGIN failed, its
+ * result takes stmts[0]'s place. When the connection broke, it is dropped
+ * and only the results that still tell something are kept: an error, or an
+ * answer whose COMMIT went through or was lost (ordo_pg_transact resolves
+ * that). */
+static void pipeline(ordo_pg_t *pg, const char *begin, ordo_pg_stmt_t *stmts, int n, ordo_pg_tx_t *commit_of)
 {
     PGconn *c = pg->conn;
     PGresult *begin_res = NULL, *commit_res = NULL;
+    bool commit = commit_of != NULL, synced = false, sent;
     int want = (begin != NULL) + n + commit, got = 0;
-    bool synced = false, sent;
 
-    for (int i = 0; i < n; i++)
-        stmts[i].result = NULL;
     /* (our calls are synchronous, so the connection is idle here; if it is
-     * not, it is in no state to trust: the sends below fail and it is closed) */
+     * not, it is in no state to trust: the sends below fail and it is dropped) */
     sent = PQenterPipelineMode(c) == 1 &&
            (begin == NULL || PQsendQueryParams(c, begin, 0, NULL, NULL, NULL, NULL, 0) == 1);
     for (int i = 0; sent && i < n; i++)
@@ -217,80 +265,21 @@ static void pipeline(ordo_pg_t *pg, const char *begin, ordo_pg_stmt_t *stmts, in
         begin_res = NULL;
     }
     if (commit)
-        note_commit(pg, n > 0 && all_succeeded(stmts, n) ? stmts[n - 1].result : NULL, synced ? commit_res : NULL);
+        note_commit(commit_of, c, n > 0 && all_succeeded(stmts, n) ? stmts[n - 1].result : NULL,
+                    synced ? commit_res : NULL);
     PQclear(begin_res);
     PQclear(commit_res);
     if (!synced || PQexitPipelineMode(c) != 1) {
-        ordo_pg_close(pg);          /* the next call reconnects */
+        bool answered = commit && (commit_of->commit == COMMIT_DONE || commit_of->commit == COMMIT_UNKNOWN);
+        disconnect(pg);             /* the next call connects again */
         for (int i = 0; i < n; i++) {
             PGresult *r = stmts[i].result;
-            if (r != NULL && (PQresultStatus(r) == PGRES_FATAL_ERROR || pg->commit == ORDO_PG_COMMIT_DONE ||
-                              pg->commit == ORDO_PG_COMMIT_UNKNOWN))
+            if (r != NULL && (PQresultStatus(r) == PGRES_FATAL_ERROR || answered))
                 continue;
             PQclear(r);             /* the transaction is gone with the connection */
             stmts[i].result = NULL;
         }
     }
-}
-
-/* Runs one statement (prepared when @p name is set), with the pending BEGIN
- * of a transaction and the COMMIT asked for by ordo_pg_commit_with_next(). */
-static PGresult *run(ordo_pg_t *pg, const char *name, const char *sql, int n, const char *const *values)
-{
-    const char *begin = pg->pending_begin;
-    bool commit = pg->commit == ORDO_PG_COMMIT_NEXT;
-
-    pg->pending_begin = NULL;
-    if (begin != NULL || commit) {
-        ordo_pg_stmt_t stmt = {name, sql, n, values, NULL};
-        pipeline(pg, begin, &stmt, 1, commit);
-        return stmt.result;
-    }
-    return name != NULL ? PQexecPrepared(pg->conn, name, n, values, NULL, NULL, 0)
-                        : PQexecParams(pg->conn, sql, n, NULL, values, NULL, NULL, 0);
-}
-
-void ordo_pg_commit_with_next(ordo_pg_t *pg)
-{
-    pg->commit = ORDO_PG_COMMIT_NEXT;
-}
-
-/* Runs the statement (prepared when @p name is set) and checks its result:
- * on ORDO_OK, *out (if given) owns it. */
-static ordo_status query(ordo_pg_t *pg, const char *name, const char *sql, int n, const char *const *values,
-                         PGresult **out, ordo_error_t *err)
-{
-    PGresult *res = run(pg, name, sql, n, values);
-    ordo_status st = ordo_pg_check(pg->conn, res, err);
-
-    if (st == ORDO_OK && out != NULL)
-        *out = res;
-    else
-        PQclear(res);
-    return st;
-}
-
-ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
-                          PGresult **out, ordo_error_t *err)
-{
-    if (out != NULL)
-        *out = NULL;
-    if (pg->conn == NULL)
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    return query(pg, NULL, sql, n, values, out, err);
-}
-
-ordo_status ordo_pg_read(ordo_pg_t *pg, const char *sql, int n, const char *const *values, PGresult **out,
-                         ordo_error_t *err)
-{
-    ordo_status st = ordo_pg_ensure(pg, err);
-
-    if (st != ORDO_OK)
-        return st;
-    st = ordo_pg_query(pg, sql, n, values, out, err);
-    if (st == ORDO_UNAVAILABLE && PQstatus(pg->conn) != CONNECTION_OK && (st = ordo_pg_ensure(pg, err)) == ORDO_OK)
-        st = ordo_pg_query(pg, sql, n, values, out, err);
-    return st;
 }
 
 static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int n, ordo_error_t *err)
@@ -304,33 +293,24 @@ static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int
     if (pg->n_prepared == ORDO_PG_MAX_PREPARED)
         return ordo_error_set(err, ORDO_INTERNAL, "too many prepared statements");
     res = PQprepare(pg->conn, name, sql, n, NULL);
-    st = ordo_pg_check(pg->conn, res, err);
+    st = check_result(pg->conn, res, err);
     PQclear(res);
     if (st == ORDO_OK)
         pg->prepared[pg->n_prepared++] = name;
     return st;
 }
 
-ordo_status ordo_pg_query_prepared(ordo_pg_t *pg, const char *name, const char *sql, int n,
-                                   const char *const *values, PGresult **out, ordo_error_t *err)
+/* Runs @p n statements (named ones prepared first), with @p begin (may be
+ * NULL) before them and, for @p commit_of, its COMMIT after them: one
+ * statement alone goes out as it is, several in one pipeline. *@p sent
+ * tells whether anything went out. On ORDO_OK every result is set, on
+ * failure none. */
+static ordo_status run(ordo_pg_t *pg, const char *begin, ordo_pg_stmt_t *stmts, int n, ordo_pg_tx_t *commit_of,
+                       bool *sent, ordo_error_t *err)
 {
-    ordo_status st;
-
-    if (out != NULL)
-        *out = NULL;
-    if (pg->conn == NULL)
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    if ((st = prepare(pg, name, sql, n, err)) != ORDO_OK)
-        return st;
-    return query(pg, name, sql, n, values, out, err);
-}
-
-ordo_status ordo_pg_query_pipeline(ordo_pg_t *pg, ordo_pg_stmt_t *stmts, int n, ordo_error_t *err)
-{
-    const char *begin;
-    bool commit;
     ordo_status st = ORDO_OK;
 
+    *sent = false;
     for (int i = 0; i < n; i++)
         stmts[i].result = NULL;
     if (pg->conn == NULL)
@@ -340,12 +320,15 @@ ordo_status ordo_pg_query_pipeline(ordo_pg_t *pg, ordo_pg_stmt_t *stmts, int n, 
             st = prepare(pg, stmts[i].name, stmts[i].sql, stmts[i].n, err);
     if (st != ORDO_OK || n == 0)
         return st;
-    begin = pg->pending_begin;
-    commit = pg->commit == ORDO_PG_COMMIT_NEXT;
-    pg->pending_begin = NULL;
-    pipeline(pg, begin, stmts, n, commit);
+    *sent = true;
+    if (begin == NULL && commit_of == NULL && n == 1)
+        stmts[0].result = stmts[0].name != NULL
+                              ? PQexecPrepared(pg->conn, stmts[0].name, stmts[0].n, stmts[0].values, NULL, NULL, 0)
+                              : PQexecParams(pg->conn, stmts[0].sql, stmts[0].n, NULL, stmts[0].values, NULL, NULL, 0);
+    else
+        pipeline(pg, begin, stmts, n, commit_of);
     for (int i = 0; i < n && st == ORDO_OK; i++)
-        st = ordo_pg_check(pg->conn, stmts[i].result, err);
+        st = check_result(pg->conn, stmts[i].result, err);
     if (st != ORDO_OK)
         for (int i = 0; i < n; i++) {
             PQclear(stmts[i].result);
@@ -354,99 +337,180 @@ ordo_status ordo_pg_query_pipeline(ordo_pg_t *pg, ordo_pg_stmt_t *stmts, int n, 
     return st;
 }
 
-ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
+ordo_status ordo_pg_query(ordo_pg_t *pg, const char *sql, int n, const char *const *values, PGresult **out,
+                          ordo_error_t *err)
+{
+    ordo_pg_stmt_t stmt = {.sql = sql, .n = n, .values = values};
+    bool sent;
+    ordo_status st = run(pg, NULL, &stmt, 1, NULL, &sent, err);
+
+    if (out != NULL)
+        *out = stmt.result;
+    else
+        PQclear(stmt.result);
+    return st;
+}
+
+ordo_status ordo_pg_query_idempotent(ordo_pg_t *pg, const char *sql, int n, const char *const *values,
+                                     PGresult **out, ordo_error_t *err)
+{
+    ordo_status st = ordo_pg_ensure(pg, err);
+
+    if (out != NULL)
+        *out = NULL;
+    if (st != ORDO_OK)
+        return st;
+    st = ordo_pg_query(pg, sql, n, values, out, err);
+    if (st == ORDO_UNAVAILABLE && PQstatus(pg->conn) != CONNECTION_OK && (st = ordo_pg_ensure(pg, err)) == ORDO_OK)
+        st = ordo_pg_query(pg, sql, n, values, out, err);
+    return st;
+}
+
+/* One simple-protocol string (several statements allowed), results discarded. */
+static ordo_status exec_simple(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
 {
     PGresult *res;
     ordo_status st;
 
     if (pg->conn == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    if (pg->pending_begin != NULL) {    /* a simple-protocol string cannot join a pipeline */
-        const char *begin = pg->pending_begin;
-        pg->pending_begin = NULL;
-        res = PQexec(pg->conn, begin);
-        st = ordo_pg_check(pg->conn, res, err);
-        PQclear(res);
-        if (st != ORDO_OK)
-            return st;
-    }
     res = PQexec(pg->conn, sql);
-    st = ordo_pg_check(pg->conn, res, err);
+    st = check_result(pg->conn, res, err);
     PQclear(res);
     return st;
 }
 
-/* After a COMMIT whose answer was lost: did it commit? */
-static ordo_status resolve_commit(ordo_pg_t *pg, const ordo_pg_tx_t *tx, ordo_error_t *err)
+ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
 {
-    if (tx->resolve == NULL)
+    return exec_simple(pg, sql, err);
+}
+
+/* ------------------------------------------------------------ transactions */
+
+static ordo_status tx_run(ordo_pg_tx_t *tx, ordo_pg_stmt_t *stmts, int n, bool commit, ordo_error_t *err)
+{
+    bool sent;
+    ordo_status st = run(tx->pg, tx->began ? NULL : tx->begin_sql, stmts, n, commit ? tx : NULL, &sent, err);
+
+    tx->began = tx->began || sent;
+    return st;
+}
+
+ordo_status ordo_pg_tx_run(ordo_pg_tx_t *tx, ordo_pg_stmt_t *stmts, int n, ordo_error_t *err)
+{
+    return tx_run(tx, stmts, n, false, err);
+}
+
+ordo_status ordo_pg_tx_run_and_commit(ordo_pg_tx_t *tx, ordo_pg_stmt_t *stmts, int n, ordo_error_t *err)
+{
+    return tx_run(tx, stmts, n, true, err);
+}
+
+ordo_status ordo_pg_tx_query(ordo_pg_tx_t *tx, const char *name, const char *sql, int n,
+                             const char *const *values, PGresult **out, ordo_error_t *err)
+{
+    ordo_pg_stmt_t stmt = {.name = name, .sql = sql, .n = n, .values = values};
+    ordo_status st = tx_run(tx, &stmt, 1, false, err);
+
+    if (out != NULL)
+        *out = stmt.result;
+    else
+        PQclear(stmt.result);
+    return st;
+}
+
+ordo_status ordo_pg_tx_exec(ordo_pg_tx_t *tx, const char *sql, ordo_error_t *err)
+{
+    ordo_status st;
+
+    if (!tx->began) {   /* a simple-protocol string cannot join a pipeline: BEGIN goes on its own */
+        if (tx->pg->conn == NULL)
+            return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
+        tx->began = true;
+        if ((st = exec_simple(tx->pg, tx->begin_sql, err)) != ORDO_OK)
+            return st;
+    }
+    return exec_simple(tx->pg, sql, err);
+}
+
+/* After a COMMIT whose answer was lost: did it commit? */
+static ordo_status resolve_commit(ordo_pg_t *pg, const ordo_pg_transaction_t *t, ordo_error_t *err)
+{
+    if (t->resolve == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "commit outcome unknown: connection lost");
-    for (int attempt = 1; attempt <= tx->policy.max_attempts; attempt++) {
+    for (int attempt = 1; attempt <= t->policy.max_attempts; attempt++) {
         if (ordo_pg_ensure(pg, err) == ORDO_OK) {
-            ordo_status st = tx->resolve(pg, tx->arg, err);
+            ordo_status st = t->resolve(pg, t->arg, err);
             if (st == ORDO_OK || st == ORDO_RETRY)
                 return st;
         }
-        ordo_backoff_sleep(&tx->policy, attempt);
+        ordo_backoff_sleep(&t->policy, attempt);
     }
     return ordo_error_set(err, ORDO_UNAVAILABLE, "commit outcome unknown and the database stays unreachable");
 }
 
-ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_tx_t *tx, int *retries, ordo_error_t *err)
+/* Ends an attempt whose body succeeded: commits unless its last statements
+ * did (or tells what became of that COMMIT). */
+static ordo_status finish(ordo_pg_t *pg, const ordo_pg_transaction_t *t, const ordo_pg_tx_t *tx, ordo_error_t *err)
+{
+    ordo_status st;
+
+    switch (tx->commit) {
+    case COMMIT_DONE:
+        return ORDO_OK;
+    case COMMIT_FAILED:     /* a failed COMMIT ends the transaction */
+        *err = tx->commit_err;
+        return tx->commit_status;
+    case COMMIT_UNKNOWN:    /* sent with the last statements; its answer was lost */
+        st = ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost at COMMIT");
+        break;
+    default:
+        st = exec_simple(pg, "COMMIT", err);
+    }
+    return st == ORDO_UNAVAILABLE ? resolve_commit(pg, t, err) : st;
+}
+
+/* Whether the connection is inside a transaction block (open or failed). */
+static bool in_transaction(const ordo_pg_t *pg)
+{
+    PGTransactionStatusType ts = pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK
+                                     ? PQtransactionStatus(pg->conn)
+                                     : PQTRANS_UNKNOWN;
+    return ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+}
+
+ordo_status ordo_pg_transact(ordo_pg_t *pg, const ordo_pg_transaction_t *t, int *retries, ordo_error_t *err)
 {
     ordo_status st = ORDO_UNAVAILABLE;
     ordo_error_t last;
 
     ordo_error_set(&last, ORDO_UNAVAILABLE, "no attempt made");
-    for (int attempt = 1; attempt <= tx->policy.max_attempts; attempt++) {
+    for (int attempt = 1; attempt <= t->policy.max_attempts; attempt++) {
+        ordo_pg_tx_t tx = {.pg = pg, .begin_sql = t->begin_sql};
+
         if (attempt > 1) {
             if (retries != NULL)
                 (*retries)++;
-            ordo_backoff_sleep(&tx->policy, attempt - 1);
+            ordo_backoff_sleep(&t->policy, attempt - 1);
         }
-        st = ordo_pg_ensure(pg, &last);
-        /* BEGIN goes out with the body's first statement (one round trip) */
-        bool began = false;
-        ordo_pg_commit commit = ORDO_PG_COMMIT_NONE;
-        if (st == ORDO_OK) {
-            pg->pending_begin = tx->begin_sql;
-            pg->commit = ORDO_PG_COMMIT_NONE;
-            st = tx->body(pg, tx->arg, &last);
-            began = pg->pending_begin == NULL;
-            commit = pg->commit;
-            pg->pending_begin = NULL;
-            pg->commit = ORDO_PG_COMMIT_NONE;
-            if (st == ORDO_OK && !began)
+        if ((st = ordo_pg_ensure(pg, &last)) == ORDO_OK) {
+            st = t->body(&tx, t->arg, &last);
+            if (st == ORDO_OK && !tx.began)
                 return ORDO_OK;             /* the body ran no statement: nothing to commit */
-        }
-        if (st == ORDO_OK && commit == ORDO_PG_COMMIT_DONE)
-            return ORDO_OK;                 /* committed with the last statement */
-        if (st == ORDO_OK && commit == ORDO_PG_COMMIT_FAILED) {
-            st = pg->commit_status;         /* a failed COMMIT ends the transaction */
-            last = pg->commit_err;
-        } else if (st == ORDO_OK) {
-            if (commit == ORDO_PG_COMMIT_UNKNOWN)   /* sent with the last statement; its answer was lost */
-                st = ordo_error_set(&last, ORDO_UNAVAILABLE, "database connection lost at COMMIT");
-            else
-                st = ordo_pg_exec(pg, "COMMIT", &last);
-            if (st == ORDO_OK)
+            if (st == ORDO_OK && (st = finish(pg, t, &tx, &last)) == ORDO_OK)
                 return ORDO_OK;
-            if (st == ORDO_UNAVAILABLE) {
-                st = resolve_commit(pg, tx, &last);
-                if (st == ORDO_OK)
-                    return ORDO_OK;
+            if (st != ORDO_OK && tx.began && in_transaction(pg)) {
+                PGresult *res = PQexec(pg->conn, "ROLLBACK");   /* the body gave up inside it */
+                PQclear(res);
             }
-        } else if (began && pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK) {
-            PGresult *res = PQexec(pg->conn, "ROLLBACK");
-            PQclear(res);
         }
         if (st != ORDO_RETRY && st != ORDO_UNAVAILABLE)
             break;
         ORDO_DEBUG("transaction retry", "attempt=%d status=%s err=\"%s\"", attempt, ordo_status_text(st), last.msg);
     }
     if (st == ORDO_RETRY)
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "gave up after %d attempts: %s",
-                              tx->policy.max_attempts, last.msg);
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "gave up after %d attempts: %s", t->policy.max_attempts,
+                              last.msg);
     if (err != NULL)
         *err = last;
     return st;

@@ -12,15 +12,23 @@ typedef struct job {
     struct job *next;
 } job_t;
 
+/* One thread and its connection (created with the pool, so that running
+ * out of memory fails the create, not a job). */
+typedef struct worker {
+    struct ordo_workers *pool;
+    ordo_pg_t *pg;
+    pthread_t thread;
+} worker_t;
+
 struct ordo_workers {
-    const char *url, *setup_sql;
     void *ctx;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     job_t *head, *tail;
     bool stopping;
-    pthread_t *threads;
-    int n_threads;
+    worker_t *workers;
+    int n_workers;              /* with a connection */
+    int n_threads;              /* of those, started */
 };
 
 static job_t *take(ordo_workers_t *w)
@@ -38,18 +46,16 @@ static job_t *take(ordo_workers_t *w)
 
 static void *worker_thread(void *arg)
 {
-    ordo_workers_t *w = arg;
-    ordo_pg_t pg;
+    worker_t *me = arg;
     ordo_error_t err;
     job_t *j;
 
-    if (ordo_pg_open(&pg, w->url, NULL, w->setup_sql, &err) != ORDO_OK)
+    if (ordo_pg_ensure(me->pg, &err) != ORDO_OK)
         ORDO_WARN("worker cannot reach the database yet", "err=\"%s\"", err.msg);
-    while ((j = take(w)) != NULL) {
-        j->fn(w->ctx, &pg, j->arg);
+    while ((j = take(me->pool)) != NULL) {
+        j->fn(me->pool->ctx, me->pg, j->arg);
         free(j);
     }
-    ordo_pg_close(&pg);
     return NULL;
 }
 
@@ -59,22 +65,26 @@ ordo_status ordo_workers_create(int n, const char *url, const char *setup_sql, v
     ordo_workers_t *w = calloc(1, sizeof *w);
 
     *out = NULL;
-    if (w == NULL || (w->threads = calloc((size_t)n, sizeof *w->threads)) == NULL) {
+    if (w == NULL || (w->workers = calloc((size_t)n, sizeof *w->workers)) == NULL) {
         free(w);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
-    w->url = url;
-    w->setup_sql = setup_sql;
     w->ctx = ctx;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    for (int i = 0; i < n; i++) {
-        if (pthread_create(&w->threads[i], NULL, worker_thread, w) != 0) {
+    for (; w->n_workers < n; w->n_workers++) {
+        w->workers[w->n_workers].pool = w;
+        if (ordo_pg_create(url, NULL, setup_sql, &w->workers[w->n_workers].pg, err) != ORDO_OK) {
+            ordo_workers_destroy(w);
+            return ORDO_NO_MEMORY;
+        }
+    }
+    for (; w->n_threads < n; w->n_threads++) {
+        if (pthread_create(&w->workers[w->n_threads].thread, NULL, worker_thread, &w->workers[w->n_threads]) != 0) {
             ordo_workers_destroy(w);
             return ordo_error_set(err, ORDO_INTERNAL, "cannot start worker threads");
         }
-        ordo_thread_name(w->threads[i], "pg-reader", i);
-        w->n_threads++;
+        ordo_thread_name(w->workers[w->n_threads].thread, "pg-reader", w->n_threads);
     }
     *out = w;
     return ORDO_OK;
@@ -106,8 +116,10 @@ void ordo_workers_destroy(ordo_workers_t *w)
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     for (int i = 0; i < w->n_threads; i++)
-        pthread_join(w->threads[i], NULL);
-    free(w->threads);
+        pthread_join(w->workers[i].thread, NULL);
+    for (int i = 0; i < w->n_workers; i++)
+        ordo_pg_destroy(w->workers[i].pg);
+    free(w->workers);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w);

@@ -25,14 +25,14 @@ static const ordo_option_t options[] = {
 
 static int rebuild_once(oq_ctx_t *ctx)
 {
-    ordo_pg_t pg;
+    ordo_pg_t *pg;
     ordo_error_t err;
     int64_t events = 0, orders = 0;
-    ordo_status st = ordo_pg_open(&pg, ctx->cfg->database_url, "orderquery rebuild", NULL, &err);
+    ordo_status st = ordo_pg_open(ctx->cfg->database_url, "orderquery rebuild", NULL, &pg, &err);
 
     if (st == ORDO_OK)
-        st = oq_rebuild(ctx, &pg, &events, &orders, &err);
-    ordo_pg_close(&pg);
+        st = oq_rebuild(ctx, pg, &events, &orders, &err);
+    ordo_pg_destroy(pg);
     if (st != ORDO_OK) {
         ORDO_ERROR("rebuild failed", "err=\"%s\"", err.msg);
         return 1;
@@ -59,9 +59,13 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
 
     if ((ctx->projection_pg = calloc((size_t)cfg->concurrency, sizeof *ctx->projection_pg)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    for (int i = 0; i < cfg->concurrency; i++)
-        if (ordo_pg_open(&ctx->projection_pg[i], cfg->database_url, "orderquery projection", NULL, err) != ORDO_OK)
+    for (int i = 0; i < cfg->concurrency; i++) {
+        if ((st = ordo_pg_open(cfg->database_url, "orderquery projection", NULL, &ctx->projection_pg[i], err)) ==
+            ORDO_NO_MEMORY)
+            return st;
+        if (st != ORDO_OK)
             ORDO_WARN("projection cannot reach the database yet", "err=\"%s\"", err->msg);
+    }
     if ((st = ordo_workers_create(cfg->readers, cfg->database_url, NULL, ctx, &ctx->workers, err)) != ORDO_OK ||
         (st = ordo_grpc_server_create(&scfg, &ctx->server, err)) != ORDO_OK ||
         (st = oq_service_register(ctx, err)) != ORDO_OK ||
@@ -106,7 +110,7 @@ int main(int argc, char **argv)
     ordo_workers_destroy(ctx.workers);
     ordo_grpc_server_destroy(ctx.server);
     for (int i = 0; ctx.projection_pg != NULL && i < cfg.concurrency; i++)
-        ordo_pg_close(&ctx.projection_pg[i]);
+        ordo_pg_destroy(ctx.projection_pg[i]);
     free(ctx.projection_pg);
     ordo_grpc_client_destroy(ctx.store);
     return rc;

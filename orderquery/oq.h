@@ -27,7 +27,7 @@ typedef struct oq_config {
 typedef struct oq_ctx {
     const oq_config_t *cfg;
     ordo_grpc_client_t *store;
-    ordo_pg_t *projection_pg;   /* one connection per consumer lane */
+    ordo_pg_t **projection_pg;  /* one connection per consumer lane */
     ordo_consumer_t *consumer;
     ordo_workers_t *workers;    /* queries and admin calls */
     ordo_grpc_server_t *server;

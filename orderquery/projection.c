@@ -128,7 +128,7 @@ static bool fast_applied(const fast_apply_t *f, PGresult *res)
 
 /* Applies the event if it is the order's next one (order-created: if the
  * order has no row yet), in one statement; *applied tells whether it did. */
-static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *applied, ordo_error_t *err)
+static ordo_status apply_one(ordo_pg_tx_t *tx, const ordo_bus_event_t *ev, bool *applied, ordo_error_t *err)
 {
     fast_apply_t f;
     ordo_pg_stmt_t stmt;
@@ -137,7 +137,7 @@ static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *ap
 
     *applied = false;
     if (st == ORDO_OK &&
-        (st = ordo_pg_query_prepared(pg, stmt.name, stmt.sql, stmt.n, stmt.values, &res, err)) == ORDO_OK) {
+        (st = ordo_pg_tx_query(tx, stmt.name, stmt.sql, stmt.n, stmt.values, &res, err)) == ORDO_OK) {
         *applied = fast_applied(&f, res);
         PQclear(res);
     }
@@ -147,10 +147,10 @@ static ordo_status apply_one(ordo_pg_t *pg, const ordo_bus_event_t *ev, bool *ap
 
 /* Applies an event the order's row must take next (its version was just
  * checked under the row lock): not taking it means another instance raced. */
-static ordo_status apply_expected(ordo_pg_t *pg, const ordo_bus_event_t *ev, ordo_error_t *err)
+static ordo_status apply_expected(ordo_pg_tx_t *tx, const ordo_bus_event_t *ev, ordo_error_t *err)
 {
     bool applied;
-    ordo_status st = apply_one(pg, ev, &applied, err);
+    ordo_status st = apply_one(tx, ev, &applied, err);
     if (st == ORDO_OK && !applied)
         st = ordo_error_set(err, ORDO_CONFLICT, "order %s changed under version %lld", ev->aggregate_id,
                             (long long)ev->version);
@@ -158,13 +158,12 @@ static ordo_status apply_expected(ordo_pg_t *pg, const ordo_bus_event_t *ev, ord
 }
 
 /* The order's applied version, its row locked (0 when there is no row yet). */
-static ordo_status locked_version(ordo_pg_t *pg, const char *order_id, int64_t *version, ordo_error_t *err)
+static ordo_status locked_version(ordo_pg_tx_t *tx, const char *order_id, int64_t *version, ordo_error_t *err)
 {
     const char *params[1] = {order_id};
     PGresult *res;
-    ordo_status st = ordo_pg_query_prepared(pg, "oq_lock_order",
-                                            "SELECT version FROM orders WHERE order_id = $1 FOR UPDATE", 1, params,
-                                            &res, err);
+    ordo_status st = ordo_pg_tx_query(tx, "oq_lock_order", "SELECT version FROM orders WHERE order_id = $1 FOR UPDATE",
+                                      1, params, &res, err);
     if (st != ORDO_OK)
         return st;
     *version = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
@@ -173,7 +172,7 @@ static ordo_status locked_version(ordo_pg_t *pg, const char *order_id, int64_t *
 }
 
 /* Applies the store's events of the order with from < version < upto, in order. */
-static ordo_status fill_gap(oq_ctx_t *ctx, ordo_pg_t *pg, const char *order_id, int64_t from, int64_t upto,
+static ordo_status fill_gap(oq_ctx_t *ctx, ordo_pg_tx_t *tx, const char *order_id, int64_t from, int64_t upto,
                             ordo_error_t *err)
 {
     Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
@@ -188,7 +187,7 @@ static ordo_status fill_gap(oq_ctx_t *ctx, ordo_pg_t *pg, const char *order_id, 
         ordo_bus_event_t ev = from_store(resp->events[i]);
         if (ev.version != next)
             continue;
-        st = apply_expected(pg, &ev, err);
+        st = apply_expected(tx, &ev, err);
         next++;
     }
     eventstore__get_events_response__free_unpacked(resp, NULL);
@@ -207,24 +206,24 @@ typedef struct apply_arg {
     bool applied;
 } apply_arg_t;
 
-static ordo_status apply_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
+static ordo_status apply_body(ordo_pg_tx_t *tx, void *varg, ordo_error_t *err)
 {
     apply_arg_t *a = varg;
     int64_t current;
     ordo_status st;
 
     /* the common case: the order's next event, one statement */
-    if ((st = apply_one(pg, a->ev, &a->applied, err)) != ORDO_OK || a->applied)
+    if ((st = apply_one(tx, a->ev, &a->applied, err)) != ORDO_OK || a->applied)
         return st == ORDO_CONFLICT ? ORDO_RETRY : st;
     /* otherwise decide under the row lock: a redelivery, or a gap to fill */
-    if ((st = locked_version(pg, a->ev->aggregate_id, &current, err)) != ORDO_OK)
+    if ((st = locked_version(tx, a->ev->aggregate_id, &current, err)) != ORDO_OK)
         return st;
     if (a->ev->version <= current)
         return ORDO_OK;                       /* applied before: a redelivery */
     if (a->ev->version > current + 1)
-        st = fill_gap(a->ctx, pg, a->ev->aggregate_id, current, a->ev->version, err);
+        st = fill_gap(a->ctx, tx, a->ev->aggregate_id, current, a->ev->version, err);
     if (st == ORDO_OK)
-        st = apply_expected(pg, a->ev, err);
+        st = apply_expected(tx, a->ev, err);
     a->applied = st == ORDO_OK;
     /* Another instance created the order's row meanwhile (while this one
      * applied the event or filled the gap): run again, now the row locks. */
@@ -235,7 +234,7 @@ static ordo_status apply_event(oq_ctx_t *ctx, ordo_pg_t *pg, const ordo_bus_even
                                ordo_error_t *err)
 {
     apply_arg_t a = {ctx, ev, false};
-    ordo_pg_tx_t tx = {"BEGIN", apply_body, NULL, &a, {8, 5, 500}};
+    ordo_pg_transaction_t tx = {.begin_sql = "BEGIN", .body = apply_body, .arg = &a, .policy = {8, 5, 500}};
     ordo_status st = ordo_pg_transact(pg, &tx, NULL, err);
     *applied = a.applied;
     return st;
@@ -257,14 +256,13 @@ static int by_lock_order(const void *va, const void *vb)
 }
 
 /* BEGIN, every event's one-statement apply and COMMIT in one round trip. */
-static ordo_status batch_body(ordo_pg_t *pg, void *varg, ordo_error_t *err)
+static ordo_status batch_body(ordo_pg_tx_t *tx, void *varg, ordo_error_t *err)
 {
     batch_arg_t *b = varg;
     ordo_status st;
 
     b->applied = 0;
-    ordo_pg_commit_with_next(pg);
-    if ((st = ordo_pg_query_pipeline(pg, b->stmts, b->n, err)) != ORDO_OK)
+    if ((st = ordo_pg_tx_run_and_commit(tx, b->stmts, b->n, err)) != ORDO_OK)
         return st;
     for (int i = 0; i < b->n; i++) {
         b->fast[i].applied = fast_applied(&b->fast[i], b->stmts[i].result);
@@ -309,7 +307,7 @@ static ordo_status apply_batch(ordo_pg_t *pg, const ordo_bus_event_t *events, in
                                int *n_rest, int *applied, ordo_error_t *err)
 {
     batch_arg_t b = {calloc((size_t)n, sizeof *b.fast), calloc((size_t)n, sizeof *b.stmts), 0, 0};
-    ordo_pg_tx_t tx = {"BEGIN", batch_body, NULL, &b, {8, 5, 500}};
+    ordo_pg_transaction_t tx = {.begin_sql = "BEGIN", .body = batch_body, .arg = &b, .policy = {8, 5, 500}};
     ordo_status st = ORDO_NO_MEMORY;
 
     *n_rest = *applied = 0;
@@ -334,7 +332,7 @@ void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n
     const ordo_bus_event_t **rest = malloc((size_t)n * sizeof *rest);
     ordo_error_t err = {0};
     int n_rest = 0, applied = 0;
-    ordo_status st = rest != NULL ? apply_batch(&ctx->projection_pg[lane], events, n, rest, &n_rest, &applied, &err)
+    ordo_status st = rest != NULL ? apply_batch(ctx->projection_pg[lane], events, n, rest, &n_rest, &applied, &err)
                                   : ORDO_NO_MEMORY;
 
     for (int i = 0; i < n; i++)
@@ -371,7 +369,7 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
 
     if (strcmp(ev->aggregate_type, ORDO_ORDER_AGGREGATE) != 0)
         return ORDO_MSG_ACK;
-    st = apply_event(ctx, &ctx->projection_pg[lane], ev, &applied, &err);
+    st = apply_event(ctx, ctx->projection_pg[lane], ev, &applied, &err);
     if (st == ORDO_OK) {
         if (applied)
             atomic_fetch_add(&ctx->applied, 1);

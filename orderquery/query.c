@@ -89,7 +89,7 @@ static ordo_status page_items(ordo_pg_t *pg, order_page_t *p, int n, ordo_error_
         ordo_buf_pg_array_text(&ids, PQgetvalue(p->orders, i, 0));
     ordo_buf_pg_array_end(&ids);
     params[0] = ordo_buf_str(&ids);
-    st = ordo_pg_read(pg, "SELECT i.order_id, i.code, i.name, i.unit_price_cents, i.quantity"
+    st = ordo_pg_query_idempotent(pg, "SELECT i.order_id, i.code, i.name, i.unit_price_cents, i.quantity"
                           " FROM unnest($1::text[]) WITH ORDINALITY AS page (order_id, n)"
                           " JOIN order_items i ON i.order_id = page.order_id ORDER BY page.n, i.line",
                       1, params, &p->items, err);
@@ -107,7 +107,7 @@ static void get_order(void *vctx, ordo_pg_t *pg, void *arg)
     ordo_status st;
     (void)vctx;
 
-    st = ordo_pg_read(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE order_id = $1", 1, params, &p.orders, &err);
+    st = ordo_pg_query_idempotent(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE order_id = $1", 1, params, &p.orders, &err);
     if (st == ORDO_OK && PQntuples(p.orders) == 0)
         st = ordo_error_set(&err, ORDO_NOT_FOUND, "order %.64s not found", req->order_id);
     if (st == ORDO_OK)
@@ -133,7 +133,7 @@ static void list_orders(void *vctx, ordo_pg_t *pg, void *arg)
     (void)vctx;
 
     snprintf(limit_s, sizeof limit_s, "%d", limit + 1);
-    st = ordo_pg_read(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE ($1 = '' OR customer_id = $1)"
+    st = ordo_pg_query_idempotent(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE ($1 = '' OR customer_id = $1)"
                           " AND ($2 = '' OR status = $2) AND order_id > $3"
                           " ORDER BY order_id LIMIT $4::int", 4, params, &p.orders, &err);
     if (st == ORDO_OK) {
@@ -159,7 +159,7 @@ static void health(void *vctx, ordo_pg_t *pg, void *arg)
     ordo_error_t err;
 
     /* a connection lost while the database restarted is replaced, not reported as an outage */
-    resp.database = ordo_pg_read(pg, "SELECT 1", 0, NULL, NULL, &err) == ORDO_OK;
+    resp.database = ordo_pg_query_idempotent(pg, "SELECT 1", 0, NULL, NULL, &err) == ORDO_OK;
     resp.bus = ordo_consumer_connected(ctx->consumer);
     resp.applied = atomic_load(&ctx->applied);
     ordo_grpc_call_finish(call, ORDO_OK, NULL, &resp.base);

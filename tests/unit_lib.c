@@ -15,6 +15,7 @@
 #include "ordo/consumer.h"
 #include "ordo/grpc.h"
 #include "ordo/json.h"
+#include "ordo/pg.h"
 #include "ordo/uuid.h"
 
 typedef struct cfg {
@@ -267,12 +268,53 @@ static void message_actions(void **state)
     assert_int_equal(ordo_msg_action_of(ORDO_NO_MEMORY), ORDO_MSG_RETRY);
 }
 
+/* A message spends deliveries only on failures that may pass by retrying;
+ * the last delivery of such a failure ends it. */
+static void settle_actions(void **state)
+{
+    (void)state;
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_RETRY, 1, 10), ORDO_MSG_RETRY);
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_RETRY, 9, 10), ORDO_MSG_RETRY);
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_RETRY, 10, 10), ORDO_MSG_TERM);
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_RETRY, 11, 10), ORDO_MSG_TERM);
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_WAIT, 10, 10), ORDO_MSG_WAIT);     /* never counted */
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_WAIT, 500, 10), ORDO_MSG_WAIT);
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_ACK, 10, 10), ORDO_MSG_ACK);
+    assert_int_equal(ordo_msg_settle_action(ORDO_MSG_TERM, 1, 10), ORDO_MSG_TERM);
+}
+
+/* The one SQLSTATE classification: what a transaction retries, what the
+ * caller waits out, what is the request's fault. */
+static void sqlstates(void **state)
+{
+    static const struct {
+        const char *state;
+        ordo_status want;
+    } cases[] = {
+        {"40001", ORDO_RETRY},       {"40P01", ORDO_RETRY},       {"23505", ORDO_CONFLICT},
+        {"23502", ORDO_INVALID},     {"23514", ORDO_INVALID},     {"22P02", ORDO_INVALID},
+        {"22003", ORDO_INVALID},     {"57014", ORDO_TIMEOUT},     {"08006", ORDO_UNAVAILABLE},
+        {"08001", ORDO_UNAVAILABLE}, {"57P01", ORDO_UNAVAILABLE}, {"57P03", ORDO_UNAVAILABLE},
+        {"53300", ORDO_UNAVAILABLE}, {"53100", ORDO_UNAVAILABLE}, {"42P01", ORDO_INTERNAL},
+        {"XX000", ORDO_INTERNAL},    {"25006", ORDO_INTERNAL},    {"40003", ORDO_INTERNAL},
+        {NULL, ORDO_INTERNAL},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ordo_status got = ordo_pg_status_of_sqlstate(cases[i].state);
+        if (got != cases[i].want)
+            fail_msg("SQLSTATE %s: %s, want %s", cases[i].state ? cases[i].state : "(none)", ordo_status_text(got),
+                     ordo_status_text(cases[i].want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_precedence), cmocka_unit_test(config_rejects), cmocka_unit_test(uuids),
         cmocka_unit_test(json_and_utf8),     cmocka_unit_test(json_check_agrees_with_jansson), cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
-        cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions),
+        cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions), cmocka_unit_test(settle_actions),
+        cmocka_unit_test(sqlstates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

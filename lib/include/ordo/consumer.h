@@ -32,6 +32,12 @@ typedef enum ordo_msg_action {
  *  TERM for ORDO_INVALID, WAIT for ORDO_UNAVAILABLE and ORDO_TIMEOUT, RETRY otherwise. */
 ordo_msg_action ordo_msg_action_of(ordo_status st);
 
+/** What is done with a message the handler answered @p action on its
+ *  @p delivered-th delivery: a RETRY on the last of @p max_deliver
+ *  deliveries terminates it (logged); WAIT spends no delivery, so it never
+ *  does; anything else stands. */
+ordo_msg_action ordo_msg_settle_action(ordo_msg_action action, uint64_t delivered, int max_deliver);
+
 /**
  * Handles one event. Runs on one of the consumer's @c concurrency lane
  * threads (@p lane = 0..concurrency-1); may block on I/O. All events of one
