@@ -18,12 +18,9 @@
  * A crash between publish and delete re-publishes on restart; the
  * Nats-Msg-Id header (the event id) lets JetStream drop the duplicate.
  *
- * The deletes of published rows are gathered over rounds (up to
- * DELETE_DELAY_MS, or a relay batch of rows) and go out as one statement:
- * under a steady load a round publishes a few events, and a DELETE
- * transaction per round cost more of the database than the rows did. Rows
- * published but not yet deleted are behind the cursor, so nothing reads
- * them again unless a crash or a takeover rescans the outbox.
+ * This file is the relay thread: the lease, publishing and the PubAcks'
+ * bookkeeping, shutdown. The hand-over queue is handover.c; reading the
+ * outbox, setting events aside and the gathered deletes are outbox.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,28 +28,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "es.h"
-#include "ordo/buf.h"
 #include "ordo/bus.h"
 #include "ordo/envelope.h"
 #include "ordo/log.h"
 #include "ordo/retry.h"
 #include "ordo/uuid.h"
+#include "relay_parts.h"
 
-enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, DELETE_DELAY_MS = 100,
-       DELETE_RETRY_MS = 1000, STREAM_RECREATE_MS = 3000 };
-
-static const char DELETE_OUTBOX_SQL[] = "DELETE FROM outbox WHERE position = ANY($1::int8[])";
-
-typedef struct offered {
-    int64_t position;
-    natsMsg *msg;
-} offered_t;
-
-typedef struct rejected {
-    int64_t position;
-    char error[160];
-} rejected_t;
+enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, STREAM_RECREATE_MS = 3000 };
 
 struct es_relay {
     es_ctx_t *ctx;
@@ -66,19 +49,13 @@ struct es_relay {
     pthread_mutex_t bus_mu;     /* guards bus: the relay thread sets it, admin calls borrow it */
     ordo_bus_t *bus;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
-    pthread_mutex_t offer_mu;   /* guards the hand-over queue */
-    offered_t *offered;         /* committed events handed over by writers, unordered */
-    size_t n_offered;
-    bool offer_overflow;        /* some were dropped, or a round failed: read the outbox until the queue is empty */
-    offered_t *taken;           /* relay thread only: this round's share of the queue */
-    int64_t *done;              /* relay thread only: published rows whose delete is due, */
-    size_t n_done;              /*   at most 2 relay batches (flushed when a round would overflow it) */
-    int64_t delete_at_ms;       /*   when to delete them unless forced (monotonic) */
-    bool delete_failing;        /*   the last delete failed (warned once) */
-    /* results of the batch in flight, filled by cnats' ack callback */
+    es_handover_t *handover;    /* committed events handed over by writers (its own lock) */
+    es_offered_t *taken;        /* relay thread only: this round's share of the hand-over */
+    es_outbox_t *outbox;        /* relay thread only */
+    /* results of the batch in flight, filled by cnats' ack callback (mu) */
     int64_t *acked;
     size_t n_acked;
-    rejected_t *rejected;
+    es_rejected_t *rejected;
     size_t n_rejected;
     size_t n_failed;
     char failure[160];          /* why the first publish of the round failed, for the warning */
@@ -96,7 +73,7 @@ static void add_failed(es_relay_t *r, const char *why)
 
 static void add_rejected(es_relay_t *r, int64_t position, const char *why)
 {
-    rejected_t *x;
+    es_rejected_t *x;
     if (r->n_rejected >= (size_t)r->ctx->cfg->relay_batch) {
         add_failed(r, why);
         return;
@@ -139,75 +116,8 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 
 void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev)
 {
-    natsMsg *msg = NULL;
-
-    if (r == NULL)
-        return;
-    if (ordo_envelope_encode(ev, &msg) != NATS_OK)
-        msg = NULL;
-    pthread_mutex_lock(&r->offer_mu);
-    if (msg != NULL && r->n_offered < OFFER_CAP) {
-        r->offered[r->n_offered++] = (offered_t){ev->position, msg};
-        msg = NULL;
-    } else {
-        r->offer_overflow = true;
-    }
-    pthread_mutex_unlock(&r->offer_mu);
-    natsMsg_Destroy(msg);
-}
-
-static int by_position(const void *a, const void *b)
-{
-    int64_t x = ((const offered_t *)a)->position, y = ((const offered_t *)b)->position;
-    return (x > y) - (x < y);
-}
-
-/* Moves the handed-over events with cursor < position <= mark into r->taken
- * (sorted); drops those at or below the cursor. *@p exact is true when they
- * are exactly cursor+1, cursor+2, ... with nothing dropped for overflow. */
-static size_t take_offered(es_relay_t *r, int64_t mark, bool *exact)
-{
-    size_t n = 0, keep = 0, cap = (size_t)r->ctx->cfg->relay_batch;
-    bool overflow;
-
-    pthread_mutex_lock(&r->offer_mu);
-    for (size_t i = 0; i < r->n_offered; i++) {
-        offered_t o = r->offered[i];
-        if (o.position <= r->cursor)
-            natsMsg_Destroy(o.msg);
-        else if (o.position <= mark && n < cap)
-            r->taken[n++] = o;
-        else
-            r->offered[keep++] = o;
-    }
-    r->n_offered = keep;
-    overflow = r->offer_overflow;
-    if (keep == 0)
-        r->offer_overflow = false;
-    pthread_mutex_unlock(&r->offer_mu);
-    qsort(r->taken, n, sizeof *r->taken, by_position);
-    *exact = !overflow && n > 0;
-    for (size_t i = 0; i < n && *exact; i++)
-        *exact = r->taken[i].position == r->cursor + 1 + (int64_t)i;
-    return n;
-}
-
-/* Drops the whole hand-over queue (an instance without the lease does not
- * publish): whoever publishes next reads the outbox. */
-static void discard_offered(es_relay_t *r)
-{
-    pthread_mutex_lock(&r->offer_mu);
-    for (size_t i = 0; i < r->n_offered; i++)
-        natsMsg_Destroy(r->offered[i].msg);
-    r->n_offered = 0;
-    r->offer_overflow = true;
-    pthread_mutex_unlock(&r->offer_mu);
-}
-
-static void drop_taken(es_relay_t *r, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        natsMsg_Destroy(r->taken[i].msg);
+    if (r != NULL)
+        es_handover_offer(r->handover, ev);
 }
 
 /* Publishes @p msg (consumed) of @p position unless building it already failed
@@ -237,7 +147,7 @@ static void publish_taken(es_relay_t *r, ordo_bus_t *bus, size_t n)
         natsMsg *msg = r->taken[i].msg;
         r->taken[i].msg = NULL;
         if (!publish_one(r, bus, r->taken[i].position, msg, NATS_OK)) {
-            drop_taken(r, n);   /* the rest goes again from the outbox */
+            es_offered_drop(r->taken, n);   /* the rest goes again from the outbox */
             return;
         }
     }
@@ -280,114 +190,13 @@ static void wait_for_acks(es_relay_t *r, ordo_bus_t *bus)
     }
 }
 
-/* Deletes the published rows gathered in r->done, when @p force or when the
- * oldest has waited DELETE_DELAY_MS or a relay batch of them is waiting.
- * On failure they stay in r->done, tried again after DELETE_RETRY_MS. */
-static ordo_status flush_done(es_relay_t *r, ordo_pg_t *pg, bool force, ordo_error_t *err)
-{
-    ordo_buf_t done = ORDO_BUF_INIT;
-    const char *params[1];
-    ordo_status st;
-
-    if (r->n_done == 0 ||
-        (!force && r->n_done < (size_t)r->ctx->cfg->relay_batch && ordo_mono_ms() < r->delete_at_ms))
-        return ORDO_OK;
-    ordo_buf_pg_array_begin(&done);
-    for (size_t i = 0; i < r->n_done; i++)
-        ordo_buf_pg_array_int(&done, r->done[i]);
-    ordo_buf_pg_array_end(&done);
-    params[0] = ordo_buf_str(&done);
-    st = ordo_pg_query_idempotent(pg, DELETE_OUTBOX_SQL, 1, params, NULL, err);   /* deleting twice is harmless */
-    ordo_buf_free(&done);
-    if (st == ORDO_OK) {
-        r->n_done = 0;
-        atomic_fetch_add(&r->ctx->stats.outbox_deletes, 1);
-    }
-    return st;
-}
-
-/* Gathers this round's acknowledged rows for a later delete (flushing the
- * earlier ones first when they would not fit). */
-static ordo_status gather_done(es_relay_t *r, ordo_pg_t *pg, ordo_error_t *err)
-{
-    ordo_status st;
-
-    if (r->n_done + r->n_acked > 2 * (size_t)r->ctx->cfg->relay_batch &&
-        (st = flush_done(r, pg, true, err)) != ORDO_OK)
-        return st;
-    if (r->n_done == 0 && r->n_acked > 0)
-        r->delete_at_ms = ordo_mono_ms() + DELETE_DELAY_MS;
-    memcpy(r->done + r->n_done, r->acked, r->n_acked * sizeof *r->acked);
-    r->n_done += r->n_acked;
-    return ORDO_OK;
-}
-
-/* Records the set-aside rows and removes them from the outbox at once (they
- * are rare, and a set-aside must not be published again); gathers the
- * acknowledged ones for a batched delete.
- * *@p set_aside counts the refused events whose outbox row this call removed:
- * an event refused again (published twice after a failed round) counts once. */
+/* Records the round's outcome in the outbox: the set-aside rows removed at
+ * once, the acknowledged ones gathered for a batched delete (r->mu held).
+ * *@p set_aside counts the refused events whose outbox row this call removed. */
 static ordo_status settle(es_relay_t *r, ordo_pg_t *pg, long long *set_aside, ordo_error_t *err)
 {
-    ordo_buf_t rej_pos = ORDO_BUF_INIT, rej_err = ORDO_BUF_INIT;
-    const char *params[2];
-    PGresult *res = NULL;
-    ordo_status st = ORDO_OK;
-
-    *set_aside = 0;
-    if (r->n_rejected > 0) {
-        ordo_buf_pg_array_begin(&rej_pos);
-        ordo_buf_pg_array_begin(&rej_err);
-        for (size_t i = 0; i < r->n_rejected; i++) {
-            ordo_buf_pg_array_int(&rej_pos, r->rejected[i].position);
-            ordo_buf_pg_array_text(&rej_err, r->rejected[i].error);
-            ORDO_ERROR("event set aside: JetStream refused it", "position=%lld err=\"%s\"",
-                       (long long)r->rejected[i].position, r->rejected[i].error);
-        }
-        ordo_buf_pg_array_end(&rej_pos);
-        ordo_buf_pg_array_end(&rej_err);
-        params[0] = ordo_buf_str(&rej_pos);
-        params[1] = ordo_buf_str(&rej_err);
-        st = ordo_pg_ensure(pg, err);
-        if (st == ORDO_OK)
-            st = ordo_pg_query(pg, "INSERT INTO outbox_rejected (position, error)"
-                                   " SELECT * FROM unnest($1::int8[], $2::text[])"
-                                   " ON CONFLICT (position) DO UPDATE SET error = excluded.error, rejected_at = now()",
-                               2, params, NULL, err);
-        if (st == ORDO_OK)
-            st = ordo_pg_query(pg, DELETE_OUTBOX_SQL, 1, params, &res, err);
-        if (st == ORDO_OK)
-            *set_aside = strtoll(PQcmdTuples(res), NULL, 10);
-        PQclear(res);
-        ordo_buf_free(&rej_pos);
-        ordo_buf_free(&rej_err);
-    }
-    if (st == ORDO_OK)
-        st = gather_done(r, pg, err);
-    return st;
-}
-
-/* flush_done for the relay loop: a failure only delays the delete (the rows
- * stay in the outbox meanwhile; a crash would publish them again). */
-static void flush_due(es_relay_t *r, ordo_pg_t *pg, bool force)
-{
-    ordo_error_t err;
-    if (flush_done(r, pg, force, &err) == ORDO_OK) {
-        if (r->n_done == 0)
-            r->delete_failing = false;
-        return;
-    }
-    if (!r->delete_failing)
-        ORDO_WARN("relay cannot delete published outbox rows yet", "rows=%zu err=\"%s\"", r->n_done, err.msg);
-    r->delete_failing = true;
-    r->delete_at_ms = ordo_mono_ms() + DELETE_RETRY_MS;
-}
-
-/* How long an idle relay waits for new commits: until the gathered deletes are due. */
-static int idle_wait_ms(const es_relay_t *r)
-{
-    int64_t left = r->n_done > 0 ? r->delete_at_ms - ordo_mono_ms() : TICK_MS;
-    return left < 1 ? 1 : left > TICK_MS ? TICK_MS : (int)left;
+    ordo_status st = es_outbox_set_aside(pg, r->rejected, r->n_rejected, set_aside, err);
+    return st == ORDO_OK ? es_outbox_gather(r->outbox, pg, r->acked, r->n_acked, err) : st;
 }
 
 /* One round: read a page of the outbox, publish it, settle it.
@@ -396,8 +205,6 @@ static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows);
 
 static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
 {
-    char limit[16], from[24], upto[24];
-    const char *params[3] = {from, upto, limit};
     int64_t mark = es_watermark_get(r->ctx->watermark);
     PGresult *res;
     ordo_error_t err;
@@ -412,27 +219,19 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     pthread_mutex_unlock(&r->mu);
     if (rescan) {
         r->cursor = 0;
-        flush_due(r, pg, true);   /* rows published and not yet deleted would go out again */
+        es_outbox_flush(r->outbox, pg, true);   /* rows published and not yet deleted would go out again */
     }
     if (mark <= r->cursor)
         return 0;
     r->n_acked = r->n_rejected = r->n_failed = 0;
-    taken = take_offered(r, mark, &exact);
+    taken = es_handover_take(r->handover, r->cursor, mark, r->taken, (size_t)r->ctx->cfg->relay_batch, &exact);
     if (exact) {
         publish_taken(r, bus, taken);
         wait_for_acks(r, bus);
         return settle_round(r, pg, r->taken[taken - 1].position, (int)taken);
     }
-    drop_taken(r, taken);
-    snprintf(from, sizeof from, "%lld", (long long)r->cursor);
-    snprintf(upto, sizeof upto, "%lld", (long long)mark);
-    snprintf(limit, sizeof limit, "%d", r->ctx->cfg->relay_batch);
-    /* The LIMIT sits on the outbox side: at most a page of primary-key
-     * lookups into events, whatever the statistics of the churning outbox say. */
-    if (ordo_pg_query_idempotent(pg, "SELECT " ES_EVENT_COLUMNS " FROM (SELECT position FROM outbox"
-                         " WHERE position > $1::int8 AND position <= $2::int8 ORDER BY position LIMIT $3::int4) o"
-                         " JOIN events e ON e.position = o.position ORDER BY o.position",
-                     3, params, &res, &err) != ORDO_OK) {
+    es_offered_drop(r->taken, taken);
+    if (es_outbox_read(r->outbox, pg, r->cursor, mark, &res, &err) != ORDO_OK) {
         ORDO_WARN("relay cannot read the outbox", "err=\"%s\"", err.msg);
         return -1;
     }
@@ -503,7 +302,8 @@ static bool stopping(es_relay_t *r)
 static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
 {
     jsOptions jo;
-    ordo_bus_config_t cfg = {r->ctx->cfg->nats_url, "eventstore-relay", 2000, &jo};
+    ordo_bus_config_t cfg = {.url = r->ctx->cfg->nats_url, .name = "eventstore-relay", .connect_timeout_ms = 2000,
+                             .js_options = &jo};
     ordo_bus_t *bus = NULL;
     ordo_error_t err;
 
@@ -548,7 +348,7 @@ static bool lead(es_relay_t *r, ordo_pg_t *pg)
     bool gained, held = es_lease_hold(&r->lease, pg, &gained);
     if (gained) {
         es_relay_rescan(r);
-        discard_offered(r);
+        es_handover_discard(r->handover);
     }
     atomic_store(&r->leading, held);
     return held;
@@ -579,8 +379,9 @@ static void *relay_thread(void *arg)
         atomic_store(&r->connected, ordo_bus_connected(bus));
         ensure_stream(r, bus, &reconnects);
         if (!lead(r, pg)) {
-            discard_offered(r);
-            flush_due(r, pg, !r->delete_failing);   /* published while leading: delete them (paced when failing) */
+            es_handover_discard(r->handover);
+            /* published while leading: delete them (paced when failing) */
+            es_outbox_flush(r->outbox, pg, !es_outbox_delete_failing(r->outbox));
             if (stopping(r))
                 break;
             es_watermark_wait(r->ctx->watermark, INT64_MAX, TICK_MS);
@@ -588,15 +389,13 @@ static void *relay_thread(void *arg)
         }
         n = relay_round(r, pg, bus);
         if (n >= 0)
-            flush_due(r, pg, false);
+            es_outbox_flush(r->outbox, pg, false);
         if (n < 0) {
             ordo_retry_policy_t p = {1, 50, 2000};
             /* The range goes again from the outbox; copies handed over meanwhile
              * may describe rows already settled: stop trusting the queue until
              * it has drained. */
-            pthread_mutex_lock(&r->offer_mu);
-            r->offer_overflow = true;
-            pthread_mutex_unlock(&r->offer_mu);
+            es_handover_distrust(r->handover);
             ordo_backoff_sleep(&p, ++failures > 6 ? 6 : failures);
             if (draining || stopping(r))
                 break;
@@ -612,9 +411,9 @@ static void *relay_thread(void *arg)
             es_watermark_wait(r->ctx->watermark, es_watermark_local_commit(r->ctx->watermark) - 1, 2000);
             draining = true;
         } else
-            es_watermark_wait(r->ctx->watermark, r->cursor, idle_wait_ms(r));
+            es_watermark_wait(r->ctx->watermark, r->cursor, es_outbox_idle_ms(r->outbox, TICK_MS));
     }
-    flush_due(r, pg, true);
+    es_outbox_flush(r->outbox, pg, true);
     es_lease_release(&r->lease, pg);
     atomic_store(&r->leading, false);
     atomic_store(&r->connected, false);
@@ -638,16 +437,13 @@ static const char *holder_name(char *out, size_t cap)
 /* The one cleanup: what es_relay_create made, once the thread is gone (or never ran). */
 static void relay_free(es_relay_t *r)
 {
-    for (size_t i = 0; i < r->n_offered; i++)   /* in the outbox: the next start publishes them */
-        natsMsg_Destroy(r->offered[i].msg);
+    es_handover_destroy(r->handover);   /* what it holds is in the outbox: the next start publishes it */
+    es_outbox_destroy(r->outbox);
     pthread_mutex_destroy(&r->mu);
-    pthread_mutex_destroy(&r->offer_mu);
     pthread_mutex_destroy(&r->bus_mu);
     ordo_pg_destroy(r->pg);
     free(r->acked);
-    free(r->done);
     free(r->rejected);
-    free(r->offered);
     free(r->taken);
     free(r);
 }
@@ -662,7 +458,6 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     if (r == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     pthread_mutex_init(&r->mu, NULL);
-    pthread_mutex_init(&r->offer_mu, NULL);
     pthread_mutex_init(&r->bus_mu, NULL);
     atomic_init(&r->connected, false);
     atomic_init(&r->leading, false);
@@ -676,10 +471,10 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     if (ordo_pg_create(ctx->cfg->database_url, "eventstore relay", "SET synchronous_commit = off", &r->pg, err) !=
             ORDO_OK ||
         (r->acked = calloc(batch, sizeof *r->acked)) == NULL ||
-        (r->done = calloc(2 * batch, sizeof *r->done)) == NULL ||
         (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL ||
-        (r->offered = calloc(OFFER_CAP, sizeof *r->offered)) == NULL ||
-        (r->taken = calloc(batch, sizeof *r->taken)) == NULL) {
+        (r->taken = calloc(batch, sizeof *r->taken)) == NULL ||
+        (r->handover = es_handover_create(OFFER_CAP)) == NULL ||
+        (r->outbox = es_outbox_create(ctx->cfg->relay_batch, &ctx->stats)) == NULL) {
         relay_free(r);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
