@@ -24,12 +24,16 @@
  * call per transaction. Retries (40001/40P01, lost connection) repeat the
  * whole transaction; a COMMIT whose answer was lost is resolved by looking
  * the event ids up.
+ *
+ * What is decided about a batch apart from the database (heads, expected
+ * versions, overlaps, whether the guarded insert can take it) is batch.c.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "es.h"
 #include "ordo/buf.h"
 #include "ordo/envelope.h"
@@ -62,42 +66,9 @@ struct es_writer {
     char session[160];   /* the lanes' connections' setup (es_writer_session_sql) */
 };
 
-typedef struct head {
-    const char *aggregate_id;
-    const char *aggregate_type;   /* as stored, or of the first call creating it */
-    char stored_type[129];
-    int64_t version;
-    int64_t expected;             /* guarded insert: the version it moves the head from */
-    const es_append_t *call;      /* guarded insert: its call (one per head) */
-    bool exists, touched;
-} head_t;
-
-/* The statements' array parameters, by name (PostgreSQL array literals),
- * kept over a lane's transactions so that their memory is reused. */
-typedef struct arrays {
-    /* the lookup: every event id, every aggregate */
-    ordo_buf_t lookup_ids, lookup_aggs;
-    /* stream heads written: aggregate, type, new version; the guarded
-     * insert's also: the version it moves from, its call's event ids */
-    ordo_buf_t head_agg, head_type, head_version, head_expected, head_ids;
-    /* events: id, aggregate, aggregate type, version, event type, data, metadata, stream */
-    ordo_buf_t ev_id, ev_agg, ev_type, ev_version, ev_event_type, ev_data, ev_meta, ev_stream;
-} arrays_t;
-
-/* One transaction's worth of calls and the scratch it needs. */
-typedef struct batch {
-    es_append_t **items;
-    size_t n;
-    head_t *heads;
-    size_t n_heads;
-    bool lookup;                  /* read first (the guarded insert failed, or left calls lately) */
-    bool missed;                  /* the guarded insert failed or left a call */
-    arrays_t x;
-} batch_t;
-
 /* The insert's thirteen arrays, for what is done to each alike. */
 enum { N_INSERT_ARRAYS = 13 };
-static void insert_arrays(arrays_t *x, ordo_buf_t *out[N_INSERT_ARRAYS])
+static void insert_arrays(es_arrays_t *x, ordo_buf_t *out[N_INSERT_ARRAYS])
 {
     ordo_buf_t *all[N_INSERT_ARRAYS] = {&x->head_agg,   &x->head_type, &x->head_version, &x->head_expected,
                                         &x->head_ids,   &x->ev_id,     &x->ev_agg,       &x->ev_type,
@@ -106,7 +77,7 @@ static void insert_arrays(arrays_t *x, ordo_buf_t *out[N_INSERT_ARRAYS])
     memcpy(out, all, sizeof all);
 }
 
-static void arrays_free(arrays_t *x)
+static void arrays_free(es_arrays_t *x)
 {
     ordo_buf_t *insert[N_INSERT_ARRAYS];
     insert_arrays(x, insert);
@@ -135,25 +106,8 @@ void es_writer_session_sql(const es_config_t *cfg, char *out, size_t cap)
              cfg->statement_timeout_ms, cfg->statement_timeout_ms);
 }
 
-static bool live(const es_append_t *a)
-{
-    return a->st == ORDO_OK && !a->duplicate && !a->deferred;
-}
-
-static void set_result(es_append_t *a, ordo_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_result(es_append_t *a, ordo_status st, const char *fmt, ...)
-{
-    va_list ap;
-    a->st = st;
-    va_start(ap, fmt);
-    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
-    va_end(ap);
-}
-
 /* Marks every call that holds the stored event of row @p r (kind, event_id, aggregate_id, version, position). */
-static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched)
+static void match_stored(es_batch_t *b, const PGresult *res, int r, size_t *matched)
 {
     const char *id = PQgetvalue(res, r, 1), *stored_aggregate = PQgetvalue(res, r, 2);
 
@@ -164,7 +118,7 @@ static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched
                 continue;
             matched[i]++;
             if (strcmp(stored_aggregate, a->events[k]->aggregate_id) != 0)
-                set_result(a, ORDO_INVALID, "event_id %s is already stored for another aggregate (%.100s)",
+                es_append_set_result(a, ORDO_INVALID, "event_id %s is already stored for another aggregate (%.100s)",
                            id, stored_aggregate);
             else if (k == a->n - 1) {
                 a->version = strtoll(PQgetvalue(res, r, 3), NULL, 10);
@@ -174,34 +128,10 @@ static void match_stored(batch_t *b, const PGresult *res, int r, size_t *matched
     }
 }
 
-static head_t *find_head(batch_t *b, const char *aggregate_id)
-{
-    for (size_t i = 0; i < b->n_heads; i++)
-        if (strcmp(b->heads[i].aggregate_id, aggregate_id) == 0)
-            return &b->heads[i];
-    return NULL;
-}
-
-/* The stream head of every call's aggregate, not yet read (one per aggregate). */
-static void collect_heads(batch_t *b, ordo_buf_t *aggs)
-{
-    b->n_heads = 0;
-    ordo_buf_pg_array_begin(aggs);
-    for (size_t i = 0; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        if (find_head(b, a->events[0]->aggregate_id) != NULL)
-            continue;
-        b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "", 0, 0, NULL,
-                                          false, false};
-        ordo_buf_pg_array_text(aggs, a->events[0]->aggregate_id);
-    }
-    ordo_buf_pg_array_end(aggs);
-}
-
 /* Row @p r is a locked head (kind, aggregate_type, aggregate_id, version). */
-static void fill_head(batch_t *b, const PGresult *res, int r)
+static void fill_head(es_batch_t *b, const PGresult *res, int r)
 {
-    head_t *h = find_head(b, PQgetvalue(res, r, 2));
+    es_head_t *h = es_batch_find_head(b, PQgetvalue(res, r, 2));
     if (h == NULL)
         return;
     snprintf(h->stored_type, sizeof h->stored_type, "%s", PQgetvalue(res, r, 1));
@@ -212,7 +142,7 @@ static void fill_head(batch_t *b, const PGresult *res, int r)
 
 /* Steps 1 and 2 in one statement: which event ids are stored already, and
  * the stream heads of the batch's aggregates, locked (in a stable order). */
-static ordo_status read_and_lock(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
+static ordo_status read_and_lock(ordo_pg_tx_t *tx, es_batch_t *b, ordo_error_t *err)
 {
     ordo_buf_t *ids = &b->x.lookup_ids, *aggs = &b->x.lookup_aggs;
     const char *params[2];
@@ -227,7 +157,7 @@ static ordo_status read_and_lock(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err
         for (size_t k = 0; k < b->items[i]->n; k++)
             ordo_buf_pg_array_text(ids, b->items[i]->ids[k]);
     ordo_buf_pg_array_end(ids);
-    collect_heads(b, aggs);
+    es_batch_collect_heads(b, aggs);
     params[0] = ordo_buf_str(ids);
     params[1] = ordo_buf_str(aggs);
     st = ordo_pg_tx_query(tx, NULL,
@@ -255,71 +185,11 @@ static ordo_status read_and_lock(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err
         if (matched[i] == a->n)
             a->duplicate = true;
         else
-            set_result(a, ORDO_CONFLICT, "%zu of the %zu event ids are already stored: a request is replayed whole or not at all",
+            es_append_set_result(a, ORDO_CONFLICT, "%zu of the %zu event ids are already stored: a request is replayed whole or not at all",
                        matched[i], a->n);
     }
     free(matched);
     return ORDO_OK;
-}
-
-/* Checks each live call's expected version in queue order against the locked heads. */
-static void check_versions(batch_t *b)
-{
-    for (size_t i = 0; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        head_t *h;
-        if (!live(a))
-            continue;
-        h = find_head(b, a->events[0]->aggregate_id);
-        if (strcmp(h->aggregate_type, a->events[0]->aggregate_type) != 0)
-            set_result(a, ORDO_INVALID, "aggregate %.100s is of type %s, not %s",
-                       h->aggregate_id, h->aggregate_type, a->events[0]->aggregate_type);
-        else if (a->expected >= 0 && a->expected != h->version)
-            set_result(a, ORDO_CONFLICT, "wrong expected version %lld: aggregate %.100s is at version %lld",
-                       (long long)a->expected, h->aggregate_id, (long long)h->version);
-        else {
-            h->version += (int64_t)a->n;
-            h->touched = true;
-            a->version = h->version;
-        }
-    }
-}
-
-/* Calls sharing an event id with an earlier live call wait for the next batch. */
-static void defer_overlaps(batch_t *b)
-{
-    for (size_t i = 1; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        for (size_t j = 0; j < i && live(a); j++) {
-            if (!live(b->items[j]))
-                continue;
-            for (size_t k = 0; k < a->n && !a->deferred; k++)
-                for (size_t m = 0; m < b->items[j]->n; m++)
-                    if (strcmp(a->ids[k], b->items[j]->ids[m]) == 0) {
-                        a->deferred = true;
-                        break;
-                    }
-        }
-    }
-}
-
-/* The guarded insert's heads, if it can take the batch: every call names
- * its expected version, no two share an aggregate, and none was left by it
- * before. Each head is then where its call expects it. */
-static bool guess_heads(batch_t *b)
-{
-    b->n_heads = 0;
-    if (b->lookup)
-        return false;
-    for (size_t i = 0; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        if (a->expected < 0 || a->lookup || find_head(b, a->events[0]->aggregate_id) != NULL)
-            return false;
-        a->version = a->expected + (int64_t)a->n;
-        b->heads[b->n_heads++] = (head_t){a->events[0]->aggregate_id, a->events[0]->aggregate_type, "",
-                                          a->version, a->expected, a, a->expected > 0, true};
-    }
-    return true;
 }
 
 /* Events ($4..$11: id, aggregate, type, version, event type, data,
@@ -391,7 +261,7 @@ static const char *const GUARDED_EVENTS_SQL =
 
 /* Matches the guarded insert's rows (in item order) to the calls; a call
  * whose events it did not write waits for the next batch, which reads first. */
-static ordo_status take_guarded_rows(batch_t *b, PGresult *res, ordo_error_t *err)
+static ordo_status take_guarded_rows(es_batch_t *b, PGresult *res, ordo_error_t *err)
 {
     int row = 0;
     ordo_status st;
@@ -418,7 +288,7 @@ static void ids_literal(ordo_buf_t *out, const es_append_t *a)
 
 /* $1..$11 of the events statements: the heads' three arrays, then the events' eight. */
 enum { EVENTS_PARAMS = 11, HEADS_PARAMS = 5 };
-static void events_params(const arrays_t *x, const char *p[EVENTS_PARAMS])
+static void events_params(const es_arrays_t *x, const char *p[EVENTS_PARAMS])
 {
     const char *v[EVENTS_PARAMS] = {ordo_buf_str(&x->head_agg),  ordo_buf_str(&x->head_type),
                                     ordo_buf_str(&x->head_version), ordo_buf_str(&x->ev_id),
@@ -430,7 +300,7 @@ static void events_params(const arrays_t *x, const char *p[EVENTS_PARAMS])
 }
 
 /* $1..$5 of the guarded heads statements. */
-static void heads_params(const arrays_t *x, const char *p[HEADS_PARAMS])
+static void heads_params(const es_arrays_t *x, const char *p[HEADS_PARAMS])
 {
     const char *v[HEADS_PARAMS] = {ordo_buf_str(&x->head_agg), ordo_buf_str(&x->head_type),
                                    ordo_buf_str(&x->head_version), ordo_buf_str(&x->head_expected),
@@ -440,7 +310,7 @@ static void heads_params(const arrays_t *x, const char *p[HEADS_PARAMS])
 
 /* The guarded insert's three statements, with the batch's BEGIN and
  * COMMIT, in one round trip. */
-static ordo_status insert_guarded(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
+static ordo_status insert_guarded(ordo_pg_tx_t *tx, es_batch_t *b, ordo_error_t *err)
 {
     const char *heads[HEADS_PARAMS], *events[EVENTS_PARAMS];
     ordo_pg_stmt_t stmts[3] = {{"es_heads_create", CREATE_HEADS_SQL, HEADS_PARAMS, heads, NULL},
@@ -473,7 +343,7 @@ static const char *const INSERT_SQL =
     "), " INSERT_EVENTS_SQL("");
 
 /* INSERT_SQL with the batch's BEGIN (unless the lookup took it) and COMMIT. */
-static ordo_status insert_plain(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
+static ordo_status insert_plain(ordo_pg_tx_t *tx, es_batch_t *b, ordo_error_t *err)
 {
     const char *events[EVENTS_PARAMS];
     ordo_pg_stmt_t stmt = {"es_insert", INSERT_SQL, EVENTS_PARAMS, events, NULL};
@@ -488,7 +358,7 @@ static ordo_status insert_plain(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
         return st;
     /* Rows come back in position order, which is the order they were given in. */
     for (size_t i = 0; i < b->n && st == ORDO_OK; i++)
-        if (live(b->items[i]))
+        if (es_batch_live(b->items[i]))
             st = take_call_rows(b->items[i], stmt.result, &row, err);
     PQclear(stmt.result);
     return st;
@@ -496,16 +366,16 @@ static ordo_status insert_plain(ordo_pg_tx_t *tx, batch_t *b, ordo_error_t *err)
 
 /* The arrays of the heads the batch writes (@p guarded: with the version
  * each moves from and its call's event ids) and of the live calls' events. */
-static ordo_status fill_arrays(batch_t *b, bool guarded, ordo_error_t *err)
+static ordo_status fill_arrays(es_batch_t *b, bool guarded, ordo_error_t *err)
 {
-    arrays_t *x = &b->x;
+    es_arrays_t *x = &b->x;
     ordo_buf_t *all[N_INSERT_ARRAYS], ids = ORDO_BUF_INIT;
 
     insert_arrays(x, all);
     for (int i = 0; i < N_INSERT_ARRAYS; i++)
         ordo_buf_pg_array_begin(all[i]);
     for (size_t i = 0; i < b->n_heads; i++) {
-        const head_t *h = &b->heads[i];
+        const es_head_t *h = &b->heads[i];
         if (!h->touched)
             continue;
         ordo_buf_pg_array_text(&x->head_agg, h->aggregate_id);
@@ -519,7 +389,7 @@ static ordo_status fill_arrays(batch_t *b, bool guarded, ordo_error_t *err)
     }
     for (size_t i = 0; i < b->n; i++) {
         const es_append_t *a = b->items[i];
-        for (size_t k = 0; live(a) && k < a->n; k++) {
+        for (size_t k = 0; es_batch_live(a) && k < a->n; k++) {
             const Eventstore__Event *ev = a->events[k];
             ordo_buf_pg_array_text(&x->ev_id, a->ids[k]);
             ordo_buf_pg_array_text(&x->ev_agg, ev->aggregate_id);
@@ -544,7 +414,7 @@ static ordo_status fill_arrays(batch_t *b, bool guarded, ordo_error_t *err)
  * (@p guarded: the guarded insert, of the heads guess_heads made). It is
  * the transaction's last: its COMMIT goes out with it (once it returns, the
  * rows are committed: what follows only reads its answer). */
-static ordo_status insert_events(ordo_pg_tx_t *tx, batch_t *b, bool guarded, ordo_error_t *err)
+static ordo_status insert_events(ordo_pg_tx_t *tx, es_batch_t *b, bool guarded, ordo_error_t *err)
 {
     ordo_status st = fill_arrays(b, guarded, err);
     if (st != ORDO_OK)
@@ -554,24 +424,18 @@ static ordo_status insert_events(ordo_pg_tx_t *tx, batch_t *b, bool guarded, ord
 
 static ordo_status batch_body(ordo_pg_tx_t *tx, void *arg, ordo_error_t *err)
 {
-    batch_t *b = arg;
+    es_batch_t *b = arg;
     ordo_status st;
 
-    for (size_t i = 0; i < b->n; i++) {
-        es_append_t *a = b->items[i];
-        a->st = ORDO_OK;
-        a->msg[0] = '\0';
-        a->duplicate = a->deferred = false;
-        a->version = a->position = 0;
-    }
-    if (guess_heads(b))
+    es_batch_reset(b);
+    if (es_batch_guess_heads(b))
         return insert_events(tx, b, true, err);
     if ((st = read_and_lock(tx, b, err)) != ORDO_OK)
         return st;
-    defer_overlaps(b);
-    check_versions(b);
+    es_batch_defer_overlaps(b);
+    es_batch_check_versions(b);
     for (size_t i = 0; i < b->n; i++)
-        if (live(b->items[i]))
+        if (es_batch_live(b->items[i]))
             return insert_events(tx, b, false, err);
     return ORDO_OK;
 }
@@ -579,13 +443,13 @@ static ordo_status batch_body(ordo_pg_tx_t *tx, void *arg, ordo_error_t *err)
 /* After a lost COMMIT answer: the first live event id tells whether it committed. */
 static ordo_status batch_resolve(ordo_pg_t *pg, void *arg, ordo_error_t *err)
 {
-    batch_t *b = arg;
+    es_batch_t *b = arg;
     const char *params[1];
     PGresult *res;
     ordo_status st;
 
     for (size_t i = 0; i < b->n; i++) {
-        if (!live(b->items[i]))
+        if (!es_batch_live(b->items[i]))
             continue;
         params[0] = b->items[i]->ids[0];
         st = ordo_pg_query(pg, "SELECT 1 FROM events WHERE event_id = $1::uuid", 1, params, &res, err);
@@ -657,17 +521,17 @@ static void tell_watermark(es_writer_t *w, es_append_t **items, size_t n)
     int64_t *positions;
 
     for (size_t i = 0; i < n; i++)
-        count += live(items[i]) ? items[i]->n : 0;
+        count += es_batch_live(items[i]) ? items[i]->n : 0;
     if (count == 0)
         return;
     if ((positions = malloc(count * sizeof *positions)) == NULL) {
         for (size_t i = 0; i < n; i++)   /* no memory for one list: one call per append */
-            if (live(items[i]))
+            if (es_batch_live(items[i]))
                 es_watermark_committed(w->ctx->watermark, items[i]->positions, items[i]->n);
         return;
     }
     for (size_t i = 0; i < n; i++)
-        for (size_t e = 0; live(items[i]) && e < items[i]->n; e++)
+        for (size_t e = 0; es_batch_live(items[i]) && e < items[i]->n; e++)
             positions[k++] = items[i]->positions[e];
     es_watermark_committed(w->ctx->watermark, positions, count);
     free(positions);
@@ -685,7 +549,7 @@ static void note_arrivals(lane_t *l)
 static void run_batch(lane_t *l, es_append_t **items, size_t n)
 {
     es_writer_t *w = l->w;
-    batch_t b = {.items = items, .n = n, .lookup = l->guard_rest > 0};
+    es_batch_t b = {.items = items, .n = n, .lookup = l->guard_rest > 0};
     ordo_pg_transaction_t tx = {.begin_sql = "BEGIN ISOLATION LEVEL REPEATABLE READ", .body = batch_body,
                                 .resolve = batch_resolve, .arg = &b, .policy = es_retry_policy};
     ordo_error_t err;
@@ -717,7 +581,7 @@ static void run_batch(lane_t *l, es_append_t **items, size_t n)
         atomic_fetch_add(&w->ctx->stats.batches, 1);
         /* The relay gets the committed events before the watermark shows them. */
         for (size_t i = 0; i < n; i++)
-            if (live(items[i]))
+            if (es_batch_live(items[i]))
                 offer_to_relay(w->ctx->relay, items[i]);
         /* Readers (and the relay) learn of the commit before its callers do:
          * read-your-writes. */
@@ -728,7 +592,7 @@ static void run_batch(lane_t *l, es_append_t **items, size_t n)
     for (size_t i = 0; i < n; i++) {
         es_append_t *a = items[i];
         if (st != ORDO_OK)
-            set_result(a, st, "%s", err.msg);
+            es_append_set_result(a, st, "%s", err.msg);
         else if (a->deferred) {
             requeue_front(l, a);
             continue;

@@ -328,7 +328,9 @@ static void dispatch(ordo_consumer_t *c, natsMsgList *list)
             /* One message for an idle lane (the usual fetch below full load):
              * handled here, in the lane's place, without waking its thread.
              * Fetching pauses meanwhile, and the next fetch takes together
-             * what arrived in between (BENCHMARKS.md, 2026-11-30 afternoon). */
+             * what arrived in between. (At 300 orders/s the three consumers
+             * spent 1.09-1.15 ms of CPU per order waking the lane, 0.93-1.00
+             * without.) */
             l->busy = true;
             l->msgs[0] = list->Msgs[0];
             l->n = 1;

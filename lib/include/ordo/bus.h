@@ -1,7 +1,8 @@
 /**
  * @file bus.h
  * NATS JetStream access (cnats): connection with endless reconnects, the
- * EVENTS stream, and the subject/header conventions of DESIGN.md ("Bus").
+ * EVENTS stream and its subjects (docs/eventstore.md, "Outbox and bus"; the
+ * headers are ordo/envelope.h).
  */
 #ifndef ORDO_BUS_H
 #define ORDO_BUS_H
