@@ -51,6 +51,17 @@ ordo_pg_start() {
     return 1
 }
 
+# ordo_cleanup_dir DIR [PID...]: stops PIDs (those started here), then DIR's
+# nats-server and PostgreSQL, and removes DIR. For a test's or a benchmark's trap.
+ordo_cleanup_dir() {
+    local dir=$1 p
+    shift
+    for p in "$@"; do [ -n "$p" ] && ordo_kill_wait "$p"; done
+    ordo_nats_stop "$dir"
+    ordo_pg_stop "$dir/pg"
+    rm -rf "$dir"
+}
+
 ordo_pg_stop() {
     local dir=$1
     [ -f "$dir/data/postmaster.pid" ] || return 0

@@ -9,13 +9,7 @@ CTL=$BUILD/tools/ordoctl
 dir=$(mktemp -d /tmp/ordo-ctl.XXXXXX)
 passed=0 failed=0
 es_pid=
-cleanup() {
-    [ -n "$es_pid" ] && ordo_kill_wait "$es_pid"
-    ordo_nats_stop "$dir"
-    ordo_pg_stop "$dir/pg"
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+trap 'ordo_cleanup_dir "$dir" "$es_pid"' EXIT
 check() {   # check DESCRIPTION COMMAND...
     local what=$1; shift
     if "$@"; then passed=$((passed + 1)); echo "ok - $what"; else failed=$((failed + 1)); echo "FAIL - $what"; fi

@@ -6,7 +6,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../scripts/lib.sh"
 BUILD=${ORDO_BUILD:-$here/../build}
 dir=$(mktemp -d /tmp/ordo-pg.XXXXXX)
-cleanup() { ordo_pg_stop "$dir/pg"; rm -rf "$dir"; }
-trap cleanup EXIT
+trap 'ordo_cleanup_dir "$dir"' EXIT
 ordo_pg_start "$dir/pg" off || exit 1
 ORDO_TEST_DATABASE_URL=$DATABASE_URL "$BUILD/tests/unit_pg"

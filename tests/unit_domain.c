@@ -21,34 +21,43 @@ static const char *header_of(natsMsg *m, const char *key)
     return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : NULL;
 }
 
+/* An event with the envelope's required fields. */
+static void set_event(Eventstore__Event *ev, const char *id, const char *type, const char *aggregate, const char *data)
+{
+    *ev = (Eventstore__Event)EVENTSTORE__EVENT__INIT;
+    ev->event_id = (char *)id;
+    ev->event_type = (char *)type;
+    ev->aggregate_id = (char *)aggregate;
+    ev->aggregate_type = "order";
+    ev->event_data = (char *)data;
+}
+
+static void set_entry(Eventstore__Event__MetadataEntry *e, const char *key, const char *value)
+{
+    *e = (Eventstore__Event__MetadataEntry)EVENTSTORE__EVENT__METADATA_ENTRY__INIT;
+    e->key = (char *)key;
+    e->value = (char *)value;
+}
+
 /* What the relay writes is what a consumer reads, field by field. */
 static void envelope_round_trip(void **state)
 {
-    Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
-    Eventstore__Event__MetadataEntry corr = EVENTSTORE__EVENT__METADATA_ENTRY__INIT, cause = EVENTSTORE__EVENT__METADATA_ENTRY__INIT,
-                         trace = EVENTSTORE__EVENT__METADATA_ENTRY__INIT, other = EVENTSTORE__EVENT__METADATA_ENTRY__INIT;
+    Eventstore__Event ev;
+    Eventstore__Event__MetadataEntry corr, cause, trace, other;
     Eventstore__Event__MetadataEntry *meta[] = {&corr, &cause, &trace, &other};
     ordo_bus_event_t got;
     natsMsg *m = NULL;
     (void)state;
 
-    ev.event_id = "0b6b3c44-64a6-4a7e-9a0e-5d7f2f1f7a01";
-    ev.event_type = "order-created";
-    ev.aggregate_id = "o-1";
-    ev.aggregate_type = "order";
-    ev.event_data = "{\"a\":1}";
+    set_event(&ev, "0b6b3c44-64a6-4a7e-9a0e-5d7f2f1f7a01", "order-created", "o-1", "{\"a\":1}");
     ev.stream = "orders";
     ev.version = 3;
     ev.position = 9000000000LL;
     ev.created_at = 1764000000123LL;
-    corr.key = "correlation_id";
-    corr.value = "corr-1";
-    cause.key = "causation_id";
-    cause.value = "cause-1";
-    trace.key = "traceparent";
-    trace.value = "00-abc-def-01";
-    other.key = "tenant";
-    other.value = "t-7";
+    set_entry(&corr, "correlation_id", "corr-1");
+    set_entry(&cause, "causation_id", "cause-1");
+    set_entry(&trace, "traceparent", "00-abc-def-01");
+    set_entry(&other, "tenant", "t-7");
     ev.metadata = meta;
     ev.n_metadata = 4;
 
@@ -79,7 +88,7 @@ static void envelope_round_trip(void **state)
  * and one without a stream or metadata carries no such headers. */
 static void envelope_missing_headers(void **state)
 {
-    Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
+    Eventstore__Event ev;
     ordo_bus_event_t got;
     natsMsg *m = NULL;
     (void)state;
@@ -94,11 +103,7 @@ static void envelope_missing_headers(void **state)
     assert_int_equal(ordo_envelope_position(m), -1);
     natsMsg_Destroy(m);
 
-    ev.event_id = "e";
-    ev.event_type = "t";
-    ev.aggregate_id = "a";
-    ev.aggregate_type = "order";
-    ev.event_data = "{}";
+    set_event(&ev, "e", "t", "a", "{}");
     assert_int_equal(ordo_envelope_encode(&ev, &m), NATS_OK);
     assert_null(header_of(m, ORDO_HDR_STREAM));
     assert_null(header_of(m, ORDO_HDR_CORRELATION_ID));
@@ -108,18 +113,14 @@ static void envelope_missing_headers(void **state)
 /* Subjects NATS could misroute are refused, not published. */
 static void envelope_refuses_long_subjects(void **state)
 {
-    Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
+    Eventstore__Event ev;
     char type[400];
     natsMsg *m = NULL;
     (void)state;
 
     memset(type, 'x', sizeof type - 1);
     type[sizeof type - 1] = '\0';
-    ev.event_id = "e";
-    ev.event_type = type;
-    ev.aggregate_id = "a";
-    ev.aggregate_type = "order";
-    ev.event_data = "{}";
+    set_event(&ev, "e", type, "a", "{}");
     assert_int_equal(ordo_envelope_encode(&ev, &m), NATS_INVALID_SUBJECT);
     assert_null(m);
 }
