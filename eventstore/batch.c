@@ -51,11 +51,12 @@ void es_batch_check_versions(es_batch_t *b)
             continue;
         h = es_batch_find_head(b, a->events[0]->aggregate_id);
         if (strcmp(h->aggregate_type, a->events[0]->aggregate_type) != 0)
-            es_append_set_result(a, ORDO_INVALID, "aggregate %.100s is of type %s, not %s",
-                       h->aggregate_id, h->aggregate_type, a->events[0]->aggregate_type);
+            es_append_set_result(a, ORDO_INVALID, "aggregate %.100s is of type %s, not %s", h->aggregate_id,
+                                 h->aggregate_type, a->events[0]->aggregate_type);
         else if (a->expected >= 0 && a->expected != h->version)
-            es_append_set_result(a, ORDO_CONFLICT, "wrong expected version %lld: aggregate %.100s is at version %lld",
-                       (long long)a->expected, h->aggregate_id, (long long)h->version);
+            es_append_set_result(a, ORDO_CONFLICT,
+                                 "wrong expected version %lld: aggregate %.100s is at version %lld",
+                                 (long long)a->expected, h->aggregate_id, (long long)h->version);
         else {
             h->version += (int64_t)a->n;
             h->touched = true;

@@ -39,12 +39,12 @@ static ordo_status claim(es_lease_t *l, ordo_pg_t *pg, bool *held, ordo_error_t 
      * the last renewal): claiming twice is harmless, and giving the lease up
      * stopped publishing for a fifth of its length after every restart. */
     if ((st = ordo_pg_query_idempotent(pg, "INSERT INTO relay_lease (name, holder, expires_at)"
-                               " VALUES ('outbox', $1, now() + $2::interval)"
-                               " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
-                               " expires_at = excluded.expires_at"
-                               " WHERE relay_lease.holder = excluded.holder OR relay_lease.expires_at < now()"
-                               " RETURNING holder",
-                           2, params, &res, err)) != ORDO_OK)
+                                           " VALUES ('outbox', $1, now() + $2::interval)"
+                                           " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+                                           " expires_at = excluded.expires_at"
+                                           " WHERE relay_lease.holder = excluded.holder OR relay_lease.expires_at < now()"
+                                           " RETURNING holder",
+                                       2, params, &res, err)) != ORDO_OK)
         return st;
     *held = PQntuples(res) == 1;
     PQclear(res);
@@ -95,7 +95,7 @@ void es_lease_release(es_lease_t *l, ordo_pg_t *pg)
         return;
     l->held = false;
     if (ordo_pg_query_idempotent(pg, "UPDATE relay_lease SET expires_at = now() - interval '1 millisecond'"
-                         " WHERE name = 'outbox' AND holder = $1",
-                     1, params, NULL, &err) != ORDO_OK)
+                                     " WHERE name = 'outbox' AND holder = $1",
+                                 1, params, NULL, &err) != ORDO_OK)
         ORDO_WARN("relay cannot release its lease (it expires on its own)", "err=\"%s\"", err.msg);
 }

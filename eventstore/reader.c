@@ -211,8 +211,8 @@ static void republish(void *vctx, ordo_pg_t *pg, void *arg)
     snprintf(from, sizeof from, "%lld", (long long)req->from_position);
     snprintf(to, sizeof to, "%lld", (long long)req->to_position);
     st = ordo_pg_query_idempotent(pg, "INSERT INTO outbox (position) SELECT position FROM events"   /* idempotent */
-                          " WHERE position >= $1::int8 AND ($2::int8 = 0 OR position <= $2::int8)"
-                          " ON CONFLICT (position) DO NOTHING", 2, params, &res, &err);
+                                      " WHERE position >= $1::int8 AND ($2::int8 = 0 OR position <= $2::int8)"
+                                      " ON CONFLICT (position) DO NOTHING", 2, params, &res, &err);
     if (st == ORDO_OK) {
         resp.queued = strtoll(PQcmdTuples(res), NULL, 10);
         ORDO_INFO("republish queued", "from=%s to=%s queued=%lld", from, to, (long long)resp.queued);

@@ -118,8 +118,9 @@ static void match_stored(es_batch_t *b, const PGresult *res, int r, size_t *matc
                 continue;
             matched[i]++;
             if (strcmp(stored_aggregate, a->events[k]->aggregate_id) != 0)
-                es_append_set_result(a, ORDO_INVALID, "event_id %s is already stored for another aggregate (%.100s)",
-                           id, stored_aggregate);
+                es_append_set_result(a, ORDO_INVALID,
+                                     "event_id %s is already stored for another aggregate (%.100s)", id,
+                                     stored_aggregate);
             else if (k == a->n - 1) {
                 a->version = strtoll(PQgetvalue(res, r, 3), NULL, 10);
                 a->position = strtoll(PQgetvalue(res, r, 4), NULL, 10);
@@ -185,8 +186,9 @@ static ordo_status read_and_lock(ordo_pg_tx_t *tx, es_batch_t *b, ordo_error_t *
         if (matched[i] == a->n)
             a->duplicate = true;
         else
-            es_append_set_result(a, ORDO_CONFLICT, "%zu of the %zu event ids are already stored: a request is replayed whole or not at all",
-                       matched[i], a->n);
+            es_append_set_result(a, ORDO_CONFLICT,
+                                 "%zu of the %zu event ids are already stored: a request is replayed whole or not at all",
+                                 matched[i], a->n);
     }
     free(matched);
     return ORDO_OK;

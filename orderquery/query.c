@@ -90,9 +90,9 @@ static ordo_status page_items(ordo_pg_t *pg, order_page_t *p, int n, ordo_error_
     ordo_buf_pg_array_end(&ids);
     params[0] = ordo_buf_str(&ids);
     st = ordo_pg_query_idempotent(pg, "SELECT i.order_id, i.code, i.name, i.unit_price_cents, i.quantity"
-                          " FROM unnest($1::text[]) WITH ORDINALITY AS page (order_id, n)"
-                          " JOIN order_items i ON i.order_id = page.order_id ORDER BY page.n, i.line",
-                      1, params, &p->items, err);
+                                      " FROM unnest($1::text[]) WITH ORDINALITY AS page (order_id, n)"
+                                      " JOIN order_items i ON i.order_id = page.order_id ORDER BY page.n, i.line",
+                                  1, params, &p->items, err);
     ordo_buf_free(&ids);
     return st;
 }
@@ -134,8 +134,8 @@ static void list_orders(void *vctx, ordo_pg_t *pg, void *arg)
 
     snprintf(limit_s, sizeof limit_s, "%d", limit + 1);
     st = ordo_pg_query_idempotent(pg, "SELECT " ORDER_COLUMNS " FROM orders WHERE ($1 = '' OR customer_id = $1)"
-                          " AND ($2 = '' OR status = $2) AND order_id > $3"
-                          " ORDER BY order_id LIMIT $4::int", 4, params, &p.orders, &err);
+                                      " AND ($2 = '' OR status = $2) AND order_id > $3"
+                                      " ORDER BY order_id LIMIT $4::int", 4, params, &p.orders, &err);
     if (st == ORDO_OK) {
         n = PQntuples(p.orders) > limit ? limit : PQntuples(p.orders);
         st = page_items(pg, &p, n, &err);
