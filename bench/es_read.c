@@ -81,7 +81,7 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     if ((rc = ordo_config_cli("es_read", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
         return rc;
-    if ((st = ordo_grpc_client_create(cfg.addr, ORDO_GRPC_APPEND_MAX_BYTES, &c, &err)) != ORDO_OK) {
+    if ((st = ordo_grpc_client_create(cfg.addr, ORDO_GRPC_APPEND_MAX_BYTES, NULL, &c, &err)) != ORDO_OK) {
         fprintf(stderr, "es_read: %s\n", err.msg);
         return 1;
     }

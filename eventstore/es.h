@@ -44,6 +44,9 @@ typedef struct es_config {
     int grpc_threads;
     bool migrate;
     const char *metrics_addr; /* "": no metrics endpoint */
+    ordo_grpc_tls_t tls;      /* the gRPC server's TLS; no files: plaintext */
+    const char *client_roles; /* with TLS: common name = role */
+    bool insecure;            /* plaintext on a non-loopback address allowed */
 } es_config_t;
 
 typedef struct es_stats {

@@ -37,6 +37,8 @@ static const ordo_option_t options[] = {
     OPT("grpc-threads", "ORDO_GRPC_THREADS", "1", ORDO_OPT_INT, grpc_threads, 1, 8, "gRPC completion-queue threads"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
     OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here; empty: off"),
+    ORDO_TLS_OPTIONS(es_config_t, tls),
+    ORDO_GRPC_SERVER_OPTIONS(es_config_t),
 };
 
 static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
@@ -53,7 +55,8 @@ static ordo_status start(es_ctx_t *ctx, ordo_error_t *err)
 {
     const es_config_t *cfg = ctx->cfg;
     ordo_grpc_server_config_t scfg = {.addr = cfg->listen, .max_message_bytes = cfg->max_message_bytes,
-                                      .threads = cfg->grpc_threads};
+                                      .threads = cfg->grpc_threads, .tls = &cfg->tls,
+                                      .client_roles = cfg->client_roles, .insecure = cfg->insecure};
     ordo_status st;
     int port = 0;
 

@@ -43,14 +43,16 @@ static void on_republish(void *vctx, ordo_grpc_call_t *call, const ProtobufCMess
 
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err)
 {
+    /* With TLS, who may call what (docs/security.md). GetStats only reads
+     * counters: readers may (orderapi's /healthz asks it); a replay is admin's. */
     static const ordo_grpc_method_t store[] = {
-        {"CreateEvent", on_create_event, false},
-        {"GetEvents", on_get_events, false},
-        {"GetEventsStream", on_get_events_stream, true},
+        {"CreateEvent", on_create_event, false, ORDO_ROLE_WRITER},
+        {"GetEvents", on_get_events, false, ORDO_ROLE_READER},
+        {"GetEventsStream", on_get_events_stream, true, ORDO_ROLE_READER},
     };
     static const ordo_grpc_method_t admin[] = {
-        {"GetStats", on_get_stats, false},
-        {"Republish", on_republish, false},
+        {"GetStats", on_get_stats, false, ORDO_ROLE_READER},
+        {"Republish", on_republish, false, ORDO_ROLE_ADMIN},
     };
     ordo_status st = ordo_grpc_server_add_service(ctx->server, &eventstore__event_store__descriptor,
                                                   store, 3, ctx, err);

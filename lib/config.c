@@ -129,3 +129,20 @@ int ordo_config_cli(const char *prog, const ordo_option_t *opts, size_t n, void 
     }
     return -1;
 }
+
+bool ordo_addr_is_loopback(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    size_t len = colon != NULL ? (size_t)(colon - addr) : strlen(addr);
+    char host[256];
+
+    if (len >= sizeof host)
+        return false;
+    memcpy(host, addr, len);
+    host[len] = '\0';
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+        memmove(host, host + 1, len - 2);
+        host[len - 2] = '\0';
+    }
+    return strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
+}

@@ -170,7 +170,9 @@ ordo_msg_action ordo_msg_action_of(ordo_status st)
     case ORDO_OK: return ORDO_MSG_ACK;
     case ORDO_INVALID: return ORDO_MSG_TERM;
     case ORDO_UNAVAILABLE:
-    case ORDO_TIMEOUT: return ORDO_MSG_WAIT;
+    case ORDO_TIMEOUT:
+    case ORDO_UNAUTHENTICATED:   /* a certificate or role not (yet) in place: an operator's fix, not the message's fault */
+    case ORDO_FORBIDDEN: return ORDO_MSG_WAIT;
     default: return ORDO_MSG_RETRY;
     }
 }

@@ -86,8 +86,8 @@ int ordo_daemon_wait(void)
 }
 
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
-                              const char *eventstore_addr, ordo_event_cb handler, void *ctx,
-                              ordo_grpc_client_t **store)
+                              const char *eventstore_addr, const ordo_grpc_tls_t *tls, ordo_event_cb handler,
+                              void *ctx, ordo_grpc_client_t **store)
 {
     ordo_consumer_t *running[ORDO_DAEMON_MAX_CONSUMERS] = {NULL};
     ordo_error_t err = {0};
@@ -95,7 +95,7 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
 
     if (n < 1 || n > ORDO_DAEMON_MAX_CONSUMERS)
         ordo_error_set(&err, ORDO_INVALID, "a service runs 1 to %d consumers", ORDO_DAEMON_MAX_CONSUMERS);
-    else if (ordo_grpc_client_create(eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, store, &err) == ORDO_OK)
+    else if (ordo_grpc_client_create(eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, tls, store, &err) == ORDO_OK)
         for (; started < n; started++) {
             const ordo_daemon_consumer_t *dc = &consumers[started];
             ordo_consumer_config_t ccfg;

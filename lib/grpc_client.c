@@ -26,10 +26,57 @@ struct ordo_grpc_stream {
 
 enum { RECONNECT_FIRST_MS = 100, RECONNECT_MAX_MS = 1000 };
 
-ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
+/* The host of @p target's first server ("ipv4:127.0.0.1:1,127.0.0.1:2" ->
+ * "127.0.0.1", "[::1]:5" -> "::1", "dns:///h:5" -> "h"). */
+static void server_host(const char *target, char *out, size_t cap)
+{
+    const char *p = target, *end;
+    size_t len;
+
+    if (strncmp(p, "ipv4:", 5) == 0 || strncmp(p, "ipv6:", 5) == 0)
+        p += 5;
+    else if (strncmp(p, "dns:///", 7) == 0)
+        p += 7;
+    end = p + strcspn(p, ",");
+    if (*p == '[') {
+        const char *close = memchr(p, ']', (size_t)(end - p));
+        p++;
+        end = close != NULL ? close : end;
+    } else {
+        const char *colon = NULL;
+        for (const char *q = p; q < end; q++)
+            if (*q == ':')
+                colon = q;
+        end = colon != NULL ? colon : end;
+    }
+    len = (size_t)(end - p) < cap - 1 ? (size_t)(end - p) : cap - 1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+}
+
+/* Plaintext, or TLS checking the server against the CA and presenting our certificate. */
+static ordo_status channel_credentials(const ordo_grpc_tls_t *tls, grpc_channel_credentials **out, ordo_error_t *err)
+{
+    ordo_grpc_pem_t pem;
+    grpc_ssl_pem_key_cert_pair pair;
+    ordo_status st;
+
+    if (!ordo_grpc_tls_on(tls)) {
+        *out = grpc_insecure_credentials_create();
+        return ORDO_OK;
+    }
+    if ((st = ordo_grpc_tls_check(tls, err)) != ORDO_OK || (st = ordo_grpc_pem_load(tls, &pem, err)) != ORDO_OK)
+        return st;
+    pair = (grpc_ssl_pem_key_cert_pair){.private_key = pem.key, .cert_chain = pem.cert};
+    *out = grpc_ssl_credentials_create_ex(pem.ca, &pair, NULL, NULL);
+    ordo_grpc_pem_free(&pem);   /* the credentials hold copies */
+    return *out != NULL ? ORDO_OK : ordo_error_set(err, ORDO_INVALID, "gRPC refused the TLS files");
+}
+
+ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes, const ordo_grpc_tls_t *tls,
                                     ordo_grpc_client_t **out, ordo_error_t *err)
 {
-    grpc_arg args[] = {
+    grpc_arg args[6] = {
         ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max_message_bytes),
         ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max_message_bytes),
         /* a target listing several servers ("ipv4:a:1,b:2") spreads calls over them */
@@ -42,15 +89,31 @@ ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
         ORDO_GRPC_INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, RECONNECT_FIRST_MS),
         ORDO_GRPC_INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, RECONNECT_MAX_MS),
     };
-    grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
+    size_t n_args = 5;
+    grpc_channel_args cargs = {n_args, args};
+    char host[256];
     grpc_channel_credentials *creds;
     ordo_grpc_client_t *c = calloc(1, sizeof *c);
+
+    ordo_status st;
 
     *out = NULL;
     if (c == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     grpc_init();
-    creds = grpc_insecure_credentials_create();
+    if ((st = channel_credentials(tls, &creds, err)) != ORDO_OK) {
+        free(c);
+        grpc_shutdown();
+        return st;
+    }
+    if (ordo_grpc_tls_on(tls)) {
+        /* A target that lists servers ("ipv4:a:1,b:2") is no host name: the
+         * servers' certificates are checked against the first one's host. */
+        server_host(target, host, sizeof host);
+        args[n_args++] = (grpc_arg){.type = GRPC_ARG_STRING, .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                                    .value.string = host};
+        cargs.num_args = n_args;
+    }
     c->channel = grpc_channel_create(target, creds, &cargs);
     grpc_channel_credentials_release(creds);
     if (c->channel == NULL) {

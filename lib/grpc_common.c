@@ -1,7 +1,9 @@
 /* Status mapping and byte-buffer <-> protobuf-c helpers shared by the gRPC server and client. */
 #include "grpc_internal.h"
 
+#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,8 @@ int ordo_grpc_code_of(ordo_status st)
     case ORDO_UNIMPLEMENTED: return GRPC_STATUS_UNIMPLEMENTED;
     case ORDO_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case ORDO_INTERNAL: return GRPC_STATUS_INTERNAL;
+    case ORDO_UNAUTHENTICATED: return GRPC_STATUS_UNAUTHENTICATED;
+    case ORDO_FORBIDDEN: return GRPC_STATUS_PERMISSION_DENIED;
     }
     return GRPC_STATUS_UNKNOWN;
 }
@@ -35,6 +39,8 @@ ordo_status ordo_status_of_grpc_code(int code)
     case GRPC_STATUS_RESOURCE_EXHAUSTED: return ORDO_TOO_LARGE;
     case GRPC_STATUS_DEADLINE_EXCEEDED: return ORDO_TIMEOUT;
     case GRPC_STATUS_UNIMPLEMENTED: return ORDO_UNIMPLEMENTED;
+    case GRPC_STATUS_UNAUTHENTICATED: return ORDO_UNAUTHENTICATED;
+    case GRPC_STATUS_PERMISSION_DENIED: return ORDO_FORBIDDEN;
     default: return ORDO_INTERNAL;
     }
 }
@@ -68,4 +74,94 @@ gpr_timespec ordo_grpc_deadline_ms(int timeout_ms)
         return gpr_inf_future(GPR_CLOCK_REALTIME);
     return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                         gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+const char *ordo_grpc_role_name(ordo_grpc_role role)
+{
+    switch (role) {
+    case ORDO_ROLE_READER: return "reader";
+    case ORDO_ROLE_WRITER: return "writer";
+    case ORDO_ROLE_ADMIN: return "admin";
+    case ORDO_ROLE_NONE: break;
+    }
+    return "none";
+}
+
+static bool named(const char *path)
+{
+    return path != NULL && path[0] != '\0';
+}
+
+bool ordo_grpc_tls_on(const ordo_grpc_tls_t *tls)
+{
+    return tls != NULL && (named(tls->ca_file) || named(tls->cert_file) || named(tls->key_file));
+}
+
+/* Reads @p path whole (at most 1 MiB) into a malloc'd NUL-terminated string. */
+static ordo_status read_pem(const char *path, const char *opt, const char *what, char **out, ordo_error_t *err)
+{
+    enum { MAX_PEM = 1 << 20 };
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0;
+
+    *out = NULL;
+    if (f == NULL)
+        return ordo_error_set(err, ORDO_INVALID, "%s%s %s: %s", opt, what, path, strerror(errno));
+    if ((buf = malloc(MAX_PEM + 1)) != NULL)
+        n = fread(buf, 1, MAX_PEM + 1, f);
+    fclose(f);
+    if (buf == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    if (n == 0 || n > MAX_PEM || strstr(buf, "-----BEGIN ") == NULL) {
+        free(buf);
+        return ordo_error_set(err, ORDO_INVALID, "%s%s %s: not a PEM file (or over 1 MiB)", opt, what, path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return ORDO_OK;
+}
+
+ordo_status ordo_grpc_tls_check(const ordo_grpc_tls_t *tls, ordo_error_t *err)
+{
+    ordo_grpc_pem_t pem;
+    ordo_status st;
+    const char *opt;
+
+    if (!ordo_grpc_tls_on(tls))
+        return ORDO_OK;
+    opt = tls->option_prefix != NULL ? tls->option_prefix : "--tls-";
+    if (!named(tls->ca_file))
+        return ordo_error_set(err, ORDO_INVALID, "TLS needs %sca (the CA that signs the peers' certificates)", opt);
+    if (!named(tls->cert_file))
+        return ordo_error_set(err, ORDO_INVALID, "TLS needs %scert (this process's certificate)", opt);
+    if (!named(tls->key_file))
+        return ordo_error_set(err, ORDO_INVALID, "TLS needs %skey (this process's private key)", opt);
+    /* (an error names the option and the file; a file's content never reaches a message) */
+    if ((st = ordo_grpc_pem_load(tls, &pem, err)) == ORDO_OK)
+        ordo_grpc_pem_free(&pem);
+    return st;
+}
+
+ordo_status ordo_grpc_pem_load(const ordo_grpc_tls_t *tls, ordo_grpc_pem_t *out, ordo_error_t *err)
+{
+    const char *opt = tls->option_prefix != NULL ? tls->option_prefix : "--tls-";
+    ordo_status st;
+
+    memset(out, 0, sizeof *out);
+    if ((st = read_pem(tls->ca_file, opt, "ca", &out->ca, err)) != ORDO_OK ||
+        (st = read_pem(tls->cert_file, opt, "cert", &out->cert, err)) != ORDO_OK ||
+        (st = read_pem(tls->key_file, opt, "key", &out->key, err)) != ORDO_OK)
+        ordo_grpc_pem_free(out);
+    return st;
+}
+
+void ordo_grpc_pem_free(ordo_grpc_pem_t *pem)
+{
+    free(pem->ca);
+    if (pem->key != NULL)
+        memset(pem->key, 0, strlen(pem->key));   /* the private key does not linger in freed memory */
+    free(pem->key);
+    free(pem->cert);
+    memset(pem, 0, sizeof *pem);
 }

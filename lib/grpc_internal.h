@@ -17,6 +17,14 @@ ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_
 /** A channel argument with an integer value, for an initialiser list of grpc_arg. */
 #define ORDO_GRPC_INT_ARG(name, v) {.type = GRPC_ARG_INTEGER, .key = (char *)(name), .value.integer = (v)}
 
+/** The PEM files of @p tls read into memory (NUL-terminated, malloc'd, freed
+ *  with ordo_grpc_pem_free) after ordo_grpc_tls_check. */
+typedef struct ordo_grpc_pem {
+    char *ca, *cert, *key;
+} ordo_grpc_pem_t;
+ordo_status ordo_grpc_pem_load(const ordo_grpc_tls_t *tls, ordo_grpc_pem_t *out, ordo_error_t *err);
+void ordo_grpc_pem_free(ordo_grpc_pem_t *pem);
+
 /** Now + @p timeout_ms on the realtime clock; infinite for timeout_ms <= 0. */
 gpr_timespec ordo_grpc_deadline_ms(int timeout_ms);
 

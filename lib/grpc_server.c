@@ -20,10 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ordo/config.h"
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
-enum { SLOTS_PER_METHOD = 8, MAX_THREADS = 8, SHUTDOWN_SETTLE_MS = 100 };
+enum { SLOTS_PER_METHOD = 8, MAX_THREADS = 8, SHUTDOWN_SETTLE_MS = 100, MAX_IDENTITIES = 64, MAX_IDENTITY = 128 };
 
 typedef enum tag_kind {
     TAG_NEW,        /* a registered method's call arrived */
@@ -45,8 +46,15 @@ typedef struct method_entry {
     const ProtobufCMethodDescriptor *desc;
     ordo_grpc_handler_cb handler;   /* NULL: UNIMPLEMENTED */
     bool streaming;
+    ordo_grpc_role role;            /* the least role that may call it (with TLS) */
     void *ctx;
 } method_entry_t;
+
+/* A client certificate's common name and the role it maps to. */
+typedef struct identity {
+    char name[MAX_IDENTITY];
+    ordo_grpc_role role;
+} identity_t;
 
 struct ordo_grpc_server {
     grpc_server *server;
@@ -63,6 +71,9 @@ struct ordo_grpc_server {
     int live_calls;                 /* accepted calls not yet freed; under mu */
     tag_t shutdown_tag;
     int port;                       /* bound by create, reported by start */
+    bool tls;                       /* clients must present a known identity */
+    identity_t identities[MAX_IDENTITIES];   /* read-only after create */
+    int n_identities;
 };
 
 struct ordo_grpc_call {
@@ -189,11 +200,68 @@ static void start_close_watch(ordo_grpc_call_t *c)
     }
 }
 
+/* The common name of the call's client certificate into @p out ("" when none). */
+static void peer_identity(grpc_call *call, char *out, size_t cap)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    grpc_auth_property_iterator it;
+    const grpc_auth_property *p;
+
+    out[0] = '\0';
+    if (ctx == NULL)
+        return;
+    it = grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+    if ((p = grpc_auth_property_iterator_next(&it)) != NULL && p->value_length < cap &&
+        memchr(p->value, '\0', p->value_length) == NULL) {
+        memcpy(out, p->value, p->value_length);
+        out[p->value_length] = '\0';
+    }
+    grpc_auth_context_release(ctx);
+}
+
+static ordo_grpc_role role_of(const ordo_grpc_server_t *srv, const char *identity)
+{
+    for (int i = 0; i < srv->n_identities; i++)
+        if (strcmp(srv->identities[i].name, identity) == 0)
+            return srv->identities[i].role;
+    return ORDO_ROLE_NONE;
+}
+
+/* With TLS: whether the call's client may call @p path, which needs @p need.
+ * A refusal is logged with the identity and the method, and set in @p msg. */
+static ordo_status authorize(const ordo_grpc_server_t *srv, grpc_call *call, const char *path, ordo_grpc_role need,
+                             char *msg, size_t cap)
+{
+    char identity[MAX_IDENTITY];
+    ordo_grpc_role role;
+    ordo_status st = ORDO_OK;
+
+    if (!srv->tls)
+        return ORDO_OK;
+    peer_identity(call, identity, sizeof identity);
+    role = role_of(srv, identity);
+    if (identity[0] == '\0') {
+        st = ORDO_UNAUTHENTICATED;
+        snprintf(msg, cap, "a client certificate is required");
+    } else if (role == ORDO_ROLE_NONE) {
+        st = ORDO_UNAUTHENTICATED;
+        snprintf(msg, cap, "client identity %s has no role here", identity);
+    } else if (role < (need == ORDO_ROLE_NONE ? ORDO_ROLE_READER : need)) {
+        st = ORDO_FORBIDDEN;
+        snprintf(msg, cap, "%s (role %s) may not call %s", identity, ordo_grpc_role_name(role), path);
+    }
+    if (st != ORDO_OK)
+        ORDO_WARN("grpc call refused", "identity=\"%s\" role=%s method=%s status=%s", identity,
+                  ordo_grpc_role_name(role), path, ordo_status_text(st));
+    return st;
+}
+
 static void on_new_call(ordo_grpc_call_t *c, bool ok)
 {
     ordo_grpc_server_t *srv = c->srv;
     method_entry_t *m = c->m;
     char msg[320];
+    ordo_status st;
 
     if (!ok) {              /* the server is shutting down: the slot was never used */
         call_free(c);
@@ -207,11 +275,16 @@ static void on_new_call(ordo_grpc_call_t *c, bool ok)
     if (m != NULL && m->streaming)
         start_close_watch(c);
 
-    if (m == NULL) {
+    if (m == NULL) {   /* (an unknown path is no secret, but only a known client learns so) */
         char *path = grpc_slice_to_c_string(c->details.method);
-        snprintf(msg, sizeof msg, "unknown method %s", path);
+        if ((st = authorize(srv, c->call, path, ORDO_ROLE_READER, msg, sizeof msg)) == ORDO_OK)
+            snprintf(msg, sizeof msg, "unknown method %.200s", path);
         gpr_free(path);
-        ordo_grpc_call_finish(c, ORDO_UNIMPLEMENTED, msg, NULL);
+        ordo_grpc_call_finish(c, st == ORDO_OK ? ORDO_UNIMPLEMENTED : st, msg, NULL);
+        return;
+    }
+    if ((st = authorize(srv, c->call, m->path, m->role, msg, sizeof msg)) != ORDO_OK) {
+        ordo_grpc_call_finish(c, st, msg, NULL);
         return;
     }
     if (m->handler == NULL) {
@@ -319,6 +392,69 @@ static void *cq_thread(void *arg)
     return NULL;
 }
 
+/* "name=role,name=role" into the server's identities. */
+static ordo_status parse_roles(ordo_grpc_server_t *srv, const char *spec, ordo_error_t *err)
+{
+    for (const char *p = spec; *p != '\0';) {
+        size_t len = strcspn(p, ","), name_len;
+        const char *eq = memchr(p, '=', len);
+        char role[16];
+        identity_t *id;
+
+        if (len == 0) {
+            p++;
+            continue;
+        }
+        name_len = eq != NULL ? (size_t)(eq - p) : 0;
+        if (eq == NULL || name_len == 0 || name_len >= MAX_IDENTITY || len - name_len - 1 >= sizeof role)
+            return ordo_error_set(err, ORDO_INVALID, "client roles: \"%.*s\" is not name=role", (int)len, p);
+        if (srv->n_identities == MAX_IDENTITIES)
+            return ordo_error_set(err, ORDO_INVALID, "client roles: more than %d identities", MAX_IDENTITIES);
+        id = &srv->identities[srv->n_identities++];
+        memcpy(id->name, p, name_len);
+        id->name[name_len] = '\0';
+        snprintf(role, sizeof role, "%.*s", (int)(len - name_len - 1), eq + 1);
+        id->role = strcmp(role, "reader") == 0   ? ORDO_ROLE_READER
+                   : strcmp(role, "writer") == 0 ? ORDO_ROLE_WRITER
+                   : strcmp(role, "admin") == 0  ? ORDO_ROLE_ADMIN
+                                                 : ORDO_ROLE_NONE;
+        if (id->role == ORDO_ROLE_NONE)
+            return ordo_error_set(err, ORDO_INVALID, "client roles: %s: role \"%s\" is not reader, writer or admin",
+                                  id->name, role);
+        p += len + (p[len] == ',');
+    }
+    return ORDO_OK;
+}
+
+/* Plaintext, or TLS that asks every client for a certificate from the CA
+ * (verified when given; a call without one is refused by authorize, so the
+ * client hears UNAUTHENTICATED rather than a failed handshake). */
+static ordo_status server_credentials(ordo_grpc_server_t *srv, const ordo_grpc_server_config_t *cfg,
+                                      grpc_server_credentials **out, ordo_error_t *err)
+{
+    ordo_grpc_pem_t pem;
+    grpc_ssl_pem_key_cert_pair pair;
+    ordo_status st;
+
+    if (!ordo_grpc_tls_on(cfg->tls)) {
+        *out = grpc_insecure_server_credentials_create();
+        return ORDO_OK;
+    }
+    if ((st = ordo_grpc_tls_check(cfg->tls, err)) != ORDO_OK ||
+        (st = parse_roles(srv, cfg->client_roles != NULL ? cfg->client_roles : ORDO_GRPC_DEFAULT_ROLES, err)) !=
+            ORDO_OK ||
+        (st = ordo_grpc_pem_load(cfg->tls, &pem, err)) != ORDO_OK)
+        return st;
+    pair = (grpc_ssl_pem_key_cert_pair){.private_key = pem.key, .cert_chain = pem.cert};
+    *out = grpc_ssl_server_credentials_create_ex(pem.ca, &pair, 1, GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY,
+                                                 NULL);
+    ordo_grpc_pem_free(&pem);   /* the credentials hold copies */
+    if (*out == NULL)
+        return ordo_error_set(err, ORDO_INVALID, "gRPC refused the TLS files (--tls-ca, --tls-cert, --tls-key)");
+    srv->tls = true;
+    return ORDO_OK;
+}
+
 ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
                                     ordo_grpc_server_t **out, ordo_error_t *err)
 {
@@ -329,9 +465,15 @@ ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
     };
     grpc_channel_args cargs = {sizeof args / sizeof args[0], args};
     grpc_server_credentials *creds;
+    ordo_status st;
     int port;
 
     *out = NULL;
+    if (!ordo_grpc_tls_on(cfg->tls) && !cfg->insecure && !ordo_addr_is_loopback(cfg->addr))
+        return ordo_error_set(err, ORDO_INVALID,
+                              "refusing to serve gRPC on %s without TLS: set --tls-ca, --tls-cert and --tls-key "
+                              "(clients then need certificates too), or --insecure to serve plaintext anyway",
+                              cfg->addr);
     if (cfg->threads < 1 || cfg->threads > MAX_THREADS)
         return ordo_error_set(err, ORDO_INVALID, "grpc threads must be 1..%d", MAX_THREADS);
     srv = calloc(1, sizeof *srv);
@@ -348,7 +490,10 @@ ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 
-    creds = grpc_insecure_server_credentials_create();
+    if ((st = server_credentials(srv, cfg, &creds, err)) != ORDO_OK) {
+        ordo_grpc_server_destroy(srv);
+        return st;
+    }
     port = grpc_server_add_http2_port(srv->server, cfg->addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -382,6 +527,7 @@ ordo_status ordo_grpc_server_add_service(ordo_grpc_server_t *srv,
             if (strcmp(methods[k].name, m->desc->name) == 0) {
                 m->handler = methods[k].handler;
                 m->streaming = methods[k].server_streaming;
+                m->role = methods[k].role;
             }
         }
         m->registered = grpc_server_register_method(srv->server, m->path, NULL,

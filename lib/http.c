@@ -56,6 +56,8 @@ int ordo_http_code_of(ordo_status st)
     case ORDO_RETRY:
     case ORDO_TIMEOUT: return 503;
     case ORDO_UNIMPLEMENTED: return 501;
+    case ORDO_UNAUTHENTICATED: return 401;
+    case ORDO_FORBIDDEN: return 403;
     default: return 500;
     }
 }

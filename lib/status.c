@@ -16,6 +16,8 @@ const char *ordo_status_text(ordo_status s)
     case ORDO_UNIMPLEMENTED: return "unimplemented";
     case ORDO_NO_MEMORY: return "no_memory";
     case ORDO_INTERNAL: return "internal";
+    case ORDO_UNAUTHENTICATED: return "unauthenticated";
+    case ORDO_FORBIDDEN: return "permission_denied";
     }
     return "unknown";
 }

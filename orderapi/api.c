@@ -50,10 +50,11 @@ static ordo_status json_response(ordo_http_response_t *resp, int status, json_t 
 }
 
 /* A failed call to the store or the read model: for the HTTP client, any
- * failure on their side means the service is unavailable for now. */
+ * failure on their side, and their refusing orderapi's own identity, means
+ * the service is unavailable for now. */
 static ordo_status upstream(const char *who, ordo_error_t *err)
 {
-    if (ordo_http_code_of(err->code) >= 500) {
+    if (ordo_http_code_of(err->code) >= 500 || err->code == ORDO_UNAUTHENTICATED || err->code == ORDO_FORBIDDEN) {
         char msg[sizeof err->msg];
         snprintf(msg, sizeof msg, "%s", err->msg);
         return ordo_error_set(err, ORDO_UNAVAILABLE, "%s is unavailable: %s", who, msg);

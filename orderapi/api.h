@@ -15,6 +15,7 @@ typedef struct api_config {
     int max_body;
     int max_items;
     int timeout_ms;
+    ordo_grpc_tls_t tls;      /* of its event store and orderquery connections */
 } api_config_t;
 
 typedef struct api_ctx {

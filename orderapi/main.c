@@ -17,6 +17,7 @@ static const ordo_option_t options[] = {
     OPT("max-body", "ORDO_MAX_BODY", "65536", ORDO_OPT_INT, max_body, 256, 16 << 20, "largest request body (413 above)"),
     OPT("max-items", "ORDO_MAX_ITEMS", "100", ORDO_OPT_INT, max_items, 1, 10000, "most order items in one order"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "3000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of calls to the store and read model"),
+    ORDO_TLS_OPTIONS(api_config_t, tls),
 };
 
 int main(int argc, char **argv)
@@ -34,8 +35,8 @@ int main(int argc, char **argv)
     ctx.cfg = &cfg;
     api_init(&ctx);
     hcfg = (ordo_http_config_t){cfg.http_addr, cfg.threads, (size_t)cfg.max_body, 10, 1024};
-    if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &ctx.store, &err) != ORDO_OK ||
-        ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &ctx.query, &err) != ORDO_OK ||
+    if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
+        ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &cfg.tls, &ctx.query, &err) != ORDO_OK ||
         ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK) {
         ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
         rc = 1;

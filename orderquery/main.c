@@ -21,6 +21,8 @@ static const ordo_option_t options[] = {
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
     OPT("rebuild", NULL, "false", ORDO_OPT_BOOL, rebuild, 0, 0, "rebuild the read model from the event store, then exit"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
+    ORDO_TLS_OPTIONS(oq_config_t, tls),
+    ORDO_GRPC_SERVER_OPTIONS(oq_config_t),
 };
 
 static int rebuild_once(oq_ctx_t *ctx)
@@ -45,7 +47,8 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
 {
     const oq_config_t *cfg = ctx->cfg;
     ordo_grpc_server_config_t scfg = {.addr = cfg->listen, .max_message_bytes = ORDO_GRPC_QUERY_REQUEST_MAX_BYTES,
-                                      .threads = 1};
+                                      .threads = 1, .tls = &cfg->tls, .client_roles = cfg->client_roles,
+                                      .insecure = cfg->insecure};
     ordo_consumer_config_t ccfg;
     ordo_status st;
     int port = 0;
@@ -89,7 +92,7 @@ int main(int argc, char **argv)
         return rc;
     ctx.cfg = &cfg;
     if ((cfg.migrate && ordo_migrate_url(cfg.database_url, &err) != ORDO_OK) ||
-        ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_READ_MAX_BYTES, &ctx.store, &err) != ORDO_OK) {
+        ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_READ_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK) {
         ORDO_ERROR("orderquery cannot start", "err=\"%s\"", err.msg);
         return 1;
     }

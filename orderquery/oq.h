@@ -22,6 +22,9 @@ typedef struct oq_config {
     int timeout_ms;
     bool rebuild;     /* one-shot: rebuild the read model and exit */
     bool migrate;
+    ordo_grpc_tls_t tls;      /* its gRPC server's and its event store client's; no files: plaintext */
+    const char *client_roles; /* with TLS: common name = role */
+    bool insecure;            /* plaintext on a non-loopback address allowed */
 } oq_config_t;
 
 typedef struct oq_ctx {

@@ -216,10 +216,10 @@ static void on_rebuild(void *ctx, ordo_grpc_call_t *call, const ProtobufCMessage
 ordo_status oq_service_register(oq_ctx_t *ctx, ordo_error_t *err)
 {
     static const ordo_grpc_method_t methods[] = {
-        {"GetOrder", on_get_order, false},
-        {"ListOrders", on_list_orders, false},
-        {"Rebuild", on_rebuild, false},
-        {"Health", on_health, false},
+        {"GetOrder", on_get_order, false, ORDO_ROLE_READER},
+        {"ListOrders", on_list_orders, false, ORDO_ROLE_READER},
+        {"Rebuild", on_rebuild, false, ORDO_ROLE_ADMIN},   /* empties the read model first */
+        {"Health", on_health, false, ORDO_ROLE_READER},
     };
     return ordo_grpc_server_add_service(ctx->server, &order__order_query__descriptor, methods, 4, ctx, err);
 }

@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libgrpc-dev libgrpc++-dev protobuf-compiler protobuf-c-compiler libprotobuf-c-dev
   libnats-dev libssl-dev nats-server postgresql libpq-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev
-  libcmocka-dev uuid-dev curl
+  libcmocka-dev uuid-dev curl openssl
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-psycopg2
 )
 missing=()

@@ -94,9 +94,15 @@ def run(cmd, **kw):
 class Cluster:
     """PostgreSQL + nats-server + eventstore for one test file."""
 
-    def __init__(self, nats=True, nats_config=None, **es_flags):
+    IDENTITIES = ["eventstore", "orderquery", "orderapi", "paymentsvc", "restaurantsvc", "admin"]
+
+    def __init__(self, nats=True, nats_config=None, tls=False, **es_flags):
         self.dir = tempfile.mkdtemp(prefix="ordo-test-")
         os.chmod(self.dir, 0o755)
+        self.certs = None
+        if tls:   # a local CA and a certificate per identity (scripts/certs.sh); every gRPC hop on TLS
+            self.certs = os.path.join(self.dir, "certs")
+            run(["bash", os.path.join(ROOT, "scripts", "certs.sh"), self.certs] + self.IDENTITIES)
         self.es_proc = None
         self.nats_proc = None
         self.nats_port = free_port()
@@ -211,6 +217,7 @@ class Cluster:
                "--nats-url", self.nats_url]
         for k, v in flags.items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
+        cmd += self.tls_flags("eventstore")
         self.es_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.es_log, text=True)
         line = self.es_proc.stdout.readline()
         if not line.startswith("port="):
@@ -220,10 +227,30 @@ class Cluster:
         self.metrics_port = None
         if flags.get("metrics_addr"):
             self.metrics_port = int(self.es_proc.stdout.readline().strip().split("=")[1])
-        import grpc
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.es_port}")
+        self.channel = self.grpc_channel(self.es_port)
         self.store = self.grpc_mod.EventStoreStub(self.channel)
         self.admin = self.grpc_mod.EventStoreAdminStub(self.channel)
+
+    # ---- TLS
+    def tls_flags(self, identity):
+        """A daemon's --tls-* flags for its certificate (none without TLS)."""
+        if not self.certs:
+            return []
+        return ["--tls-ca", self.cert_path("ca.pem"), "--tls-cert", self.cert_path(f"{identity}.pem"),
+                "--tls-key", self.cert_path(f"{identity}.key")]
+
+    def cert_path(self, name):
+        return os.path.join(self.certs, name)
+
+    def grpc_channel(self, port, identity="admin", ca="ca.pem"):
+        """A grpcio channel to 127.0.0.1:port: plaintext, or TLS as @identity (None: no client certificate)."""
+        import grpc
+        if not self.certs:
+            return grpc.insecure_channel(f"127.0.0.1:{port}")
+        read = lambda name: open(self.cert_path(name), "rb").read()
+        creds = grpc.ssl_channel_credentials(read(ca), read(f"{identity}.key") if identity else None,
+                                             read(f"{identity}.pem") if identity else None)
+        return grpc.secure_channel(f"127.0.0.1:{port}", creds)
 
     def stop_es(self, sig=signal.SIGTERM, timeout=20):
         """Stops eventstore with sig; returns its exit code."""
@@ -334,16 +361,18 @@ class FlowCluster(Cluster):
         port = old.port if old else 0
         self.services[f"orderquery-{i}"] = Service(self, f"orderquery-{i}", os.path.join(BUILD, "orderquery", "orderquery"),
                                                    ["--listen", f"127.0.0.1:{port}", "--database-url", self.database_url]
-                                                   + self._common(), True)
+                                                   + self._common() + self.tls_flags("orderquery"), True)
 
     def start_payment(self):
         self.services["paymentsvc"] = Service(self, "paymentsvc", os.path.join(BUILD, "paymentsvc", "paymentsvc"),
-                                              ["--limit", str(self.payment_limit)] + self._common(), False)
+                                              ["--limit", str(self.payment_limit)] + self._common()
+                                              + self.tls_flags("paymentsvc"), False)
 
     def start_restaurant(self):
         self.services["restaurantsvc"] = Service(self, "restaurantsvc",
                                                  os.path.join(BUILD, "restaurantsvc", "restaurantsvc"),
-                                                 ["--unavailable", self.unavailable] + self._common(), False)
+                                                 ["--unavailable", self.unavailable] + self._common()
+                                                 + self.tls_flags("restaurantsvc"), False)
 
     def query_target(self):
         ports = [s.port for n, s in self.services.items() if n.startswith("orderquery") and s.proc]
@@ -354,6 +383,7 @@ class FlowCluster(Cluster):
                 "--eventstore-addr", f"127.0.0.1:{self.es_port}", "--timeout-ms", "2000"]
         for k, v in flags.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
+        args += self.tls_flags("orderapi")
         self.services["orderapi"] = Service(self, "orderapi", os.path.join(BUILD, "orderapi", "orderapi"), args, True)
         self.api = f"http://127.0.0.1:{self.services['orderapi'].port}"
 

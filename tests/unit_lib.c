@@ -246,8 +246,8 @@ static void subjects(void **state)
 static void status_mapping(void **state)
 {
     (void)state;
-    ordo_status all[] = {ORDO_OK, ORDO_INVALID, ORDO_CONFLICT, ORDO_NOT_FOUND, ORDO_UNAVAILABLE,
-                         ORDO_TIMEOUT, ORDO_UNIMPLEMENTED, ORDO_INTERNAL};
+    ordo_status all[] = {ORDO_OK,      ORDO_INVALID,       ORDO_CONFLICT, ORDO_NOT_FOUND,       ORDO_UNAVAILABLE,
+                         ORDO_TIMEOUT, ORDO_UNIMPLEMENTED, ORDO_INTERNAL, ORDO_UNAUTHENTICATED, ORDO_FORBIDDEN};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         assert_int_equal(ordo_status_of_grpc_code(ordo_grpc_code_of(all[i])), all[i]);
     assert_int_equal(ordo_grpc_code_of(ORDO_TOO_LARGE), 8);      /* RESOURCE_EXHAUSTED */
@@ -263,6 +263,8 @@ static void message_actions(void **state)
     assert_int_equal(ordo_msg_action_of(ORDO_INVALID), ORDO_MSG_TERM);
     assert_int_equal(ordo_msg_action_of(ORDO_UNAVAILABLE), ORDO_MSG_WAIT);
     assert_int_equal(ordo_msg_action_of(ORDO_TIMEOUT), ORDO_MSG_WAIT);
+    assert_int_equal(ordo_msg_action_of(ORDO_UNAUTHENTICATED), ORDO_MSG_WAIT);   /* our certificate refused */
+    assert_int_equal(ordo_msg_action_of(ORDO_FORBIDDEN), ORDO_MSG_WAIT);
     assert_int_equal(ordo_msg_action_of(ORDO_NOT_FOUND), ORDO_MSG_RETRY);
     assert_int_equal(ordo_msg_action_of(ORDO_INTERNAL), ORDO_MSG_RETRY);
     assert_int_equal(ordo_msg_action_of(ORDO_NO_MEMORY), ORDO_MSG_RETRY);

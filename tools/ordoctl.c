@@ -25,6 +25,7 @@
 typedef struct ctl_config {
     const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata, *durable;
     int expected, from, to, limit, count, timeout_ms;
+    ordo_grpc_tls_t tls;
 } ctl_config_t;
 
 #define OPT(...) ORDO_OPTION(ctl_config_t, __VA_ARGS__)
@@ -45,6 +46,9 @@ static const ordo_option_t options[] = {
     OPT("limit", NULL, "0", ORDO_OPT_INT, limit, 0, 100000, "most events (0: server default)"),
     OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 100000000, "tail: stop after this many events (0: never)"),
     OPT("timeout-ms", NULL, "10000", ORDO_OPT_INT, timeout_ms, 1, 86400000, "deadline of the call"),
+    OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, tls.ca_file, 0, 0, "CA certificate (PEM) of a TLS event store; with --cert and --key"),
+    OPT("cert", "ORDO_CERT", "", ORDO_OPT_STRING, tls.cert_file, 0, 0, "client certificate (PEM): its common name is the identity the store maps to a role"),
+    OPT("key", "ORDO_KEY", "", ORDO_OPT_STRING, tls.key_file, 0, 0, "the client certificate's private key (PEM file)"),
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -372,7 +376,7 @@ static int run_store_command(const command_t *cmd, const ctl_config_t *cfg)
     ordo_error_t err;
     int rc;
 
-    if (ordo_grpc_client_create(cfg->addr, ORDO_GRPC_READ_MAX_BYTES, &c, &err) != ORDO_OK)
+    if (ordo_grpc_client_create(cfg->addr, ORDO_GRPC_READ_MAX_BYTES, &cfg->tls, &c, &err) != ORDO_OK)
         return fail(&err);
     rc = cmd->store(c, cfg);
     ordo_grpc_client_destroy(c);
@@ -388,6 +392,7 @@ int main(int argc, char **argv)
     bool help;
 
     memset(&cfg, 0, sizeof cfg);
+    cfg.tls.option_prefix = "--";
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
         usage(stdout);
         return 0;

@@ -47,6 +47,10 @@ ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
 /** Prints one line per option: flag, variable, default, description. */
 void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n);
 
+/** Whether @p addr ("host:port", "[::1]:port") names a loopback host
+ *  (127.0.0.0/8, ::1, localhost): what a daemon may serve without TLS. */
+bool ordo_addr_is_loopback(const char *addr);
+
 /** The option lines of ordo_config_usage() alone: flag, environment variable, help, default. */
 void ordo_config_print_options(FILE *out, const ordo_option_t *opts, size_t n);
 

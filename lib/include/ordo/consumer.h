@@ -29,7 +29,9 @@ typedef enum ordo_msg_action {
 } ordo_msg_action;
 
 /** The action for a handler whose effect ended with @p st: ACK for ORDO_OK,
- *  TERM for ORDO_INVALID, WAIT for ORDO_UNAVAILABLE and ORDO_TIMEOUT, RETRY otherwise. */
+ *  TERM for ORDO_INVALID, WAIT for ORDO_UNAVAILABLE, ORDO_TIMEOUT and a
+ *  dependency refusing this service's identity (ORDO_UNAUTHENTICATED,
+ *  ORDO_FORBIDDEN), RETRY otherwise. */
 ordo_msg_action ordo_msg_action_of(ordo_status st);
 
 /** What is done with a message the handler answered @p action on its

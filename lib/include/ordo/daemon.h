@@ -11,6 +11,25 @@
 
 #include "ordo/config.h"
 #include "ordo/consumer.h"
+#include "ordo/grpc.h"
+
+/** The gRPC TLS options of a daemon whose config type @p T has an
+ *  ordo_grpc_tls_t field @p f: its server (if any) and its clients use them. */
+#define ORDO_TLS_OPTIONS(T, f)                                                                                      \
+    ORDO_OPTION(T, "tls-ca", "ORDO_TLS_CA", "", ORDO_OPT_STRING, f.ca_file, 0, 0,                                   \
+                "CA certificate (PEM file) of the gRPC peers; with --tls-cert and --tls-key: TLS with client "      \
+                "certificates on every gRPC connection"),                                                           \
+    ORDO_OPTION(T, "tls-cert", "ORDO_TLS_CERT", "", ORDO_OPT_STRING, f.cert_file, 0, 0,                             \
+                "this process's certificate (PEM file); its common name is its identity"),                          \
+    ORDO_OPTION(T, "tls-key", "ORDO_TLS_KEY", "", ORDO_OPT_STRING, f.key_file, 0, 0,                                \
+                "this process's private key (PEM file)")
+
+/** The options of a daemon's gRPC server (config type @p T, fields client_roles and insecure). */
+#define ORDO_GRPC_SERVER_OPTIONS(T)                                                                                 \
+    ORDO_OPTION(T, "client-roles", "ORDO_CLIENT_ROLES", ORDO_GRPC_DEFAULT_ROLES, ORDO_OPT_STRING, client_roles, 0,   \
+                0, "with TLS: client certificate common name = role (reader, writer, admin), comma separated"),     \
+    ORDO_OPTION(T, "insecure", "ORDO_INSECURE", "false", ORDO_OPT_BOOL, insecure, 0, 0,                              \
+                "serve plaintext gRPC on an address other than loopback (refused otherwise)")
 
 /**
  * Loads @p opts into @p cfg; *@p log_level (a field of @p cfg) names the level.
@@ -50,7 +69,7 @@ typedef struct ordo_daemon_consumer {
  * @return the exit code for main.
  */
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
-                              const char *eventstore_addr, ordo_event_cb handler, void *ctx,
-                              struct ordo_grpc_client **store);
+                              const char *eventstore_addr, const ordo_grpc_tls_t *tls, ordo_event_cb handler,
+                              void *ctx, struct ordo_grpc_client **store);
 
 #endif

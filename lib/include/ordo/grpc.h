@@ -11,6 +11,14 @@
  *
  * Ownership: a call and its request belong to the server; the handler may
  * use both until it calls ordo_grpc_call_finish(), exactly once.
+ *
+ * Security: with TLS configured a server presents its certificate, asks every
+ * client for one chained to its CA, maps the certificate's common name to a
+ * role and lets each method be called only from its role up
+ * (UNAUTHENTICATED without a known identity, PERMISSION_DENIED for a role
+ * too low; each refusal logged with the identity and the method). It never
+ * falls back to plaintext. Without TLS it serves loopback addresses only,
+ * unless told it is insecure on purpose.
  */
 #ifndef ORDO_GRPC_H
 #define ORDO_GRPC_H
@@ -24,6 +32,39 @@
 typedef struct ordo_grpc_server ordo_grpc_server_t;
 typedef struct ordo_grpc_call ordo_grpc_call_t;
 
+/** What a client identity may call; each role includes the ones below it. */
+typedef enum ordo_grpc_role {
+    ORDO_ROLE_NONE = 0,   /**< no role: refused */
+    ORDO_ROLE_READER,     /**< reads: events, streams, statistics, queries */
+    ORDO_ROLE_WRITER,     /**< reads and appends */
+    ORDO_ROLE_ADMIN,      /**< everything, replays and rebuilds included */
+} ordo_grpc_role;
+
+/** "reader", "writer", "admin" (ORDO_ROLE_NONE: "none"). */
+const char *ordo_grpc_role_name(ordo_grpc_role role);
+
+/** The client identities of Ordo's own services and their roles: the
+ *  default of a server's client_roles. */
+#define ORDO_GRPC_DEFAULT_ROLES "orderapi=writer,paymentsvc=writer,restaurantsvc=writer,orderquery=reader,admin=admin"
+
+/** TLS files (PEM paths, not owned). A server presents cert/key and asks
+ *  clients for a certificate chained to ca; a client checks the server's
+ *  certificate against ca and presents cert/key. */
+typedef struct ordo_grpc_tls {
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
+    const char *option_prefix;   /**< how the options are spelled, for errors ("--" for --ca; NULL: "--tls-") */
+} ordo_grpc_tls_t;
+
+/** Whether @p tls asks for TLS: any of its files named. */
+bool ordo_grpc_tls_on(const ordo_grpc_tls_t *tls);
+
+/** Checks that @p tls names all three files or none, and that they can be
+ *  read as PEM; the error names the option and the file at fault (never
+ *  their content). */
+ordo_status ordo_grpc_tls_check(const ordo_grpc_tls_t *tls, ordo_error_t *err);
+
 /** Receives a new call. @p request is owned by @p call. Must not block. */
 typedef void (*ordo_grpc_handler_cb)(void *ctx, ordo_grpc_call_t *call,
                                      const ProtobufCMessage *request);
@@ -32,12 +73,16 @@ typedef struct ordo_grpc_method {
     const char *name;              /**< method name as in the .proto, e.g. "CreateEvent" */
     ordo_grpc_handler_cb handler;
     bool server_streaming;         /**< answered with ordo_grpc_call_send() + finish */
+    ordo_grpc_role role;           /**< with TLS, the least role that may call it (NONE: reader) */
 } ordo_grpc_method_t;
 
 typedef struct ordo_grpc_server_config {
     const char *addr;              /**< "127.0.0.1:50051"; port 0 picks a free port */
     int max_message_bytes;         /**< larger requests get RESOURCE_EXHAUSTED */
     int threads;                   /**< completion-queue threads (1 is usually best) */
+    const ordo_grpc_tls_t *tls;    /**< NULL or no files: plaintext */
+    const char *client_roles;      /**< with TLS: "common-name=role,..." (NULL: ORDO_GRPC_DEFAULT_ROLES) */
+    bool insecure;                 /**< allows plaintext on an address other than loopback */
 } ordo_grpc_server_config_t;
 
 /** Creates a server (not yet listening). Free with ordo_grpc_server_destroy(). */
@@ -123,8 +168,10 @@ typedef struct ordo_grpc_stream ordo_grpc_stream_t;
 /** The largest request orderquery takes (its queries are small). */
 #define ORDO_GRPC_QUERY_REQUEST_MAX_BYTES (1 << 20)
 
-/** Opens an insecure channel to @p target ("127.0.0.1:50051"). Thread-safe use. */
-ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes,
+/** Opens a channel to @p target ("127.0.0.1:50051"): TLS with @p tls's
+ *  files (checked first; the error names the one at fault), plaintext when
+ *  @p tls is NULL or names none. Thread-safe use. */
+ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes, const ordo_grpc_tls_t *tls,
                                     ordo_grpc_client_t **out, ordo_error_t *err);
 
 /** Closes the channel. Accepts NULL. */

@@ -23,6 +23,8 @@ typedef enum ordo_status {
     ORDO_UNIMPLEMENTED,
     ORDO_NO_MEMORY,
     ORDO_INTERNAL,
+    ORDO_UNAUTHENTICATED, /**< no identity, or one this service does not know */
+    ORDO_FORBIDDEN,       /**< a known identity whose role may not do this */
 } ordo_status;
 
 /** Detail of a failure. Fixed-size: never allocated, safe to keep on the stack. */

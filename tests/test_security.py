@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""gRPC with TLS and client certificates: the whole order flow on TLS, clients
+without a certificate or from another CA refused, each role allowed exactly its
+methods on the event store and on orderquery, refusals logged with the identity
+and method (and no key in any log), ordoctl's TLS options, and a plaintext
+server refused on an address other than loopback. Negative cases first."""
+import os
+import subprocess
+import uuid
+
+import grpc
+
+from harness import EVENTSTORE, ORDOCTL, FlowCluster, run, run_tests
+
+C = grpc.StatusCode
+CERTS_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "certs.sh")
+ROLES = {"orderquery": "reader", "orderapi": "writer", "paymentsvc": "writer", "admin": "admin"}
+
+
+def code_of(fn):
+    """The status code a call ends with (OK when it succeeds)."""
+    try:
+        fn()
+        return C.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+def store_calls(c, identity):
+    """Each event store method called as @identity: its status code."""
+    ch = c.grpc_channel(c.es_port, identity)
+    store, admin = c.grpc_mod.EventStoreStub(ch), c.grpc_mod.EventStoreAdminStub(ch)
+    ev = c.event(f"sec-{identity}-{uuid.uuid4()}", aggregate_type="sectest")
+
+    def stream():   # past the door it waits for events: running into its deadline means it was let in
+        try:
+            for _ in store.GetEventsStream(c.pb.GetEventsRequest(from_position=0), timeout=2):
+                return
+        except grpc.RpcError as e:
+            if e.code() != C.DEADLINE_EXCEEDED:
+                raise
+    codes = {
+        "CreateEvent": code_of(lambda: store.CreateEvent(c.pb.CreateEventRequest(event=ev), timeout=10)),
+        "GetEvents": code_of(lambda: store.GetEvents(c.pb.GetEventsRequest(limit=1), timeout=10)),
+        "GetEventsStream": code_of(stream),
+        "GetStats": code_of(lambda: admin.GetStats(c.pb.StatsRequest(), timeout=10)),
+        "Republish": code_of(lambda: admin.Republish(c.pb.RepublishRequest(from_position=10**12), timeout=10)),
+    }
+    ch.close()
+    return codes
+
+
+def test_plaintext_client_refused(c, t):
+    t.eq(code_of(lambda: c.grpc_mod.EventStoreStub(grpc.insecure_channel(c.addr)).GetEvents(
+        c.pb.GetEventsRequest(limit=1), timeout=5)), C.UNAVAILABLE, "a plaintext client gets no answer from a TLS store")
+
+
+def test_client_without_certificate(c, t):
+    ch = c.grpc_channel(c.es_port, identity=None)
+    t.raises(C.UNAUTHENTICATED, lambda: c.grpc_mod.EventStoreStub(ch).GetEvents(c.pb.GetEventsRequest(limit=1),
+                                                                               timeout=5),
+             "a client without a certificate is refused", contains="client certificate is required")
+    ch.close()
+
+
+def test_certificates_of_another_ca(c, t):
+    rogue = os.path.join(c.dir, "rogue")
+    run(["bash", CERTS_SH, rogue, "admin"])
+    read = lambda path: open(path, "rb").read()
+    # an "admin" certificate from another CA: the store does not accept it
+    creds = grpc.ssl_channel_credentials(read(c.cert_path("ca.pem")), read(f"{rogue}/admin.key"),
+                                         read(f"{rogue}/admin.pem"))
+    ch = grpc.secure_channel(c.addr, creds)
+    t.eq(code_of(lambda: c.grpc_mod.EventStoreStub(ch).GetEvents(c.pb.GetEventsRequest(limit=1), timeout=5)),
+         C.UNAVAILABLE, "a client certificate from another CA is refused at the handshake")
+    ch.close()
+    # a client that trusts only the other CA does not accept the store
+    creds = grpc.ssl_channel_credentials(read(f"{rogue}/ca.pem"), read(c.cert_path("admin.key")),
+                                         read(c.cert_path("admin.pem")))
+    ch = grpc.secure_channel(c.addr, creds)
+    t.eq(code_of(lambda: c.grpc_mod.EventStoreStub(ch).GetEvents(c.pb.GetEventsRequest(limit=1), timeout=5)),
+         C.UNAVAILABLE, "a client does not accept a server certificate its CA did not sign")
+    ch.close()
+    # a CA bundle (how a CA is rotated, docs/security.md): the new and the old CA in one file
+    creds = grpc.ssl_channel_credentials(read(f"{rogue}/ca.pem") + read(c.cert_path("ca.pem")),
+                                         read(c.cert_path("admin.key")), read(c.cert_path("admin.pem")))
+    ch = grpc.secure_channel(c.addr, creds)
+    t.eq(code_of(lambda: c.grpc_mod.EventStoreStub(ch).GetEvents(c.pb.GetEventsRequest(limit=1), timeout=5)),
+         C.OK, "a client trusting a bundle of two CAs accepts the store")
+    ch.close()
+
+
+def test_unknown_identity(c, t):
+    run(["bash", CERTS_SH, c.certs, "mallory"])
+    ch = c.grpc_channel(c.es_port, "mallory")
+    t.raises(C.UNAUTHENTICATED, lambda: c.grpc_mod.EventStoreStub(ch).GetEvents(c.pb.GetEventsRequest(limit=1),
+                                                                               timeout=5),
+             "a certificate of the CA whose name has no role is refused", contains="mallory has no role")
+    ch.close()
+
+
+def test_roles_on_the_event_store(c, t):
+    allowed = {
+        "reader": {"GetEvents", "GetEventsStream", "GetStats"},
+        "writer": {"CreateEvent", "GetEvents", "GetEventsStream", "GetStats"},
+        "admin": {"CreateEvent", "GetEvents", "GetEventsStream", "GetStats", "Republish"},
+    }
+    for identity, role in ROLES.items():
+        codes = store_calls(c, identity)
+        want = {m: (C.OK if m in allowed[role] else C.PERMISSION_DENIED) for m in codes}
+        t.eq(codes, want, f"{identity} ({role}) may call exactly {sorted(allowed[role])}")
+
+
+def test_roles_on_orderquery(c, t):
+    import order_pb2
+    import order_pb2_grpc
+    port = c.services["orderquery-1"].port
+    for identity, role in [("orderquery", "reader"), ("orderapi", "writer")]:
+        ch = c.grpc_channel(port, identity)
+        q = order_pb2_grpc.OrderQueryStub(ch)
+        t.eq(code_of(lambda: q.ListOrders(order_pb2.ListOrdersRequest(limit=1), timeout=10)), C.OK,
+             f"{identity} ({role}) may list orders")
+        t.eq(code_of(lambda: q.Health(order_pb2.HealthRequest(), timeout=10)), C.OK, f"{identity} may ask Health")
+        t.raises(C.PERMISSION_DENIED, lambda: q.Rebuild(order_pb2.RebuildRequest(), timeout=10),
+                 f"{identity} ({role}) may not rebuild the read model", contains="may not call /order.OrderQuery/Rebuild")
+        ch.close()
+    orders_before = c.sql("SELECT count(*) FROM orders")[0][0]
+    ch = c.grpc_channel(port, "admin")
+    r = order_pb2_grpc.OrderQueryStub(ch).Rebuild(order_pb2.RebuildRequest(), timeout=60)
+    t.eq(r.orders, orders_before, "admin may rebuild it")
+    ch.close()
+
+
+def test_order_flow_over_tls(c, t):
+    """orderapi, paymentsvc, restaurantsvc and orderquery reach the store, and
+    orderapi reaches orderquery, each with its own certificate."""
+    for code, want in [("PIZZA", "Approved"), ("SOLD-OUT", "Refunded")]:
+        st, _, doc = c.order(customer="c-tls", code=code)
+        t.eq(st, 201, f"POST /api/orders over TLS to the store ({code})")
+        if st == 201:
+            t.eq(c.final_status(doc["order_id"])["status"], want, f"the saga runs on TLS: {want}")
+    st, _, doc = c.http("GET", "/healthz")
+    t.eq((st, doc.get("eventstore"), doc.get("orderquery")), (200, True, True), "/healthz reaches both over TLS")
+
+
+def test_refusals_logged_without_secrets(c, t):
+    log = open(os.path.join(c.dir, "eventstore.log")).read()
+    t.ok('msg="grpc call refused" identity="orderquery" role=reader method=/eventstore.EventStore/CreateEvent '
+         'status=permission_denied' in log, "a refusal is logged with the identity, its role and the method")
+    t.ok('identity="" role=none method=/eventstore.EventStore/GetEvents status=unauthenticated' in log,
+         "so is a call without a certificate")
+    keys = [open(c.cert_path(f"{n}.key")).read().split("\n")[1] for n in c.IDENTITIES]
+    logs = [os.path.join(c.dir, f) for f in os.listdir(c.dir) if f.endswith(".log")]
+    leaked = [p for p in logs for k in keys if k and k in open(p, errors="replace").read()]
+    t.ok(not leaked and all("PRIVATE KEY" not in open(p, errors="replace").read() for p in logs),
+         f"no private key in any of the {len(logs)} logs")
+
+
+def test_ordoctl_options(c, t):
+    tls = ["--ca", c.cert_path("ca.pem"), "--cert", c.cert_path("admin.pem"), "--key", c.cert_path("admin.key")]
+    r = subprocess.run([ORDOCTL, "stats", "--addr", c.addr] + tls, capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode == 0 and '"events"' in r.stdout, f"ordoctl stats as admin over TLS: {r.stdout[:80]}")
+    env = dict(os.environ, ORDO_CA=c.cert_path("ca.pem"), ORDO_CERT=c.cert_path("orderquery.pem"),
+               ORDO_KEY=c.cert_path("orderquery.key"))
+    r = subprocess.run([ORDOCTL, "republish", "--addr", c.addr], capture_output=True, text=True, timeout=30, env=env)
+    t.ok(r.returncode != 0 and '"code":"permission_denied"' in r.stdout,
+         f"ordoctl takes ORDO_CA, ORDO_CERT, ORDO_KEY; a reader may not republish: {r.stdout.strip()[:160]}")
+    r = subprocess.run([ORDOCTL, "stats", "--addr", c.addr] + tls[:4], capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode != 0 and "TLS needs --key" in r.stdout, f"a missing --key is named: {r.stdout.strip()}")
+    r = subprocess.run([ORDOCTL, "stats", "--addr", c.addr] + tls[:5] + ["/no/such.key"], capture_output=True,
+                       text=True, timeout=30)
+    t.ok(r.returncode != 0 and "--key /no/such.key: No such file or directory" in r.stdout,
+         f"an unreadable --key is named: {r.stdout.strip()}")
+
+
+def test_plaintext_refused_off_loopback(c, t):
+    r = subprocess.run([EVENTSTORE, "--listen", "0.0.0.0:0", "--database-url", c.database_url, "--nats-url",
+                        c.nats_url], capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode != 0 and "refusing to serve gRPC on 0.0.0.0:0 without TLS" in r.stderr
+         and "--insecure" in r.stderr, f"plaintext off loopback is refused, naming the flags: {r.stderr.strip()[-240:]}")
+    r = subprocess.run([EVENTSTORE, "--listen", "127.0.0.1:0", "--database-url", c.database_url, "--tls-ca",
+                        c.cert_path("ca.pem"), "--tls-cert", c.cert_path("eventstore.pem")],
+                       capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode != 0 and "TLS needs --tls-key" in r.stderr, f"half a TLS set-up is refused: {r.stderr.strip()[-160:]}")
+
+
+if __name__ == "__main__":
+    run_tests([test_plaintext_client_refused, test_client_without_certificate, test_certificates_of_another_ca,
+               test_unknown_identity, test_roles_on_the_event_store, test_roles_on_orderquery,
+               test_order_flow_over_tls, test_refusals_logged_without_secrets, test_ordoctl_options,
+               test_plaintext_refused_off_loopback],
+              lambda: FlowCluster(tls=True))
