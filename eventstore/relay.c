@@ -318,7 +318,10 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
         ordo_bus_destroy(bus);
         return NULL;
     }
-    ORDO_INFO("relay connected to JetStream", "url=%s", r->ctx->cfg->nats_url);
+    {
+        char shown[512];
+        ORDO_INFO("relay connected to JetStream", "url=%s", ordo_log_url(r->ctx->cfg->nats_url, shown, sizeof shown));
+    }
     *warned = false;
     return bus;
 }

@@ -108,9 +108,10 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
                 break;
         }
     if (started == n) {
+        char shown[512];
         for (int i = 0; i < n; i++)
             ORDO_INFO("running", "consumer=%s subject=%s eventstore=%s nats=%s", consumers[i].durable,
-                      consumers[i].subject, eventstore_addr, nats_url);
+                      consumers[i].subject, eventstore_addr, ordo_log_url(nats_url, shown, sizeof shown));
         sig = ordo_daemon_wait();
         ORDO_INFO("stopping", "signal=%d", sig);
     } else {

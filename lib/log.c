@@ -77,3 +77,71 @@ void ordo_thread_name(pthread_t t, const char *base, int index)
         snprintf(name, sizeof name, "%s-%d", base, index);
     pthread_setname_np(t, name);   /* a name is a help, not a need: errors ignored */
 }
+
+/* Appends @p n bytes of @p s to @p out (at *len of cap, NUL-terminated). */
+static void put(char *out, size_t cap, size_t *len, const char *s, size_t n)
+{
+    if (*len + 1 >= cap)
+        return;
+    if (n > cap - 1 - *len)
+        n = cap - 1 - *len;
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[*len] = '\0';
+}
+
+/* One URL of a list (@p n bytes at @p url) into @p out, its secrets hidden. */
+static void redact_one(const char *url, size_t n, char *out, size_t cap, size_t *len)
+{
+    const char *p = url, *end = url + n, *scheme = NULL, *host, *at;
+
+    for (const char *q = url; q + 3 <= end && scheme == NULL; q++)
+        if (memcmp(q, "://", 3) == 0)
+            scheme = q;
+    if (scheme != NULL) {
+        put(out, cap, len, url, (size_t)(scheme + 3 - url));
+        p = scheme + 3;
+        for (host = p; host < end && *host != '/' && *host != '?' && *host != '#';)
+            host++;
+        at = memchr(p, '@', (size_t)(host - p));
+        if (at != NULL) {
+            const char *colon = memchr(p, ':', (size_t)(at - p));
+            if (colon != NULL)
+                put(out, cap, len, p, (size_t)(colon + 1 - p));
+            put(out, cap, len, "***", 3);
+            p = at;
+        }
+    }
+    while (p < end) {   /* the rest, with password= values hidden */
+        const char *key = NULL;
+        for (const char *q = p; q + 9 <= end && key == NULL; q++)
+            if (memcmp(q, "password=", 9) == 0 && (q == url || q[-1] == '?' || q[-1] == '&' || q[-1] == ' '))
+                key = q;
+        if (key == NULL) {
+            put(out, cap, len, p, (size_t)(end - p));
+            break;
+        }
+        put(out, cap, len, p, (size_t)(key + 9 - p));
+        put(out, cap, len, "***", 3);
+        for (p = key + 9; p < end && *p != '&' && *p != ' ';)
+            p++;
+    }
+}
+
+const char *ordo_log_url(const char *url, char *buf, size_t cap)
+{
+    size_t len = 0;
+
+    if (cap == 0)
+        return buf;
+    buf[0] = '\0';
+    for (const char *p = url;;) {   /* a list of servers: each one's secrets */
+        size_t n = strcspn(p, ",");
+        redact_one(p, n, buf, cap, &len);
+        if (p[n] == '\0')
+            break;
+        put(buf, cap, &len, ",", 1);
+        p += n + 1;
+    }
+    return buf;
+}

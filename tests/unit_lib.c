@@ -15,6 +15,7 @@
 #include "ordo/consumer.h"
 #include "ordo/grpc.h"
 #include "ordo/json.h"
+#include "ordo/log.h"
 #include "ordo/pg.h"
 #include "ordo/uuid.h"
 
@@ -310,13 +311,33 @@ static void sqlstates(void **state)
     }
 }
 
+/* What a URL may show in a log: never a password or a token. */
+static void urls_redacted(void **state)
+{
+    static const char *const cases[][2] = {
+        {"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+        {"nats://relay:s3cret@127.0.0.1:4222", "nats://relay:***@127.0.0.1:4222"},
+        {"nats://s3cret@127.0.0.1:4222", "nats://***@127.0.0.1:4222"},
+        {"nats://a:b@h1:4222,nats://c:d@h2:4222", "nats://a:***@h1:4222,nats://c:***@h2:4222"},
+        {"postgresql://ordo:pw@127.0.0.1:5432/ordo?sslmode=verify-full", "postgresql://ordo:***@127.0.0.1:5432/ordo?sslmode=verify-full"},
+        {"postgresql://127.0.0.1/ordo?user=es&password=pw&sslmode=require", "postgresql://127.0.0.1/ordo?user=es&password=***&sslmode=require"},
+        {"host=127.0.0.1 password=pw dbname=ordo", "host=127.0.0.1 password=*** dbname=ordo"},
+        {"postgresql://u@h/d?notapassword=x", "postgresql://***@h/d?notapassword=x"},
+    };
+    char buf[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(ordo_log_url(cases[i][0], buf, sizeof buf), cases[i][1]);
+    assert_string_equal(ordo_log_url("nats://u:secret@h", buf, 12), "nats://u:**");   /* truncated, never the secret */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_precedence), cmocka_unit_test(config_rejects), cmocka_unit_test(uuids),
         cmocka_unit_test(json_and_utf8),     cmocka_unit_test(json_check_agrees_with_jansson), cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
         cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions), cmocka_unit_test(settle_actions),
-        cmocka_unit_test(sqlstates),
+        cmocka_unit_test(sqlstates),         cmocka_unit_test(urls_redacted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

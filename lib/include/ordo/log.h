@@ -36,6 +36,15 @@ void ordo_thread_name(pthread_t t, const char *base, int index);
 int ordo_log_enabled(ordo_log_level level);
 
 /**
+ * @p url as it may be logged, in @p buf (returned): a password in its user
+ * part ("nats://u:secret@h" -> "nats://u:***@h"), a token standing alone
+ * there ("nats://secret@h" -> "nats:// ***@h" without the space) and the
+ * value of any password= parameter (libpq's "?password=secret") replaced by ***.
+ * Truncated to @p cap.
+ */
+const char *ordo_log_url(const char *url, char *buf, size_t cap);
+
+/**
  * Writes one line. @p fmt formats the key=value tail after msg, e.g.
  * ordo_log_write(ORDO_LOG_INFO, "started", "port=%d", port).
  */
