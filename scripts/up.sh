@@ -2,7 +2,9 @@
 # The run command: installs packages, builds, starts PostgreSQL, nats-server
 # (JetStream), the event store, two orderquery instances, paymentsvc,
 # restaurantsvc and orderapi locally, and sends orders down every saga path.
-# Everything runs on 127.0.0.1; state lives in .cluster/. Stop with scripts/down.sh.
+# Everything runs on 127.0.0.1; every gRPC connection is TLS with client
+# certificates from a local CA (.cluster/certs). State lives in .cluster/.
+# Stop with scripts/down.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,6 +16,12 @@ bash scripts/down.sh >/dev/null 2>&1 || true
 cluster=$root/.cluster
 rm -rf "$cluster"
 mkdir -p "$cluster"
+echo "== certificates: a local CA and one identity per service (.cluster/certs, mode 0600)"
+certs=$cluster/certs
+bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin
+tls() {   # tls NAME: the --tls-* options of the service with that identity, in TLS[]
+    TLS=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key")
+}
 echo "== PostgreSQL (fsync on)"
 ordo_pg_start "$cluster/pg" on
 echo "   $DATABASE_URL"
@@ -26,8 +34,9 @@ echo "   $NATS_URL"
 echo "== eventstore"
 es_port=50051
 (exec 3<>/dev/tcp/127.0.0.1/$es_port) 2>/dev/null && es_port=0
+tls eventstore
 "$root/build/eventstore/eventstore" --listen 127.0.0.1:$es_port --database-url "$DATABASE_URL" --nats-url "$NATS_URL" \
-    >"$cluster/eventstore.out" 2>"$cluster/eventstore.log" &
+    "${TLS[@]}" >"$cluster/eventstore.out" 2>"$cluster/eventstore.log" &
 echo $! >"$cluster/eventstore.pid"
 for _ in $(seq 100); do grep -q '^port=' "$cluster/eventstore.out" && break; sleep 0.1; done
 EVENTSTORE_ADDR=127.0.0.1:$(sed -n 's/^port=//p' "$cluster/eventstore.out")
@@ -37,14 +46,22 @@ cat >"$cluster/env" <<ENV
 export DATABASE_URL=$DATABASE_URL
 export NATS_URL=$NATS_URL
 export EVENTSTORE_ADDR=$EVENTSTORE_ADDR
+# gRPC is TLS: the CA, and an admin identity (ordoctl reads ORDO_CA, ORDO_CERT, ORDO_KEY)
+export ORDO_CA=$certs/ca.pem
+export ORDO_ADMIN_CERT=$certs/admin.pem
+export ORDO_ADMIN_KEY=$certs/admin.key
+export ORDO_CERT=\$ORDO_ADMIN_CERT
+export ORDO_KEY=\$ORDO_ADMIN_KEY
 ENV
+chmod 600 "$cluster/env"
 export EVENTSTORE_ADDR NATS_URL
 
 # start NAME PORTVAR BINARY ARGS...: runs one service in the background, records its PID,
 # and (for PORTVAR) reads the port it prints.
-start() {
+start() {   # (with the TLS options of the identity named by the binary's folder)
     local name=$1 binary=$2; shift 2
-    "$root/build/$binary" "$@" >"$cluster/$name.out" 2>"$cluster/$name.log" &
+    tls "${binary%%/*}"
+    "$root/build/$binary" "$@" "${TLS[@]}" >"$cluster/$name.out" 2>"$cluster/$name.log" &
     echo $! >"$cluster/$name.pid"
 }
 wait_port_line() {
@@ -97,8 +114,9 @@ for label in approved payment-failed refunded; do
 done
 echo "-- one order as the read model has it:"
 curl -s "$API/api/orders/${ids[approved]}"; echo
-echo "-- its events in the store:"
-"$root/build/tools/ordoctl" get --aggregate-id "${ids[refunded]}" | sed 's/"event_data".*"version"/... "version"/'
+echo "-- its events in the store (ordoctl over TLS as admin):"
+ORDO_CA=$certs/ca.pem ORDO_CERT=$certs/admin.pem ORDO_KEY=$certs/admin.key \
+    "$root/build/tools/ordoctl" get --aggregate-id "${ids[refunded]}" | sed 's/"event_data".*"version"/... "version"/'
 echo "-- bad input gets a clear error:"
 curl -s -X POST "$API/api/orders" -H 'Content-Type: application/json' -d '{"customer_id":"c-1","order_items":[]}'; echo
 echo
