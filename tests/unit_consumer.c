@@ -1,5 +1,5 @@
 /* The durable consumer's decisions (lib/consumer.c) against a real
- * nats-server (tests/test_consumer.sh starts one and passes
+ * nats-server (tests/run_with.sh nats starts one and passes
  * ORDO_TEST_NATS_URL): an acknowledged message is done; one the handler
  * holds (WAIT) is handed again, round after round, without spending a
  * delivery; one that keeps failing (RETRY) spends its deliveries and is

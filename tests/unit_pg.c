@@ -1,5 +1,5 @@
 /* The transaction state machine of lib/pg.c against a real PostgreSQL
- * (tests/test_pg.sh starts one and passes ORDO_TEST_DATABASE_URL): where
+ * (tests/run_with.sh pg starts one and passes ORDO_TEST_DATABASE_URL): where
  * BEGIN and COMMIT go, what a failing body leaves behind, which failures
  * run the transaction again, and a connection lost in the middle (cmocka). */
 #include <setjmp.h>
