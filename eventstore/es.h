@@ -45,6 +45,7 @@ typedef struct es_config {
     bool migrate;
     const char *metrics_addr; /* "": no metrics endpoint */
     ordo_grpc_tls_t tls;      /* the gRPC server's TLS; no files: plaintext */
+    ordo_bus_auth_t nats;     /* the relay's NATS credentials and TLS */
     const char *client_roles; /* with TLS: common name = role */
     bool insecure;            /* plaintext on a non-loopback address allowed */
 } es_config_t;

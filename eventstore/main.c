@@ -38,6 +38,7 @@ static const ordo_option_t options[] = {
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
     OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here; empty: off"),
     ORDO_TLS_OPTIONS(es_config_t, tls),
+    ORDO_NATS_OPTIONS(es_config_t, nats),
     ORDO_GRPC_SERVER_OPTIONS(es_config_t),
 };
 

@@ -303,7 +303,7 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
 {
     jsOptions jo;
     ordo_bus_config_t cfg = {.url = r->ctx->cfg->nats_url, .name = "eventstore-relay", .connect_timeout_ms = 2000,
-                             .js_options = &jo};
+                             .js_options = &jo, .auth = &r->ctx->cfg->nats};
     ordo_bus_t *bus = NULL;
     ordo_error_t err;
 

@@ -53,6 +53,69 @@ ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, 
     return ordo_error_set(err, st, "%s: %s (jetstream error %d)", what, natsStatus_GetText(s), (int)jerr);
 }
 
+static bool named(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* The first line of the secret file @p path into @p out; false (with *@p err
+ * naming @p what and the file, not the content) when it cannot be read. */
+static bool read_secret(const char *path, const char *what, char *out, size_t cap, ordo_error_t *err)
+{
+    FILE *f = fopen(path, "r");
+    bool ok = f != NULL && fgets(out, (int)cap, f) != NULL;
+
+    if (f != NULL)
+        fclose(f);
+    if (ok) {
+        out[strcspn(out, "\r\n")] = '\0';
+        ok = out[0] != '\0';
+    }
+    if (!ok)
+        ordo_error_set(err, ORDO_INVALID, "NATS %s file %s cannot be read or is empty", what, path);
+    return ok;
+}
+
+/* Credentials and TLS of @p auth into @p opts. */
+static natsStatus set_auth(natsOptions *opts, const ordo_bus_auth_t *auth, ordo_error_t *err)
+{
+    char secret[512], inbox[160];
+    natsStatus s = NATS_OK;
+
+    if (auth == NULL)
+        return NATS_OK;
+    if (named(auth->user)) {
+        if (!named(auth->password_file)) {
+            ordo_error_set(err, ORDO_INVALID, "NATS user %s needs --nats-password-file", auth->user);
+            return NATS_INVALID_ARG;
+        }
+        if (!read_secret(auth->password_file, "password", secret, sizeof secret, err))
+            return NATS_INVALID_ARG;
+        s = natsOptions_SetUserInfo(opts, auth->user, secret);
+        memset(secret, 0, sizeof secret);
+        /* replies to this user come under its own prefix, which its permissions may allow alone */
+        snprintf(inbox, sizeof inbox, "_INBOX_%s", auth->user);
+        if (s == NATS_OK)
+            s = natsOptions_SetCustomInboxPrefix(opts, inbox);
+    } else if (named(auth->token_file)) {
+        if (!read_secret(auth->token_file, "token", secret, sizeof secret, err))
+            return NATS_INVALID_ARG;
+        s = natsOptions_SetToken(opts, secret);
+        memset(secret, 0, sizeof secret);
+    } else if (named(auth->creds_file)) {
+        s = natsOptions_SetUserCredentialsFromFiles(opts, auth->creds_file, NULL);
+    }
+    if (s == NATS_OK && named(auth->ca_file))
+        s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK && named(auth->ca_file))
+        s = natsOptions_LoadCATrustedCertificates(opts, auth->ca_file);
+    if (s == NATS_OK && named(auth->cert_file))
+        s = natsOptions_LoadCertificatesChain(opts, auth->cert_file, auth->key_file);
+    if (s != NATS_OK)
+        ordo_error_set(err, ORDO_INVALID, "NATS credentials or TLS files refused: %s", natsStatus_GetText(s));
+    return s;
+}
+
 ordo_status ordo_bus_connect(const ordo_bus_config_t *cfg, ordo_bus_t **out, ordo_error_t *err)
 {
     natsOptions *opts = NULL;
@@ -80,6 +143,11 @@ ordo_status ordo_bus_connect(const ordo_bus_config_t *cfg, ordo_bus_t **out, ord
         s = natsOptions_SetReconnectBufSize(opts, 1);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(opts, on_reconnected, bus);
+    if (s == NATS_OK && (s = set_auth(opts, cfg->auth, err)) != NATS_OK) {
+        natsOptions_Destroy(opts);
+        ordo_bus_destroy(bus);
+        return ORDO_INVALID;
+    }
     if (s == NATS_OK)
         s = natsConnection_Connect(&bus->nc, opts);
     if (s == NATS_OK)

@@ -145,7 +145,8 @@ static ordo_status bind(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription **
 
 static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, bool *warned)
 {
-    ordo_bus_config_t bcfg = {.url = c->cfg.nats_url, .name = c->cfg.durable, .connect_timeout_ms = 2000};
+    ordo_bus_config_t bcfg = {.url = c->cfg.nats_url, .name = c->cfg.durable, .connect_timeout_ms = 2000,
+                              .auth = c->cfg.nats_auth};
     ordo_bus_t *bus = NULL;
     ordo_error_t err;
 

@@ -86,8 +86,9 @@ int ordo_daemon_wait(void)
 }
 
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
-                              const char *eventstore_addr, const ordo_grpc_tls_t *tls, ordo_event_cb handler,
-                              void *ctx, ordo_grpc_client_t **store)
+                              const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
+                              const ordo_grpc_tls_t *tls, ordo_event_cb handler, void *ctx,
+                              ordo_grpc_client_t **store)
 {
     ordo_consumer_t *running[ORDO_DAEMON_MAX_CONSUMERS] = {NULL};
     ordo_error_t err = {0};
@@ -101,6 +102,7 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
             ordo_consumer_config_t ccfg;
             ordo_consumer_config_init(&ccfg);
             ccfg.nats_url = nats_url;
+            ccfg.nats_auth = nats_auth;
             ccfg.durable = dc->durable;
             ccfg.filter_subject = dc->subject;
             ccfg.concurrency = dc->concurrency;

@@ -22,6 +22,7 @@ static const ordo_option_t options[] = {
     OPT("rebuild", NULL, "false", ORDO_OPT_BOOL, rebuild, 0, 0, "rebuild the read model from the event store, then exit"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
     ORDO_TLS_OPTIONS(oq_config_t, tls),
+    ORDO_NATS_OPTIONS(oq_config_t, nats),
     ORDO_GRPC_SERVER_OPTIONS(oq_config_t),
 };
 
@@ -55,6 +56,7 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
 
     ordo_consumer_config_init(&ccfg);
     ccfg.nats_url = cfg->nats_url;
+    ccfg.nats_auth = &cfg->nats;
     ccfg.durable = "orderquery";
     ccfg.filter_subject = "events.order.>";
     ccfg.concurrency = cfg->concurrency;

@@ -23,6 +23,7 @@ typedef struct oq_config {
     bool rebuild;     /* one-shot: rebuild the read model and exit */
     bool migrate;
     ordo_grpc_tls_t tls;      /* its gRPC server's and its event store client's; no files: plaintext */
+    ordo_bus_auth_t nats;     /* NATS credentials and TLS */
     const char *client_roles; /* with TLS: common name = role */
     bool insecure;            /* plaintext on a non-loopback address allowed */
 } oq_config_t;

@@ -9,6 +9,7 @@ typedef struct pay_config {
     const char *nats_url;
     const char *eventstore_addr;
     ordo_grpc_tls_t tls;    /* of the event store connection */
+    ordo_bus_auth_t nats;   /* NATS credentials and TLS */
     const char *log_level;
     int limit;              /* most a customer may be charged for one order, in whole units */
     int concurrency;

@@ -9,6 +9,7 @@ typedef struct rest_config {
     const char *nats_url;
     const char *eventstore_addr;
     ordo_grpc_tls_t tls;    /* of the event store connection */
+    ordo_bus_auth_t nats;   /* NATS credentials and TLS */
     const char *log_level;
     const char *unavailable;   /* comma-separated item codes the kitchen cannot make */
     int concurrency;

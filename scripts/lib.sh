@@ -68,12 +68,14 @@ ordo_pg_stop() {
     (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1) || true
 }
 
-# ordo_nats_start DIR [PORT]: nats-server with JetStream, storage under DIR; sets NATS_PORT, NATS_URL, NATS_PID.
+# ordo_nats_start DIR [PORT] [CONF]: nats-server with JetStream, storage under DIR (and the
+# configuration file CONF: users, permissions); sets NATS_PORT, NATS_URL, NATS_PID.
 ordo_nats_start() {
-    local dir=$1
+    local dir=$1 conf=()
     NATS_PORT=${2:-$(ordo_free_port)}
+    [ -n "${3:-}" ] && conf=(-c "$3")
     mkdir -p "$dir/js"
-    nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$dir/js" >>"$dir/nats.log" 2>&1 &
+    nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$dir/js" "${conf[@]}" >>"$dir/nats.log" 2>&1 &
     NATS_PID=$!
     echo "$NATS_PID" >"$dir/nats.pid"
     NATS_URL="nats://127.0.0.1:$NATS_PORT"

@@ -3,7 +3,8 @@
 # (JetStream), the event store, two orderquery instances, paymentsvc,
 # restaurantsvc and orderapi locally, and sends orders down every saga path.
 # Everything runs on 127.0.0.1; every gRPC connection is TLS with client
-# certificates from a local CA (.cluster/certs). State lives in .cluster/.
+# certificates from a local CA, and every service has its own NATS user
+# allowed exactly what it needs (.cluster/certs). State lives in .cluster/.
 # Stop with scripts/down.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,17 +19,20 @@ rm -rf "$cluster"
 mkdir -p "$cluster"
 echo "== certificates: a local CA and one identity per service (.cluster/certs, mode 0600)"
 certs=$cluster/certs
-bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin
-tls() {   # tls NAME: the --tls-* options of the service with that identity, in TLS[]
+bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin nats
+bash scripts/nats-conf.sh "$certs"
+tls() {   # tls NAME: the --tls-* and --nats-* options of the service with that identity, in TLS[]
     TLS=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key")
+    [ -f "$certs/nats-$1.pass" ] && TLS+=(--nats-user "$1" --nats-password-file "$certs/nats-$1.pass" --nats-ca "$certs/ca.pem")
+    return 0
 }
 echo "== PostgreSQL (fsync on)"
 ordo_pg_start "$cluster/pg" on
 echo "   $DATABASE_URL"
-echo "== nats-server -js"
+echo "== nats-server -js (TLS, a user per service: .cluster/certs/nats.conf)"
 port=4222
 (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && port=$(ordo_free_port)
-ordo_nats_start "$cluster" "$port"
+ordo_nats_start "$cluster" "$port" "$certs/nats.conf"
 echo "   $NATS_URL"
 
 echo "== eventstore"
@@ -52,6 +56,10 @@ export ORDO_ADMIN_CERT=$certs/admin.pem
 export ORDO_ADMIN_KEY=$certs/admin.key
 export ORDO_CERT=\$ORDO_ADMIN_CERT
 export ORDO_KEY=\$ORDO_ADMIN_KEY
+# NATS (TLS): a user that may only read the stream and the consumers (ordoctl bus-dump, consumers)
+export NATS_USER=reader
+export NATS_PASSWORD_FILE=$certs/nats-reader.pass
+export NATS_CA=$certs/ca.pem
 ENV
 chmod 600 "$cluster/env"
 export EVENTSTORE_ADDR NATS_URL

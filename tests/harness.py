@@ -94,7 +94,7 @@ def run(cmd, **kw):
 class Cluster:
     """PostgreSQL + nats-server + eventstore for one test file."""
 
-    IDENTITIES = ["eventstore", "orderquery", "orderapi", "paymentsvc", "restaurantsvc", "admin"]
+    IDENTITIES = ["eventstore", "orderquery", "orderapi", "paymentsvc", "restaurantsvc", "admin", "nats"]
 
     def __init__(self, nats=True, nats_config=None, tls=False, **es_flags):
         self.dir = tempfile.mkdtemp(prefix="ordo-test-")
@@ -103,6 +103,9 @@ class Cluster:
         if tls:   # a local CA and a certificate per identity (scripts/certs.sh); every gRPC hop on TLS
             self.certs = os.path.join(self.dir, "certs")
             run(["bash", os.path.join(ROOT, "scripts", "certs.sh"), self.certs] + self.IDENTITIES)
+            # and a NATS user per service with exactly its permissions (scripts/nats-conf.sh)
+            run(["bash", os.path.join(ROOT, "scripts", "nats-conf.sh"), self.certs])
+            nats_config = open(os.path.join(self.certs, "nats.conf")).read()
         self.es_proc = None
         self.nats_proc = None
         self.nats_port = free_port()
@@ -217,7 +220,7 @@ class Cluster:
                "--nats-url", self.nats_url]
         for k, v in flags.items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
-        cmd += self.tls_flags("eventstore")
+        cmd += self.tls_flags("eventstore") + self.nats_flags("eventstore")
         self.es_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.es_log, text=True)
         line = self.es_proc.stdout.readline()
         if not line.startswith("port="):
@@ -238,6 +241,13 @@ class Cluster:
             return []
         return ["--tls-ca", self.cert_path("ca.pem"), "--tls-cert", self.cert_path(f"{identity}.pem"),
                 "--tls-key", self.cert_path(f"{identity}.key")]
+
+    def nats_flags(self, user):
+        """A service's NATS credentials (none without TLS)."""
+        if not self.certs:
+            return []
+        return ["--nats-user", user, "--nats-password-file", self.cert_path(f"nats-{user}.pass"),
+                "--nats-ca", self.cert_path("ca.pem")]
 
     def cert_path(self, name):
         return os.path.join(self.certs, name)
@@ -361,18 +371,20 @@ class FlowCluster(Cluster):
         port = old.port if old else 0
         self.services[f"orderquery-{i}"] = Service(self, f"orderquery-{i}", os.path.join(BUILD, "orderquery", "orderquery"),
                                                    ["--listen", f"127.0.0.1:{port}", "--database-url", self.database_url]
-                                                   + self._common() + self.tls_flags("orderquery"), True)
+                                                   + self._common() + self.tls_flags("orderquery")
+                                                   + self.nats_flags("orderquery"), True)
 
     def start_payment(self):
         self.services["paymentsvc"] = Service(self, "paymentsvc", os.path.join(BUILD, "paymentsvc", "paymentsvc"),
                                               ["--limit", str(self.payment_limit)] + self._common()
-                                              + self.tls_flags("paymentsvc"), False)
+                                              + self.tls_flags("paymentsvc") + self.nats_flags("paymentsvc"), False)
 
     def start_restaurant(self):
         self.services["restaurantsvc"] = Service(self, "restaurantsvc",
                                                  os.path.join(BUILD, "restaurantsvc", "restaurantsvc"),
                                                  ["--unavailable", self.unavailable] + self._common()
-                                                 + self.tls_flags("restaurantsvc"), False)
+                                                 + self.tls_flags("restaurantsvc") + self.nats_flags("restaurantsvc"),
+                                                 False)
 
     def query_target(self):
         ports = [s.port for n, s in self.services.items() if n.startswith("orderquery") and s.proc]

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""gRPC with TLS and client certificates: the whole order flow on TLS, clients
+"""gRPC with TLS and client certificates, NATS with TLS and a user per service:
+the whole order flow on both, a forged publish on events.> refused, clients
 without a certificate or from another CA refused, each role allowed exactly its
 methods on the event store and on orderquery, refusals logged with the identity
 and method (and no key in any log), ordoctl's TLS options, and a plaintext
@@ -173,6 +174,82 @@ def test_ordoctl_options(c, t):
          f"an unreadable --key is named: {r.stdout.strip()}")
 
 
+def nats_session(c, user):
+    """A raw NATS connection as @user (None: anonymous), verbose: each command answered +OK or -ERR.
+    Returns (socket, file, the answer to CONNECT)."""
+    import socket
+    import ssl
+    s = socket.create_connection(("127.0.0.1", c.nats_port), timeout=5)
+    info = s.recv(4096)   # INFO says tls_required: the rest goes over TLS
+    assert b'"tls_required":true' in info, info
+    s = ssl.create_default_context(cafile=c.cert_path("ca.pem")).wrap_socket(s, server_hostname="127.0.0.1")
+    f = s.makefile("rb")
+    opts = {"verbose": True, "pedantic": False, "headers": True}
+    if user:
+        opts.update(user=user, **{"pass": open(c.cert_path(f"nats-{user}.pass")).read().strip()})
+    import json
+    s.sendall(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
+    answer = f.readline().decode().strip()
+    while answer == "+OK":   # then the PONG, unless the server closed the connection
+        line = f.readline().decode().strip()
+        if line in ("PONG", ""):
+            break
+    return s, f, answer
+
+
+def stream_messages(c):
+    """How many messages the EVENTS stream holds, asked as the read-only NATS user."""
+    import json
+    s, f, ok = nats_session(c, "reader")
+    s.sendall(b"SUB _INBOX_reader.t 1\r\nPUB $JS.API.STREAM.INFO.EVENTS _INBOX_reader.t 0\r\n\r\n")
+    while True:
+        line = f.readline()
+        if line.startswith(b"MSG "):
+            info = json.loads(f.read(int(line.split()[-1]) + 2)[:-2])
+            s.close()
+            return info["state"]["messages"]
+
+
+def test_forged_publish_refused(c, t):
+    """The attack of the issue: a raw publish on events.> with forged Ordo-* headers.
+    Only the event store's user may publish there; nobody connects without a user."""
+    before = stream_messages(c)
+    s, f, answer = nats_session(c, None)
+    t.ok("Authorization Violation" in answer, f"an anonymous NATS connection is refused: {answer}")
+    s.close()
+    hdr = (b"NATS/1.0\r\nNats-Msg-Id: " + str(uuid.uuid4()).encode() + b"\r\nOrdo-Event-Type: order-payment-debited"
+           b"\r\nOrdo-Aggregate-Id: forged-1\r\nOrdo-Aggregate-Type: order\r\nOrdo-Version: 1\r\n\r\n")
+    for user in ("paymentsvc", "restaurantsvc", "orderquery", "reader"):
+        s, f, answer = nats_session(c, user)
+        t.eq(answer, "+OK", f"{user} connects with its password")
+        s.sendall(b"HPUB events.order.order-payment-debited %d %d\r\n" % (len(hdr), len(hdr) + 2) + hdr + b"{}\r\n")
+        reply = f.readline().decode().strip()
+        t.ok("Permissions Violation for Publish" in reply, f"{user} may not publish on events.>: {reply}")
+        s.close()
+    t.eq(stream_messages(c), before, "nothing forged reached the EVENTS stream")
+    st, _, doc = c.order(customer="c-nats")
+    t.eq(c.final_status(doc["order_id"])["status"] if st == 201 else st, "Approved",
+         "the services, each with its own NATS user, still run the saga")
+
+
+def test_nats_secrets_not_logged(c, t):
+    passwords = [open(c.cert_path(f"nats-{u}.pass")).read().strip()
+                 for u in ("eventstore", "paymentsvc", "restaurantsvc", "orderquery", "reader")]
+    logs = [os.path.join(c.dir, f) for f in os.listdir(c.dir) if f.endswith(".log") and f != "nats.log"]
+    leaked = [p for p in logs for pw in passwords if pw in open(p, errors="replace").read()]
+    t.ok(not leaked, f"no NATS password in any of the {len(logs)} service logs")
+    reader = c.nats_flags("reader")
+    r = subprocess.run([ORDOCTL, "consumers", "--nats-url", c.nats_url] + reader, capture_output=True, text=True,
+                       timeout=30)
+    t.ok(r.returncode == 0 and '"name":"orderquery"' in r.stdout, f"ordoctl consumers as the read-only user: {r.stdout[:120]}")
+    r = subprocess.run([ORDOCTL, "consumer-reset", "--durable", "orderquery", "--nats-url", c.nats_url] + reader,
+                       capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode != 0, f"but it may not delete a durable: {r.stdout.strip()[:160]}")
+    r = subprocess.run([ORDOCTL, "consumers", "--nats-url", c.nats_url] + reader[:4], capture_output=True, text=True,
+                       timeout=30)
+    t.ok(r.returncode != 0, f"NATS is TLS only: without --nats-ca no connection: {r.stdout.strip()[:160]}")
+
+
 def test_plaintext_refused_off_loopback(c, t):
     r = subprocess.run([EVENTSTORE, "--listen", "0.0.0.0:0", "--database-url", c.database_url, "--nats-url",
                         c.nats_url], capture_output=True, text=True, timeout=30)
@@ -187,6 +264,7 @@ def test_plaintext_refused_off_loopback(c, t):
 if __name__ == "__main__":
     run_tests([test_plaintext_client_refused, test_client_without_certificate, test_certificates_of_another_ca,
                test_unknown_identity, test_roles_on_the_event_store, test_roles_on_orderquery,
-               test_order_flow_over_tls, test_refusals_logged_without_secrets, test_ordoctl_options,
+               test_order_flow_over_tls, test_forged_publish_refused, test_nats_secrets_not_logged,
+               test_refusals_logged_without_secrets, test_ordoctl_options,
                test_plaintext_refused_off_loopback],
               lambda: FlowCluster(tls=True))

@@ -26,6 +26,7 @@ typedef struct ctl_config {
     const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata, *durable;
     int expected, from, to, limit, count, timeout_ms;
     ordo_grpc_tls_t tls;
+    ordo_bus_auth_t nats;
 } ctl_config_t;
 
 #define OPT(...) ORDO_OPTION(ctl_config_t, __VA_ARGS__)
@@ -46,6 +47,7 @@ static const ordo_option_t options[] = {
     OPT("limit", NULL, "0", ORDO_OPT_INT, limit, 0, 100000, "most events (0: server default)"),
     OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 100000000, "tail: stop after this many events (0: never)"),
     OPT("timeout-ms", NULL, "10000", ORDO_OPT_INT, timeout_ms, 1, 86400000, "deadline of the call"),
+    ORDO_NATS_OPTIONS(ctl_config_t, nats),
     OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, tls.ca_file, 0, 0, "CA certificate (PEM) of a TLS event store; with --cert and --key"),
     OPT("cert", "ORDO_CERT", "", ORDO_OPT_STRING, tls.cert_file, 0, 0, "client certificate (PEM): its common name is the identity the store maps to a role"),
     OPT("key", "ORDO_KEY", "", ORDO_OPT_STRING, tls.key_file, 0, 0, "the client certificate's private key (PEM file)"),
@@ -358,7 +360,7 @@ static const command_t *command_named(const char *name)
 
 static int run_bus_command(const command_t *cmd, const ctl_config_t *cfg)
 {
-    ordo_bus_config_t bcfg = {.url = cfg->nats_url, .name = "ordoctl", .connect_timeout_ms = 2000};
+    ordo_bus_config_t bcfg = {.url = cfg->nats_url, .name = "ordoctl", .connect_timeout_ms = 2000, .auth = &cfg->nats};
     ordo_bus_t *bus;
     ordo_error_t err;
     int rc;

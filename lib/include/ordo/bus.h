@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ordo/config.h"
 #include "ordo/status.h"
 
 #define ORDO_BUS_STREAM "EVENTS"
@@ -19,11 +20,42 @@
 
 typedef struct ordo_bus ordo_bus_t;
 
+/**
+ * How a process proves itself to NATS and checks the server: secrets come
+ * from files (read at each connect, first line, never logged), never from the
+ * URL. All optional; paths not owned.
+ */
+typedef struct ordo_bus_auth {
+    const char *user;            /**< a NATS user, with password_file */
+    const char *password_file;   /**< its password */
+    const char *token_file;      /**< or a token */
+    const char *creds_file;      /**< or a .creds file (JWT and NKey seed; cnats reads it) */
+    const char *ca_file;         /**< TLS: the CA of the server's certificate (PEM) */
+    const char *cert_file;       /**< TLS: a client certificate (optional, with key_file) */
+    const char *key_file;
+} ordo_bus_auth_t;
+
+/** The NATS options of a program whose config type @p T has an ordo_bus_auth_t field @p f. */
+#define ORDO_NATS_OPTIONS(T, f)                                                                                     \
+    ORDO_OPTION(T, "nats-user", "NATS_USER", "", ORDO_OPT_STRING, f.user, 0, 0, "NATS user (with --nats-password-file)"), \
+    ORDO_OPTION(T, "nats-password-file", "NATS_PASSWORD_FILE", "", ORDO_OPT_STRING, f.password_file, 0, 0,          \
+                "file holding the NATS user's password"),                                                           \
+    ORDO_OPTION(T, "nats-token-file", "NATS_TOKEN_FILE", "", ORDO_OPT_STRING, f.token_file, 0, 0,                   \
+                "file holding a NATS token (instead of a user)"),                                                   \
+    ORDO_OPTION(T, "nats-creds", "NATS_CREDS", "", ORDO_OPT_STRING, f.creds_file, 0, 0,                             \
+                "NATS .creds file (JWT and NKey seed; instead of a user)"),                                         \
+    ORDO_OPTION(T, "nats-ca", "NATS_CA", "", ORDO_OPT_STRING, f.ca_file, 0, 0,                                      \
+                "CA of the NATS server's certificate (PEM): connect with TLS"),                                     \
+    ORDO_OPTION(T, "nats-cert", "NATS_CERT", "", ORDO_OPT_STRING, f.cert_file, 0, 0,                                \
+                "client certificate for NATS (PEM, optional, with --nats-key)"),                                    \
+    ORDO_OPTION(T, "nats-key", "NATS_KEY", "", ORDO_OPT_STRING, f.key_file, 0, 0, "its private key (PEM file)")
+
 typedef struct ordo_bus_config {
     const char *url;          /**< "nats://127.0.0.1:4222" */
     const char *name;         /**< connection name shown by the server */
     int connect_timeout_ms;
     jsOptions *js_options;    /**< may be NULL; copied by cnats */
+    const ordo_bus_auth_t *auth; /**< may be NULL: no credentials, no TLS */
 } ordo_bus_config_t;
 
 /**

@@ -57,6 +57,7 @@ typedef void (*ordo_batch_cb)(void *ctx, int lane, const ordo_bus_event_t *event
 
 typedef struct ordo_consumer_config {
     const char *nats_url;
+    const ordo_bus_auth_t *nats_auth;   /**< NULL: none (not owned) */
     const char *durable;          /**< consumer name, shared by the instances of one service */
     const char *filter_subject;   /**< e.g. "events.order.>" */
     int max_deliver;              /**< deliveries before a failing message is terminated */

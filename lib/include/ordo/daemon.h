@@ -69,7 +69,8 @@ typedef struct ordo_daemon_consumer {
  * @return the exit code for main.
  */
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
-                              const char *eventstore_addr, const ordo_grpc_tls_t *tls, ordo_event_cb handler,
-                              void *ctx, struct ordo_grpc_client **store);
+                              const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
+                              const ordo_grpc_tls_t *tls, ordo_event_cb handler, void *ctx,
+                              struct ordo_grpc_client **store);
 
 #endif
