@@ -29,6 +29,17 @@ tls() {   # tls NAME: the --tls-* and --nats-* options of the service with that 
 echo "== PostgreSQL (fsync on)"
 ordo_pg_start "$cluster/pg" on
 echo "   $DATABASE_URL"
+echo "== schema (ordoctl migrate, as the owner) and least-privilege roles (scripts/pg-roles.sh)"
+"$root/build/tools/ordoctl" migrate --database-url "$DATABASE_URL" >/dev/null
+bash scripts/pg-roles.sh "$DATABASE_URL" "$certs"
+# The services' roles log in with scram-sha-256 passwords (from PGPASSFILE,
+# never a command line); the superuser keeps local trust for administration.
+sed -i "1i host all ordo_eventstore,ordo_readmodel 127.0.0.1/32 scram-sha-256" "$cluster/pg/data/pg_hba.conf"
+runuser -u postgres -- psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SELECT pg_reload_conf()" >/dev/null
+export PGPASSFILE=$certs/pgpass
+ES_DATABASE_URL=postgresql://ordo_eventstore@127.0.0.1:$PG_PORT/ordo
+RM_DATABASE_URL=postgresql://ordo_readmodel@127.0.0.1:$PG_PORT/ordo
+echo "   eventstore as ordo_eventstore, orderquery as ordo_readmodel"
 echo "== nats-server -js (TLS, a user per service: .cluster/certs/nats.conf)"
 port=4222
 (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && port=$(ordo_free_port)
@@ -39,7 +50,7 @@ echo "== eventstore"
 es_port=50051
 (exec 3<>/dev/tcp/127.0.0.1/$es_port) 2>/dev/null && es_port=0
 tls eventstore
-"$root/build/eventstore/eventstore" --listen 127.0.0.1:$es_port --database-url "$DATABASE_URL" --nats-url "$NATS_URL" \
+"$root/build/eventstore/eventstore" --listen 127.0.0.1:$es_port --database-url "$ES_DATABASE_URL" --nats-url "$NATS_URL" \
     "${TLS[@]}" >"$cluster/eventstore.out" 2>"$cluster/eventstore.log" &
 echo $! >"$cluster/eventstore.pid"
 for _ in $(seq 100); do grep -q '^port=' "$cluster/eventstore.out" && break; sleep 0.1; done
@@ -47,7 +58,8 @@ EVENTSTORE_ADDR=127.0.0.1:$(sed -n 's/^port=//p' "$cluster/eventstore.out")
 [ "$EVENTSTORE_ADDR" != "127.0.0.1:" ] || { cat "$cluster/eventstore.log"; exit 1; }
 echo "   $EVENTSTORE_ADDR (log: .cluster/eventstore.log)"
 cat >"$cluster/env" <<ENV
-export DATABASE_URL=$DATABASE_URL
+export DATABASE_URL=$DATABASE_URL   # the superuser (administration); the services use their roles
+export PGPASSFILE=$certs/pgpass
 export NATS_URL=$NATS_URL
 export EVENTSTORE_ADDR=$EVENTSTORE_ADDR
 # gRPC is TLS: the CA, and an admin identity (ordoctl reads ORDO_CA, ORDO_CERT, ORDO_KEY)
@@ -78,8 +90,8 @@ wait_port_line() {
     sed -n 's/^port=//p' "$cluster/$name.out"
 }
 echo "== orderquery x2 (one durable consumer shared as a queue group)"
-start orderquery-1 orderquery/orderquery --listen 127.0.0.1:0
-start orderquery-2 orderquery/orderquery --listen 127.0.0.1:0
+start orderquery-1 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$RM_DATABASE_URL"
+start orderquery-2 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$RM_DATABASE_URL"
 oq1=$(wait_port_line orderquery-1); oq2=$(wait_port_line orderquery-2)
 [ -n "$oq1" ] && [ -n "$oq2" ] || { cat "$cluster"/orderquery-*.log; exit 1; }
 ORDERQUERY_ADDR="ipv4:127.0.0.1:$oq1,127.0.0.1:$oq2"

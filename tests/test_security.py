@@ -11,10 +11,11 @@ import uuid
 
 import grpc
 
-from harness import EVENTSTORE, ORDOCTL, FlowCluster, run, run_tests
+from harness import BUILD, EVENTSTORE, ORDOCTL, FlowCluster, Service, run, run_tests
 
 C = grpc.StatusCode
 CERTS_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "certs.sh")
+PG_ROLES_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "pg-roles.sh")
 ROLES = {"orderquery": "reader", "orderapi": "writer", "paymentsvc": "writer", "admin": "admin"}
 
 
@@ -250,6 +251,96 @@ def test_nats_secrets_not_logged(c, t):
     t.ok(r.returncode != 0, f"NATS is TLS only: without --nats-ca no connection: {r.stdout.strip()[:160]}")
 
 
+def sql_error(conn, query):
+    """The error a statement ends with (None when it succeeds); the transaction is rolled back."""
+    import psycopg2
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+        conn.rollback()
+        return None
+    except psycopg2.Error as e:
+        conn.rollback()
+        return f"{e.pgcode} {e.pgerror.strip().splitlines()[0] if e.pgerror else ''}"
+
+
+def test_database_roles(c, t):
+    """scripts/pg-roles.sh: the event store's role may read and append the log and never change
+    or remove it; the read model's role cannot touch the log; and the append-only trigger holds
+    even against the owner and a mistaken grant. Both services run with their roles."""
+    import psycopg2
+    roles = os.path.join(c.dir, "pgroles")
+    run(["bash", PG_ROLES_SH, c.database_url, roles])
+    passfile = os.path.join(roles, "pgpass")
+    t.eq(oct(os.stat(passfile).st_mode & 0o777), "0o600", "the password file is mode 0600")
+    url = lambda role: c.database_url.replace("postgres@", f"{role}@")
+    es = psycopg2.connect(url("ordo_eventstore"), passfile=passfile)
+    rm = psycopg2.connect(url("ordo_readmodel"), passfile=passfile)
+    owner = psycopg2.connect(c.database_url)
+    for stmt in ("UPDATE events SET event_type = 'x'", "DELETE FROM events", "TRUNCATE events"):
+        err = sql_error(es, stmt)
+        t.ok(err and err.startswith("42501") and "permission denied" in err, f"ordo_eventstore: {stmt} refused ({err})")
+        err = sql_error(owner, stmt)
+        t.ok(err and "append-only" in err, f"the owner too, by the trigger: {stmt} ({err})")
+    with owner.cursor() as cur:   # a mistaken grant
+        cur.execute("GRANT UPDATE, DELETE, TRUNCATE ON events TO ordo_eventstore")
+    owner.commit()
+    err = sql_error(es, "DELETE FROM events")
+    t.ok(err and "append-only" in err, f"after a mistaken grant the trigger still refuses ({err})")
+    with owner.cursor() as cur:
+        cur.execute("REVOKE UPDATE, DELETE, TRUNCATE ON events FROM ordo_eventstore")
+    owner.commit()
+    # the one supported removal (docs/security.md): the owner, in one transaction that re-arms the guard
+    victim = f"erase-{uuid.uuid4()}"
+    c.append(c.event(victim, aggregate_type="sectest"))
+    with owner.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        cur.execute("DELETE FROM events WHERE aggregate_id = %s", (victim,))
+        cur.execute("DELETE FROM streams WHERE aggregate_id = %s", (victim,))
+        cur.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+        cur.execute("COMMIT")
+    t.eq(c.sql("SELECT count(*) FROM events WHERE aggregate_id = %s", victim)[0][0], 0,
+         "the documented removal procedure removes the aggregate's events")
+    err = sql_error(owner, "DELETE FROM events")
+    t.ok(err and "append-only" in err, f"and leaves the guard armed ({err})")
+    for stmt in ("SELECT count(*) FROM events", "INSERT INTO outbox VALUES (1)", "CREATE TABLE x (a int)"):
+        err = sql_error(rm, stmt)
+        t.ok(err and err.startswith("42501"), f"ordo_readmodel: {stmt} refused ({err})")
+    t.ok(sql_error(es, "CREATE TABLE x (a int)") is not None, "ordo_eventstore runs no DDL")
+    for conn in (es, rm, owner):
+        conn.close()
+
+    os.environ["PGPASSFILE"] = passfile
+    try:
+        store = Service(c, "eventstore-role", EVENTSTORE, ["--listen", "127.0.0.1:0", "--database-url",
+                        url("ordo_eventstore"), "--nats-url", c.nats_url] + c.tls_flags("eventstore")
+                        + c.nats_flags("eventstore"), True)
+        query = Service(c, "orderquery-role", os.path.join(BUILD, "orderquery", "orderquery"),
+                        ["--listen", "127.0.0.1:0", "--database-url", url("ordo_readmodel")] + c._common()
+                        + c.tls_flags("orderquery") + c.nats_flags("orderquery"), True)
+    finally:
+        del os.environ["PGPASSFILE"]
+    try:
+        ch = c.grpc_channel(store.port, "orderapi")
+        r = c.grpc_mod.EventStoreStub(ch).CreateEvent(c.pb.CreateEventRequest(event=c.event(
+            f"role-{uuid.uuid4()}", aggregate_type="sectest")), timeout=10)
+        t.eq(r.is_success, True, "an event store connected as ordo_eventstore appends (its migration step needs no DDL)")
+        ch.close()
+        import order_pb2
+        import order_pb2_grpc
+        ch = c.grpc_channel(query.port, "orderapi")
+        h = order_pb2_grpc.OrderQueryStub(ch).Health(order_pb2.HealthRequest(), timeout=10)
+        n = len(order_pb2_grpc.OrderQueryStub(ch).ListOrders(order_pb2.ListOrdersRequest(limit=5), timeout=10).orders)
+        t.ok(h.database and n > 0, f"an orderquery connected as ordo_readmodel serves the read model ({n} orders)")
+        ch.close()
+        logs = open(store.log_path).read() + open(query.log_path).read()
+        t.ok("permission denied" not in logs, "neither logged a permission error")
+    finally:
+        store.stop()
+        query.stop()
+
+
 def test_plaintext_refused_off_loopback(c, t):
     r = subprocess.run([EVENTSTORE, "--listen", "0.0.0.0:0", "--database-url", c.database_url, "--nats-url",
                         c.nats_url], capture_output=True, text=True, timeout=30)
@@ -265,6 +356,6 @@ if __name__ == "__main__":
     run_tests([test_plaintext_client_refused, test_client_without_certificate, test_certificates_of_another_ca,
                test_unknown_identity, test_roles_on_the_event_store, test_roles_on_orderquery,
                test_order_flow_over_tls, test_forged_publish_refused, test_nats_secrets_not_logged,
-               test_refusals_logged_without_secrets, test_ordoctl_options,
+               test_refusals_logged_without_secrets, test_ordoctl_options, test_database_roles,
                test_plaintext_refused_off_loopback],
               lambda: FlowCluster(tls=True))

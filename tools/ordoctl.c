@@ -21,9 +21,11 @@
 #include "ordo/bus.h"
 #include "ordo/config.h"
 #include "ordo/grpc.h"
+#include "ordo/migrate.h"
 
 typedef struct ctl_config {
     const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata, *durable;
+    const char *database_url;
     int expected, from, to, limit, count, timeout_ms;
     ordo_grpc_tls_t tls;
     ordo_bus_auth_t nats;
@@ -41,6 +43,7 @@ static const ordo_option_t options[] = {
     OPT("event-id", NULL, "", ORDO_OPT_STRING, event_id, 0, 0, "event id (UUID)"),
     OPT("metadata", NULL, "", ORDO_OPT_STRING, metadata, 0, 0, "metadata as key=value,key=value"),
     OPT("durable", NULL, "", ORDO_OPT_STRING, durable, 0, 0, "consumer name (consumer-reset)"),
+    OPT("database-url", "DATABASE_URL", "", ORDO_OPT_STRING, database_url, 0, 0, "migrate: the database, as the role that owns Ordo's tables (password from PGPASSFILE)"),
     OPT("expected", NULL, "-1", ORDO_OPT_INT, expected, -1, 2147483647, "expected version (-1: any)"),
     OPT("from", NULL, "0", ORDO_OPT_INT, from, 0, 2147483647, "position to start after / republish from"),
     OPT("to", NULL, "0", ORDO_OPT_INT, to, 0, 2147483647, "last position to republish (0: the end)"),
@@ -320,24 +323,42 @@ static int cmd_consumers(ordo_bus_t *bus, const ctl_config_t *cfg)
     return 0;
 }
 
+/* Applies sql/'s migrations as the owner and exits: the explicit step that
+ * lets the services run as roles without DDL rights (docs/security.md). */
+static int cmd_migrate(const ctl_config_t *cfg)
+{
+    ordo_error_t err;
+
+    if (cfg->database_url[0] == '\0') {
+        ordo_error_set(&err, ORDO_INVALID, "migrate needs --database-url (or DATABASE_URL)");
+        return fail(&err);
+    }
+    if (ordo_migrate_url(cfg->database_url, &err) != ORDO_OK)
+        return fail(&err);
+    print_json(json_pack("{s:i}", "migrations", (int)ordo_migrations_count));
+    return 0;
+}
+
 /* Every command: what it talks to, and what it does (ordoctl --help). */
 typedef struct command {
     const char *name;
     const char *summary;
     int (*store)(ordo_grpc_client_t *c, const ctl_config_t *cfg);   /* talks to the event store (--addr) */
     int (*bus)(ordo_bus_t *bus, const ctl_config_t *cfg);           /* or to JetStream (--nats-url) */
+    int (*db)(const ctl_config_t *cfg);                             /* or to the database (--database-url) */
 } command_t;
 
 static const command_t commands[] = {
-    {"append", "append one event (--aggregate-id, --aggregate-type, --type, --data, --expected)", cmd_append, NULL},
-    {"get", "print stored events: --aggregate-id, --event-id, --aggregate-type or --type, after --from", cmd_get, NULL},
-    {"tail", "print every event after --from, then follow new ones (--count to stop)", cmd_tail, NULL},
-    {"stats", "print the store's counters, outbox backlog, watermark and consumer lag", cmd_stats, NULL},
-    {"republish", "publish stored events again, --from to --to (admin)", cmd_republish, NULL},
-    {"bus-dump", "print every message of the EVENTS stream with its headers", NULL, cmd_bus_dump},
-    {"consumers", "print each durable consumer and how far behind it is", NULL, cmd_consumers},
-    {"consumer-reset", "delete the durable --durable; its service creates it anew on start", NULL,
-     cmd_consumer_reset},
+    {"append", "append one event (--aggregate-id, --aggregate-type, --type, --data, --expected)", .store = cmd_append},
+    {"get", "print stored events: --aggregate-id, --event-id, --aggregate-type or --type, after --from",
+     .store = cmd_get},
+    {"tail", "print every event after --from, then follow new ones (--count to stop)", .store = cmd_tail},
+    {"stats", "print the store's counters, outbox backlog, watermark and consumer lag", .store = cmd_stats},
+    {"republish", "publish stored events again, --from to --to (admin)", .store = cmd_republish},
+    {"bus-dump", "print every message of the EVENTS stream with its headers", .bus = cmd_bus_dump},
+    {"consumers", "print each durable consumer and how far behind it is", .bus = cmd_consumers},
+    {"consumer-reset", "delete the durable --durable; its service creates it anew on start", .bus = cmd_consumer_reset},
+    {"migrate", "apply the schema migrations to --database-url (as the tables' owner) and exit", .db = cmd_migrate},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -413,5 +434,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (cmd->db != NULL)
+        return cmd->db(&cfg);
     return cmd->bus != NULL ? run_bus_command(cmd, &cfg) : run_store_command(cmd, &cfg);
 }

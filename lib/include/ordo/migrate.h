@@ -2,7 +2,9 @@
  * @file migrate.h
  * Schema migrations: the numbered files of sql/, embedded at build time,
  * applied in order, each once (recorded in schema_migrations). Safe to run
- * from several processes at once.
+ * from several processes at once. A file named NNN_name.pg.sql is for
+ * PostgreSQL alone (CockroachDB skips it). When every migration is recorded
+ * nothing runs that needs more than SELECT on schema_migrations.
  */
 #ifndef ORDO_MIGRATE_H
 #define ORDO_MIGRATE_H
