@@ -18,7 +18,7 @@ umask 077
 password() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
 psql_url() { psql "$url" -v ON_ERROR_STOP=1 -qAt "$@"; }
 db=$(psql_url -c "SELECT current_database()")
-hostport=$(psql_url -c "SELECT coalesce(inet_server_addr()::text, 'localhost') || ':' || current_setting('port')")
+hostport=$(psql_url -c "SELECT coalesce(host(inet_server_addr()), 'localhost') || ':' || current_setting('port')")
 : >"$dir/pgpass"
 for role in ordo_eventstore ordo_readmodel; do
     pw=$(password)
