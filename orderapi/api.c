@@ -107,8 +107,14 @@ static bool key_ok(const char *key)
     return true;
 }
 
-static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp,
-                              ordo_error_t *err)
+/* A customer's key acts for its customer alone (NULL: keys are off, or staff). */
+static const char *own_customer(const api_key_t *who)
+{
+    return who != NULL && !who->staff ? who->customer : NULL;
+}
+
+static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, const api_key_t *who,
+                              ordo_http_response_t *resp, ordo_error_t *err)
 {
     const char *ctype = ordo_http_header(req, "Content-Type"), *key = ordo_http_header(req, "Idempotency-Key");
     char event_id[ORDO_UUID_LEN], *event_json = NULL, name[300];
@@ -124,6 +130,10 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, or
         return ordo_error_set(err, ORDO_INVALID, "Idempotency-Key must be 1 to 128 visible ASCII characters");
     if ((st = ordo_order_from_request(req->body, req->body_len, ctx->cfg->max_items, &order, err)) != ORDO_OK)
         return st;
+    if (own_customer(who) != NULL && strcmp(order.customer_id, own_customer(who)) != 0) {
+        ordo_order_free(&order);
+        return ordo_error_set(err, ORDO_FORBIDDEN, "this API key places orders for its own customer only");
+    }
     /* A key names one order of one customer: the same key, the same order id and event id. */
     if (key != NULL) {
         snprintf(name, sizeof name, "%s\n%s", order.customer_id, key);   /* both <= 128 bytes */
@@ -176,7 +186,8 @@ static json_t *order_json(const Order__Order *o)
                      (json_int_t)o->updated_at, "order_items", items);
 }
 
-static ordo_status get_order(api_ctx_t *ctx, const char *id, ordo_http_response_t *resp, ordo_error_t *err)
+static ordo_status get_order(api_ctx_t *ctx, const char *id, const api_key_t *who, ordo_http_response_t *resp,
+                             ordo_error_t *err)
 {
     Order__GetOrderRequest req = ORDER__GET_ORDER_REQUEST__INIT;
     ProtobufCMessage *out = NULL;
@@ -189,13 +200,17 @@ static ordo_status get_order(api_ctx_t *ctx, const char *id, ordo_http_response_
                                ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
         return err->code == ORDO_NOT_FOUND ? ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id)
                                            : upstream("the read model", err);
-    st = json_response(resp, 200, order_json((Order__Order *)out), err);
+    /* another customer's order does not exist for this key: ids cannot be probed */
+    if (own_customer(who) != NULL && strcmp(((Order__Order *)out)->customer_id, own_customer(who)) != 0)
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id);
+    else
+        st = json_response(resp, 200, order_json((Order__Order *)out), err);
     protobuf_c_message_free_unpacked(out, NULL);
     return st;
 }
 
-static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, ordo_http_response_t *resp,
-                               ordo_error_t *err)
+static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, const api_key_t *who,
+                               ordo_http_response_t *resp, ordo_error_t *err)
 {
     Order__ListOrdersRequest req = ORDER__LIST_ORDERS_REQUEST__INIT;
     const char *customer = ordo_http_query(hreq, "customer_id"), *status = ordo_http_query(hreq, "status");
@@ -212,6 +227,11 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
             return ordo_error_set(err, ORDO_INVALID, "limit must be an integer from 1 to 500");
         req.limit = (int32_t)v;
     }
+    if (own_customer(who) != NULL && customer == NULL)
+        return ordo_error_set(err, ORDO_FORBIDDEN, "listing every customer's orders needs a staff key: "
+                                                   "add customer_id=<this key's customer>");
+    if (own_customer(who) != NULL && strcmp(customer, own_customer(who)) != 0)
+        return ordo_error_set(err, ORDO_FORBIDDEN, "this API key reads its own customer's orders only");
     if (status != NULL && !ordo_order_status_valid(status))
         return ordo_error_set(err, ORDO_INVALID,
                               "status must be one of Pending, Paid, PaymentFailed, Approved, Rejected, Refunded");
@@ -287,13 +307,24 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     bool post = strcmp(req->method, "POST") == 0;
     size_t n = strlen(ORDERS_PATH);
 
-    if (strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0) {
-        if (post)
-            return post_order(ctx, req, resp, err);
-        return get ? list_orders(ctx, req, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
+    bool orders = strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0;
+    bool one = !orders && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL;
+    const api_key_t *who = NULL;
+
+    /* orders need a key when keys are on; /healthz and /metrics stay open */
+    if ((orders || one) && ctx->keys.n > 0 &&
+        (who = api_keys_find(&ctx->keys, ordo_http_header(req, "Authorization"))) == NULL) {
+        resp->header_name = "WWW-Authenticate";
+        resp->header_value = "Bearer realm=\"ordo\"";
+        return ordo_error_set(err, ORDO_UNAUTHENTICATED, "an API key is required: Authorization: Bearer <key>");
     }
-    if (strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL)
-        return get ? get_order(ctx, req->path + n + 1, resp, err) : method_not_allowed(resp, "GET, HEAD");
+    if (orders) {
+        if (post)
+            return post_order(ctx, req, who, resp, err);
+        return get ? list_orders(ctx, req, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
+    }
+    if (one)
+        return get ? get_order(ctx, req->path + n + 1, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
     if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
         if (!get)
             return method_not_allowed(resp, "GET, HEAD");

@@ -2,6 +2,7 @@
 #ifndef API_H
 #define API_H
 
+#include "keys.h"
 #include "ordo/grpc.h"
 #include "ordo/http.h"
 #include "ordo/metrics.h"
@@ -16,6 +17,8 @@ typedef struct api_config {
     int max_items;
     int timeout_ms;
     ordo_grpc_tls_t tls;      /* of its event store and orderquery connections */
+    const char *api_keys_file; /* "": no keys (loopback only) */
+    bool insecure;             /* serve an address other than loopback anyway */
 } api_config_t;
 
 typedef struct api_ctx {
@@ -25,6 +28,7 @@ typedef struct api_ctx {
     ordo_metrics_t metrics;
     ordo_metric_t *by_class[5];      /* 1xx..5xx */
     ordo_metric_t *created, *replayed, *latency;
+    api_keys_t keys;                 /* none: every request may do everything */
 } api_ctx_t;
 
 /* Registers the metrics; call once before serving. */

@@ -18,6 +18,8 @@ static const ordo_option_t options[] = {
     OPT("max-items", "ORDO_MAX_ITEMS", "100", ORDO_OPT_INT, max_items, 1, 10000, "most order items in one order"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "3000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of calls to the store and read model"),
     ORDO_TLS_OPTIONS(api_config_t, tls),
+    OPT("api-keys-file", "ORDO_API_KEYS_FILE", "", ORDO_OPT_STRING, api_keys_file, 0, 0, "API keys (their SHA-256 and scope, one a line): orders then need Authorization: Bearer <key>"),
+    OPT("insecure", "ORDO_INSECURE", "false", ORDO_OPT_BOOL, insecure, 0, 0, "serve HTTP on an address other than loopback (refused otherwise: no HTTPS yet)"),
 };
 
 int main(int argc, char **argv)
@@ -33,6 +35,18 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     ctx.cfg = &cfg;
+    if (!ordo_addr_is_loopback(cfg.http_addr) && !cfg.insecure) {
+        ORDO_ERROR("orderapi cannot start", "err=\"refusing to serve HTTP on %s: it has no HTTPS yet, so keys and "
+                   "orders would cross the network in the clear; --insecure to serve it anyway\"", cfg.http_addr);
+        return 1;
+    }
+    if (cfg.api_keys_file[0] != '\0' && api_keys_load(cfg.api_keys_file, &ctx.keys, &err) != ORDO_OK) {
+        ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
+        return 1;
+    }
+    if (ctx.keys.n == 0)
+        ORDO_WARN("no API keys: anyone who reaches the HTTP address may place and read every order",
+                  "http=%s", cfg.http_addr);
     api_init(&ctx);
     hcfg = (ordo_http_config_t){cfg.http_addr, cfg.threads, (size_t)cfg.max_body, 10, 1024};
     if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
@@ -52,5 +66,6 @@ int main(int argc, char **argv)
     ordo_http_stop(http);
     ordo_grpc_client_destroy(ctx.query);
     ordo_grpc_client_destroy(ctx.store);
+    api_keys_free(&ctx.keys);
     return rc;
 }

@@ -21,6 +21,9 @@ echo "== certificates: a local CA and one identity per service (.cluster/certs, 
 certs=$cluster/certs
 bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin nats
 bash scripts/nats-conf.sh "$certs"
+bash scripts/api-keys.sh "$certs" c-1   # orderapi: a staff key and one for customer c-1
+staff_key=$(cat "$certs/staff.key")
+auth=(-H "Authorization: Bearer $staff_key")
 tls() {   # tls NAME: the --tls-* and --nats-* options of the service with that identity, in TLS[]
     TLS=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key")
     [ -f "$certs/nats-$1.pass" ] && TLS+=(--nats-user "$1" --nats-password-file "$certs/nats-$1.pass" --nats-ca "$certs/ca.pem")
@@ -102,12 +105,17 @@ start restaurantsvc restaurantsvc/restaurantsvc --unavailable SOLD-OUT
 echo "== orderapi"
 http_port=8080
 (exec 3<>/dev/tcp/127.0.0.1/$http_port) 2>/dev/null && http_port=0
-start orderapi orderapi/orderapi --http-addr 127.0.0.1:$http_port --orderquery-addr "$ORDERQUERY_ADDR"
+start orderapi orderapi/orderapi --http-addr 127.0.0.1:$http_port --orderquery-addr "$ORDERQUERY_ADDR" \
+    --api-keys-file "$certs/api-keys"
 API=http://127.0.0.1:$(wait_port_line orderapi)
 echo "   $API"
 cat >>"$cluster/env" <<ENV
 export ORDERQUERY_ADDR=$ORDERQUERY_ADDR
 export API=$API
+# orderapi's API keys (Authorization: Bearer ...): staff, and customer c-1's
+export ORDO_STAFF_KEY=$staff_key
+export ORDO_CUSTOMER_KEY=$(cat "$certs/customer.key")
+export ORDO_CUSTOMER_ID=c-1
 ENV
 
 echo
@@ -115,7 +123,7 @@ echo "== demo: orders through every saga path"
 order() {   # order LABEL CUSTOMER ITEM_CODE PRICE
     local body
     body=$(printf '{"customer_id":"%s","restaurant_id":"r-1","order_items":[{"code":"%s","name":"%s","unit_price":%s,"quantity":2}]}' "$2" "$3" "$1" "$4")
-    curl -s -X POST "$API/api/orders" -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$1" -d "$body" |
+    curl -s -X POST "$API/api/orders" "${auth[@]}" -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$1" -d "$body" |
         sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p'
 }
 declare -A ids
@@ -126,19 +134,21 @@ echo "-- submitted 3 orders (POST /api/orders); waiting for the saga to finish"
 for label in approved payment-failed refunded; do
     id=${ids[$label]}
     for _ in $(seq 100); do
-        status=$(curl -s "$API/api/orders/$id" | sed -n 's/.*"status":"\([^"]*\)".*/\1/p')
+        status=$(curl -s "${auth[@]}" "$API/api/orders/$id" | sed -n 's/.*"status":"\([^"]*\)".*/\1/p')
         case "$status" in Approved|PaymentFailed|Refunded) break ;; esac
         sleep 0.1
     done
     printf '   %-15s order %s -> %s\n' "$label" "$id" "${status:-?}"
 done
 echo "-- one order as the read model has it:"
-curl -s "$API/api/orders/${ids[approved]}"; echo
+curl -s "${auth[@]}" "$API/api/orders/${ids[approved]}"; echo
 echo "-- its events in the store (ordoctl over TLS as admin):"
 ORDO_CA=$certs/ca.pem ORDO_CERT=$certs/admin.pem ORDO_KEY=$certs/admin.key \
     "$root/build/tools/ordoctl" get --aggregate-id "${ids[refunded]}" | sed 's/"event_data".*"version"/... "version"/'
 echo "-- bad input gets a clear error:"
-curl -s -X POST "$API/api/orders" -H 'Content-Type: application/json' -d '{"customer_id":"c-1","order_items":[]}'; echo
+curl -s -X POST "$API/api/orders" "${auth[@]}" -H 'Content-Type: application/json' -d '{"customer_id":"c-1","order_items":[]}'; echo
+echo "-- and no key, no order:"
+curl -s "$API/api/orders?limit=1"; echo
 echo
 echo "Ordo is running: API $API  (source .cluster/env for the addresses; logs in .cluster/)"
 echo "Stop everything with: bash scripts/down.sh"

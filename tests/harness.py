@@ -355,7 +355,11 @@ class FlowCluster(Cluster):
         self.services = {}
         self.payment_limit = payment_limit
         self.unavailable = unavailable
+        self.api_key = None
         super().__init__(**es_flags)
+        if self.certs:   # orderapi with API keys: a staff key (used by http()) and one for customer c-key
+            run(["bash", os.path.join(ROOT, "scripts", "api-keys.sh"), self.certs, "c-key"])
+            self.api_key = open(self.cert_path("staff.key")).read().strip()
         for i in range(1, queries + 1):
             self.start_query(i)
         self.start_payment()
@@ -396,6 +400,8 @@ class FlowCluster(Cluster):
         for k, v in flags.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         args += self.tls_flags("orderapi")
+        if self.certs:
+            args += ["--api-keys-file", self.cert_path("api-keys")]
         self.services["orderapi"] = Service(self, "orderapi", os.path.join(BUILD, "orderapi", "orderapi"), args, True)
         self.api = f"http://127.0.0.1:{self.services['orderapi'].port}"
 
@@ -405,7 +411,10 @@ class FlowCluster(Cluster):
         import urllib.error
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         h = {"Content-Type": "application/json"} if data is not None else {}
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
         h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}   # (None: leave the header out)
         req = urllib.request.Request(self.api + path, data=data, method=method, headers=h)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:

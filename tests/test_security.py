@@ -251,6 +251,55 @@ def test_nats_secrets_not_logged(c, t):
     t.ok(r.returncode != 0, f"NATS is TLS only: without --nats-ca no connection: {r.stdout.strip()[:160]}")
 
 
+def test_api_keys(c, t):
+    """orderapi with API keys: none or an unknown one is 401 with WWW-Authenticate; a customer's
+    key places and reads its own orders only (another's order is 404, as if absent); listing
+    every customer's orders needs staff; /healthz stays open. The key file holds no key."""
+    customer = open(c.cert_path("customer.key")).read().strip()
+    staff = c.api_key
+    as_customer = {"Authorization": f"Bearer {customer}"}
+    r = subprocess.run(["curl", "-s", "-i", f"{c.api}/api/orders?limit=1"], capture_output=True, text=True, timeout=30)
+    t.ok(r.stdout.startswith("HTTP/1.1 401") and 'WWW-Authenticate: Bearer realm="ordo"' in r.stdout,
+         f"no key: 401 with WWW-Authenticate (curl): {r.stdout.splitlines()[0] if r.stdout else r.stderr}")
+    st, _, doc = c.http("GET", "/api/orders?limit=1", headers={"Authorization": "Bearer ordo_not_a_key"})
+    t.eq((st, doc["error"]["code"]), (401, "unauthenticated"), "an unknown key: 401")
+    st, _, _ = c.http("GET", "/healthz", headers={"Authorization": None})
+    t.eq(st, 200, "/healthz needs no key")
+    body = lambda cust: {"customer_id": cust, "restaurant_id": "r-1",
+                         "order_items": [{"code": "PIZZA", "name": "Pizza", "unit_price": 10, "quantity": 1}]}
+    st, _, mine = c.http("POST", "/api/orders", body("c-key"), as_customer)
+    t.eq(st, 201, "a customer's key orders for its customer")
+    st, _, doc = c.http("POST", "/api/orders", body("c-other"), as_customer)
+    t.eq((st, doc["error"]["code"]), (403, "permission_denied"), "but not for another customer")
+    st, _, theirs = c.http("POST", "/api/orders", body("c-other"))   # staff
+    t.eq(st, 201, "staff orders for anyone")
+    if st == 201 and "order_id" in mine:
+        c.final_status(theirs["order_id"])
+        st, _, doc = c.http("GET", f"/api/orders/{mine['order_id']}", headers=as_customer)
+        t.eq(st, 200, "a customer reads its own order")
+        st, _, doc = c.http("GET", f"/api/orders/{theirs['order_id']}", headers=as_customer)
+        t.eq((st, doc["error"]["code"]), (404, "not_found"), "another customer's order is 404 for it, as if absent")
+    st, _, doc = c.http("GET", "/api/orders?customer_id=c-key", headers=as_customer)
+    t.ok(st == 200 and doc["orders"] and all(o["customer_id"] == "c-key" for o in doc["orders"]),
+         f"it lists its own orders ({st})")
+    for query in ("", "?customer_id=c-other"):
+        st, _, doc = c.http("GET", f"/api/orders{query}", headers=as_customer)
+        t.eq(st, 403, f"but not /api/orders{query}")
+    st, _, doc = c.http("GET", "/api/orders?limit=500")
+    t.ok(st == 200 and {"c-key", "c-other"} <= {o["customer_id"] for o in doc["orders"]}, "staff lists every customer")
+    stored = open(c.cert_path("api-keys")).read()
+    t.ok(staff not in stored and customer not in stored, "the key file holds hashes, not keys")
+    log = open(os.path.join(c.dir, "orderapi.log")).read()
+    t.ok(staff not in log and customer not in log, "no key in orderapi's log")
+
+
+def test_orderapi_refuses_off_loopback(c, t):
+    r = subprocess.run([os.path.join(BUILD, "orderapi", "orderapi"), "--http-addr", "0.0.0.0:0"], capture_output=True,
+                       text=True, timeout=30)
+    t.ok(r.returncode != 0 and "refusing to serve HTTP on 0.0.0.0:0" in r.stderr and "--insecure" in r.stderr,
+         f"orderapi off loopback is refused: {r.stderr.strip()[-200:]}")
+
+
 def sql_error(conn, query):
     """The error a statement ends with (None when it succeeds); the transaction is rolled back."""
     import psycopg2
@@ -356,6 +405,7 @@ if __name__ == "__main__":
     run_tests([test_plaintext_client_refused, test_client_without_certificate, test_certificates_of_another_ca,
                test_unknown_identity, test_roles_on_the_event_store, test_roles_on_orderquery,
                test_order_flow_over_tls, test_forged_publish_refused, test_nats_secrets_not_logged,
-               test_refusals_logged_without_secrets, test_ordoctl_options, test_database_roles,
+               test_refusals_logged_without_secrets, test_ordoctl_options, test_database_roles, test_api_keys,
+               test_orderapi_refuses_off_loopback,
                test_plaintext_refused_off_loopback],
               lambda: FlowCluster(tls=True))
