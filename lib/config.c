@@ -1,6 +1,7 @@
 #include "ordo/config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -145,4 +146,27 @@ bool ordo_addr_is_loopback(const char *addr)
         host[len - 2] = '\0';
     }
     return strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
+}
+
+ordo_status ordo_file_read(const char *path, size_t max, char **out, ordo_error_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0;
+
+    *out = NULL;
+    if (f == NULL)
+        return ordo_error_set(err, ORDO_INVALID, "%s: %s", path, strerror(errno));
+    if ((buf = malloc(max + 1)) != NULL)
+        n = fread(buf, 1, max + 1, f);
+    fclose(f);
+    if (buf == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    if (n == 0 || n > max) {
+        free(buf);
+        return ordo_error_set(err, ORDO_INVALID, "%s: %s", path, n == 0 ? "empty or unreadable" : "too large");
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return ORDO_OK;
 }

@@ -1,11 +1,12 @@
 /* Status mapping and byte-buffer <-> protobuf-c helpers shared by the gRPC server and client. */
 #include "grpc_internal.h"
 
-#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "ordo/config.h"
 
 int ordo_grpc_code_of(ordo_status st)
 {
@@ -97,28 +98,19 @@ bool ordo_grpc_tls_on(const ordo_grpc_tls_t *tls)
     return tls != NULL && (named(tls->ca_file) || named(tls->cert_file) || named(tls->key_file));
 }
 
-/* Reads @p path whole (at most 1 MiB) into a malloc'd NUL-terminated string. */
+/* The PEM file @p path (at most 1 MiB) into a malloc'd NUL-terminated string;
+ * errors name the option (@p opt @p what) and the file. */
 static ordo_status read_pem(const char *path, const char *opt, const char *what, char **out, ordo_error_t *err)
 {
-    enum { MAX_PEM = 1 << 20 };
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0;
+    ordo_error_t why;
 
-    *out = NULL;
-    if (f == NULL)
-        return ordo_error_set(err, ORDO_INVALID, "%s%s %s: %s", opt, what, path, strerror(errno));
-    if ((buf = malloc(MAX_PEM + 1)) != NULL)
-        n = fread(buf, 1, MAX_PEM + 1, f);
-    fclose(f);
-    if (buf == NULL)
-        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    if (n == 0 || n > MAX_PEM || strstr(buf, "-----BEGIN ") == NULL) {
-        free(buf);
-        return ordo_error_set(err, ORDO_INVALID, "%s%s %s: not a PEM file (or over 1 MiB)", opt, what, path);
+    if (ordo_file_read(path, 1 << 20, out, &why) != ORDO_OK)
+        return ordo_error_set(err, why.code, "%s%s %.400s", opt, what, why.msg);
+    if (strstr(*out, "-----BEGIN ") == NULL) {
+        free(*out);
+        *out = NULL;
+        return ordo_error_set(err, ORDO_INVALID, "%s%s %s: not a PEM file", opt, what, path);
     }
-    buf[n] = '\0';
-    *out = buf;
     return ORDO_OK;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ordo/buf.h"
+#include "ordo/config.h"
 #include "ordo/log.h"
 
 /*
@@ -33,6 +34,7 @@ typedef struct mhd_api {
 
 struct ordo_http_server {
     mhd_api_t mhd;
+    char *tls_cert, *tls_key;   /* HTTPS: the PEM texts, for the daemon's life */
     struct MHD_Daemon *daemon;
     ordo_http_handler_cb handler;
     void *ctx;
@@ -226,6 +228,34 @@ static ordo_status mhd_load(mhd_api_t *mhd, ordo_error_t *err)
     return ORDO_OK;
 }
 
+/* The one cleanup once the daemon is stopped (or never ran). */
+static void server_free(ordo_http_server_t *srv)
+{
+    if (srv->tls_key != NULL)
+        memset(srv->tls_key, 0, strlen(srv->tls_key));   /* the private key does not linger in freed memory */
+    free(srv->tls_key);
+    free(srv->tls_cert);
+    dlclose(srv->mhd.lib);
+    free(srv);
+}
+
+/* HTTPS: both files, or neither. */
+static ordo_status load_tls(const ordo_http_config_t *cfg, ordo_http_server_t *srv, ordo_error_t *err)
+{
+    bool cert = cfg->tls_cert_file != NULL && cfg->tls_cert_file[0] != '\0';
+    bool key = cfg->tls_key_file != NULL && cfg->tls_key_file[0] != '\0';
+    ordo_status st;
+
+    if (!cert && !key)
+        return ORDO_OK;
+    if (!cert || !key)
+        return ordo_error_set(err, ORDO_INVALID, "HTTPS needs both --https-cert and --https-key");
+    if ((st = ordo_file_read(cfg->tls_cert_file, 1 << 20, &srv->tls_cert, err)) != ORDO_OK ||
+        (st = ordo_file_read(cfg->tls_key_file, 1 << 20, &srv->tls_key, err)) != ORDO_OK)
+        return st;
+    return ORDO_OK;
+}
+
 ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
                             ordo_http_server_t **out, int *bound_port, ordo_error_t *err)
 {
@@ -246,15 +276,23 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
     srv->handler = handler;
     srv->ctx = ctx;
     srv->max_body = cfg->max_body;
+    if ((st = load_tls(cfg, srv, err)) != ORDO_OK) {
+        server_free(srv);
+        return st;
+    }
     srv->daemon = srv->mhd.start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (srv->tls_cert != NULL ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        /* (with HTTPS: the key and certificate; without, the list ends here) */
+        srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, srv->tls_key, MHD_OPTION_HTTPS_MEM_CERT,
+        srv->tls_cert, MHD_OPTION_END);
     if (srv->daemon == NULL) {
-        dlclose(srv->mhd.lib);
-        free(srv);
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot listen on %s", cfg->addr);
+        server_free(srv);
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot listen on %s%s", cfg->addr,
+                              cfg->tls_cert_file != NULL && cfg->tls_cert_file[0] ? " (or the HTTPS files were refused)"
+                                                                                   : "");
     }
     info = srv->mhd.get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (bound_port != NULL)
@@ -268,6 +306,5 @@ void ordo_http_stop(ordo_http_server_t *srv)
     if (srv == NULL)
         return;
     srv->mhd.stop_daemon(srv->daemon);
-    dlclose(srv->mhd.lib);
-    free(srv);
+    server_free(srv);
 }

@@ -325,12 +325,22 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     }
     if (one)
         return get ? get_order(ctx, req->path + n + 1, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
-    if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
+    if (strcmp(req->path, "/healthz") == 0 || (strcmp(req->path, "/metrics") == 0 && ctx->cfg->metrics_addr[0] == '\0')) {
         if (!get)
             return method_not_allowed(resp, "GET, HEAD");
         return req->path[1] == 'h' ? healthz(ctx, resp, err) : metrics(ctx, resp, err);
     }
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
+}
+
+void api_handle_metrics(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+{
+    ordo_error_t err;
+    ordo_status st = strcmp(req->path, "/metrics") == 0
+                         ? metrics(vctx, resp, &err)
+                         : ordo_error_set(&err, ORDO_NOT_FOUND, "only /metrics is served here");
+    if (st != ORDO_OK)
+        ordo_http_fail(resp, &err);
 }
 
 void api_handle(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)

@@ -19,6 +19,8 @@ typedef struct api_config {
     ordo_grpc_tls_t tls;      /* of its event store and orderquery connections */
     const char *api_keys_file; /* "": no keys (loopback only) */
     bool insecure;             /* serve an address other than loopback anyway */
+    const char *https_cert, *https_key; /* "": plain HTTP */
+    const char *metrics_addr;  /* "": /metrics on the API's address; else there only */
 } api_config_t;
 
 typedef struct api_ctx {
@@ -36,5 +38,8 @@ void api_init(api_ctx_t *ctx);
 
 /* The HTTP handler: routes and answers one request. */
 void api_handle(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp);
+
+/* The handler of --metrics-addr: GET /metrics alone. */
+void api_handle_metrics(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp);
 
 #endif

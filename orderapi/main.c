@@ -19,25 +19,34 @@ static const ordo_option_t options[] = {
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "3000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of calls to the store and read model"),
     ORDO_TLS_OPTIONS(api_config_t, tls),
     OPT("api-keys-file", "ORDO_API_KEYS_FILE", "", ORDO_OPT_STRING, api_keys_file, 0, 0, "API keys (their SHA-256 and scope, one a line): orders then need Authorization: Bearer <key>"),
-    OPT("insecure", "ORDO_INSECURE", "false", ORDO_OPT_BOOL, insecure, 0, 0, "serve HTTP on an address other than loopback (refused otherwise: no HTTPS yet)"),
+    OPT("https-cert", "ORDO_HTTPS_CERT", "", ORDO_OPT_STRING, https_cert, 0, 0, "serve HTTPS with this certificate chain (PEM file), with --https-key"),
+    OPT("https-key", "ORDO_HTTPS_KEY", "", ORDO_OPT_STRING, https_key, 0, 0, "the HTTPS certificate's private key (PEM file)"),
+    OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics here (plain HTTP) instead of on --http-addr; empty: on --http-addr"),
+    OPT("insecure", "ORDO_INSECURE", "false", ORDO_OPT_BOOL, insecure, 0, 0, "serve an address other than loopback without HTTPS and API keys (refused otherwise)"),
 };
 
 int main(int argc, char **argv)
 {
     api_config_t cfg = {0};
     api_ctx_t ctx = {0};
-    ordo_http_config_t hcfg;
-    ordo_http_server_t *http = NULL;
+    ordo_http_config_t hcfg, mcfg;
+    ordo_http_server_t *http = NULL, *metrics = NULL;
     ordo_error_t err;
-    int port = 0;
+    int port = 0, mport = 0;
     int rc = ordo_daemon_init("orderapi", options, sizeof options / sizeof options[0], &cfg, &cfg.log_level, argc, argv);
 
     if (rc >= 0)
         return rc;
     ctx.cfg = &cfg;
-    if (!ordo_addr_is_loopback(cfg.http_addr) && !cfg.insecure) {
-        ORDO_ERROR("orderapi cannot start", "err=\"refusing to serve HTTP on %s: it has no HTTPS yet, so keys and "
-                   "orders would cross the network in the clear; --insecure to serve it anyway\"", cfg.http_addr);
+    if (!ordo_addr_is_loopback(cfg.http_addr) && !cfg.insecure &&
+        (cfg.https_cert[0] == '\0' || cfg.api_keys_file[0] == '\0')) {
+        ORDO_ERROR("orderapi cannot start", "err=\"refusing to serve %s without HTTPS and API keys: set "
+                   "--https-cert, --https-key and --api-keys-file, or --insecure to serve it anyway\"", cfg.http_addr);
+        return 1;
+    }
+    if (cfg.metrics_addr[0] != '\0' && !ordo_addr_is_loopback(cfg.metrics_addr) && !cfg.insecure) {
+        ORDO_ERROR("orderapi cannot start", "err=\"refusing to serve /metrics in plain HTTP on %s: a loopback "
+                   "address, or --insecure\"", cfg.metrics_addr);
         return 1;
     }
     if (cfg.api_keys_file[0] != '\0' && api_keys_load(cfg.api_keys_file, &ctx.keys, &err) != ORDO_OK) {
@@ -48,21 +57,29 @@ int main(int argc, char **argv)
         ORDO_WARN("no API keys: anyone who reaches the HTTP address may place and read every order",
                   "http=%s", cfg.http_addr);
     api_init(&ctx);
-    hcfg = (ordo_http_config_t){cfg.http_addr, cfg.threads, (size_t)cfg.max_body, 10, 1024};
+    hcfg = (ordo_http_config_t){.addr = cfg.http_addr, .threads = cfg.threads, .max_body = (size_t)cfg.max_body,
+                                .connection_timeout_s = 10, .max_connections = 1024, .tls_cert_file = cfg.https_cert,
+                                .tls_key_file = cfg.https_key};
+    mcfg = (ordo_http_config_t){.addr = cfg.metrics_addr, .threads = 1, .max_body = 1024, .connection_timeout_s = 10,
+                                .max_connections = 64};
     if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
         ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &cfg.tls, &ctx.query, &err) != ORDO_OK ||
-        ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK) {
+        ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK ||
+        (cfg.metrics_addr[0] != '\0' && ordo_http_start(&mcfg, api_handle_metrics, &ctx, &metrics, &mport, &err) != ORDO_OK)) {
         ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
         rc = 1;
     } else {
         ORDO_INFO("orderapi serving", "http=%s port=%d eventstore=%s orderquery=%s", cfg.http_addr, port,
                   cfg.eventstore_addr, cfg.orderquery_addr);
         printf("port=%d\n", port);
+        if (metrics != NULL)
+            printf("metrics_port=%d\n", mport);
         fflush(stdout);
         rc = ordo_daemon_wait();
         ORDO_INFO("orderapi stopping", "signal=%d", rc);
         rc = 0;
     }
+    ordo_http_stop(metrics);
     ordo_http_stop(http);
     ordo_grpc_client_destroy(ctx.query);
     ordo_grpc_client_destroy(ctx.store);

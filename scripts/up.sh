@@ -23,7 +23,7 @@ bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaur
 bash scripts/nats-conf.sh "$certs"
 bash scripts/api-keys.sh "$certs" c-1   # orderapi: a staff key and one for customer c-1
 staff_key=$(cat "$certs/staff.key")
-auth=(-H "Authorization: Bearer $staff_key")
+auth=(--cacert "$certs/ca.pem" -H "Authorization: Bearer $staff_key")
 tls() {   # tls NAME: the --tls-* and --nats-* options of the service with that identity, in TLS[]
     TLS=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key")
     [ -f "$certs/nats-$1.pass" ] && TLS+=(--nats-user "$1" --nats-password-file "$certs/nats-$1.pass" --nats-ca "$certs/ca.pem")
@@ -102,12 +102,12 @@ echo "   $ORDERQUERY_ADDR"
 echo "== paymentsvc (limit 500 per order), restaurantsvc (SOLD-OUT items are rejected)"
 start paymentsvc paymentsvc/paymentsvc --limit 500
 start restaurantsvc restaurantsvc/restaurantsvc --unavailable SOLD-OUT
-echo "== orderapi"
+echo "== orderapi (HTTPS, API keys)"
 http_port=8080
 (exec 3<>/dev/tcp/127.0.0.1/$http_port) 2>/dev/null && http_port=0
 start orderapi orderapi/orderapi --http-addr 127.0.0.1:$http_port --orderquery-addr "$ORDERQUERY_ADDR" \
-    --api-keys-file "$certs/api-keys"
-API=http://127.0.0.1:$(wait_port_line orderapi)
+    --api-keys-file "$certs/api-keys" --https-cert "$certs/orderapi.pem" --https-key "$certs/orderapi.key"
+API=https://127.0.0.1:$(wait_port_line orderapi)
 echo "   $API"
 cat >>"$cluster/env" <<ENV
 export ORDERQUERY_ADDR=$ORDERQUERY_ADDR
@@ -148,7 +148,7 @@ ORDO_CA=$certs/ca.pem ORDO_CERT=$certs/admin.pem ORDO_KEY=$certs/admin.key \
 echo "-- bad input gets a clear error:"
 curl -s -X POST "$API/api/orders" "${auth[@]}" -H 'Content-Type: application/json' -d '{"customer_id":"c-1","order_items":[]}'; echo
 echo "-- and no key, no order:"
-curl -s "$API/api/orders?limit=1"; echo
+curl -s --cacert "$certs/ca.pem" "$API/api/orders?limit=1"; echo
 echo
 echo "Ordo is running: API $API  (source .cluster/env for the addresses; logs in .cluster/)"
 echo "Stop everything with: bash scripts/down.sh"

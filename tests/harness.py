@@ -400,10 +400,12 @@ class FlowCluster(Cluster):
         for k, v in flags.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         args += self.tls_flags("orderapi")
-        if self.certs:
-            args += ["--api-keys-file", self.cert_path("api-keys")]
+        if self.certs:   # HTTPS with orderapi's certificate, and API keys
+            args += ["--api-keys-file", self.cert_path("api-keys"), "--https-cert", self.cert_path("orderapi.pem"),
+                     "--https-key", self.cert_path("orderapi.key")]
         self.services["orderapi"] = Service(self, "orderapi", os.path.join(BUILD, "orderapi", "orderapi"), args, True)
-        self.api = f"http://127.0.0.1:{self.services['orderapi'].port}"
+        scheme = "https" if self.certs else "http"
+        self.api = f"{scheme}://127.0.0.1:{self.services['orderapi'].port}"
 
     def http(self, method, path, body=None, headers=None, raw=None, timeout=10):
         """One HTTP request; returns (status, headers, parsed JSON or text)."""
@@ -416,8 +418,12 @@ class FlowCluster(Cluster):
         h.update(headers or {})
         h = {k: v for k, v in h.items() if v is not None}   # (None: leave the header out)
         req = urllib.request.Request(self.api + path, data=data, method=method, headers=h)
+        context = None
+        if self.api.startswith("https:"):
+            import ssl
+            context = ssl.create_default_context(cafile=self.cert_path("ca.pem"))
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
                 status, hdrs, text = r.status, dict(r.headers), r.read().decode()
         except urllib.error.HTTPError as e:
             status, hdrs, text = e.code, dict(e.headers), e.read().decode()

@@ -258,9 +258,18 @@ def test_api_keys(c, t):
     customer = open(c.cert_path("customer.key")).read().strip()
     staff = c.api_key
     as_customer = {"Authorization": f"Bearer {customer}"}
-    r = subprocess.run(["curl", "-s", "-i", f"{c.api}/api/orders?limit=1"], capture_output=True, text=True, timeout=30)
+    t.ok(c.api.startswith("https://"), f"orderapi serves HTTPS: {c.api}")
+    r = subprocess.run(["curl", "-s", "-i", "--cacert", c.cert_path("ca.pem"), f"{c.api}/api/orders?limit=1"],
+                       capture_output=True, text=True, timeout=30)
     t.ok(r.stdout.startswith("HTTP/1.1 401") and 'WWW-Authenticate: Bearer realm="ordo"' in r.stdout,
-         f"no key: 401 with WWW-Authenticate (curl): {r.stdout.splitlines()[0] if r.stdout else r.stderr}")
+         f"no key: 401 with WWW-Authenticate (curl over HTTPS): {r.stdout.splitlines()[0] if r.stdout else r.stderr}")
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{c.api}/healthz"], capture_output=True,
+                       text=True, timeout=30)
+    t.eq(r.stdout, "000", "a client that does not trust the CA gets no answer")
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"http://127.0.0.1:{c.services['orderapi'].port}/healthz"], capture_output=True, text=True,
+                       timeout=30)
+    t.ok(r.stdout != "200", f"plain HTTP on the HTTPS port is no way in ({r.stdout})")
     st, _, doc = c.http("GET", "/api/orders?limit=1", headers={"Authorization": "Bearer ordo_not_a_key"})
     t.eq((st, doc["error"]["code"]), (401, "unauthenticated"), "an unknown key: 401")
     st, _, _ = c.http("GET", "/healthz", headers={"Authorization": None})
@@ -296,8 +305,35 @@ def test_api_keys(c, t):
 def test_orderapi_refuses_off_loopback(c, t):
     r = subprocess.run([os.path.join(BUILD, "orderapi", "orderapi"), "--http-addr", "0.0.0.0:0"], capture_output=True,
                        text=True, timeout=30)
-    t.ok(r.returncode != 0 and "refusing to serve HTTP on 0.0.0.0:0" in r.stderr and "--insecure" in r.stderr,
-         f"orderapi off loopback is refused: {r.stderr.strip()[-200:]}")
+    t.ok(r.returncode != 0 and "refusing to serve 0.0.0.0:0 without HTTPS and API keys" in r.stderr
+         and "--insecure" in r.stderr, f"orderapi off loopback is refused: {r.stderr.strip()[-200:]}")
+    r = subprocess.run([os.path.join(BUILD, "orderapi", "orderapi"), "--http-addr", "127.0.0.1:0", "--https-cert",
+                        c.cert_path("orderapi.pem")], capture_output=True, text=True, timeout=30)
+    t.ok(r.returncode != 0 and "HTTPS needs both --https-cert and --https-key" in r.stderr,
+         f"half an HTTPS set-up is refused: {r.stderr.strip()[-160:]}")
+
+
+def test_metrics_on_their_own_address(c, t):
+    """orderapi --metrics-addr: /metrics in plain HTTP there (for a scraper on the host), and
+    no longer on the API's address."""
+    import urllib.request
+    import urllib.error
+    args = [os.path.join(BUILD, "orderapi", "orderapi"), "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+            "--eventstore-addr", c.addr, "--orderquery-addr", c.query_target()] + c.tls_flags("orderapi")
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        api_port = int(p.stdout.readline().strip().split("=")[1])
+        metrics_port = int(p.stdout.readline().strip().split("=")[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            t.ok(r.status == 200 and "ordo_http_requests_total" in r.read().decode(), "/metrics on --metrics-addr")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10)
+            t.ok(False, "/metrics is no longer on the API's address")
+        except urllib.error.HTTPError as e:
+            t.eq(e.code, 404, "/metrics is no longer on the API's address")
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
 
 
 def sql_error(conn, query):
@@ -406,6 +442,6 @@ if __name__ == "__main__":
                test_unknown_identity, test_roles_on_the_event_store, test_roles_on_orderquery,
                test_order_flow_over_tls, test_forged_publish_refused, test_nats_secrets_not_logged,
                test_refusals_logged_without_secrets, test_ordoctl_options, test_database_roles, test_api_keys,
-               test_orderapi_refuses_off_loopback,
+               test_orderapi_refuses_off_loopback, test_metrics_on_their_own_address,
                test_plaintext_refused_off_loopback],
               lambda: FlowCluster(tls=True))

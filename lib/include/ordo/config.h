@@ -47,6 +47,13 @@ ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
 /** Prints one line per option: flag, variable, default, description. */
 void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n);
 
+/**
+ * Reads the file @p path whole into *@p out (malloc'd, NUL-terminated; the
+ * caller frees it) when it holds 1 to @p max bytes. ORDO_INVALID names the
+ * path and the reason; nothing of the content reaches a message.
+ */
+ordo_status ordo_file_read(const char *path, size_t max, char **out, ordo_error_t *err);
+
 /** Whether @p addr ("host:port", "[::1]:port") names a loopback host
  *  (127.0.0.0/8, ::1, localhost): what a daemon may serve without TLS. */
 bool ordo_addr_is_loopback(const char *addr);

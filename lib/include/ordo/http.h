@@ -39,6 +39,8 @@ typedef struct ordo_http_config {
     size_t max_body;             /**< larger bodies get 413 */
     int connection_timeout_s;
     int max_connections;
+    const char *tls_cert_file;   /**< HTTPS: the server's certificate chain (PEM); NULL or "": plain HTTP */
+    const char *tls_key_file;    /**< and its private key (PEM) */
 } ordo_http_config_t;
 
 ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
