@@ -19,7 +19,7 @@ rm -rf "$cluster"
 mkdir -p "$cluster"
 echo "== certificates: a local CA and one identity per service (.cluster/certs, mode 0600)"
 certs=$cluster/certs
-bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin nats
+bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin nats postgres
 bash scripts/nats-conf.sh "$certs"
 bash scripts/api-keys.sh "$certs" c-1   # orderapi: a staff key and one for customer c-1
 staff_key=$(cat "$certs/staff.key")
@@ -35,14 +35,22 @@ echo "   $DATABASE_URL"
 echo "== schema (ordoctl migrate, as the owner) and least-privilege roles (scripts/pg-roles.sh)"
 "$root/build/tools/ordoctl" migrate --database-url "$DATABASE_URL" >/dev/null
 bash scripts/pg-roles.sh "$DATABASE_URL" "$certs"
-# The services' roles log in with scram-sha-256 passwords (from PGPASSFILE,
-# never a command line); the superuser keeps local trust for administration.
-sed -i "1i host all ordo_eventstore,ordo_readmodel 127.0.0.1/32 scram-sha-256" "$cluster/pg/data/pg_hba.conf"
-runuser -u postgres -- psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt -c "SELECT pg_reload_conf()" >/dev/null
+# The server on TLS with a certificate from the local CA; the services' roles
+# log in only over TLS (hostssl) with scram-sha-256 passwords (from
+# PGPASSFILE, never a command line) and check the server (verify-full); the
+# superuser keeps local trust for administration.
+for f in crt:pem key:key; do
+    install -o postgres -g postgres -m 600 "$certs/postgres.${f#*:}" "$cluster/pg/server.${f%%:*}"
+done
+sed -i "1i hostssl all ordo_eventstore,ordo_readmodel 127.0.0.1/32 scram-sha-256" "$cluster/pg/data/pg_hba.conf"
+runuser -u postgres -- psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
+    -c "ALTER SYSTEM SET ssl = on" -c "ALTER SYSTEM SET ssl_cert_file = '$cluster/pg/server.crt'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$cluster/pg/server.key'" -c "SELECT pg_reload_conf()" >/dev/null
 export PGPASSFILE=$certs/pgpass
-ES_DATABASE_URL=postgresql://ordo_eventstore@127.0.0.1:$PG_PORT/ordo
-RM_DATABASE_URL=postgresql://ordo_readmodel@127.0.0.1:$PG_PORT/ordo
-echo "   eventstore as ordo_eventstore, orderquery as ordo_readmodel"
+tls_db="sslmode=verify-full&sslrootcert=$certs/ca.pem"
+ES_DATABASE_URL="postgresql://ordo_eventstore@127.0.0.1:$PG_PORT/ordo?$tls_db"
+RM_DATABASE_URL="postgresql://ordo_readmodel@127.0.0.1:$PG_PORT/ordo?$tls_db"
+echo "   TLS (verify-full); eventstore as ordo_eventstore, orderquery as ordo_readmodel"
 echo "== nats-server -js (TLS, a user per service: .cluster/certs/nats.conf)"
 port=4222
 (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && port=$(ordo_free_port)

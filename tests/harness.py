@@ -94,7 +94,7 @@ def run(cmd, **kw):
 class Cluster:
     """PostgreSQL + nats-server + eventstore for one test file."""
 
-    IDENTITIES = ["eventstore", "orderquery", "orderapi", "paymentsvc", "restaurantsvc", "admin", "nats"]
+    IDENTITIES = ["eventstore", "orderquery", "orderapi", "paymentsvc", "restaurantsvc", "admin", "nats", "postgres"]
 
     def __init__(self, nats=True, nats_config=None, tls=False, **es_flags):
         self.dir = tempfile.mkdtemp(prefix="ordo-test-")

@@ -426,6 +426,53 @@ def test_database_roles(c, t):
         query.stop()
 
 
+def test_database_tls(c, t):
+    """PostgreSQL with a certificate from the cluster's CA: sslmode=verify-full connects only to
+    it, and the event store's connections go over TLS when its URL says so."""
+    import psycopg2
+    import shutil
+    for name, dst in (("postgres.pem", "server.crt"), ("postgres.key", "server.key")):
+        shutil.copy(c.cert_path(name), os.path.join(c.pgdir, dst))
+        shutil.chown(os.path.join(c.pgdir, dst), "postgres", "postgres")
+        os.chmod(os.path.join(c.pgdir, dst), 0o600)
+    conn = psycopg2.connect(c.database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("ALTER SYSTEM SET ssl = on")
+        cur.execute("ALTER SYSTEM SET ssl_cert_file = %s", (os.path.join(c.pgdir, "server.crt"),))
+        cur.execute("ALTER SYSTEM SET ssl_key_file = %s", (os.path.join(c.pgdir, "server.key"),))
+        cur.execute("SELECT pg_reload_conf()")
+    conn.close()
+    verify = f"{c.database_url}?sslmode=verify-full&sslrootcert={c.cert_path('ca.pem')}"
+    ok = psycopg2.connect(verify)
+    with ok.cursor() as cur:
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        t.eq(cur.fetchone()[0], True, "sslmode=verify-full against the server's certificate: a TLS session")
+    ok.close()
+    rogue = os.path.join(c.dir, "rogue")
+    if not os.path.exists(os.path.join(rogue, "ca.pem")):
+        run(["bash", CERTS_SH, rogue, "admin"])
+    try:
+        psycopg2.connect(f"{c.database_url}?sslmode=verify-full&sslrootcert={rogue}/ca.pem").close()
+        t.ok(False, "a client trusting another CA connects")
+    except psycopg2.OperationalError as e:
+        t.ok("certificate verify failed" in str(e), f"a client trusting another CA does not connect: {str(e).strip()[:120]}")
+    store = Service(c, "eventstore-pgtls", EVENTSTORE, ["--listen", "127.0.0.1:0", "--database-url",
+                    verify + "&application_name=pgtls",
+                    "--nats-url", c.nats_url] + c.tls_flags("eventstore") + c.nats_flags("eventstore"), True)
+    try:
+        ch = c.grpc_channel(store.port, "orderapi")
+        r = c.grpc_mod.EventStoreStub(ch).CreateEvent(c.pb.CreateEventRequest(event=c.event(
+            f"pgtls-{uuid.uuid4()}", aggregate_type="sectest")), timeout=10)
+        ch.close()
+        rows = c.sql("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid"
+                     " WHERE a.application_name = 'pgtls'")
+        t.ok(r.is_success and len(rows) >= 2 and all(x[0] for x in rows),
+             f"an event store with sslmode=verify-full appends, every session of it on TLS ({len(rows)} sessions)")
+    finally:
+        store.stop()
+
+
 def test_plaintext_refused_off_loopback(c, t):
     r = subprocess.run([EVENTSTORE, "--listen", "0.0.0.0:0", "--database-url", c.database_url, "--nats-url",
                         c.nats_url], capture_output=True, text=True, timeout=30)
@@ -442,6 +489,6 @@ if __name__ == "__main__":
                test_unknown_identity, test_roles_on_the_event_store, test_roles_on_orderquery,
                test_order_flow_over_tls, test_forged_publish_refused, test_nats_secrets_not_logged,
                test_refusals_logged_without_secrets, test_ordoctl_options, test_database_roles, test_api_keys,
-               test_orderapi_refuses_off_loopback, test_metrics_on_their_own_address,
+               test_orderapi_refuses_off_loopback, test_metrics_on_their_own_address, test_database_tls,
                test_plaintext_refused_off_loopback],
               lambda: FlowCluster(tls=True))
