@@ -26,7 +26,7 @@
 #include "ordo/uuid.h"
 
 typedef struct load_config {
-    const char *addr, *mode, *label;
+    const char *addr, *mode, *label, *ca, *cert, *key;
     int clients, seconds, hot, payload, rate, events_per_call;
 } load_config_t;
 
@@ -34,6 +34,9 @@ typedef struct load_config {
 
 static const ordo_option_t options[] = {
     OPT("addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, addr, 0, 0, "event store address"),
+    OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, ca, 0, 0, "TLS: the store's CA (PEM), with --cert and --key (a writer identity)"),
+    OPT("cert", "ORDO_CERT", "", ORDO_OPT_STRING, cert, 0, 0, "TLS: client certificate (PEM)"),
+    OPT("key", "ORDO_KEY", "", ORDO_OPT_STRING, key, 0, 0, "TLS: its private key (PEM)"),
     OPT("mode", NULL, "distinct", ORDO_OPT_STRING, mode, 0, 0, "distinct, hot, or invalid (refused before the database: the gRPC path alone)"),
     OPT("label", NULL, "eventstore", ORDO_OPT_STRING, label, 0, 0, "name printed with the results"),
     OPT("clients", NULL, "64", ORDO_OPT_INT, clients, 1, 4096, "calls in flight"),
@@ -250,6 +253,29 @@ static char *make_payload(int bytes)
     return data;
 }
 
+/* Plaintext, or TLS with a client certificate when --ca is given. */
+static grpc_channel_credentials *channel_credentials(const load_config_t *cfg)
+{
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    grpc_channel_credentials *creds;
+    ordo_error_t err;
+
+    if (cfg->ca[0] == '\0')
+        return grpc_insecure_credentials_create();
+    if (ordo_file_read(cfg->ca, 1 << 20, &ca, &err) != ORDO_OK || ordo_file_read(cfg->cert, 1 << 20, &cert, &err) != ORDO_OK ||
+        ordo_file_read(cfg->key, 1 << 20, &key, &err) != ORDO_OK) {
+        fprintf(stderr, "es_load: %s\n", err.msg);
+        creds = NULL;
+    } else {
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        creds = grpc_ssl_credentials_create_ex(ca, &pair, NULL, NULL);
+    }
+    free(ca);
+    free(cert);
+    free(key);
+    return creds;
+}
+
 int main(int argc, char **argv)
 {
     load_config_t cfg;
@@ -267,7 +293,8 @@ int main(int argc, char **argv)
     memset(&r, 0, sizeof r);
     r.cfg = &cfg;
     r.data = make_payload(cfg.payload);
-    creds = grpc_insecure_credentials_create();
+    if ((creds = channel_credentials(&cfg)) == NULL)
+        return 2;
     r.channel = grpc_channel_create(cfg.addr, creds, NULL);
     grpc_channel_credentials_release(creds);
     r.cq = grpc_completion_queue_create_for_next(NULL);
