@@ -53,63 +53,61 @@ ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, 
     return ordo_error_set(err, st, "%s: %s (jetstream error %d)", what, natsStatus_GetText(s), (int)jerr);
 }
 
-static bool named(const char *s)
+/* The first line of the secret file @p path (malloc'd: wipe and free it
+ * with forget_secret); NULL (with *@p err naming @p what and the file, not
+ * the content) when it cannot be read or is empty. */
+static char *read_secret(const char *path, const char *what, ordo_error_t *err)
 {
-    return s != NULL && s[0] != '\0';
+    char *secret = NULL;
+
+    if (ordo_file_read(path, 4096, &secret, NULL) == ORDO_OK) {
+        secret[strcspn(secret, "\r\n")] = '\0';
+        if (secret[0] != '\0')
+            return secret;
+        free(secret);
+    }
+    ordo_error_set(err, ORDO_INVALID, "NATS %s file %s cannot be read or is empty", what, path);
+    return NULL;
 }
 
-/* The first line of the secret file @p path into @p out; false (with *@p err
- * naming @p what and the file, not the content) when it cannot be read. */
-static bool read_secret(const char *path, const char *what, char *out, size_t cap, ordo_error_t *err)
+static void forget_secret(char *secret)
 {
-    FILE *f = fopen(path, "r");
-    bool ok = f != NULL && fgets(out, (int)cap, f) != NULL;
-
-    if (f != NULL)
-        fclose(f);
-    if (ok) {
-        out[strcspn(out, "\r\n")] = '\0';
-        ok = out[0] != '\0';
-    }
-    if (!ok)
-        ordo_error_set(err, ORDO_INVALID, "NATS %s file %s cannot be read or is empty", what, path);
-    return ok;
+    memset(secret, 0, strlen(secret));
+    free(secret);
 }
 
 /* Credentials and TLS of @p auth into @p opts. */
 static natsStatus set_auth(natsOptions *opts, const ordo_bus_auth_t *auth, ordo_error_t *err)
 {
-    char secret[512], inbox[160];
+    char *secret, inbox[160];
     natsStatus s = NATS_OK;
 
     if (auth == NULL)
         return NATS_OK;
-    if (named(auth->user)) {
-        if (!named(auth->password_file)) {
+    if (ordo_opt_given(auth->user)) {
+        if (!ordo_opt_given(auth->password_file)) {
             ordo_error_set(err, ORDO_INVALID, "NATS user %s needs --nats-password-file", auth->user);
             return NATS_INVALID_ARG;
         }
-        if (!read_secret(auth->password_file, "password", secret, sizeof secret, err))
+        if ((secret = read_secret(auth->password_file, "password", err)) == NULL)
             return NATS_INVALID_ARG;
         s = natsOptions_SetUserInfo(opts, auth->user, secret);
-        memset(secret, 0, sizeof secret);
+        forget_secret(secret);
         /* replies to this user come under its own prefix, which its permissions may allow alone */
         snprintf(inbox, sizeof inbox, "_INBOX_%s", auth->user);
         if (s == NATS_OK)
             s = natsOptions_SetCustomInboxPrefix(opts, inbox);
-    } else if (named(auth->token_file)) {
-        if (!read_secret(auth->token_file, "token", secret, sizeof secret, err))
+    } else if (ordo_opt_given(auth->token_file)) {
+        if ((secret = read_secret(auth->token_file, "token", err)) == NULL)
             return NATS_INVALID_ARG;
         s = natsOptions_SetToken(opts, secret);
-        memset(secret, 0, sizeof secret);
-    } else if (named(auth->creds_file)) {
+        forget_secret(secret);
+    } else if (ordo_opt_given(auth->creds_file)) {
         s = natsOptions_SetUserCredentialsFromFiles(opts, auth->creds_file, NULL);
     }
-    if (s == NATS_OK && named(auth->ca_file))
-        s = natsOptions_SetSecure(opts, true);
-    if (s == NATS_OK && named(auth->ca_file))
+    if (s == NATS_OK && ordo_opt_given(auth->ca_file) && (s = natsOptions_SetSecure(opts, true)) == NATS_OK)
         s = natsOptions_LoadCATrustedCertificates(opts, auth->ca_file);
-    if (s == NATS_OK && named(auth->cert_file))
+    if (s == NATS_OK && ordo_opt_given(auth->cert_file))
         s = natsOptions_LoadCertificatesChain(opts, auth->cert_file, auth->key_file);
     if (s != NATS_OK)
         ordo_error_set(err, ORDO_INVALID, "NATS credentials or TLS files refused: %s", natsStatus_GetText(s));

@@ -131,6 +131,11 @@ int ordo_config_cli(const char *prog, const ordo_option_t *opts, size_t n, void 
     return -1;
 }
 
+bool ordo_opt_given(const char *value)
+{
+    return value != NULL && value[0] != '\0';
+}
+
 bool ordo_addr_is_loopback(const char *addr)
 {
     const char *colon = strrchr(addr, ':');

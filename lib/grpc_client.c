@@ -65,7 +65,7 @@ static ordo_status channel_credentials(const ordo_grpc_tls_t *tls, grpc_channel_
         *out = grpc_insecure_credentials_create();
         return ORDO_OK;
     }
-    if ((st = ordo_grpc_tls_check(tls, err)) != ORDO_OK || (st = ordo_grpc_pem_load(tls, &pem, err)) != ORDO_OK)
+    if ((st = ordo_grpc_pem_load(tls, &pem, err)) != ORDO_OK)
         return st;
     pair = (grpc_ssl_pem_key_cert_pair){.private_key = pem.key, .cert_chain = pem.cert};
     *out = grpc_ssl_credentials_create_ex(pem.ca, &pair, NULL, NULL);

@@ -88,14 +88,10 @@ const char *ordo_grpc_role_name(ordo_grpc_role role)
     return "none";
 }
 
-static bool named(const char *path)
-{
-    return path != NULL && path[0] != '\0';
-}
-
 bool ordo_grpc_tls_on(const ordo_grpc_tls_t *tls)
 {
-    return tls != NULL && (named(tls->ca_file) || named(tls->cert_file) || named(tls->key_file));
+    return tls != NULL &&
+           (ordo_opt_given(tls->ca_file) || ordo_opt_given(tls->cert_file) || ordo_opt_given(tls->key_file));
 }
 
 /* The PEM file @p path (at most 1 MiB) into a malloc'd NUL-terminated string;
@@ -114,33 +110,19 @@ static ordo_status read_pem(const char *path, const char *opt, const char *what,
     return ORDO_OK;
 }
 
-ordo_status ordo_grpc_tls_check(const ordo_grpc_tls_t *tls, ordo_error_t *err)
-{
-    ordo_grpc_pem_t pem;
-    ordo_status st;
-    const char *opt;
-
-    if (!ordo_grpc_tls_on(tls))
-        return ORDO_OK;
-    opt = tls->option_prefix != NULL ? tls->option_prefix : "--tls-";
-    if (!named(tls->ca_file))
-        return ordo_error_set(err, ORDO_INVALID, "TLS needs %sca (the CA that signs the peers' certificates)", opt);
-    if (!named(tls->cert_file))
-        return ordo_error_set(err, ORDO_INVALID, "TLS needs %scert (this process's certificate)", opt);
-    if (!named(tls->key_file))
-        return ordo_error_set(err, ORDO_INVALID, "TLS needs %skey (this process's private key)", opt);
-    /* (an error names the option and the file; a file's content never reaches a message) */
-    if ((st = ordo_grpc_pem_load(tls, &pem, err)) == ORDO_OK)
-        ordo_grpc_pem_free(&pem);
-    return st;
-}
-
 ordo_status ordo_grpc_pem_load(const ordo_grpc_tls_t *tls, ordo_grpc_pem_t *out, ordo_error_t *err)
 {
     const char *opt = tls->option_prefix != NULL ? tls->option_prefix : "--tls-";
     ordo_status st;
 
     memset(out, 0, sizeof *out);
+    if (!ordo_opt_given(tls->ca_file))
+        return ordo_error_set(err, ORDO_INVALID, "TLS needs %sca (the CA that signs the peers' certificates)", opt);
+    if (!ordo_opt_given(tls->cert_file))
+        return ordo_error_set(err, ORDO_INVALID, "TLS needs %scert (this process's certificate)", opt);
+    if (!ordo_opt_given(tls->key_file))
+        return ordo_error_set(err, ORDO_INVALID, "TLS needs %skey (this process's private key)", opt);
+    /* (an error names the option and the file; a file's content never reaches a message) */
     if ((st = read_pem(tls->ca_file, opt, "ca", &out->ca, err)) != ORDO_OK ||
         (st = read_pem(tls->cert_file, opt, "cert", &out->cert, err)) != ORDO_OK ||
         (st = read_pem(tls->key_file, opt, "key", &out->key, err)) != ORDO_OK)

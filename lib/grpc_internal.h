@@ -18,7 +18,8 @@ ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_
 #define ORDO_GRPC_INT_ARG(name, v) {.type = GRPC_ARG_INTEGER, .key = (char *)(name), .value.integer = (v)}
 
 /** The PEM files of @p tls read into memory (NUL-terminated, malloc'd, freed
- *  with ordo_grpc_pem_free) after ordo_grpc_tls_check. */
+ *  with ordo_grpc_pem_free), once it names all three; errors name the
+ *  option (tls->option_prefix) and the file. */
 typedef struct ordo_grpc_pem {
     char *ca, *cert, *key;
 } ordo_grpc_pem_t;

@@ -46,7 +46,7 @@ typedef struct method_entry {
     const ProtobufCMethodDescriptor *desc;
     ordo_grpc_handler_cb handler;   /* NULL: UNIMPLEMENTED */
     bool streaming;
-    ordo_grpc_role role;            /* the least role that may call it (with TLS) */
+    ordo_grpc_role role;            /* the least role that may call it (with TLS; at least reader) */
     void *ctx;
 } method_entry_t;
 
@@ -246,7 +246,7 @@ static ordo_status authorize(const ordo_grpc_server_t *srv, grpc_call *call, con
     } else if (role == ORDO_ROLE_NONE) {
         st = ORDO_UNAUTHENTICATED;
         snprintf(msg, cap, "client identity %s has no role here", identity);
-    } else if (role < (need == ORDO_ROLE_NONE ? ORDO_ROLE_READER : need)) {
+    } else if (role < need) {
         st = ORDO_FORBIDDEN;
         snprintf(msg, cap, "%s (role %s) may not call %s", identity, ordo_grpc_role_name(role), path);
     }
@@ -414,10 +414,10 @@ static ordo_status parse_roles(ordo_grpc_server_t *srv, const char *spec, ordo_e
         memcpy(id->name, p, name_len);
         id->name[name_len] = '\0';
         snprintf(role, sizeof role, "%.*s", (int)(len - name_len - 1), eq + 1);
-        id->role = strcmp(role, "reader") == 0   ? ORDO_ROLE_READER
-                   : strcmp(role, "writer") == 0 ? ORDO_ROLE_WRITER
-                   : strcmp(role, "admin") == 0  ? ORDO_ROLE_ADMIN
-                                                 : ORDO_ROLE_NONE;
+        id->role = ORDO_ROLE_NONE;
+        for (ordo_grpc_role r = ORDO_ROLE_READER; r <= ORDO_ROLE_ADMIN; r++)
+            if (strcmp(role, ordo_grpc_role_name(r)) == 0)
+                id->role = r;
         if (id->role == ORDO_ROLE_NONE)
             return ordo_error_set(err, ORDO_INVALID, "client roles: %s: role \"%s\" is not reader, writer or admin",
                                   id->name, role);
@@ -440,8 +440,7 @@ static ordo_status server_credentials(ordo_grpc_server_t *srv, const ordo_grpc_s
         *out = grpc_insecure_server_credentials_create();
         return ORDO_OK;
     }
-    if ((st = ordo_grpc_tls_check(cfg->tls, err)) != ORDO_OK ||
-        (st = parse_roles(srv, cfg->client_roles != NULL ? cfg->client_roles : ORDO_GRPC_DEFAULT_ROLES, err)) !=
+    if ((st = parse_roles(srv, cfg->client_roles != NULL ? cfg->client_roles : ORDO_GRPC_DEFAULT_ROLES, err)) !=
             ORDO_OK ||
         (st = ordo_grpc_pem_load(cfg->tls, &pem, err)) != ORDO_OK)
         return st;
@@ -527,7 +526,7 @@ ordo_status ordo_grpc_server_add_service(ordo_grpc_server_t *srv,
             if (strcmp(methods[k].name, m->desc->name) == 0) {
                 m->handler = methods[k].handler;
                 m->streaming = methods[k].server_streaming;
-                m->role = methods[k].role;
+                m->role = methods[k].role != ORDO_ROLE_NONE ? methods[k].role : ORDO_ROLE_READER;
             }
         }
         m->registered = grpc_server_register_method(srv->server, m->path, NULL,

@@ -242,8 +242,7 @@ static void server_free(ordo_http_server_t *srv)
 /* HTTPS: both files, or neither. */
 static ordo_status load_tls(const ordo_http_config_t *cfg, ordo_http_server_t *srv, ordo_error_t *err)
 {
-    bool cert = cfg->tls_cert_file != NULL && cfg->tls_cert_file[0] != '\0';
-    bool key = cfg->tls_key_file != NULL && cfg->tls_key_file[0] != '\0';
+    bool cert = ordo_opt_given(cfg->tls_cert_file), key = ordo_opt_given(cfg->tls_key_file);
     ordo_status st;
 
     if (!cert && !key)
@@ -291,8 +290,7 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
     if (srv->daemon == NULL) {
         server_free(srv);
         return ordo_error_set(err, ORDO_UNAVAILABLE, "cannot listen on %s%s", cfg->addr,
-                              cfg->tls_cert_file != NULL && cfg->tls_cert_file[0] ? " (or the HTTPS files were refused)"
-                                                                                   : "");
+                              ordo_opt_given(cfg->tls_cert_file) ? " (or the HTTPS files were refused)" : "");
     }
     info = srv->mhd.get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (bound_port != NULL)

@@ -87,10 +87,9 @@ ordo_status ordo_migrate(ordo_pg_t *pg, ordo_error_t *err)
     crdb = cockroach(pg);
     if (up_to_date(pg, crdb))
         return ORDO_OK;
-    if (st == ORDO_OK)
-        st = ordo_pg_exec(pg, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                              " name TEXT NOT NULL PRIMARY KEY,"
-                              " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())", err);
+    st = ordo_pg_exec(pg, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                          " name TEXT NOT NULL PRIMARY KEY,"
+                          " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())", err);
     /* two processes creating it at once may collide once; the table exists then */
     if (st == ORDO_CONFLICT)
         st = ORDO_OK;

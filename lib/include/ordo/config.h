@@ -47,6 +47,10 @@ ordo_status ordo_config_load(const ordo_option_t *opts, size_t n, void *cfg,
 /** Prints one line per option: flag, variable, default, description. */
 void ordo_config_usage(FILE *out, const char *prog, const ordo_option_t *opts, size_t n);
 
+/** Whether an optional setting was given: not NULL and not "" (a string
+ *  option's default when unset). */
+bool ordo_opt_given(const char *value);
+
 /**
  * Reads the file @p path whole into *@p out (malloc'd, NUL-terminated; the
  * caller frees it) when it holds 1 to @p max bytes. ORDO_INVALID names the

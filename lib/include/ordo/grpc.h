@@ -57,13 +57,10 @@ typedef struct ordo_grpc_tls {
     const char *option_prefix;   /**< how the options are spelled, for errors ("--" for --ca; NULL: "--tls-") */
 } ordo_grpc_tls_t;
 
-/** Whether @p tls asks for TLS: any of its files named. */
+/** Whether @p tls asks for TLS: any of its files named. A server or client
+ *  given TLS then needs all three, readable as PEM; the error names the
+ *  option and the file at fault (never their content). */
 bool ordo_grpc_tls_on(const ordo_grpc_tls_t *tls);
-
-/** Checks that @p tls names all three files or none, and that they can be
- *  read as PEM; the error names the option and the file at fault (never
- *  their content). */
-ordo_status ordo_grpc_tls_check(const ordo_grpc_tls_t *tls, ordo_error_t *err);
 
 /** Receives a new call. @p request is owned by @p call. Must not block. */
 typedef void (*ordo_grpc_handler_cb)(void *ctx, ordo_grpc_call_t *call,
