@@ -65,6 +65,7 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
 ordo_status es_metrics_start(es_ctx_t *ctx, ordo_http_server_t **out, int *port, ordo_error_t *err)
 {
     ordo_http_config_t cfg = {.addr = ctx->cfg->metrics_addr, .threads = 1, .max_body = 1024,
-                              .connection_timeout_s = 10, .max_connections = 64};
+                              .connection_timeout_s = 10, .max_connections = 64, .insecure = ctx->cfg->insecure,
+                              .enable_hint = "serve /metrics on a loopback address"};
     return ordo_http_start(&cfg, on_request, ctx, out, port, err);
 }

@@ -264,6 +264,11 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
     ordo_status st;
 
     *out = NULL;
+    if (!ordo_addr_is_loopback(cfg->addr) && !cfg->insecure &&
+        !(ordo_opt_given(cfg->tls_cert_file) && cfg->authenticated))
+        return ordo_error_set(err, ORDO_INVALID, "refusing to serve %s without HTTPS and API keys%s%s, or --insecure "
+                                                 "to serve it anyway", cfg->addr, cfg->enable_hint != NULL ? ": " : "",
+                              cfg->enable_hint != NULL ? cfg->enable_hint : "");
     if ((st = parse_addr(cfg->addr, &sa, err)) != ORDO_OK)
         return st;
     if ((srv = calloc(1, sizeof *srv)) == NULL)

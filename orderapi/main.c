@@ -38,17 +38,6 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     ctx.cfg = &cfg;
-    if (!ordo_addr_is_loopback(cfg.http_addr) && !cfg.insecure &&
-        (cfg.https_cert[0] == '\0' || cfg.api_keys_file[0] == '\0')) {
-        ORDO_ERROR("orderapi cannot start", "err=\"refusing to serve %s without HTTPS and API keys: set "
-                   "--https-cert, --https-key and --api-keys-file, or --insecure to serve it anyway\"", cfg.http_addr);
-        return 1;
-    }
-    if (cfg.metrics_addr[0] != '\0' && !ordo_addr_is_loopback(cfg.metrics_addr) && !cfg.insecure) {
-        ORDO_ERROR("orderapi cannot start", "err=\"refusing to serve /metrics in plain HTTP on %s: a loopback "
-                   "address, or --insecure\"", cfg.metrics_addr);
-        return 1;
-    }
     if (cfg.api_keys_file[0] != '\0' && api_keys_load(cfg.api_keys_file, &ctx.keys, &err) != ORDO_OK) {
         ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
         return 1;
@@ -59,9 +48,12 @@ int main(int argc, char **argv)
     api_init(&ctx);
     hcfg = (ordo_http_config_t){.addr = cfg.http_addr, .threads = cfg.threads, .max_body = (size_t)cfg.max_body,
                                 .connection_timeout_s = 10, .max_connections = 1024, .tls_cert_file = cfg.https_cert,
-                                .tls_key_file = cfg.https_key};
+                                .tls_key_file = cfg.https_key, .authenticated = ctx.keys.n > 0,
+                                .insecure = cfg.insecure,
+                                .enable_hint = "set --https-cert, --https-key and --api-keys-file"};
     mcfg = (ordo_http_config_t){.addr = cfg.metrics_addr, .threads = 1, .max_body = 1024, .connection_timeout_s = 10,
-                                .max_connections = 64};
+                                .max_connections = 64, .insecure = cfg.insecure,
+                                .enable_hint = "serve /metrics on a loopback address"};
     if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
         ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &cfg.tls, &ctx.query, &err) != ORDO_OK ||
         ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK ||

@@ -482,6 +482,12 @@ def test_plaintext_refused_off_loopback(c, t):
                         c.cert_path("ca.pem"), "--tls-cert", c.cert_path("eventstore.pem")],
                        capture_output=True, text=True, timeout=30)
     t.ok(r.returncode != 0 and "TLS needs --tls-key" in r.stderr, f"half a TLS set-up is refused: {r.stderr.strip()[-160:]}")
+    r = subprocess.run([EVENTSTORE, "--listen", "127.0.0.1:0", "--metrics-addr", "0.0.0.0:0", "--database-url",
+                        c.database_url, "--nats-url", c.nats_url] + c.tls_flags("eventstore") + c.nats_flags("eventstore"),
+                       capture_output=True, text=True, timeout=60)
+    t.ok(r.returncode != 0 and "refusing to serve 0.0.0.0:0 without HTTPS and API keys: serve /metrics on a "
+         "loopback address, or --insecure" in r.stderr,
+         f"the event store's plain /metrics off loopback is refused too: {r.stderr.strip()[-200:]}")
 
 
 if __name__ == "__main__":

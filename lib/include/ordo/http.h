@@ -2,11 +2,13 @@
  * @file http.h
  * A small HTTP/1.1 server over libmicrohttpd: a pool of threads, capped
  * bodies (413 before the handler runs), connection limits and timeouts,
- * and JSON responses. The handler sees a whole request and fills a response.
+ * and JSON responses. Plain HTTP, or HTTP without authenticated requests,
+ * is served on loopback addresses only unless the caller says insecure. The handler sees a whole request and fills a response.
  */
 #ifndef ORDO_HTTP_H
 #define ORDO_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "ordo/status.h"
@@ -41,6 +43,9 @@ typedef struct ordo_http_config {
     int max_connections;
     const char *tls_cert_file;   /**< HTTPS: the server's certificate chain (PEM); NULL or "": plain HTTP */
     const char *tls_key_file;    /**< and its private key (PEM) */
+    bool authenticated;          /**< requests must present a key: with HTTPS, any address may be served */
+    bool insecure;               /**< serve an address other than loopback without HTTPS and keys anyway */
+    const char *enable_hint;     /**< what the refusal of such an address tells to do (may be NULL) */
 } ordo_http_config_t;
 
 ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
