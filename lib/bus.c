@@ -54,7 +54,7 @@ ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, 
 }
 
 /* The first line of the secret file @p path (malloc'd: wipe and free it
- * with forget_secret); NULL (with *@p err naming @p what and the file, not
+ * with ordo_secret_free); NULL (with *@p err naming @p what and the file, not
  * the content) when it cannot be read or is empty. */
 static char *read_secret(const char *path, const char *what, ordo_error_t *err)
 {
@@ -68,12 +68,6 @@ static char *read_secret(const char *path, const char *what, ordo_error_t *err)
     }
     ordo_error_set(err, ORDO_INVALID, "NATS %s file %s cannot be read or is empty", what, path);
     return NULL;
-}
-
-static void forget_secret(char *secret)
-{
-    memset(secret, 0, strlen(secret));
-    free(secret);
 }
 
 /* Credentials and TLS of @p auth into @p opts. */
@@ -92,7 +86,7 @@ static natsStatus set_auth(natsOptions *opts, const ordo_bus_auth_t *auth, ordo_
         if ((secret = read_secret(auth->password_file, "password", err)) == NULL)
             return NATS_INVALID_ARG;
         s = natsOptions_SetUserInfo(opts, auth->user, secret);
-        forget_secret(secret);
+        ordo_secret_free(secret);
         /* replies to this user come under its own prefix, which its permissions may allow alone */
         snprintf(inbox, sizeof inbox, "_INBOX_%s", auth->user);
         if (s == NATS_OK)
@@ -101,7 +95,7 @@ static natsStatus set_auth(natsOptions *opts, const ordo_bus_auth_t *auth, ordo_
         if ((secret = read_secret(auth->token_file, "token", err)) == NULL)
             return NATS_INVALID_ARG;
         s = natsOptions_SetToken(opts, secret);
-        forget_secret(secret);
+        ordo_secret_free(secret);
     } else if (ordo_opt_given(auth->creds_file)) {
         s = natsOptions_SetUserCredentialsFromFiles(opts, auth->creds_file, NULL);
     }

@@ -175,3 +175,11 @@ ordo_status ordo_file_read(const char *path, size_t max, char **out, ordo_error_
     *out = buf;
     return ORDO_OK;
 }
+
+void ordo_secret_free(char *secret)
+{
+    if (secret == NULL)
+        return;
+    explicit_bzero(secret, strlen(secret));   /* unlike memset, not dropped as a store before free */
+    free(secret);
+}

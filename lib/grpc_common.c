@@ -133,9 +133,7 @@ ordo_status ordo_grpc_pem_load(const ordo_grpc_tls_t *tls, ordo_grpc_pem_t *out,
 void ordo_grpc_pem_free(ordo_grpc_pem_t *pem)
 {
     free(pem->ca);
-    if (pem->key != NULL)
-        memset(pem->key, 0, strlen(pem->key));   /* the private key does not linger in freed memory */
-    free(pem->key);
+    ordo_secret_free(pem->key);
     free(pem->cert);
     memset(pem, 0, sizeof *pem);
 }

@@ -231,9 +231,7 @@ static ordo_status mhd_load(mhd_api_t *mhd, ordo_error_t *err)
 /* The one cleanup once the daemon is stopped (or never ran). */
 static void server_free(ordo_http_server_t *srv)
 {
-    if (srv->tls_key != NULL)
-        memset(srv->tls_key, 0, strlen(srv->tls_key));   /* the private key does not linger in freed memory */
-    free(srv->tls_key);
+    ordo_secret_free(srv->tls_key);
     free(srv->tls_cert);
     dlclose(srv->mhd.lib);
     free(srv);

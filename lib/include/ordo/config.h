@@ -58,6 +58,10 @@ bool ordo_opt_given(const char *value);
  */
 ordo_status ordo_file_read(const char *path, size_t max, char **out, ordo_error_t *err);
 
+/** Wipes and frees the secret string @p secret (a key or password read with
+ *  ordo_file_read), so it does not linger in freed memory. NULL is a no-op. */
+void ordo_secret_free(char *secret);
+
 /** Whether @p addr ("host:port", "[::1]:port") names a loopback host
  *  (127.0.0.0/8, ::1, localhost): what a daemon may serve without TLS. */
 bool ordo_addr_is_loopback(const char *addr);
