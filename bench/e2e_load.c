@@ -8,11 +8,17 @@
  *   status, orders.applied_at — both on this machine's clock).
  * One order in --fail-every gets a price over the payment limit and one in
  * --reject-every a SOLD-OUT item, so every saga path is in the mix.
+ * With --ca it speaks HTTPS (OpenSSL, the server checked against the CA and
+ * the address), with --api-key-file it sends Authorization: Bearer <key>:
+ * orderapi as scripts/up.sh runs it.
  */
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -27,7 +33,7 @@
 #include "ordo/retry.h"
 
 typedef struct e2e_config {
-    const char *api_addr, *database_url, *label;
+    const char *api_addr, *database_url, *label, *ca, *api_key_file;
     int threads, rate, seconds, fail_every, reject_every, wait_s;
 } e2e_config_t;
 
@@ -42,6 +48,8 @@ static const ordo_option_t options[] = {
     OPT("seconds", NULL, "10", ORDO_OPT_INT, seconds, 1, 3600, "duration"),
     OPT("fail-every", NULL, "10", ORDO_OPT_INT, fail_every, 0, 1000000, "every Nth order fails payment (0: none)"),
     OPT("reject-every", NULL, "7", ORDO_OPT_INT, reject_every, 0, 1000000, "every Nth order is rejected and refunded (0: none)"),
+    OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, ca, 0, 0, "CA file: speak HTTPS and check orderapi's certificate against it"),
+    OPT("api-key-file", "ORDO_API_KEY_FILE", "", ORDO_OPT_STRING, api_key_file, 0, 0, "file holding an API key (sent as Authorization: Bearer)"),
     OPT("wait-s", NULL, "60", ORDO_OPT_INT, wait_s, 1, 3600, "how long to wait for the saga to finish"),
 };
 
@@ -50,8 +58,23 @@ typedef struct sent {
     long long sent_us;
 } sent_t;
 
+/* What every connection shares: the TLS context (NULL: plain HTTP) and the
+ * Authorization header line ("" without a key). Read-only once threads run. */
+typedef struct client {
+    SSL_CTX *tls;
+    char host[64];
+    char auth[256];
+} client_t;
+
+/* One keep-alive connection: the socket, and its TLS session when HTTPS. */
+typedef struct conn {
+    int fd;
+    SSL *ssl;
+} conn_t;
+
 typedef struct worker {
     const e2e_config_t *cfg;
+    const client_t *client;
     struct sockaddr_in addr;
     int id;
     double start, deadline;
@@ -69,21 +92,62 @@ static long long wall_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int connect_to(const struct sockaddr_in *addr)
+static void conn_close(conn_t *c)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    if (fd < 0)
-        return -1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
-        close(fd);
-        return -1;
+    if (c->ssl != NULL) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
     }
-    return fd;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+/* Connects (and with TLS completes the handshake, checking the certificate
+ * names the address); false, with c->fd == -1, when it cannot. */
+static bool conn_open(conn_t *c, const struct sockaddr_in *addr, const client_t *client)
+{
+    const char *host = client->host;
+    int one = 1;
+
+    c->ssl = NULL;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd < 0)
+        return false;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(c->fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
+        conn_close(c);
+        return false;
+    }
+    if (client->tls == NULL)
+        return true;
+    if ((c->ssl = SSL_new(client->tls)) == NULL || !SSL_set_fd(c->ssl, c->fd) ||
+        !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) || SSL_connect(c->ssl) != 1) {
+        unsigned long e = ERR_get_error();
+        fprintf(stderr, "e2e_load: TLS to %s: %s\n", host, e ? ERR_reason_error_string(e) : "handshake failed");
+        conn_close(c);
+        return false;
+    }
+    return true;
+}
+
+static bool conn_send(conn_t *c, const char *data, int len)
+{
+    if (c->ssl != NULL)
+        return SSL_write(c->ssl, data, len) == len;
+    return send(c->fd, data, (size_t)len, MSG_NOSIGNAL) == len;
+}
+
+static ssize_t conn_recv(conn_t *c, char *buf, size_t len)
+{
+    if (c->ssl != NULL)
+        return SSL_read(c->ssl, buf, (int)len);
+    return recv(c->fd, buf, len, 0);
 }
 
 /* Reads one response; returns the status code and copies order_id from a 201 body. */
-static int read_response(int fd, char *order_id)
+static int read_response(conn_t *c, char *order_id)
 {
     char buf[8192];
     size_t got = 0;
@@ -92,7 +156,7 @@ static int read_response(int fd, char *order_id)
     int status;
 
     for (;;) {
-        ssize_t r = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        ssize_t r = conn_recv(c, buf + got, sizeof buf - 1 - got);
         if (r <= 0)
             return -1;
         got += (size_t)r;
@@ -131,15 +195,15 @@ static void *run(void *arg)
     worker_t *w = arg;
     const e2e_config_t *cfg = w->cfg;
     double interval = cfg->rate > 0 ? (double)cfg->threads / cfg->rate : 0, next = w->start;
-    int fd = connect_to(&w->addr);
+    conn_t c;
     long seq = 0;
 
-    if (fd < 0) {
+    if (!conn_open(&c, &w->addr, w->client)) {
         w->errors++;   /* a thread that cannot connect sends nothing: that is a failed run, not an idle one */
         fprintf(stderr, "e2e_load: thread %d cannot connect to %s\n", w->id, cfg->api_addr);
     }
-    while (fd >= 0 && ordo_mono_s() < w->deadline) {
-        char body[512], req[1024], order_id[37] = "";
+    while (c.fd >= 0 && ordo_mono_s() < w->deadline) {
+        char body[512], req[1280], order_id[37] = "";
         long k = seq++ * cfg->threads + w->id;
         bool fail = cfg->fail_every && k % cfg->fail_every == 0;
         bool reject = !fail && cfg->reject_every && k % cfg->reject_every == 0;
@@ -158,14 +222,14 @@ static void *run(void *arg)
                         "[{\"code\":\"%s\",\"name\":\"Bench\",\"unit_price\":%s,\"quantity\":1}]}",
                         k % 1000, reject ? "SOLD-OUT" : "PIZZA", fail ? "100000" : "12.5");
         rlen = snprintf(req, sizeof req,
-                        "POST /api/orders HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %d\r\n\r\n%s", blen, body);
+                        "POST /api/orders HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n%s"
+                        "Content-Length: %d\r\n\r\n%s", w->client->auth, blen, body);
         t0 = ordo_mono_s();
         sent = wall_us();
-        if (send(fd, req, (size_t)rlen, MSG_NOSIGNAL) != rlen || (status = read_response(fd, order_id)) < 0) {
+        if (!conn_send(&c, req, rlen) || (status = read_response(&c, order_id)) < 0) {
             w->errors++;
-            close(fd);
-            if ((fd = connect_to(&w->addr)) < 0)
+            conn_close(&c);
+            if (!conn_open(&c, &w->addr, w->client))
                 fprintf(stderr, "e2e_load: thread %d lost its connection and cannot connect again\n", w->id);
             continue;
         }
@@ -174,8 +238,7 @@ static void *run(void *arg)
         else
             w->errors++;
     }
-    if (fd >= 0)
-        close(fd);
+    conn_close(&c);
     return NULL;
 }
 
@@ -238,30 +301,74 @@ static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total,
     return k;
 }
 
+/* The TLS context (with --ca) and the Authorization line (with
+ * --api-key-file); false with a message when either cannot be had. */
+static bool client_init(client_t *client, const e2e_config_t *cfg)
+{
+    ordo_error_t err;
+    char *key = NULL;
+
+    memset(client, 0, sizeof *client);
+    snprintf(client->host, sizeof client->host, "%.*s", (int)(strchr(cfg->api_addr, ':') - cfg->api_addr),
+             cfg->api_addr);
+    if (ordo_opt_given(cfg->api_key_file)) {
+        if (ordo_file_read(cfg->api_key_file, 200, &key, &err) != ORDO_OK) {
+            fprintf(stderr, "e2e_load: %s\n", err.msg);
+            return false;
+        }
+        key[strcspn(key, "\r\n")] = '\0';
+        snprintf(client->auth, sizeof client->auth, "Authorization: Bearer %s\r\n", key);
+        ordo_secret_free(key);
+    }
+    if (!ordo_opt_given(cfg->ca))
+        return true;
+    client->tls = SSL_CTX_new(TLS_client_method());
+    if (client->tls == NULL || SSL_CTX_load_verify_locations(client->tls, cfg->ca, NULL) != 1) {
+        fprintf(stderr, "e2e_load: --ca %s: not a readable PEM certificate\n", cfg->ca);
+        return false;
+    }
+    SSL_CTX_set_verify(client->tls, SSL_VERIFY_PEER, NULL);
+    return true;
+}
+
+static void client_free(client_t *client)
+{
+    SSL_CTX_free(client->tls);
+    explicit_bzero(client->auth, sizeof client->auth);
+}
+
 int main(int argc, char **argv)
 {
+    client_t client;
     e2e_config_t cfg;
     worker_t *w;
     double start, elapsed, *post, *final, final_per_s;
     long long start_us, last_us = 0;
     size_t total = 0, k = 0, finals;
     long errors = 0;
-    char host[64];
     int rc;
 
     memset(&cfg, 0, sizeof cfg);
     if ((rc = ordo_config_cli("e2e_load", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
         return rc;
+    if (strchr(cfg.api_addr, ':') == NULL) {
+        fprintf(stderr, "e2e_load: --api-addr %s: not host:port\n", cfg.api_addr);
+        return 2;
+    }
+    if (!client_init(&client, &cfg)) {
+        client_free(&client);
+        return 2;
+    }
     w = calloc((size_t)cfg.threads, sizeof *w);
-    snprintf(host, sizeof host, "%.*s", (int)(strchr(cfg.api_addr, ':') - cfg.api_addr), cfg.api_addr);
     start = ordo_mono_s();
     start_us = wall_us();
     for (int i = 0; i < cfg.threads; i++) {
         w[i].cfg = &cfg;
+        w[i].client = &client;
         w[i].id = i;
         w[i].addr.sin_family = AF_INET;
         w[i].addr.sin_port = htons((uint16_t)atoi(strchr(cfg.api_addr, ':') + 1));
-        inet_pton(AF_INET, host, &w[i].addr.sin_addr);
+        inet_pton(AF_INET, client.host, &w[i].addr.sin_addr);
         /* at a fixed rate the threads take turns, 1/rate apart: an even
          * stream of orders, not a burst of --threads every threads/rate s */
         w[i].start = start + (cfg.rate > 0 ? (double)i / cfg.rate : 0);
@@ -303,6 +410,7 @@ int main(int argc, char **argv)
     free(w);
     free(post);
     free(final);
+    client_free(&client);
     if (total == 0)
         fprintf(stderr, "e2e_load: no order was accepted\n");
     return total > 0 && finals == total && errors == 0 ? 0 : 1;

@@ -17,7 +17,7 @@
 #include "ordo/grpc.h"
 
 typedef struct read_config {
-    const char *addr, *label;
+    const char *addr, *label, *ca, *cert, *key;
     int count, timeout_ms;
 } read_config_t;
 
@@ -27,6 +27,9 @@ static const ordo_option_t options[] = {
     OPT("addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, addr, 0, 0, "event store address"),
     OPT("label", NULL, "catch-up", ORDO_OPT_STRING, label, 0, 0, "name printed with the results"),
     OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 1000000000, "events to read (0: as many as the store holds)"),
+    OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, ca, 0, 0, "TLS: the store's CA (PEM), with --cert and --key (admin: GetStats)"),
+    OPT("cert", "ORDO_CERT", "", ORDO_OPT_STRING, cert, 0, 0, "TLS: client certificate (PEM)"),
+    OPT("key", "ORDO_KEY", "", ORDO_OPT_STRING, key, 0, 0, "TLS: client key (PEM)"),
     OPT("timeout-ms", NULL, "600000", ORDO_OPT_INT, timeout_ms, 1000, 86400000, "deadline of the whole read"),
 };
 
@@ -81,7 +84,8 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     if ((rc = ordo_config_cli("es_read", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
         return rc;
-    if ((st = ordo_grpc_client_create(cfg.addr, ORDO_GRPC_APPEND_MAX_BYTES, NULL, &c, &err)) != ORDO_OK) {
+    ordo_grpc_tls_t tls = {.ca_file = cfg.ca, .cert_file = cfg.cert, .key_file = cfg.key, .option_prefix = "--"};
+    if ((st = ordo_grpc_client_create(cfg.addr, ORDO_GRPC_APPEND_MAX_BYTES, &tls, &c, &err)) != ORDO_OK) {
         fprintf(stderr, "es_read: %s\n", err.msg);
         return 1;
     }

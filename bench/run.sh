@@ -14,6 +14,11 @@
 #   5. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
 # and prints each figure with its ratio to the references. Results are
 # appended to bench/results/<date>.txt.
+# The cluster is secured as scripts/up.sh runs it: gRPC TLS with client
+# certificates, NATS over TLS with a user per service, the services' own
+# PostgreSQL roles over TLS, orderapi on HTTPS with an API key
+# (ORDO_BENCH_PLAIN=1: everything plaintext, no credentials; bench/tls_cost.sh
+# and bench/tls_cost_e2e.sh put the two side by side).
 #   usage: bench/run.sh [SECONDS per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,13 +41,30 @@ cleanup() {
 }
 trap cleanup EXIT
 ordo_pg_start "$dir/pg" on
-ordo_nats_start "$dir"
+certs=$dir/certs
+if [ "${ORDO_BENCH_PLAIN:-0}" = 1 ]; then
+    security=plaintext
+    ordo_nats_start "$dir"
+    ES_DATABASE_URL=$DATABASE_URL RM_DATABASE_URL=$DATABASE_URL
+    id_args() { TLS=(); }
+    load_tls=() admin_tls=() api_scheme=() api_tls=()
+else
+    security="TLS everywhere, per-service identities (as scripts/up.sh)"
+    ordo_secure_identities "$certs" >/dev/null
+    ordo_pg_secure "$dir/pg" "$certs"
+    ordo_nats_start "$dir" "" "$certs/nats.conf"
+    id_args() { ordo_tls_args "$certs" "$1"; }
+    load_tls=(--ca "$certs/ca.pem" --cert "$certs/orderapi.pem" --key "$certs/orderapi.key")
+    admin_tls=(--ca "$certs/ca.pem" --cert "$certs/admin.pem" --key "$certs/admin.key")
+    api_scheme=(--api-keys-file "$certs/api-keys" --https-cert "$certs/orderapi.pem" --https-key "$certs/orderapi.key")
+    api_tls=(--ca "$certs/ca.pem" --api-key-file "$certs/staff.key")
+fi
 psql="runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qAt ordo"
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).txt
 say() { echo "$*" | tee -a "$out"; }
 
-say "# Ordo benchmarks $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; fsync=on synchronous_commit=on; ${secs}s per run"
+say "# Ordo benchmarks $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; fsync=on synchronous_commit=on; ${secs}s per run; $security"
 say "# commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 # The machine's speed swings (shared host): CPU time of a fixed loop, here
 # and before the end-to-end part; lower is faster. Figures of runs whose
@@ -59,7 +81,9 @@ speed_probe start
 
 start_es() {
     $psql -c CHECKPOINT
-    "$root/build/eventstore/eventstore" --listen 127.0.0.1:0 "$@" >"$dir/es.out" 2>"$dir/es.log" &
+    id_args eventstore
+    "$root/build/eventstore/eventstore" --listen 127.0.0.1:0 --database-url "$ES_DATABASE_URL" "${TLS[@]}" "$@" \
+        >"$dir/es.out" 2>"$dir/es.log" &
     es_pid=$!
     for _ in $(seq 100); do grep -q '^port=' "$dir/es.out" && break; sleep 0.1; done
     addr=127.0.0.1:$(sed -n 's/^port=//p' "$dir/es.out")
@@ -75,7 +99,7 @@ rss_kb() {
 load() {   # load LABEL ARGS... → prints the human line, remembers events/s in $eps
     local label=$1; shift
     local res
-    res=$("$root/build/bench/es_load" --addr "$addr" --label "$label" --seconds "$secs" "$@" || true)
+    res=$("$root/build/bench/es_load" --addr "$addr" --label "$label" --seconds "$secs" "${load_tls[@]}" "$@" || true)
     say "$(echo "$res" | head -n 1)  eventstore_rss=$(rss_kb "$es_pid")"
     eps=$(echo "$res" | tail -n 1 | sed -n 's/.*"events_per_s":\([0-9]*\).*/\1/p')
 }
@@ -88,7 +112,7 @@ load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
 load group-commit-hot --clients 64 --mode hot --hot 8
 load group-commit-batch10 --clients 64 --events-per-call 10; gcb=$eps
 # a new subscriber catching up: one GetEventsStream over everything the runs above stored
-say "$("$root/build/bench/es_read" --addr "$addr" --label catch-up | head -n 1)"
+say "$("$root/build/bench/es_read" --addr "$addr" --label catch-up "${admin_tls[@]}" | head -n 1)"
 stop_es
 start_es --group-commit-max 1 --writers 16
 load naive --clients 1;  nv1=$eps
@@ -98,27 +122,28 @@ stop_es
 # 4. end to end
 speed_probe "before end to end"
 start_es
-svc() {   # svc NAME BINARY ARGS...: starts a service, waits for its port line if it prints one
+svc() {   # svc NAME BINARY ARGS...: starts a service (as the identity named by the binary's folder)
     local name=$1 bin=$2; shift 2
-    "$root/build/$bin" "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
+    id_args "${bin%%/*}"
+    "$root/build/$bin" "$@" "${TLS[@]}" >"$dir/$name.out" 2>"$dir/$name.log" &
     svc_pids+=($!)
     eval "pid_${name//-/_}=$!"
 }
 port_of() { for _ in $(seq 100); do grep -qs '^port=' "$dir/$1.out" && break; sleep 0.1; done; sed -n 's/^port=//p' "$dir/$1.out"; }
 common=(--nats-url "$NATS_URL" --eventstore-addr "$addr")
-svc oq1 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$DATABASE_URL" "${common[@]}"
-svc oq2 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$DATABASE_URL" "${common[@]}"
+svc oq1 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$RM_DATABASE_URL" "${common[@]}"
+svc oq2 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$RM_DATABASE_URL" "${common[@]}"
 oqs="ipv4:127.0.0.1:$(port_of oq1),127.0.0.1:$(port_of oq2)"
 svc pay paymentsvc/paymentsvc --limit 500 "${common[@]}"
 svc rest restaurantsvc/restaurantsvc --unavailable SOLD-OUT "${common[@]}"
-svc api orderapi/orderapi --http-addr 127.0.0.1:0 --eventstore-addr "$addr" --orderquery-addr "$oqs"
+svc api orderapi/orderapi --http-addr 127.0.0.1:0 --eventstore-addr "$addr" --orderquery-addr "$oqs" "${api_scheme[@]}"
 api=127.0.0.1:$(port_of api)
 sleep 1
 rss_all() { echo "eventstore=$(rss_kb "$es_pid") orderapi=$(rss_kb "$pid_api") paymentsvc=$(rss_kb "$pid_pay") restaurantsvc=$(rss_kb "$pid_rest") orderquery=$(rss_kb "$pid_oq1"),$(rss_kb "$pid_oq2")"; }
 say "rss idle: $(rss_all)"
 e2e() {
     local res
-    res=$("$root/build/bench/e2e_load" --api-addr "$api" --database-url "$DATABASE_URL" --seconds "$secs" "$@" || true)
+    res=$("$root/build/bench/e2e_load" --api-addr "$api" --database-url "$DATABASE_URL" --seconds "$secs" "${api_tls[@]}" "$@" || true)
     say "$(echo "$res" | head -n 1)"
     ops=$(echo "$res" | tail -n 1 | sed -n 's/.*"orders_per_s":\([0-9]*\).*/\1/p')
 }
@@ -140,7 +165,8 @@ e2e --label e2e-half --threads 16 --rate "$half"
 cpu_split_say e2e-half
 # the read model rebuilt from the store (every order event of the two runs), the services still running
 t0=$(date +%s%N)
-res=$("$root/build/orderquery/orderquery" --rebuild --database-url "$DATABASE_URL" "${common[@]}" 2>"$dir/rebuild.log" || true)
+id_args orderquery
+res=$("$root/build/orderquery/orderquery" --rebuild --database-url "$RM_DATABASE_URL" "${common[@]}" "${TLS[@]}" 2>"$dir/rebuild.log" || true)
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 ev=$(echo "$res" | sed -n 's/.*"events":\([0-9]*\).*/\1/p')
 say "rebuild              events=${ev:-?} in ${ms} ms: events/s=$(awk -v e="${ev:-0}" -v m="$ms" 'BEGIN{printf "%.0f", (m > 0 ? e*1000/m : 0)}')"

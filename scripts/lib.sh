@@ -3,6 +3,7 @@
 # Every process started here is recorded by PID and only those are stopped.
 
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+ORDO_ROOT=${ORDO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 
 ordo_free_port() {
     /usr/bin/python3 - <<'PY'
@@ -99,4 +100,49 @@ ordo_kill_wait() {
         sleep 0.1
     done
     kill -KILL "$pid" 2>/dev/null || true
+}
+
+# The secured cluster, as scripts/up.sh runs it (and bench/run.sh measures it).
+# ordo_secure_identities CERTS: a local CA and a certificate for every Ordo
+# identity, the NATS users (CERTS/nats.conf) and orderapi's API keys (staff,
+# and customer c-1), all mode 0600 under CERTS.
+ordo_secure_identities() {
+    bash "$ORDO_ROOT/scripts/certs.sh" "$1" eventstore orderquery orderapi paymentsvc restaurantsvc admin nats postgres
+    bash "$ORDO_ROOT/scripts/nats-conf.sh" "$1"
+    bash "$ORDO_ROOT/scripts/api-keys.sh" "$1" c-1
+}
+
+# ordo_pg_secure PGDIR CERTS (after ordo_pg_start PGDIR): the schema, migrated
+# as the owner; the services' least-privilege roles (scripts/pg-roles.sh);
+# the server on TLS with CERTS/postgres.pem. The roles log in only over TLS
+# (hostssl) with scram-sha-256 passwords from PGPASSFILE (never a command
+# line) and check the server (verify-full); the superuser keeps local trust
+# for administration. Sets and exports PGPASSFILE, ES_DATABASE_URL (the event
+# store's role) and RM_DATABASE_URL (the read model's).
+ordo_pg_secure() {
+    local pg=$1 certs=$2 f tls_db
+    "$ORDO_ROOT/build/tools/ordoctl" migrate --database-url "$DATABASE_URL" >/dev/null
+    bash "$ORDO_ROOT/scripts/pg-roles.sh" "$DATABASE_URL" "$certs"
+    for f in crt:pem key:key; do
+        install -o postgres -g postgres -m 600 "$certs/postgres.${f#*:}" "$pg/server.${f%%:*}"
+    done
+    sed -i "1i hostssl all ordo_eventstore,ordo_readmodel 127.0.0.1/32 scram-sha-256" "$pg/data/pg_hba.conf"
+    runuser -u postgres -- psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
+        -c "ALTER SYSTEM SET ssl = on" -c "ALTER SYSTEM SET ssl_cert_file = '$pg/server.crt'" \
+        -c "ALTER SYSTEM SET ssl_key_file = '$pg/server.key'" -c "SELECT pg_reload_conf()" >/dev/null
+    PGPASSFILE=$certs/pgpass
+    tls_db="sslmode=verify-full&sslrootcert=$certs/ca.pem"
+    ES_DATABASE_URL="postgresql://ordo_eventstore@127.0.0.1:$PG_PORT/ordo?$tls_db"
+    RM_DATABASE_URL="postgresql://ordo_readmodel@127.0.0.1:$PG_PORT/ordo?$tls_db"
+    export PGPASSFILE ES_DATABASE_URL RM_DATABASE_URL
+}
+
+# ordo_tls_args CERTS NAME: the --tls-* options of the identity NAME, and its
+# --nats-* options when CERTS/nats.conf has a user NAME, in the array TLS.
+ordo_tls_args() {
+    local certs=$1 name=$2
+    TLS=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$name.pem" --tls-key "$certs/$name.key")
+    [ -f "$certs/nats-$name.pass" ] &&
+        TLS+=(--nats-user "$name" --nats-password-file "$certs/nats-$name.pass" --nats-ca "$certs/ca.pem")
+    return 0
 }

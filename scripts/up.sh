@@ -19,37 +19,14 @@ rm -rf "$cluster"
 mkdir -p "$cluster"
 echo "== certificates: a local CA and one identity per service (.cluster/certs, mode 0600)"
 certs=$cluster/certs
-bash scripts/certs.sh "$certs" eventstore orderquery orderapi paymentsvc restaurantsvc admin nats postgres
-bash scripts/nats-conf.sh "$certs"
-bash scripts/api-keys.sh "$certs" c-1   # orderapi: a staff key and one for customer c-1
+ordo_secure_identities "$certs"
 staff_key=$(cat "$certs/staff.key")
 auth=(--cacert "$certs/ca.pem" -H "Authorization: Bearer $staff_key")
-tls() {   # tls NAME: the --tls-* and --nats-* options of the service with that identity, in TLS[]
-    TLS=(--tls-ca "$certs/ca.pem" --tls-cert "$certs/$1.pem" --tls-key "$certs/$1.key")
-    [ -f "$certs/nats-$1.pass" ] && TLS+=(--nats-user "$1" --nats-password-file "$certs/nats-$1.pass" --nats-ca "$certs/ca.pem")
-    return 0
-}
 echo "== PostgreSQL (fsync on)"
 ordo_pg_start "$cluster/pg" on
 echo "   $DATABASE_URL"
-echo "== schema (ordoctl migrate, as the owner) and least-privilege roles (scripts/pg-roles.sh)"
-"$root/build/tools/ordoctl" migrate --database-url "$DATABASE_URL" >/dev/null
-bash scripts/pg-roles.sh "$DATABASE_URL" "$certs"
-# The server on TLS with a certificate from the local CA; the services' roles
-# log in only over TLS (hostssl) with scram-sha-256 passwords (from
-# PGPASSFILE, never a command line) and check the server (verify-full); the
-# superuser keeps local trust for administration.
-for f in crt:pem key:key; do
-    install -o postgres -g postgres -m 600 "$certs/postgres.${f#*:}" "$cluster/pg/server.${f%%:*}"
-done
-sed -i "1i hostssl all ordo_eventstore,ordo_readmodel 127.0.0.1/32 scram-sha-256" "$cluster/pg/data/pg_hba.conf"
-runuser -u postgres -- psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
-    -c "ALTER SYSTEM SET ssl = on" -c "ALTER SYSTEM SET ssl_cert_file = '$cluster/pg/server.crt'" \
-    -c "ALTER SYSTEM SET ssl_key_file = '$cluster/pg/server.key'" -c "SELECT pg_reload_conf()" >/dev/null
-export PGPASSFILE=$certs/pgpass
-tls_db="sslmode=verify-full&sslrootcert=$certs/ca.pem"
-ES_DATABASE_URL="postgresql://ordo_eventstore@127.0.0.1:$PG_PORT/ordo?$tls_db"
-RM_DATABASE_URL="postgresql://ordo_readmodel@127.0.0.1:$PG_PORT/ordo?$tls_db"
+echo "== schema (ordoctl migrate, as the owner), least-privilege roles, TLS (ordo_pg_secure in scripts/lib.sh)"
+ordo_pg_secure "$cluster/pg" "$certs"
 echo "   TLS (verify-full); eventstore as ordo_eventstore, orderquery as ordo_readmodel"
 echo "== nats-server -js (TLS, a user per service: .cluster/certs/nats.conf)"
 port=4222
@@ -60,7 +37,7 @@ echo "   $NATS_URL"
 echo "== eventstore"
 es_port=50051
 (exec 3<>/dev/tcp/127.0.0.1/$es_port) 2>/dev/null && es_port=0
-tls eventstore
+ordo_tls_args "$certs" eventstore
 "$root/build/eventstore/eventstore" --listen 127.0.0.1:$es_port --database-url "$ES_DATABASE_URL" --nats-url "$NATS_URL" \
     "${TLS[@]}" >"$cluster/eventstore.out" 2>"$cluster/eventstore.log" &
 echo $! >"$cluster/eventstore.pid"
@@ -91,7 +68,7 @@ export EVENTSTORE_ADDR NATS_URL
 # and (for PORTVAR) reads the port it prints.
 start() {   # (with the TLS options of the identity named by the binary's folder)
     local name=$1 binary=$2; shift 2
-    tls "${binary%%/*}"
+    ordo_tls_args "$certs" "${binary%%/*}"
     "$root/build/$binary" "$@" "${TLS[@]}" >"$cluster/$name.out" 2>"$cluster/$name.log" &
     echo $! >"$cluster/$name.pid"
 }
