@@ -37,6 +37,8 @@ typedef struct es_config {
     int max_streams;
     int gap_timeout_ms;
     int statement_timeout_ms;
+    int write_queue_calls;   /* CreateEvent calls admitted and not yet answered, at most */
+    int write_queue_bytes;   /* and their bytes */
     bool relay;
     int relay_batch;
     int relay_lease_ms;      /* how long a silent relay keeps the others from publishing */
@@ -52,6 +54,8 @@ typedef struct es_config {
 
 typedef struct es_stats {
     atomic_llong appends, conflicts, duplicates, tx_retries, batches;
+    atomic_llong queue_full;       /* CreateEvent calls refused: the write queue was at its bound */
+    atomic_llong expired;          /* CreateEvent calls whose deadline passed before their write began */
     atomic_llong published, publish_errors, set_aside;
     atomic_llong outbox_deletes;   /* the relay's DELETE statements for published rows */
     ordo_metrics_t latency;        /* the histograms below, for /metrics */
@@ -109,6 +113,7 @@ typedef struct es_append {
                                      this one, or the guarded insert did not take it */
     bool lookup;                  /* the guarded insert did not take it: its next batch reads first (not reset) */
     int64_t queued_us;            /* when it reached the write queue (monotonic) */
+    size_t bytes;                 /* what it holds in memory, about: counted against --write-queue-bytes */
     struct es_append *next;
 } es_append_t;
 
@@ -121,8 +126,12 @@ void es_append_free(es_append_t *a);
 
 /* ---- writer.c: group-committed appends ---- */
 ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err);
-/* Queues @p a; the writer answers its call and frees it. */
-void es_writer_submit(es_writer_t *w, es_append_t *a);
+/* Queues @p a; the writer answers its call and frees it. ORDO_UNAVAILABLE
+ * when the queue is at its bound (--write-queue-calls, --write-queue-bytes):
+ * then @p a stays the caller's. */
+ordo_status es_writer_submit(es_writer_t *w, es_append_t *a, ordo_error_t *err);
+/* The calls admitted and not yet answered, and their bytes (for stats). */
+void es_writer_queued(es_writer_t *w, long long *calls, long long *bytes);
 /* Answers what is queued, stops the threads, frees. */
 void es_writer_destroy(es_writer_t *w);
 

@@ -30,6 +30,8 @@ static const ordo_option_t options[] = {
     OPT("max-streams", "ORDO_MAX_STREAMS", "64", ORDO_OPT_INT, max_streams, 1, 4096, "concurrent GetEventsStream calls"),
     OPT("gap-timeout-ms", "ORDO_GAP_TIMEOUT_MS", "10000", ORDO_OPT_INT, gap_timeout_ms, 100, 3600000, "age after which a position gap is known never to fill"),
     OPT("statement-timeout-ms", "ORDO_STATEMENT_TIMEOUT_MS", "2000", ORDO_OPT_INT, statement_timeout_ms, 10, 600000, "bound on each write statement and idle time in a write transaction"),
+    OPT("write-queue-calls", "ORDO_WRITE_QUEUE_CALLS", "8192", ORDO_OPT_INT, write_queue_calls, 1, 1000000, "CreateEvent calls waiting for the database, at most (UNAVAILABLE above)"),
+    OPT("write-queue-bytes", "ORDO_WRITE_QUEUE_BYTES", "16777216", ORDO_OPT_INT, write_queue_bytes, 65536, 1 << 30, "their bytes, at most (UNAVAILABLE above)"),
     OPT("relay", "ORDO_RELAY", "true", ORDO_OPT_BOOL, relay, 0, 0, "publish the outbox to JetStream"),
     OPT("relay-batch", "ORDO_RELAY_BATCH", "500", ORDO_OPT_INT, relay_batch, 1, 100000, "outbox rows published per round"),
     OPT("relay-lease-ms", "ORDO_RELAY_LEASE_MS", "5000", ORDO_OPT_INT, relay_lease_ms, 500, 600000, "the relay lease: one instance per database publishes; another takes over this long after it goes silent"),

@@ -50,6 +50,15 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
     counter(&b, "ordo_eventstore_outbox_deletes_total",
             "DELETE statements for published outbox rows (gathered over relay rounds)",
             atomic_load(&s->outbox_deletes));
+    counter(&b, "ordo_eventstore_write_queue_full_total",
+            "CreateEvent calls refused UNAVAILABLE: the write queue was at its bound", atomic_load(&s->queue_full));
+    counter(&b, "ordo_eventstore_expired_total",
+            "CreateEvent calls whose deadline passed before their write began (answered, never written)",
+            atomic_load(&s->expired));
+    long long calls, bytes;
+    es_writer_queued(ctx->writer, &calls, &bytes);
+    gauge(&b, "ordo_eventstore_write_queue_calls", "CreateEvent calls admitted and not yet answered", calls);
+    gauge(&b, "ordo_eventstore_write_queue_bytes", "their bytes in memory, about", bytes);
     counter(&b, "ordo_eventstore_set_aside_total", "events JetStream refused for good", atomic_load(&s->set_aside));
     gauge(&b, "ordo_eventstore_safe_position", "readers' high-water mark", es_watermark_get(ctx->watermark));
     gauge(&b, "ordo_eventstore_relay_leader", "1 when this instance holds the relay lease (publishes the outbox)",

@@ -11,7 +11,10 @@ static void on_create_event(void *vctx, ordo_grpc_call_t *call, const ProtobufCM
         ordo_grpc_call_finish(call, err.code, err.msg, NULL);
         return;
     }
-    es_writer_submit(ctx->writer, a);
+    if (es_writer_submit(ctx->writer, a, &err) != ORDO_OK) {
+        es_append_free(a);
+        ordo_grpc_call_finish(call, err.code, err.msg, NULL);
+    }
 }
 
 static void on_get_events(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)

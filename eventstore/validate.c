@@ -8,6 +8,9 @@
 #include "ordo/uuid.h"
 
 enum { MAX_ID_BYTES = 256, MAX_TYPE_BYTES = 128, MAX_METADATA = 32, MAX_META_KEY = 64, MAX_META_VALUE = 1024 };
+/* For the write queue's byte bound, an event holds about twice its data and
+ * metadata (the request as received and as unpacked) and this beside them. */
+enum { EVENT_OVERHEAD_BYTES = 512 };
 
 /* A name that becomes a NATS subject token or a header value: printable, no dot games. */
 static ordo_status check_name(const char *what, const char *s, size_t max, bool dotted, int i, ordo_error_t *err)
@@ -177,8 +180,8 @@ ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
         for (size_t j = 0; j < i && st == ORDO_OK; j++)
             if (strcmp(a->ids[j], a->ids[i]) == 0)
                 st = ordo_error_set(err, ORDO_INVALID, "event_id %s appears twice in the request", a->ids[i]);
-        if (st == ORDO_OK)
-            st = metadata_json(ev, (int)i, &a->metadata[i], err);
+        if (st == ORDO_OK && (st = metadata_json(ev, (int)i, &a->metadata[i], err)) == ORDO_OK)
+            a->bytes += 2 * (strlen(ev->event_data) + strlen(a->metadata[i])) + EVENT_OVERHEAD_BYTES;
     }
     if (st != ORDO_OK) {
         es_append_free(a);

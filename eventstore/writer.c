@@ -63,6 +63,9 @@ struct es_writer {
     es_ctx_t *ctx;
     lane_t *lanes;
     int n_lanes;
+    /* calls and their bytes admitted and not yet answered, across the lanes:
+     * bounded by --write-queue-calls and --write-queue-bytes */
+    atomic_llong admitted_calls, admitted_bytes;
     char session[160];   /* the lanes' connections' setup (es_writer_session_sql) */
 };
 
@@ -485,6 +488,8 @@ static void answer(es_writer_t *w, es_append_t *a)
         ORDO_DEBUG("append refused", "status=%s err=\"%s\"", ordo_status_text(a->st), a->msg);
         ordo_grpc_call_finish(a->call, a->st, a->msg, NULL);
     }
+    atomic_fetch_sub(&w->admitted_calls, 1);
+    atomic_fetch_sub(&w->admitted_bytes, (long long)a->bytes);
     es_append_free(a);
 }
 
@@ -546,6 +551,28 @@ static void note_arrivals(lane_t *l)
     pthread_mutex_lock(&l->mu);
     l->busy = l->head != NULL ? BUSY_MEMORY : l->busy > 0 ? l->busy - 1 : 0;
     pthread_mutex_unlock(&l->mu);
+}
+
+/* Answers the calls nobody waits for any more (deadline passed, or
+ * cancelled) before their transaction begins, so that they are never
+ * written: a caller told DEADLINE_EXCEEDED may safely try again. Returns
+ * how many of @p items are left, in order. */
+static size_t drop_expired(es_writer_t *w, es_append_t **items, size_t n)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        es_append_t *a = items[i];
+        if (!ordo_grpc_call_expired(a->call)) {
+            items[kept++] = a;
+            continue;
+        }
+        atomic_fetch_add(&w->ctx->stats.expired, 1);
+        es_append_set_result(a, ORDO_TIMEOUT, "the deadline passed before the write began: nothing was written");
+        answer(w, a);
+    }
+    if (kept < n)
+        ORDO_WARN("calls expired waiting for the database: answered, not written", "calls=%zu", n - kept);
+    return kept;
 }
 
 static void run_batch(lane_t *l, es_append_t **items, size_t n)
@@ -653,7 +680,8 @@ static void *writer_thread(void *arg)
     if (ordo_pg_ensure(l->pg, &err) != ORDO_OK)
         ORDO_WARN("writer cannot reach the database yet", "err=\"%s\"", err.msg);
     while (items != NULL && (n = take(l, items, max, cfg->group_commit_wait_us)) > 0)
-        run_batch(l, items, n);
+        if ((n = drop_expired(l->w, items, n)) > 0)
+            run_batch(l, items, n);
     free(items);
     return NULL;
 }
@@ -695,9 +723,32 @@ ordo_status es_writer_create(es_ctx_t *ctx, es_writer_t **out, ordo_error_t *err
     return ORDO_OK;
 }
 
-void es_writer_submit(es_writer_t *w, es_append_t *a)
+/* Admits @p a unless the calls admitted and not yet answered are at the
+ * bound in calls or bytes; an empty queue admits any call (one larger than
+ * the byte bound would otherwise never be taken). */
+static bool admit(es_writer_t *w, const es_append_t *a)
+{
+    const es_config_t *cfg = w->ctx->cfg;
+    long long calls = atomic_fetch_add(&w->admitted_calls, 1);
+    long long bytes = atomic_fetch_add(&w->admitted_bytes, (long long)a->bytes);
+
+    if (calls == 0 || (calls < cfg->write_queue_calls && bytes + (long long)a->bytes <= cfg->write_queue_bytes))
+        return true;
+    atomic_fetch_sub(&w->admitted_calls, 1);
+    atomic_fetch_sub(&w->admitted_bytes, (long long)a->bytes);
+    return false;
+}
+
+ordo_status es_writer_submit(es_writer_t *w, es_append_t *a, ordo_error_t *err)
 {
     lane_t *l = &w->lanes[ordo_lane_of(a->events[0]->aggregate_id, w->n_lanes)];
+
+    if (!admit(w, a)) {
+        atomic_fetch_add(&w->ctx->stats.queue_full, 1);
+        return ordo_error_set(err, ORDO_UNAVAILABLE,
+                              "the write queue is full (%lld calls, %lld bytes waiting for the database): try again",
+                              atomic_load(&w->admitted_calls), atomic_load(&w->admitted_bytes));
+    }
     a->next = NULL;
     a->queued_us = ordo_mono_us();
     pthread_mutex_lock(&l->mu);
@@ -708,6 +759,13 @@ void es_writer_submit(es_writer_t *w, es_append_t *a)
     l->tail = a;
     pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
+    return ORDO_OK;
+}
+
+void es_writer_queued(es_writer_t *w, long long *calls, long long *bytes)
+{
+    *calls = atomic_load(&w->admitted_calls);
+    *bytes = atomic_load(&w->admitted_bytes);
 }
 
 void es_writer_destroy(es_writer_t *w)

@@ -199,7 +199,7 @@ ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
     if (st == ORDO_OK) {
         if (recv == NULL)
             st = ordo_error_set(err, ORDO_INTERNAL, "%s answered OK without a message", path);
-        else if ((*response = ordo_grpc_unpack(response_desc, recv)) == NULL)
+        else if ((*response = ordo_grpc_unpack(response_desc, recv, NULL, 0)) == NULL)
             st = ordo_error_set(err, ORDO_INTERNAL, "%s answered a malformed %s", path, response_desc->name);
     }
 
@@ -289,7 +289,7 @@ ordo_status ordo_grpc_stream_next(ordo_grpc_stream_t *s, const ProtobufCMessageD
     grpc_completion_queue_pluck(s->cq, (void *)2, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     s->recv_pending = false;
     if (s->recv != NULL) {
-        *out = ordo_grpc_unpack(desc, s->recv);
+        *out = ordo_grpc_unpack(desc, s->recv, NULL, 0);
         grpc_byte_buffer_destroy(s->recv);
         s->recv = NULL;
         if (*out == NULL)

@@ -56,16 +56,76 @@ grpc_byte_buffer *ordo_grpc_pack(const ProtobufCMessage *msg)
     return bb;
 }
 
-ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+/* Reads a varint at *p (below end) into *v; false when it is cut short. */
+static bool wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The first string field of @p desc (or of a message inside it, @p depth
+ * levels at most) whose bytes on the wire hold a NUL: protobuf-c hands
+ * strings on as C strings, which would silently end at it. NULL: none (or
+ * the bytes are not well formed, which the unpacking says). */
+static const char *wire_nul_field(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len, int depth)
+{
+    const uint8_t *end = p + len;
+
+    while (p < end) {
+        uint64_t key, n;
+        if (!wire_varint(&p, end, &key))
+            return NULL;
+        switch (key & 7) {
+        case 0: if (!wire_varint(&p, end, &n)) return NULL; break;
+        case 1: p += 8; break;
+        case 5: p += 4; break;
+        case 2: {
+            const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+            if (!wire_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n) != NULL)
+                return f->name;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE && depth > 0) {
+                const char *inner = wire_nul_field(f->descriptor, p, n, depth - 1);
+                if (inner != NULL)
+                    return inner;
+            }
+            p += n;
+            break;
+        }
+        default: return NULL;
+        }
+    }
+    return NULL;
+}
+
+ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, char *why,
+                                   size_t why_len)
 {
     grpc_byte_buffer_reader reader;
+    const char *nul;
+    ProtobufCMessage *msg = NULL;
+
     if (!grpc_byte_buffer_reader_init(&reader, bb))
         return NULL;
     grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all),
-                                                      GRPC_SLICE_START_PTR(all));
+    nul = wire_nul_field(desc, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), 16);
+    if (nul == NULL)
+        msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
+    if (msg == NULL && why != NULL && why_len > 0) {
+        if (nul != NULL)
+            snprintf(why, why_len, "malformed %s message: its string field %s holds a NUL byte", desc->name, nul);
+        else
+            snprintf(why, why_len, "malformed request: not a valid %s message", desc->name);
+    }
     return msg;
 }
 

@@ -11,8 +11,11 @@
 /** Packs @p msg into a new byte buffer (caller destroys it). */
 grpc_byte_buffer *ordo_grpc_pack(const ProtobufCMessage *msg);
 
-/** Unpacks @p bb with @p desc; NULL when it is not a valid message. */
-ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+/** Unpacks @p bb with @p desc; NULL when it is not a valid message or a
+ *  string field in it holds a NUL byte (which a C string would silently cut
+ *  short), saying which in @p why (may be NULL). */
+ProtobufCMessage *ordo_grpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, char *why,
+                                   size_t why_len);
 
 /** A channel argument with an integer value, for an initialiser list of grpc_arg. */
 #define ORDO_GRPC_INT_ARG(name, v) {.type = GRPC_ARG_INTEGER, .key = (char *)(name), .value.integer = (v)}

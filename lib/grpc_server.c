@@ -296,9 +296,8 @@ static void on_new_call(ordo_grpc_call_t *c, bool ok)
         ordo_grpc_call_finish(c, ORDO_INVALID, "the request carries no message", NULL);
         return;
     }
-    c->request = ordo_grpc_unpack(m->desc->input, c->payload);
+    c->request = ordo_grpc_unpack(m->desc->input, c->payload, msg, sizeof msg);
     if (c->request == NULL) {
-        snprintf(msg, sizeof msg, "malformed request: not a valid %s message", m->desc->input->name);
         ordo_grpc_call_finish(c, ORDO_INVALID, msg, NULL);
         return;
     }
@@ -710,6 +709,11 @@ ordo_status ordo_grpc_call_send(ordo_grpc_call_t *c, const ProtobufCMessage *msg
 bool ordo_grpc_call_cancelled(ordo_grpc_call_t *c)
 {
     return atomic_load(&c->cancelled);
+}
+
+bool ordo_grpc_call_expired(ordo_grpc_call_t *c)
+{
+    return atomic_load(&c->cancelled) || gpr_time_cmp(gpr_now(c->deadline.clock_type), c->deadline) >= 0;
 }
 
 const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *c)

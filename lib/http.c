@@ -116,6 +116,8 @@ static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection
     mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
     if (r->header_name != NULL)
         mhd->add_response_header(mr, r->header_name, r->header_value);
+    if (r->status == 503)   /* a dependency down or a queue full: worth trying again soon, with the same key */
+        mhd->add_response_header(mr, "Retry-After", "1");
     ret = mhd->queue_response(conn, (unsigned)r->status, mr);
     mhd->destroy_response(mr);
     free(r->body);

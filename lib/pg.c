@@ -93,6 +93,21 @@ void ordo_pg_destroy(ordo_pg_t *pg)
     free(pg);
 }
 
+/* SQLSTATEs of a server that cannot do the work now but may later: a
+ * failover's read-only standby (25006), a shutdown or crash (57P), resources
+ * (53), the operating system or disk (58), an internal error (XX), a lock
+ * not available (55P03), and CockroachDB's ambiguous result (40003: the
+ * statement may or may not have taken effect; appends are idempotent by
+ * event id, so trying again, or reading back, settles it). */
+static bool sqlstate_passes(const char *state)
+{
+    static const char *const prefixes[] = {"08", "57P", "53", "58", "XX", "25006", "55P03", "40003"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(state, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
 ordo_status ordo_pg_status_of_sqlstate(const char *state)
 {
     if (state == NULL)
@@ -103,7 +118,7 @@ ordo_status ordo_pg_status_of_sqlstate(const char *state)
         return ORDO_CONFLICT;
     if (strcmp(state, "57014") == 0)
         return ORDO_TIMEOUT;
-    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 || strncmp(state, "53", 2) == 0)
+    if (sqlstate_passes(state))
         return ORDO_UNAVAILABLE;
     if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
         return ORDO_INVALID;
@@ -155,11 +170,17 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err)
          * libpq's default ("prefer") looks for a Kerberos credential cache on
          * every connect, which initialises libkrb5 (~1 MB of resident pages in
          * each service) for a mode neither our local PostgreSQL nor CockroachDB
-         * offers. Keywords listed before "dbname" are overridden by the URL's. */
-        const char *gssenc = getenv("PGGSSENCMODE") == NULL ? "disable" : NULL;
-        const char *keys[] = {"gssencmode", "dbname", "fallback_application_name", NULL};
-        const char *values[] = {gssenc, pg->url, pg->name != NULL ? pg->name : ordo_log_service(), NULL};
-        pg->conn = PQconnectdbParams(gssenc != NULL ? keys : keys + 1, gssenc != NULL ? values : values + 1, 1);
+         * offers. A server that is gone or cut off is noticed in seconds, not
+         * minutes: a connect timeout, TCP keepalives (idle 10 s, then 3 probes
+         * 3 s apart) and a TCP user timeout (sent data unacknowledged for
+         * 15 s). Keywords listed before "dbname" are overridden by the URL's. */
+        const char *keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                              "keepalives_count", "tcp_user_timeout", "gssencmode", "dbname",
+                              "fallback_application_name", NULL};
+        const char *values[] = {"5", "1", "10", "3", "3", "15000",
+                                getenv("PGGSSENCMODE") == NULL ? "disable" : getenv("PGGSSENCMODE"), pg->url,
+                                pg->name != NULL ? pg->name : ordo_log_service(), NULL};
+        pg->conn = PQconnectdbParams(keys, values, 1);
     }
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         ordo_error_set(err, ORDO_UNAVAILABLE, "database unreachable: %s", PQerrorMessage(pg->conn));
@@ -458,9 +479,10 @@ static ordo_status finish(ordo_pg_t *pg, const ordo_pg_transaction_t *t, const o
     switch (tx->commit) {
     case COMMIT_DONE:
         return ORDO_OK;
-    case COMMIT_FAILED:     /* a failed COMMIT ends the transaction */
+    case COMMIT_FAILED:     /* a failed COMMIT ends the transaction; an ambiguous one (40003) is resolved */
         *err = tx->commit_err;
-        return tx->commit_status;
+        st = tx->commit_status;
+        break;
     case COMMIT_UNKNOWN:    /* sent with the last statements; its answer was lost */
         st = ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost at COMMIT");
         break;

@@ -267,6 +267,17 @@ def test_bad_input(c, t):
     wire = bytearray(bad_utf8.SerializeToString())
     wire = wire.replace(b"order", b"ord\xffr")
     t.raises(C.INVALID_ARGUMENT, lambda: raw(bytes(wire), timeout=10), "invalid UTF-8 in a string field")
+    # an embedded NUL would have cut event_data short in C ({"a":1} stored, the rest lost): refused whole
+    nul = pb.CreateEventRequest(event=pb.Event(aggregate_id="nul-data", aggregate_type="o", event_type="x",
+                                               event_data='{"a":1}\x00garbage'))
+    t.raises(C.INVALID_ARGUMENT, lambda: c.store.CreateEvent(nul, timeout=10), "a NUL byte inside event_data",
+             contains="event_data holds a NUL byte")
+    nul_meta = c.event("nul-meta")
+    nul_meta.metadata["k"] = "v\x00w"
+    t.raises(C.INVALID_ARGUMENT, lambda: c.append(nul_meta), "a NUL byte inside a metadata value",
+             contains="holds a NUL byte")
+    t.eq(c.sql("SELECT count(*) FROM events WHERE aggregate_id IN ('nul-data', 'nul-meta')")[0][0], 0,
+         "and nothing of either was stored")
     t.ok(c.append(c.event("still-serving")).is_success, "the server keeps serving after all of that")
 
 

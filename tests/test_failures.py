@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Retries and outages: a forced SQLSTATE 40001, a database that goes away and
 comes back, late-committing transactions and the readers' gap rule."""
+import json
 import os
+import signal
 import threading
 import time
 import uuid
@@ -199,7 +201,76 @@ def test_lost_commit_answer_is_resolved(c, t):
         proxy.close()
 
 
+def rss_peak_kb(pid):
+    """The process's peak resident memory so far (VmHWM), kB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_hung_backend_bounds_the_queue(c, t):
+    """The writer's database backend stops (SIGSTOP: a hung server) for 10 s while
+    2,000 CreateEvent calls of ~100 KB with a 1 s deadline arrive. The write queue is
+    bounded in bytes (--write-queue-bytes): the calls beyond it are refused at once with
+    UNAVAILABLE, those whose deadline passes while they wait are never written, the
+    event store's memory stays bounded, and writing resumes by itself with the backend."""
+    c.append(c.event("hung-warmup"))
+    backend = c.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'eventstore writer'")
+    t.eq(len(backend), 1, "one writer backend")
+    pid = backend[0][0]
+    es_pid = c.es_proc.pid
+    before = c.sql("SELECT count(*) FROM events WHERE aggregate_type = 'hung'")[0][0]
+    data = json.dumps({"blob": "x" * 100_000})
+    ids = [str(uuid.uuid4()) for _ in range(2000)]
+    outcome = {}
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        c.append(c.event("hung-stuck"), timeout=0.5)   # (the batch in flight when the backend hung)
+    except grpc.RpcError:
+        pass
+    try:
+        for start in range(0, len(ids), 100):   # 100 calls in flight at a time
+            futures = [(i, c.store.CreateEvent.future(c.pb.CreateEventRequest(event=c.pb.Event(
+                event_id=i, aggregate_id=f"hung-{i[:8]}", aggregate_type="hung", event_type="x", event_data=data)),
+                timeout=1.0)) for i in ids[start:start + 100]]
+            for i, f in futures:
+                try:
+                    f.result()
+                    outcome[i] = "ok"
+                except grpc.RpcError as e:
+                    outcome[i] = e.code()
+        peak = rss_peak_kb(es_pid)
+        stalled = time.time()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    codes = {}
+    for v in outcome.values():
+        codes[v] = codes.get(v, 0) + 1
+    print(f"# outcomes while the backend hung: {codes}; event store peak RSS {peak // 1024} MB")
+    t.ok(codes.get(C.UNAVAILABLE, 0) >= 1000, "most calls were refused at once: the write queue is full")
+    if "asan" in BUILD:   # AddressSanitizer keeps freed memory in quarantine (256 MB): RSS is its, not ours
+        print(f"# (ASan build: peak RSS {peak // 1024} MB not checked; the release build checks it)")
+    else:
+        t.ok(peak < 64 * 1024, f"the event store's peak RSS stayed under 64 MB ({peak // 1024} MB)")
+    resumed = wait_for(lambda: _appends(c, "hung-after"), 30, "appends to succeed again")
+    t.ok(resumed and time.time() - stalled < 30, "writing resumed by itself with the backend")
+    late = [i for i, v in outcome.items() if v == C.DEADLINE_EXCEEDED]
+    time.sleep(1)
+    written = c.sql("SELECT count(*) FROM events WHERE event_id = ANY(%s::uuid[])", late)[0][0]
+    t.ok(len(late) >= 1, f"the calls that waited in the queue were answered DEADLINE_EXCEEDED ({len(late)})")
+    t.eq(written, 0, f"and none of those {len(late)} was written when the backend resumed")
+    t.eq(c.sql("SELECT count(*) FROM events WHERE aggregate_type = 'hung'")[0][0] - before,
+         sum(1 for v in outcome.values() if v == "ok"), "what is stored is what was acknowledged")
+
+
+def _appends(c, agg):
+    try:
+        return c.append(c.event(agg), timeout=2).is_success
+    except grpc.RpcError:
+        return False
+
+
 if __name__ == "__main__":
     run_tests([test_forced_serialization_failure, test_late_commit_is_not_skipped, test_rolled_back_gap_is_skipped,
-               test_database_down, test_writer_connections_killed_under_load, test_lost_commit_answer_is_resolved],
+               test_database_down, test_writer_connections_killed_under_load, test_lost_commit_answer_is_resolved,
+               test_hung_backend_bounds_the_queue],
               lambda: Cluster(gap_timeout_ms=GAP_TIMEOUT_MS, statement_timeout_ms=500))

@@ -119,6 +119,12 @@ def _all_handled(c):
             all(r["pending"] == 0 and r["ack_pending"] == 0 and r["delivered"] > 0 for r in rows))
 
 
+def _settled(c):
+    """No durable has a message waiting or unacknowledged (whether or not it has had any)."""
+    rows = [json.loads(x) for x in run([ORDOCTL, "consumers", "--nats-url", c.nats_url]).stdout.splitlines()]
+    return all(r["pending"] == 0 and r["ack_pending"] == 0 for r in rows)
+
+
 def test_malformed_order_event(c, t):
     """An order-created that is not an order (appended straight to the store)
     is refused by every service that reads it, and nothing around it is lost:
@@ -391,10 +397,7 @@ def test_outage_spends_no_deliveries(c, t):
     queries = [n for n in ("orderquery-1", "orderquery-2") if c.services[n].proc]   # an earlier test killed one
     # nothing of earlier tests still in hand (a paused service holding an older message
     # would not show what this test looks for)
-    def settled():
-        rows = [json.loads(x) for x in run([ORDOCTL, "consumers", "--nats-url", c.nats_url]).stdout.splitlines()]
-        return all(r["pending"] == 0 and r["ack_pending"] == 0 for r in rows)
-    wait_for(settled, 60, "every durable to settle before the outage")
+    wait_for(lambda: _settled(c), 60, "every durable to settle before the outage")
     seen = {name: os.path.getsize(svc.log_path) for name, svc in c.services.items()}   # earlier tests' lines
     held = [c.services[n].proc for n in ["paymentsvc"] + queries]
     for p in held:   # paused, so that the orders' events reach them only during the outage
@@ -427,6 +430,77 @@ def test_outage_spends_no_deliveries(c, t):
     t.ok(2 <= why <= 9, f"and why, once per held message or batch, not on every try ({why} lines in 15 s)")
 
 
+def test_read_only_database(c, t):
+    """The database turns read-only for 20 s under load, the way a failover to
+    a standby looks (SQLSTATE 25006 on every write), with orders in the middle
+    of the saga (their events in hand of paymentsvc and orderquery when it
+    happens): the services hold what they cannot write and try again, spending
+    no deliveries; once it is writable again every order accepted reaches its
+    final status, and no service terminated a message (which left orders Paid
+    or Pending for good)."""
+    wait_for(lambda: _settled(c), 60, "every durable to settle before the fault")
+    seen = {name: os.path.getsize(svc.log_path) for name, svc in c.services.items()}
+    want = {"PIZZA": "Approved", "SOLD-OUT": "Refunded", "CAVIAR": "PaymentFailed"}
+    prices = {"PIZZA": 5, "SOLD-OUT": 5, "CAVIAR": 600}
+    accepted, stop = [], threading.Event()
+
+    def submit():
+        """A careful client: one Idempotency-Key per order, retried on 503 with the same key."""
+        for k in range(300):
+            code = list(want)[k % 3]
+            key = f"ro-{uuid.uuid4()}"
+            for _ in range(200):
+                st, _, doc = c.order("c-ro", code, prices[code], 1, key=key)
+                if st == 201:
+                    accepted.append((doc["order_id"], code))
+                    break
+                time.sleep(0.3)
+            if stop.is_set():
+                return
+            time.sleep(0.1)
+
+    def read_only(on):
+        conn = c.db()   # autocommit, outside any transaction block (ALTER SYSTEM needs that)
+        try:
+            cur = conn.cursor()
+            cur.execute("SET default_transaction_read_only = off")   # (a new session is read-only too)
+            cur.execute("ALTER SYSTEM SET default_transaction_read_only = on" if on else
+                        "ALTER SYSTEM RESET default_transaction_read_only")
+            cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+    queries = [n for n in ("orderquery-1", "orderquery-2") if c.services[n].proc]
+    held = [c.services[n].proc for n in ["paymentsvc"] + queries]
+    for p in held:   # paused, so that orders' events are in their hands when the database turns read-only
+        p.send_signal(signal.SIGSTOP)
+    th = threading.Thread(target=submit)
+    th.start()
+    try:
+        wait_for(lambda: len(accepted) >= 6, 20, "orders to be accepted")
+        wait_for(lambda: c.stats().outbox_backlog == 0, 20, "their events to be published")
+        read_only(True)
+        try:
+            for p in held:
+                p.send_signal(signal.SIGCONT)
+            time.sleep(20)
+        finally:
+            for p in held:
+                p.send_signal(signal.SIGCONT)
+            read_only(False)
+        time.sleep(3)
+    finally:
+        stop.set()
+        th.join(timeout=90)
+    t.ok(len(accepted) >= 10, f"orders were accepted before, during (retried) and after the fault ({len(accepted)})")
+    finals = [(c.final_status(i, timeout=90)["status"], want[code]) for i, code in accepted]
+    t.eq([f for f in finals if f[0] != f[1]], [], f"every one of the {len(accepted)} orders reached its final status")
+    wait_for(lambda: _settled(c), 60, "every durable to settle")
+    logs = {name: read_from(svc.log_path, seen.get(name, 0)) for name, svc in c.services.items()}
+    t.eq([n for n, log in logs.items() if "terminated" in log], [], "no service terminated a message")
+    holding = [n for n in ["paymentsvc"] + queries if "holding messages" in logs[n]]
+    t.ok("paymentsvc" in holding and len(holding) >= 2,
+         f"paymentsvc and orderquery held their messages while the database was read-only ({holding})")
+
 if __name__ == "__main__":
     import sys
     tests = [test_saga_paths, test_routine_steps_are_not_logged, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
@@ -435,7 +509,7 @@ if __name__ == "__main__":
              test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_sigterm_under_load_is_prompt,
              test_back_soon_after_a_long_outage,
              test_database_restart,
-             test_outage_spends_no_deliveries]
+             test_outage_spends_no_deliveries, test_read_only_database]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
     run_tests(tests, lambda: FlowCluster())

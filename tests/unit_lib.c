@@ -299,8 +299,9 @@ static void sqlstates(void **state)
         {"22003", ORDO_INVALID},     {"57014", ORDO_TIMEOUT},     {"08006", ORDO_UNAVAILABLE},
         {"08001", ORDO_UNAVAILABLE}, {"57P01", ORDO_UNAVAILABLE}, {"57P03", ORDO_UNAVAILABLE},
         {"53300", ORDO_UNAVAILABLE}, {"53100", ORDO_UNAVAILABLE}, {"42P01", ORDO_INTERNAL},
-        {"XX000", ORDO_INTERNAL},    {"25006", ORDO_INTERNAL},    {"40003", ORDO_INTERNAL},
-        {NULL, ORDO_INTERNAL},
+        {"XX000", ORDO_UNAVAILABLE}, {"25006", ORDO_UNAVAILABLE}, {"40003", ORDO_UNAVAILABLE},
+        {"58030", ORDO_UNAVAILABLE}, {"55P03", ORDO_UNAVAILABLE}, {"53400", ORDO_UNAVAILABLE},
+        {"25P02", ORDO_INTERNAL},    {"42501", ORDO_INTERNAL},    {NULL, ORDO_INTERNAL},
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -140,6 +140,11 @@ ordo_status ordo_grpc_call_send_many(ordo_grpc_call_t *call, const ProtobufCMess
 /** True when the client cancelled the call or the connection broke. */
 bool ordo_grpc_call_cancelled(ordo_grpc_call_t *call);
 
+/** True when nobody waits for the call's answer any more: its deadline has
+ *  passed, or it was cancelled. Work it asked for that has not begun should
+ *  not begin. */
+bool ordo_grpc_call_expired(ordo_grpc_call_t *call);
+
 /** The call's request (owned by the call), as handed to the handler. */
 const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *call);
 

@@ -55,10 +55,12 @@ ordo_status ordo_pg_ensure(ordo_pg_t *pg, ordo_error_t *err);
 
 /**
  * The one mapping from a SQLSTATE (NULL: none) to ordo_status: ORDO_RETRY
- * for 40001/40P01, ORDO_UNAVAILABLE for 08xxx/57P0x/53xxx, ORDO_CONFLICT for
- * 23505 (unique violation), ORDO_INVALID for other 22xxx/23xxx, ORDO_TIMEOUT
- * for 57014, ORDO_INTERNAL otherwise. (A lost connection is ORDO_UNAVAILABLE
- * whatever the SQLSTATE.)
+ * for 40001/40P01; ORDO_UNAVAILABLE for whatever a later attempt can get
+ * past (08xxx, 57Pxx, 53xxx, 58xxx, XXxxx, 25006 read-only, 55P03, and
+ * 40003 ambiguous result: a COMMIT that answers it is resolved like a lost
+ * one); ORDO_CONFLICT for 23505 (unique violation), ORDO_INVALID for other
+ * 22xxx/23xxx, ORDO_TIMEOUT for 57014, ORDO_INTERNAL otherwise. (A lost
+ * connection is ORDO_UNAVAILABLE whatever the SQLSTATE.)
  */
 ordo_status ordo_pg_status_of_sqlstate(const char *sqlstate);
 
