@@ -40,6 +40,13 @@ typedef struct es_config {
     int write_queue_calls;   /* CreateEvent calls admitted and not yet answered, at most */
     int write_queue_bytes;   /* and their bytes */
     bool relay;
+    int reconcile_after_s;   /* a stream of reconcile_type whose last event is this old and not final is
+                                re-driven (0: off) */
+    int reconcile_every_ms;
+    const char *reconcile_type;    /* "order" */
+    const char *reconcile_final;   /* its final event types, comma-separated */
+    int stream_max_age_s;    /* the EVENTS stream's limits: older messages go, */
+    int stream_max_mb;       /* and the oldest beyond this size */
     int relay_batch;
     int relay_lease_ms;      /* how long a silent relay keeps the others from publishing */
     int shutdown_grace_ms;
@@ -56,6 +63,9 @@ typedef struct es_stats {
     atomic_llong appends, conflicts, duplicates, tx_retries, batches;
     atomic_llong queue_full;       /* CreateEvent calls refused: the write queue was at its bound */
     atomic_llong expired;          /* CreateEvent calls whose deadline passed before their write began */
+    atomic_llong redriven;         /* reconciler: stuck streams whose last event was queued again */
+    atomic_llong stuck;            /* reconciler: streams still stuck after its re-drives (left to an operator) */
+    atomic_llong lost_republished; /* events JetStream had acknowledged and then lost, published again */
     atomic_llong published, publish_errors, set_aside;
     atomic_llong outbox_deletes;   /* the relay's DELETE statements for published rows */
     ordo_metrics_t latency;        /* the histograms below, for /metrics */
@@ -140,6 +150,12 @@ ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *e
 void es_readers_get_events(es_readers_t *r, ordo_grpc_call_t *call);
 void es_readers_stats(es_readers_t *r, ordo_grpc_call_t *call);
 void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call);
+void es_readers_list_parked(es_readers_t *r, ordo_grpc_call_t *call);
+void es_readers_replay_parked(es_readers_t *r, ordo_grpc_call_t *call);
+
+/* ---- parked.c: the admin calls over the PARKED stream (on a reader thread) ---- */
+void es_parked_list(es_ctx_t *ctx, ordo_grpc_call_t *call);
+void es_parked_replay(es_ctx_t *ctx, ordo_grpc_call_t *call);
 void es_readers_destroy(es_readers_t *r);
 
 ordo_status es_streams_create(es_ctx_t *ctx, es_streams_t **out);
@@ -174,6 +190,14 @@ bool es_lease_hold(es_lease_t *l, ordo_pg_t *pg, bool *gained);
 /* Lets the lease go at once (at shutdown), if held. */
 void es_lease_release(es_lease_t *l, ordo_pg_t *pg);
 
+/* ---- reconcile.c: the saga reconciler (run by the relay that leads) ---- */
+typedef struct es_reconciler es_reconciler_t;
+es_reconciler_t *es_reconciler_create(const es_config_t *cfg);
+/* A round when one is due: re-drives the stuck streams it finds (counted in
+ * @p stats), reading with @p pg and publishing on @p bus; returns how many. */
+int es_reconciler_round(es_reconciler_t *rc, es_stats_t *stats, ordo_pg_t *pg, ordo_bus_t *bus, int64_t safe_position);
+void es_reconciler_destroy(es_reconciler_t *rc);
+
 /* ---- relay.c: outbox → JetStream ---- */
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err);
 /* Rows were added below the relay's cursor (Republish): read the outbox from the start. */
@@ -185,9 +209,10 @@ void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev);
 bool es_relay_connected(es_relay_t *r);
 /* This instance holds the relay lease (publishes the outbox). */
 bool es_relay_leading(es_relay_t *r);
-/* The durable consumers' lag, read from JetStream over the relay's
- * connection (ordo_bus_lags; ORDO_UNAVAILABLE while there is none). */
-ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err);
+/* Runs @p fn with the relay's NATS connection, which stays while it runs
+ * (ORDO_UNAVAILABLE when there is none): admin calls read JetStream with it. */
+typedef ordo_status (*es_bus_fn)(ordo_bus_t *bus, void *arg, ordo_error_t *err);
+ordo_status es_relay_with_bus(es_relay_t *r, es_bus_fn fn, void *arg, ordo_error_t *err);
 /* Publishes what is pending (bounded wait), stops, frees. */
 void es_relay_destroy(es_relay_t *r);
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "es.h"
+#include "ordo/order.h"
 #include "ordo/config.h"
 #include "ordo/daemon.h"
 #include "ordo/http.h"
@@ -33,6 +34,12 @@ static const ordo_option_t options[] = {
     OPT("write-queue-calls", "ORDO_WRITE_QUEUE_CALLS", "8192", ORDO_OPT_INT, write_queue_calls, 1, 1000000, "CreateEvent calls waiting for the database, at most (UNAVAILABLE above)"),
     OPT("write-queue-bytes", "ORDO_WRITE_QUEUE_BYTES", "16777216", ORDO_OPT_INT, write_queue_bytes, 65536, 1 << 30, "their bytes, at most (UNAVAILABLE above)"),
     OPT("relay", "ORDO_RELAY", "true", ORDO_OPT_BOOL, relay, 0, 0, "publish the outbox to JetStream"),
+    OPT("reconcile-after-s", "ORDO_RECONCILE_AFTER_S", "60", ORDO_OPT_INT, reconcile_after_s, 0, 86400, "re-drive a --reconcile-type stream whose last event is this old and not final (0: off)"),
+    OPT("reconcile-every-ms", "ORDO_RECONCILE_EVERY_MS", "5000", ORDO_OPT_INT, reconcile_every_ms, 100, 3600000, "how often the reconciler looks"),
+    OPT("reconcile-type", "ORDO_RECONCILE_TYPE", ORDO_ORDER_AGGREGATE, ORDO_OPT_STRING, reconcile_type, 0, 0, "the aggregate type whose streams must end in a final event"),
+    OPT("reconcile-final", "ORDO_RECONCILE_FINAL", ORDO_EV_ORDER_APPROVED "," ORDO_EV_PAYMENT_FAILED "," ORDO_EV_PAYMENT_REFUNDED, ORDO_OPT_STRING, reconcile_final, 0, 0, "its final event types, comma-separated"),
+    OPT("stream-max-age-s", "ORDO_STREAM_MAX_AGE_S", "604800", ORDO_OPT_INT, stream_max_age_s, 60, 2147483647, "the EVENTS stream keeps messages this long (the store keeps them for good; see docs/reliability.md)"),
+    OPT("stream-max-mb", "ORDO_STREAM_MAX_MB", "1024", ORDO_OPT_INT, stream_max_mb, 1, 16777216, "and this many MiB of them, the oldest going first"),
     OPT("relay-batch", "ORDO_RELAY_BATCH", "500", ORDO_OPT_INT, relay_batch, 1, 100000, "outbox rows published per round"),
     OPT("relay-lease-ms", "ORDO_RELAY_LEASE_MS", "5000", ORDO_OPT_INT, relay_lease_ms, 500, 600000, "the relay lease: one instance per database publishes; another takes over this long after it goes silent"),
     OPT("shutdown-grace-ms", "ORDO_SHUTDOWN_GRACE_MS", "5000", ORDO_OPT_INT, shutdown_grace_ms, 0, 600000, "time in-flight calls get on SIGTERM"),
@@ -51,6 +58,10 @@ static ordo_status check_config(const es_config_t *cfg, ordo_error_t *err)
                                                  "(a write transaction must end before its gap is skipped)");
     if (cfg->max_event_bytes >= cfg->max_message_bytes)
         return ordo_error_set(err, ORDO_INVALID, "--max-event-bytes must be below --max-message-bytes");
+    if (strlen(cfg->reconcile_final) > 400 || strpbrk(cfg->reconcile_final, "{}\"\\ ") != NULL ||
+        cfg->reconcile_final[0] == '\0')
+        return ordo_error_set(err, ORDO_INVALID,
+                              "--reconcile-final must be event types separated by commas (no spaces, braces or quotes)");
     return ORDO_OK;
 }
 

@@ -55,6 +55,12 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
     counter(&b, "ordo_eventstore_expired_total",
             "CreateEvent calls whose deadline passed before their write began (answered, never written)",
             atomic_load(&s->expired));
+    counter(&b, "ordo_eventstore_redriven_total", "stuck orders whose last event the reconciler queued again",
+            atomic_load(&s->redriven));
+    counter(&b, "ordo_eventstore_stuck_total", "orders still stuck after the reconciler's re-drives (need a hand)",
+            atomic_load(&s->stuck));
+    counter(&b, "ordo_eventstore_lost_republished_total",
+            "events JetStream acknowledged and then lost, published again", atomic_load(&s->lost_republished));
     long long calls, bytes;
     es_writer_queued(ctx->writer, &calls, &bytes);
     gauge(&b, "ordo_eventstore_write_queue_calls", "CreateEvent calls admitted and not yet answered", calls);

@@ -78,6 +78,17 @@ done:
 
 /* The durables' lag into @p resp (nothing while NATS is unreachable: the
  * store's own figures still answer). *lags and *msgs are the caller's to free. */
+typedef struct lags_arg {
+    ordo_bus_lag_t **out;
+    size_t *n;
+} lags_arg_t;
+
+static ordo_status read_lags(ordo_bus_t *bus, void *arg, ordo_error_t *err)
+{
+    lags_arg_t *a = arg;
+    return ordo_bus_lags(bus, a->out, a->n, err);
+}
+
 static void add_lags(es_ctx_t *ctx, Eventstore__StatsResponse *resp, ordo_bus_lag_t **lags,
                      Eventstore__ConsumerLag **msgs, Eventstore__ConsumerLag ***ptrs)
 {
@@ -86,7 +97,8 @@ static void add_lags(es_ctx_t *ctx, Eventstore__StatsResponse *resp, ordo_bus_la
 
     *msgs = NULL;
     *ptrs = NULL;
-    if (es_relay_lags(ctx->relay, lags, &n, &err) != ORDO_OK || n == 0)
+    lags_arg_t arg = {lags, &n};
+    if (es_relay_with_bus(ctx->relay, read_lags, &arg, &err) != ORDO_OK || n == 0)
         return;
     if ((*msgs = calloc(n, sizeof **msgs)) == NULL || (*ptrs = calloc(n, sizeof **ptrs)) == NULL)
         return;
@@ -98,6 +110,7 @@ static void add_lags(es_ctx_t *ctx, Eventstore__StatsResponse *resp, ordo_bus_la
         m->ack_pending = (*lags)[i].ack_pending;
         m->redelivered = (*lags)[i].redelivered;
         m->delivered = (*lags)[i].delivered;
+        m->parked = (*lags)[i].parked;
         (*ptrs)[i] = m;
     }
     resp->consumers = *ptrs;
@@ -182,6 +195,11 @@ static void stats(void *vctx, ordo_pg_t *pg, void *arg)
         resp.duplicates = atomic_load(&s->duplicates);
         resp.tx_retries = atomic_load(&s->tx_retries);
         resp.batches = atomic_load(&s->batches);
+        resp.redriven = atomic_load(&s->redriven);
+        resp.stuck = atomic_load(&s->stuck);
+        resp.lost_republished = atomic_load(&s->lost_republished);
+        resp.write_queue_full = atomic_load(&s->queue_full);
+        resp.expired = atomic_load(&s->expired);
         resp.bus_connected = es_relay_connected(ctx->relay);
         resp.relay_leader = es_relay_leading(ctx->relay);
         add_lags(ctx, &resp, &lags, &lag_msgs, &lag_ptrs);
@@ -242,6 +260,28 @@ void es_readers_stats(es_readers_t *r, ordo_grpc_call_t *call)
 void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call)
 {
     submit(r, republish, call);
+}
+
+static void list_parked(void *vctx, ordo_pg_t *pg, void *arg)
+{
+    (void)pg;
+    es_parked_list(vctx, arg);
+}
+
+static void replay_parked(void *vctx, ordo_pg_t *pg, void *arg)
+{
+    (void)pg;
+    es_parked_replay(vctx, arg);
+}
+
+void es_readers_list_parked(es_readers_t *r, ordo_grpc_call_t *call)
+{
+    submit(r, list_parked, call);
+}
+
+void es_readers_replay_parked(es_readers_t *r, ordo_grpc_call_t *call)
+{
+    submit(r, replay_parked, call);
 }
 
 ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *err)

@@ -35,7 +35,8 @@
 #include "ordo/uuid.h"
 #include "relay_parts.h"
 
-enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, STREAM_RECREATE_MS = 3000 };
+enum { ACK_WAIT_MS = 5000, TICK_MS = 100, RECONNECT_MS = 500, OFFER_CAP = 4096, STREAM_RECREATE_MS = 3000,
+       ACK_RING = 16384 };
 
 struct es_relay {
     es_ctx_t *ctx;
@@ -46,6 +47,15 @@ struct es_relay {
     atomic_bool leading;        /* holds the lease: publishes */
     es_lease_t lease;           /* relay thread only */
     ordo_pg_t *pg;              /* relay thread only */
+    ordo_stream_limits_t limits; /* the EVENTS stream's (--stream-max-age-s, --stream-max-mb) */
+    es_reconciler_t *reconciler; /* relay thread only, while leading */
+    /* What JetStream acknowledged lately, to notice that it lost some (mu):
+     * the stream sequences it gave, and the positions they hold, in a ring */
+    uint64_t seq_high;          /* the highest sequence acknowledged */
+    uint64_t *ring_seq;
+    int64_t *ring_pos;
+    size_t ring_next, ring_n;
+    int64_t lost_from, lost_to; /* positions to publish again (0: none) */
     pthread_mutex_t bus_mu;     /* guards bus: the relay thread sets it, admin calls borrow it */
     ordo_bus_t *bus;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
@@ -93,6 +103,72 @@ static bool refused_for_good(jsErrCode code)
     return code == JSStreamMessageExceedsMaximumErr;
 }
 
+/* JetStream numbers a stream's messages without ever going back: a new
+ * message acknowledged with a sequence at or below one acknowledged before
+ * (not a duplicate) means the server lost the messages from there on (an
+ * OS crash before nats-server 2.9 synced its files, a stream deleted). The
+ * positions those sequences held are noted (from the ring of recent acks)
+ * for the relay thread to publish again (r->mu held). */
+static void note_sequence(es_relay_t *r, const jsPubAck *pa, int64_t position)
+{
+    if (pa->Duplicate)
+        return;   /* the sequence of the copy JetStream already has */
+    if (pa->Sequence <= r->seq_high) {
+        int64_t from = 0, to = 0;
+        for (size_t i = 0; i < r->ring_n; i++)
+            if (r->ring_seq[i] >= pa->Sequence && r->ring_pos[i] != position) {
+                from = from == 0 || r->ring_pos[i] < from ? r->ring_pos[i] : from;
+                to = r->ring_pos[i] > to ? r->ring_pos[i] : to;
+            }
+        if (to > 0) {
+            r->lost_from = r->lost_from == 0 || from < r->lost_from ? from : r->lost_from;
+            r->lost_to = to > r->lost_to ? to : r->lost_to;
+        }
+        r->ring_n = r->ring_next = 0;   /* the old numbering is over */
+    }
+    r->seq_high = pa->Sequence;
+    r->ring_seq[r->ring_next] = pa->Sequence;
+    r->ring_pos[r->ring_next] = position;
+    r->ring_next = (r->ring_next + 1) % ACK_RING;
+    if (r->ring_n < ACK_RING)
+        r->ring_n++;
+}
+
+/* Queues again the positions JetStream lost (note_sequence), logged and
+ * counted; they go out with the next rounds. */
+static void republish_lost(es_relay_t *r, ordo_pg_t *pg)
+{
+    char from[24], to[24];
+    const char *params[2] = {from, to};
+    PGresult *res = NULL;
+    ordo_error_t err;
+    long long queued;
+
+    pthread_mutex_lock(&r->mu);
+    snprintf(from, sizeof from, "%lld", (long long)r->lost_from);
+    snprintf(to, sizeof to, "%lld", (long long)r->lost_to);
+    bool lost = r->lost_to > 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!lost)
+        return;
+    if (ordo_pg_query_idempotent(pg, "INSERT INTO outbox (position) SELECT position FROM events"
+                                     " WHERE position >= $1::int8 AND position <= $2::int8 ON CONFLICT (position) DO NOTHING",
+                                 2, params, &res, &err) != ORDO_OK) {
+        ORDO_WARN("JetStream lost events it had acknowledged, and they cannot be queued again yet", "from=%s to=%s"
+                  " err=\"%s\"", from, to, err.msg);
+        return;   /* tried again after the next round */
+    }
+    queued = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    pthread_mutex_lock(&r->mu);
+    r->lost_from = r->lost_to = 0;
+    pthread_mutex_unlock(&r->mu);
+    ORDO_WARN("JetStream lost events it had acknowledged: publishing them again", "from=%s to=%s queued=%lld", from, to,
+              queued);
+    atomic_fetch_add(&r->ctx->stats.lost_republished, queued);
+    es_relay_rescan(r);
+}
+
 /* cnats calls this from its own thread, once per published message. */
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
@@ -104,6 +180,8 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
     (void)js;
 
     pthread_mutex_lock(&r->mu);
+    if (pa != NULL)
+        note_sequence(r, pa, position);
     if (pa != NULL && r->n_acked < (size_t)r->ctx->cfg->relay_batch)
         r->acked[r->n_acked++] = position;
     else if (pae != NULL && refused_for_good(pae->ErrCode))
@@ -311,7 +389,7 @@ static ordo_bus_t *relay_connect(es_relay_t *r, bool *warned)
     jo.PublishAsync.AckHandler = on_ack;
     jo.PublishAsync.AckHandlerClosure = r;
     jo.PublishAsync.MaxPending = r->ctx->cfg->relay_batch;
-    if (ordo_bus_connect(&cfg, &bus, &err) != ORDO_OK || ordo_bus_ensure_events_stream(bus, &err) != ORDO_OK) {
+    if (ordo_bus_connect(&cfg, &bus, &err) != ORDO_OK || ordo_bus_ensure_streams(bus, &r->limits, &err) != ORDO_OK) {
         if (!*warned)
             ORDO_WARN("relay cannot reach JetStream; events wait in the outbox", "err=\"%s\"", err.msg);
         *warned = true;
@@ -340,7 +418,7 @@ static void ensure_stream(es_relay_t *r, ordo_bus_t *bus, unsigned *reconnects)
 
     if (now == *reconnects && !(r->failing_since_ms != 0 && ordo_mono_ms() - r->failing_since_ms >= STREAM_RECREATE_MS))
         return;
-    if (ordo_bus_connected(bus) && ordo_bus_ensure_events_stream(bus, &err) == ORDO_OK)
+    if (ordo_bus_connected(bus) && ordo_bus_ensure_streams(bus, &r->limits, &err) == ORDO_OK)
         *reconnects = now;
 }
 
@@ -390,9 +468,11 @@ static void *relay_thread(void *arg)
             es_watermark_wait(r->ctx->watermark, INT64_MAX, TICK_MS);
             continue;
         }
+        es_reconciler_round(r->reconciler, &r->ctx->stats, pg, bus, es_watermark_get(r->ctx->watermark));
         n = relay_round(r, pg, bus);
         if (n >= 0)
             es_outbox_flush(r->outbox, pg, false);
+        republish_lost(r, pg);
         if (n < 0) {
             ordo_retry_policy_t p = {1, 50, 2000};
             /* The range goes again from the outbox; copies handed over meanwhile
@@ -441,6 +521,9 @@ static const char *holder_name(char *out, size_t cap)
 static void relay_free(es_relay_t *r)
 {
     es_handover_destroy(r->handover);   /* what it holds is in the outbox: the next start publishes it */
+    es_reconciler_destroy(r->reconciler);
+    free(r->ring_seq);
+    free(r->ring_pos);
     es_outbox_destroy(r->outbox);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->bus_mu);
@@ -465,6 +548,8 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
     atomic_init(&r->connected, false);
     atomic_init(&r->leading, false);
     r->ctx = ctx;
+    r->limits = (ordo_stream_limits_t){.max_age_s = ctx->cfg->stream_max_age_s,
+                                       .max_bytes = (int64_t)ctx->cfg->stream_max_mb << 20};
     es_lease_init(&r->lease, holder_name(holder, sizeof holder), ctx->cfg->relay_lease_ms);
     /* What the relay writes is bookkeeping that may be lost in a database
      * crash without harm: outbox rows deleted after their PubAck come back
@@ -477,6 +562,9 @@ ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err)
         (r->rejected = calloc(batch, sizeof *r->rejected)) == NULL ||
         (r->taken = calloc(batch, sizeof *r->taken)) == NULL ||
         (r->handover = es_handover_create(OFFER_CAP)) == NULL ||
+        (r->reconciler = es_reconciler_create(ctx->cfg)) == NULL ||
+        (r->ring_seq = calloc(ACK_RING, sizeof *r->ring_seq)) == NULL ||
+        (r->ring_pos = calloc(ACK_RING, sizeof *r->ring_pos)) == NULL ||
         (r->outbox = es_outbox_create(ctx->cfg->relay_batch, &ctx->stats)) == NULL) {
         relay_free(r);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
@@ -509,17 +597,14 @@ bool es_relay_connected(es_relay_t *r)
     return r != NULL && atomic_load(&r->connected);
 }
 
-ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err)
+ordo_status es_relay_with_bus(es_relay_t *r, es_bus_fn fn, void *arg, ordo_error_t *err)
 {
     ordo_status st;
 
-    *out = NULL;
-    *n = 0;
     if (r == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "the relay is off");
     pthread_mutex_lock(&r->bus_mu);
-    st = r->bus != NULL ? ordo_bus_lags(r->bus, out, n, err)
-                        : ordo_error_set(err, ORDO_UNAVAILABLE, "no connection to NATS");
+    st = r->bus != NULL ? fn(r->bus, arg, err) : ordo_error_set(err, ORDO_UNAVAILABLE, "no connection to NATS");
     pthread_mutex_unlock(&r->bus_mu);
     return st;
 }

@@ -44,10 +44,25 @@ static void on_republish(void *vctx, ordo_grpc_call_t *call, const ProtobufCMess
     es_readers_republish(ctx->readers, call);
 }
 
+static void on_list_parked(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    (void)msg;
+    es_readers_list_parked(ctx->readers, call);
+}
+
+static void on_replay_parked(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    es_ctx_t *ctx = vctx;
+    (void)msg;
+    es_readers_replay_parked(ctx->readers, call);
+}
+
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err)
 {
     /* With TLS, who may call what (docs/security.md). GetStats only reads
-     * counters: readers may (orderapi's /healthz asks it); a replay is admin's. */
+     * counters: readers may (orderapi's /healthz asks it); a replay, and
+     * parked messages (whose bodies may hold anything), are admin's. */
     static const ordo_grpc_method_t store[] = {
         {"CreateEvent", on_create_event, false, ORDO_ROLE_WRITER},
         {"GetEvents", on_get_events, false, ORDO_ROLE_READER},
@@ -56,11 +71,13 @@ ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err)
     static const ordo_grpc_method_t admin[] = {
         {"GetStats", on_get_stats, false, ORDO_ROLE_READER},
         {"Republish", on_republish, false, ORDO_ROLE_ADMIN},
+        {"ListParked", on_list_parked, false, ORDO_ROLE_ADMIN},
+        {"ReplayParked", on_replay_parked, false, ORDO_ROLE_ADMIN},
     };
     ordo_status st = ordo_grpc_server_add_service(ctx->server, &eventstore__event_store__descriptor,
-                                                  store, 3, ctx, err);
+                                                  store, sizeof store / sizeof store[0], ctx, err);
     if (st == ORDO_OK)
         st = ordo_grpc_server_add_service(ctx->server, &eventstore__event_store_admin__descriptor,
-                                          admin, 2, ctx, err);
+                                          admin, sizeof admin / sizeof admin[0], ctx, err);
     return st;
 }

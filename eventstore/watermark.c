@@ -11,6 +11,14 @@
  * well below gap_timeout, so such a gap can no longer fill. See
  * docs/eventstore.md, "Gaps".
  *
+ * A gap also settles as soon as every transaction that could hold it has
+ * ended (PostgreSQL: the sessions that had a transaction open when the gap
+ * was first seen, from pg_stat_activity, are all gone from it or in a later
+ * transaction, and the position is still not there): a writer whose
+ * connection died, or that rolled back, holds up readers for a tick, not
+ * for gap_timeout. Where pg_stat_activity cannot tell (CockroachDB has
+ * none), the timeout alone settles gaps. See docs/eventstore.md, "Gaps".
+ *
  * The writers also tell it which positions they committed. Those need no
  * query: when the positions right after the mark are this process's own
  * committed ones, the writer moves the mark over them itself (no thread
@@ -28,7 +36,13 @@
 #include "ordo/log.h"
 #include "ordo/retry.h"
 
-enum { PAGE = 10000, TICK_MS = 100, START_BACK = 1000000, MAX_RANGES = 8192 };
+enum { PAGE = 10000, TICK_MS = 100, START_BACK = 1000000, MAX_RANGES = 8192, MAX_WITNESSES = 1024 };
+
+/* A session that had a transaction open when a gap was first seen. */
+typedef struct witness {
+    int pid;
+    char xact_start[40];   /* as PostgreSQL prints it: with the pid, names the transaction */
+} witness_t;
 
 typedef struct range {
     int64_t first, last;
@@ -46,6 +60,12 @@ struct es_watermark {
     bool poke, stopping, ready;
     ordo_pg_t *pg;             /* the watermark thread's */
     pthread_t thread;
+    /* watermark thread only: the gap being watched and the transactions open when it was first seen */
+    int64_t gap;               /* 0: none */
+    witness_t *witnesses;
+    int n_witnesses;
+    bool no_activity;          /* pg_stat_activity cannot tell here (CockroachDB): gaps settle by the timeout alone */
+    bool checked_server;
 };
 
 /* Where to start walking: a million positions below the top are long settled. */
@@ -60,6 +80,93 @@ static ordo_status initial_mark(ordo_pg_t *pg, int64_t *mark, ordo_error_t *err)
         *mark = 0;
     PQclear(res);
     return ORDO_OK;
+}
+
+/* The transactions open now in this database but ours (at most
+ * MAX_WITNESSES; false when there are more or none can be read). */
+static bool open_transactions(ordo_pg_t *pg, witness_t *out, int *n)
+{
+    PGresult *res;
+    ordo_error_t err;
+    bool ok;
+
+    if (ordo_pg_query(pg, "SELECT pid, xact_start::text FROM pg_stat_activity WHERE datname = current_database()"
+                          " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL", 0, NULL, &res, &err) != ORDO_OK)
+        return false;
+    ok = PQntuples(res) <= MAX_WITNESSES;
+    *n = ok ? PQntuples(res) : 0;
+    for (int i = 0; i < *n; i++) {
+        out[i].pid = atoi(PQgetvalue(res, i, 0));
+        snprintf(out[i].xact_start, sizeof out[i].xact_start, "%s", PQgetvalue(res, i, 1));
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* PostgreSQL lists every open transaction in pg_stat_activity (to a role
+ * that sees its own sessions, as the event store's does: only it writes
+ * events); CockroachDB's pg_stat_activity does not, nor do servers where it
+ * cannot be read. 1: it does, 0: it does not, -1: cannot tell now. */
+static int server_shows_transactions(ordo_pg_t *pg)
+{
+    PGresult *res;
+    ordo_error_t err;
+    int shows;
+
+    if (ordo_pg_query(pg, "SELECT version() NOT LIKE '%CockroachDB%' AND"
+                          " (SELECT count(*) FROM pg_stat_activity WHERE pid = pg_backend_pid() AND xact_start IS NOT NULL) = 1",
+                      0, NULL, &res, &err) != ORDO_OK)
+        return -1;   /* unknown: asked again at the next gap */
+    shows = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return shows;
+}
+
+/* Whether position @p gap (missing; a later one committed) can never
+ * commit: the first time it is seen, the open transactions are noted; it is
+ * dead once none of them is open any more and it is still not there (a
+ * transaction holding it had it drawn before the later position was, so it
+ * was open then). */
+static bool gap_dead(es_watermark_t *wm, ordo_pg_t *pg, int64_t gap)
+{
+    witness_t now[MAX_WITNESSES];
+    char pos[24];
+    const char *params[1] = {pos};
+    PGresult *res;
+    ordo_error_t err;
+    int n = 0;
+    bool dead;
+
+    if (!wm->checked_server) {
+        int shows = server_shows_transactions(pg);
+        if (shows < 0)
+            return false;
+        wm->checked_server = true;
+        wm->no_activity = shows == 0;
+        if (wm->no_activity)
+            ORDO_INFO("gaps settle by the gap timeout alone: this server does not show its open transactions", "gap_timeout_ms=%d", wm->ctx->cfg->gap_timeout_ms);
+    }
+    if (wm->no_activity)
+        return false;
+    if (wm->gap != gap) {
+        wm->gap = gap;
+        if (!open_transactions(pg, wm->witnesses, &wm->n_witnesses))
+            wm->gap = 0;   /* try again next time */
+        return false;
+    }
+    if (!open_transactions(pg, now, &n))
+        return false;
+    for (int i = 0; i < wm->n_witnesses; i++)
+        for (int k = 0; k < n; k++)
+            if (wm->witnesses[i].pid == now[k].pid && strcmp(wm->witnesses[i].xact_start, now[k].xact_start) == 0)
+                return false;   /* still open */
+    snprintf(pos, sizeof pos, "%lld", (long long)gap);
+    if (ordo_pg_query(pg, "SELECT 1 FROM events WHERE position = $1::int8", 1, params, &res, &err) != ORDO_OK)
+        return false;
+    dead = PQntuples(res) == 0;   /* committed meanwhile: the next walk takes it */
+    PQclear(res);
+    wm->gap = 0;
+    return dead;
 }
 
 /* One walk from @p mark: returns the new mark in *mark, and whether a full page was read. */
@@ -84,12 +191,13 @@ static ordo_status advance(es_watermark_t *wm, ordo_pg_t *pg, int64_t *mark, boo
         int64_t p = strtoll(PQgetvalue(res, i, 0), NULL, 10);
         bool old = PQgetvalue(res, i, 1)[0] == 't';
         if (p != *mark + 1) {
-            if (!old) {
+            bool ended = !old && gap_dead(wm, pg, *mark + 1);
+            if (!old && !ended) {
                 *more = false;
                 break;
             }
-            ORDO_INFO("gap settled: positions never committed", "from=%lld to=%lld",
-                      (long long)*mark + 1, (long long)p - 1);
+            ORDO_INFO("gap settled: positions never committed", "from=%lld to=%lld by=%s", (long long)*mark + 1,
+                      (long long)p - 1, ended ? "their transactions ended" : "gap timeout");
         }
         *mark = p;
     }
@@ -219,6 +327,7 @@ static void watermark_free(es_watermark_t *wm)
     pthread_cond_destroy(&wm->poked);
     ordo_pg_destroy(wm->pg);
     free(wm->ranges);
+    free(wm->witnesses);
     free(wm);
 }
 
@@ -233,7 +342,8 @@ ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_
     pthread_cond_init(&wm->changed, NULL);
     pthread_cond_init(&wm->poked, NULL);
     if (ordo_pg_create(ctx->cfg->database_url, "eventstore watermark", NULL, &wm->pg, err) != ORDO_OK ||
-        (wm->ranges = calloc(MAX_RANGES, sizeof *wm->ranges)) == NULL) {
+        (wm->ranges = calloc(MAX_RANGES, sizeof *wm->ranges)) == NULL ||
+        (wm->witnesses = calloc(MAX_WITNESSES, sizeof *wm->witnesses)) == NULL) {
         watermark_free(wm);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }

@@ -181,41 +181,108 @@ unsigned ordo_bus_reconnects(ordo_bus_t *bus)
     return atomic_load(&bus->reconnects);
 }
 
-ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err)
+/* What a stream should be: its configuration in @p cfg (pointing into @p subject). */
+static void stream_config(jsStreamConfig *cfg, const char *name, const char **subject, int64_t max_age_s,
+                          int64_t max_bytes, jsDiscardPolicy discard)
+{
+    jsStreamConfig_Init(cfg);
+    cfg->Name = name;
+    cfg->Subjects = subject;
+    cfg->SubjectsLen = 1;
+    cfg->Storage = js_FileStorage;
+    cfg->Duplicates = (int64_t)120 * 1000 * 1000 * 1000;   /* 2 min, in ns */
+    cfg->MaxAge = max_age_s * 1000 * 1000 * 1000;
+    cfg->MaxBytes = max_bytes;
+    cfg->Discard = discard;
+}
+
+/* Creates the stream @p want when missing; with @p update, changes the
+ * limits of one that has others. */
+static ordo_status ensure_stream(ordo_bus_t *bus, jsStreamConfig *want, bool update, ordo_error_t *err)
 {
     jsStreamInfo *si = NULL;
-    jsStreamConfig cfg;
-    const char *subjects[] = {ORDO_BUS_SUBJECTS};
     jsErrCode jerr = 0;
-    natsStatus s;
+    natsStatus s = js_GetStreamInfo(&si, bus->js, want->Name, NULL, &jerr);
 
-    s = js_GetStreamInfo(&si, bus->js, ORDO_BUS_STREAM, NULL, &jerr);
     if (s == NATS_OK) {
+        bool same = si->Config->MaxAge == want->MaxAge && si->Config->MaxBytes == want->MaxBytes;
         jsStreamInfo_Destroy(si);
+        if (same || !update)
+            return ORDO_OK;
+        if ((s = js_UpdateStream(&si, bus->js, want, NULL, &jerr)) == NATS_OK) {
+            ORDO_INFO("JetStream stream limits changed", "stream=%s max_age_s=%lld max_bytes=%lld", want->Name,
+                      (long long)(want->MaxAge / 1000000000), (long long)want->MaxBytes);
+            jsStreamInfo_Destroy(si);
+        } else   /* the stream works as it is (e.g. a server too small to reserve the bytes) */
+            ORDO_WARN("cannot change the stream's limits; keeping its own", "stream=%s err=\"%s\" jerr=%d", want->Name,
+                      natsStatus_GetText(s), (int)jerr);
         return ORDO_OK;
     }
     if (s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)
-        return ordo_status_of_nats(s, jerr, "cannot look up the EVENTS stream", err);
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = ORDO_BUS_STREAM;
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Duplicates = (int64_t)120 * 1000 * 1000 * 1000;   /* 2 min, in ns */
-    s = js_AddStream(&si, bus->js, &cfg, NULL, &jerr);
+        return ordo_status_of_nats(s, jerr, "cannot look up a stream", err);
+    s = js_AddStream(&si, bus->js, want, NULL, &jerr);
+    if (s != NATS_OK && want->MaxBytes > 0 && (jerr == JSStorageResourcesExceededErr || jerr == JSInsufficientResourcesErr ||
+                                               jerr == JSAccountResourcesExceededErr)) {
+        /* a server whose JetStream storage is smaller than the limit cannot
+         * reserve it: the stream is made without a byte limit (its age limit
+         * stands) rather than not at all */
+        ORDO_WARN("JetStream cannot reserve the stream's byte limit; it is created without one", "stream=%s max_bytes=%lld",
+                  want->Name, (long long)want->MaxBytes);
+        want->MaxBytes = -1;
+        jerr = 0;
+        s = js_AddStream(&si, bus->js, want, NULL, &jerr);
+    }
     if (s == NATS_OK) {
-        ORDO_INFO("JetStream stream created", "stream=%s subjects=%s", ORDO_BUS_STREAM, ORDO_BUS_SUBJECTS);
+        ORDO_INFO("JetStream stream created", "stream=%s subjects=%s max_age_s=%lld max_bytes=%lld", want->Name,
+                  want->Subjects[0], (long long)(want->MaxAge / 1000000000), (long long)want->MaxBytes);
         jsStreamInfo_Destroy(si);
     }
     /* another process may have created it meanwhile */
     else if (jerr == JSStreamNameExistErr)
         s = NATS_OK;
-    return ordo_status_of_nats(s, jerr, "cannot create the EVENTS stream", err);
+    return ordo_status_of_nats(s, jerr, "cannot create a stream", err);
+}
+
+ordo_status ordo_bus_ensure_streams(ordo_bus_t *bus, const ordo_stream_limits_t *limits, ordo_error_t *err)
+{
+    const char *events_subject[] = {ORDO_BUS_SUBJECTS}, *parked_subject[] = {ORDO_PARKED_SUBJECTS};
+    jsStreamConfig events, parked;
+    ordo_status st;
+
+    stream_config(&events, ORDO_BUS_STREAM, events_subject, limits ? limits->max_age_s : ORDO_EVENTS_MAX_AGE_S,
+                  limits ? limits->max_bytes : ORDO_EVENTS_MAX_BYTES, js_DiscardOld);
+    stream_config(&parked, ORDO_PARKED_STREAM, parked_subject, ORDO_PARKED_MAX_AGE_S, ORDO_PARKED_MAX_BYTES,
+                  js_DiscardNew);
+    if ((st = ensure_stream(bus, &events, limits != NULL, err)) != ORDO_OK)
+        return st;
+    return ensure_stream(bus, &parked, false, err);
 }
 
 static int by_name(const void *a, const void *b)
 {
     return strcmp(((const ordo_bus_lag_t *)a)->name, ((const ordo_bus_lag_t *)b)->name);
+}
+
+/* Each durable's messages in PARKED (its subject parked.<durable>); left 0
+ * when PARKED cannot be read. */
+static void add_parked(ordo_bus_t *bus, ordo_bus_lag_t *lags, size_t n)
+{
+    jsOptions o;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+
+    jsOptions_Init(&o);
+    o.Stream.Info.SubjectsFilter = ORDO_PARKED_SUBJECTS;
+    if (n == 0 || js_GetStreamInfo(&si, bus->js, ORDO_PARKED_STREAM, &o, &jerr) != NATS_OK)
+        return;
+    for (int k = 0; si->State.Subjects != NULL && k < si->State.Subjects->Count; k++) {
+        const char *subject = si->State.Subjects->List[k].Subject;
+        for (size_t i = 0; i < n; i++)
+            if (strncmp(subject, ORDO_PARKED_PREFIX, strlen(ORDO_PARKED_PREFIX)) == 0 &&
+                strcmp(subject + strlen(ORDO_PARKED_PREFIX), lags[i].name) == 0)
+                lags[i].parked = (int64_t)si->State.Subjects->List[k].Msgs;
+    }
+    jsStreamInfo_Destroy(si);
 }
 
 ordo_status ordo_bus_lags(ordo_bus_t *bus, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err)
@@ -243,6 +310,7 @@ ordo_status ordo_bus_lags(ordo_bus_t *bus, ordo_bus_lag_t **out, size_t *n, ordo
     }
     *n = (size_t)list->Count;
     jsConsumerInfoList_Destroy(list);
+    add_parked(bus, *out, *n);
     if (*n > 1)
         qsort(*out, *n, sizeof **out, by_name);
     return ORDO_OK;

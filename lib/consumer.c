@@ -13,6 +13,7 @@ enum {
     FETCH_WAIT_MS = 500,        /* an idle consumer's long poll, and the stop check's period */
     WAIT_SLICE_MS = 100,        /* ORDO_MSG_WAIT's pauses are slept in slices, so that a stop is not held up */
     IDLE_CHECK_POLLS = 20,      /* empty long polls in a row after which an idle consumer checks that its durable exists */
+    PARK_WAIT_MS = 5000,        /* JetStream's acknowledgement of a parked copy */
 };
 
 /*
@@ -33,7 +34,8 @@ typedef struct lane {
     natsMsg **msgs;               /* the messages in hand, in stream order */
     ordo_bus_event_t *events;     /* their events (batch handler) */
     ordo_msg_action *actions;
-    bool *settled;                /* acked, nacked or terminated already */
+    const char **why;             /* a poison message's reason when the consumer found it (else NULL) */
+    bool *settled;                /* acked, nacked or parked already */
     int *waiting;                 /* indexes of the messages whose action is ORDO_MSG_WAIT */
     ordo_bus_event_t *sub_events; /* their events, and the batch handler's actions for them */
     ordo_msg_action *sub_actions;
@@ -57,6 +59,8 @@ struct ordo_consumer {
     int empty_polls;              /* fetch thread only: long polls in a row that found nothing */
     unsigned reconnects;          /* fetch thread only: the bus's reconnect count when the durable was last known */
     bool quit, started;
+    atomic_llong parked;          /* messages this consumer parked */
+    _Atomic(ordo_bus_t *) bus;    /* the fetch thread's connection while messages are in hand (parking) */
 };
 
 static void event_of(natsMsg *m, ordo_bus_event_t *ev)
@@ -85,16 +89,61 @@ ordo_msg_action ordo_msg_settle_action(ordo_msg_action action, uint64_t delivere
     return action == ORDO_MSG_RETRY && delivered >= (uint64_t)max_deliver ? ORDO_MSG_TERM : action;
 }
 
-static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, ordo_msg_action action)
+/* Copies @p m with @p reason to PARKED (parked.<durable>) and waits for
+ * JetStream's acknowledgement; *@p seq is its sequence there. */
+static ordo_status park(ordo_consumer_t *c, natsMsg *m, const char *reason, uint64_t *seq, ordo_error_t *err)
 {
+    ordo_bus_t *bus = atomic_load(&c->bus);
+    jsMsgMetaData *meta = NULL;
+    natsMsg *copy = NULL;
+    jsPubAck *pa = NULL;
+    jsPubOptions po;
+    jsErrCode jerr = 0;
+    uint64_t stream_seq = 0;
     natsStatus s;
 
-    if (ordo_msg_settle_action(action, ev->delivered, c->cfg.max_deliver) != action) {
-        ORDO_ERROR("message keeps failing: terminated", "consumer=%s event_id=%s type=%s aggregate=%s delivered=%llu",
-                   c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id, (unsigned long long)ev->delivered);
-        action = ORDO_MSG_TERM;
+    if (bus == NULL)
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "no connection to NATS");
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+        stream_seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
     }
-    switch (action) {
+    if ((s = ordo_envelope_parked_copy(m, c->cfg.durable, reason, stream_seq, &copy)) != NATS_OK)
+        return ordo_status_of_nats(s, 0, "cannot copy the message", err);
+    jsPubOptions_Init(&po);
+    po.MaxWait = PARK_WAIT_MS;
+    s = js_PublishMsg(&pa, ordo_bus_js(bus), copy, &po, &jerr);
+    natsMsg_Destroy(copy);
+    if (s == NATS_OK) {
+        *seq = pa->Sequence;
+        jsPubAck_Destroy(pa);
+    }
+    return ordo_status_of_nats(s, jerr, "cannot park the message in " ORDO_PARKED_STREAM, err);
+}
+
+/* Why a message that is given up on is: the consumer's own finding, the
+ * handler's refusal, or a failure on every delivery. */
+static const char *park_reason(const ordo_consumer_t *c, const ordo_bus_event_t *ev, ordo_msg_action action,
+                               const char *found, char *buf, size_t cap)
+{
+    if (found != NULL)
+        return found;
+    if (action == ORDO_MSG_RETRY) {
+        snprintf(buf, cap, "failed on each of its %llu deliveries (the service's log says why)",
+                 (unsigned long long)ev->delivered);
+        return buf;
+    }
+    (void)c;
+    return "refused by the service: it can never succeed (the service's log says why)";
+}
+
+static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, ordo_msg_action action,
+                   const char *found)
+{
+    ordo_msg_action final = ordo_msg_settle_action(action, ev->delivered, c->cfg.max_deliver);
+    natsStatus s;
+
+    switch (final) {
     case ORDO_MSG_ACK:
         /* the effect is committed; a lost ack only means an idempotent redelivery */
         s = natsMsg_Ack(m, NULL);
@@ -105,9 +154,25 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
     case ORDO_MSG_WAIT:   /* still waiting when the consumer stops: another instance may take it now */
         s = natsMsg_Nak(m, NULL);
         break;
-    default:
-        ORDO_ERROR("message terminated", "consumer=%s event_id=%s type=%s", c->cfg.durable, ev->event_id, ev->event_type);
-        s = natsMsg_Term(m, NULL);
+    default: {
+        /* Poison: parked with its reason, then acknowledged; while it cannot
+         * be parked it stays here (redelivered later), never dropped. */
+        char buf[160];
+        const char *reason = park_reason(c, ev, action, found, buf, sizeof buf);
+        ordo_error_t err;
+        uint64_t seq = 0;
+        if (park(c, m, reason, &seq, &err) != ORDO_OK) {
+            ORDO_WARN("cannot park a message; it stays and is tried again", "consumer=%s event_id=%s err=\"%s\"",
+                      c->cfg.durable, ev->event_id, err.msg);
+            s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
+            break;
+        }
+        atomic_fetch_add(&c->parked, 1);
+        ORDO_ERROR("message parked", "consumer=%s event_id=%s type=%s aggregate=%s delivered=%llu parked_seq=%llu"
+                   " reason=\"%s\"", c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id,
+                   (unsigned long long)ev->delivered, (unsigned long long)seq, reason);
+        s = natsMsg_Ack(m, NULL);
+    }
     }
     if (s != NATS_OK)   /* it will be redelivered after AckWait; handlers are idempotent */
         ORDO_WARN("cannot settle a message", "consumer=%s event_id=%s err=%s", c->cfg.durable, ev->event_id,
@@ -128,12 +193,24 @@ static ordo_status bind(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription **
     cc.DeliverPolicy = js_DeliverAll;
     cc.FilterSubject = c->cfg.filter_subject;
     cc.AckWait = (int64_t)c->cfg.ack_wait_ms * 1000000;
-    cc.MaxDeliver = c->cfg.max_deliver;
+    /* JetStream never gives up on a message: the consumer counts the
+     * deliveries (max_deliver) and parks what keeps failing, so a message
+     * that cannot be parked yet is not lost either. */
+    cc.MaxDeliver = -1;
     cc.MaxAckPending = c->cfg.max_ack_pending;
     s = js_AddConsumer(&ci, ordo_bus_js(bus), ORDO_BUS_STREAM, &cc, NULL, &jerr);
+    if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr)) {
+        jerr = 0;   /* made by an older Ordo (MaxDeliver 10): brought to this configuration */
+        if ((s = js_UpdateConsumer(&ci, ordo_bus_js(bus), ORDO_BUS_STREAM, &cc, NULL, &jerr)) != NATS_OK) {
+            ORDO_WARN("cannot update the consumer's configuration; keeping it", "consumer=%s err=%s jerr=%d",
+                      c->cfg.durable, natsStatus_GetText(s), (int)jerr);
+            s = NATS_OK;
+            ci = NULL;
+        }
+    }
     if (s == NATS_OK)
         jsConsumerInfo_Destroy(ci);
-    else if (jerr != JSConsumerNameExistErr && jerr != JSConsumerExistingActiveErr)
+    else
         return ordo_status_of_nats(s, jerr, "cannot create the consumer", err);
     jsSubOptions_Init(&so);
     so.Stream = ORDO_BUS_STREAM;
@@ -150,7 +227,7 @@ static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, 
     ordo_bus_t *bus = NULL;
     ordo_error_t err;
 
-    if (ordo_bus_connect(&bcfg, &bus, &err) == ORDO_OK && ordo_bus_ensure_events_stream(bus, &err) == ORDO_OK &&
+    if (ordo_bus_connect(&bcfg, &bus, &err) == ORDO_OK && ordo_bus_ensure_streams(bus, NULL, &err) == ORDO_OK &&
         bind(c, bus, sub, &err) == ORDO_OK) {
         ORDO_INFO("consumer bound", "consumer=%s subject=%s", c->cfg.durable, c->cfg.filter_subject);
         *warned = false;
@@ -232,10 +309,17 @@ static int settle_decided(lane_t *l, bool all)
             waiting++;
             continue;
         }
-        settle(l->owner, l->msgs[i], &l->events[i], l->actions[i]);
+        settle(l->owner, l->msgs[i], &l->events[i], l->actions[i], l->why[i]);
         l->settled[i] = true;
     }
     return waiting;
+}
+
+/* A replayed copy (Ordo-Replay-For) for a durable other than this one. */
+static bool replayed_for_another(const ordo_consumer_t *c, natsMsg *m)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, ORDO_HDR_REPLAY_FOR, &v) == NATS_OK && v != NULL && strcmp(v, c->cfg.durable) != 0;
 }
 
 /* Hands every message of the lane to the handler and settles those with an
@@ -253,6 +337,11 @@ static void handle_lane(lane_t *l)
         event_of(l->msgs[i], &l->events[i]);
         l->actions[i] = ORDO_MSG_WAIT;
         l->settled[i] = false;
+        l->why[i] = NULL;
+        if (replayed_for_another(c, l->msgs[i]))
+            l->actions[i] = ORDO_MSG_ACK;   /* a replay of a message another durable parked */
+        else if ((l->why[i] = ordo_envelope_problem(&l->events[i])) != NULL)
+            l->actions[i] = ORDO_MSG_TERM;  /* no handler sees it: parked */
     }
     run_waiting(l);
     if ((waiting = settle_decided(l, false)) > 0)
@@ -483,9 +572,11 @@ static void *consumer_thread(void *arg)
             ordo_backoff_sleep(&wait, 1);
             continue;
         }
+        atomic_store(&c->bus, bus);
         atomic_store(&c->connected, ordo_bus_connected(bus));
         if (durable_gone(c, bus) || !fetch_round(c, bus, sub)) {
             wait_settled(c);
+            atomic_store(&c->bus, NULL);
             natsSubscription_Destroy(sub);
             sub = NULL;
             ordo_bus_destroy(bus);
@@ -494,6 +585,7 @@ static void *consumer_thread(void *arg)
         }
     }
     wait_settled(c);
+    atomic_store(&c->bus, NULL);
     atomic_store(&c->connected, false);
     natsSubscription_Destroy(sub);   /* not Unsubscribe: the durable stays */
     ordo_bus_destroy(bus);
@@ -519,6 +611,8 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     c->ctx = ctx;
     atomic_init(&c->stopping, false);
     atomic_init(&c->connected, false);
+    atomic_init(&c->parked, 0);
+    atomic_init(&c->bus, NULL);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->room, NULL);
     for (int i = 0; i < n; i++) {
@@ -530,7 +624,7 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
         lane_t *l = &c->lanes[i];
         if ((l->queue = calloc(batch, sizeof *l->queue)) == NULL || (l->msgs = calloc(batch, sizeof *l->msgs)) == NULL ||
             (l->events = calloc(batch, sizeof *l->events)) == NULL ||
-            (l->actions = calloc(batch, sizeof *l->actions)) == NULL ||
+            (l->actions = calloc(batch, sizeof *l->actions)) == NULL || (l->why = calloc(batch, sizeof *l->why)) == NULL ||
             (l->settled = calloc(batch, sizeof *l->settled)) == NULL ||
             (l->waiting = calloc(batch, sizeof *l->waiting)) == NULL ||
             (l->sub_events = calloc(batch, sizeof *l->sub_events)) == NULL ||
@@ -555,6 +649,11 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     ordo_thread_name(c->thread, "bus-fetch", -1);
     *out = c;
     return ORDO_OK;
+}
+
+long long ordo_consumer_parked(ordo_consumer_t *c)
+{
+    return c != NULL ? atomic_load(&c->parked) : 0;
 }
 
 bool ordo_consumer_connected(ordo_consumer_t *c)
@@ -583,6 +682,7 @@ void ordo_consumer_destroy(ordo_consumer_t *c)
         free(l->msgs);
         free(l->events);
         free(l->actions);
+        free(l->why);
         free(l->settled);
         free(l->waiting);
         free(l->sub_events);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ordo/bus.h"
+#include "ordo/uuid.h"
 
 static const char *header(natsMsg *m, const char *key)
 {
@@ -69,7 +70,9 @@ natsStatus ordo_envelope_encode(const Eventstore__Event *ev, natsMsg **out)
 
 void ordo_envelope_decode(natsMsg *m, ordo_bus_event_t *ev)
 {
-    ev->event_id = header(m, ORDO_HDR_EVENT_ID);
+    ev->event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
+    if (*ev->event_id == '\0')
+        ev->event_id = header(m, ORDO_HDR_EVENT_ID);
     ev->event_type = header(m, ORDO_HDR_EVENT_TYPE);
     ev->aggregate_id = header(m, ORDO_HDR_AGGREGATE_ID);
     ev->aggregate_type = header(m, ORDO_HDR_AGGREGATE_TYPE);
@@ -81,6 +84,117 @@ void ordo_envelope_decode(natsMsg *m, ordo_bus_event_t *ev)
     ev->data_len = natsMsg_GetDataLength(m);
     ev->delivered = 1;
     ev->round = 1;
+}
+
+const char *ordo_envelope_problem(const ordo_bus_event_t *ev)
+{
+    if (!ordo_uuid_valid(ev->event_id))
+        return "not an Ordo event: no event id (a UUID in Nats-Msg-Id)";
+    if (*ev->event_type == '\0')
+        return "not an Ordo event: no " ORDO_HDR_EVENT_TYPE;
+    if (*ev->aggregate_id == '\0' || *ev->aggregate_type == '\0')
+        return "not an Ordo event: no " ORDO_HDR_AGGREGATE_ID " or " ORDO_HDR_AGGREGATE_TYPE;
+    if (ev->version < 1 || ev->position < 1)
+        return "not an Ordo event: no " ORDO_HDR_VERSION " or " ORDO_HDR_POSITION " of 1 or more";
+    return NULL;
+}
+
+/* Copies @p from's headers to @p to, but for Nats-* (JetStream's own) and
+ * those named @p skip_prefix (NULL: none). */
+static natsStatus copy_headers(natsMsg *from, natsMsg *to, const char *skip_prefix)
+{
+    const char **keys = NULL;
+    int n = 0;
+    natsStatus s = natsMsgHeader_Keys(from, &keys, &n);
+
+    if (s == NATS_NOT_FOUND)
+        return NATS_OK;   /* no headers */
+    for (int i = 0; s == NATS_OK && i < n; i++) {
+        const char **values = NULL;
+        int nv = 0;
+        if (strncmp(keys[i], "Nats-", 5) == 0 || (skip_prefix != NULL && strncmp(keys[i], skip_prefix, strlen(skip_prefix)) == 0))
+            continue;
+        if ((s = natsMsgHeader_Values(from, keys[i], &values, &nv)) == NATS_OK) {
+            for (int k = 0; s == NATS_OK && k < nv; k++)
+                s = natsMsgHeader_Add(to, keys[i], values[k]);
+            free((void *)values);
+        }
+    }
+    free((void *)keys);
+    return s;
+}
+
+natsStatus ordo_envelope_parked_copy(natsMsg *m, const char *durable, const char *reason, uint64_t stream_seq,
+                                     natsMsg **out)
+{
+    char subject[128], id[160];
+    const char *event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
+    natsMsg *copy = NULL;
+    natsStatus s;
+
+    if (*event_id == '\0')
+        event_id = header(m, ORDO_HDR_EVENT_ID);
+    snprintf(subject, sizeof subject, ORDO_PARKED_PREFIX "%s", durable);
+    snprintf(id, sizeof id, "%s:%llu", durable, (unsigned long long)stream_seq);
+    s = natsMsg_Create(&copy, subject, NULL, natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    if (s == NATS_OK)
+        s = copy_headers(m, copy, NULL);
+    if (s == NATS_OK && *event_id != '\0')
+        s = natsMsgHeader_Set(copy, ORDO_HDR_EVENT_ID_COPY, event_id);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(copy, ORDO_HDR_EVENT_ID, id);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(copy, ORDO_HDR_PARKED_REASON, reason);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(copy, ORDO_HDR_PARKED_DURABLE, durable);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(copy, ORDO_HDR_PARKED_SUBJECT, natsMsg_GetSubject(m));
+    if (s == NATS_OK) {
+        set_int(copy, ORDO_HDR_PARKED_STREAM_SEQ, (int64_t)stream_seq);
+        set_int(copy, ORDO_HDR_PARKED_AT, nats_NowInNanoSeconds() / 1000);
+        *out = copy;
+        return NATS_OK;
+    }
+    natsMsg_Destroy(copy);
+    return s;
+}
+
+natsStatus ordo_envelope_fresh_id(natsMsg *m, const char *why)
+{
+    char id[200];
+    const char *event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
+    natsStatus s = NATS_OK;
+
+    if (*event_id == '\0') {
+        event_id = header(m, ORDO_HDR_EVENT_ID);
+        s = natsMsgHeader_Set(m, ORDO_HDR_EVENT_ID_COPY, event_id);
+        event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
+    }
+    snprintf(id, sizeof id, "%s:%s:%lld", why, event_id, (long long)(nats_NowInNanoSeconds() / 1000));
+    return s == NATS_OK ? natsMsgHeader_Set(m, ORDO_HDR_EVENT_ID, id) : s;
+}
+
+natsStatus ordo_envelope_replay_copy(natsMsg *parked, natsMsg **out)
+{
+    const char *subject = header(parked, ORDO_HDR_PARKED_SUBJECT), *durable = header(parked, ORDO_HDR_PARKED_DURABLE);
+    natsMsg *copy = NULL;
+    natsStatus s;
+
+    if (strncmp(subject, "events.", 7) != 0 || *durable == '\0')
+        return NATS_INVALID_ARG;
+    s = natsMsg_Create(&copy, subject, NULL, natsMsg_GetData(parked), natsMsg_GetDataLength(parked));
+    if (s == NATS_OK)
+        s = copy_headers(parked, copy, "Ordo-Parked-");
+    if (s == NATS_OK)
+        s = ordo_envelope_fresh_id(copy, "replay");
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(copy, ORDO_HDR_REPLAY_FOR, durable);
+    if (s == NATS_OK) {
+        *out = copy;
+        return NATS_OK;
+    }
+    natsMsg_Destroy(copy);
+    return s;
 }
 
 int64_t ordo_envelope_position(natsMsg *m)

@@ -3,8 +3,9 @@
 # what it needs, and DIR/nats-USER.pass with each password (random, mode
 # 0600; the configuration holds them too and is 0600). Only the event
 # store's relay may publish on events.>; a consumer may use only its own
-# durables' JetStream API and acknowledgements; "reader" may read the
-# stream and the consumers' state (ordoctl bus-dump, consumers). Every user
+# durables' JetStream API and acknowledgements, and park a message only on
+# parked.<its durable>; "reader" may read the stream and the consumers'
+# state (ordoctl bus-dump, consumers). Every user
 # gets its replies under its own inbox prefix (_INBOX_USER). When DIR holds
 # nats.pem and nats.key (scripts/certs.sh DIR nats), clients must use TLS
 # with the CA DIR/ca.pem.
@@ -17,8 +18,9 @@ umask 077
 password() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
 # consumer_permissions DURABLE...: what a service with these durables may publish
 consumer_publish() {
-    local d out='"$JS.API.STREAM.INFO.EVENTS"'
+    local d out='"$JS.API.STREAM.INFO.EVENTS", "$JS.API.STREAM.INFO.PARKED"'
     for d in "$@"; do
+        out+=", \"parked.$d\""
         out+=", \"\$JS.API.CONSUMER.CREATE.EVENTS.$d\", \"\$JS.API.CONSUMER.CREATE.EVENTS.$d.>\""
         out+=", \"\$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.$d\", \"\$JS.API.CONSUMER.INFO.EVENTS.$d\""
         out+=", \"\$JS.API.CONSUMER.MSG.NEXT.EVENTS.$d\", \"\$JS.ACK.EVENTS.$d.>\""
@@ -43,7 +45,7 @@ user() {   # user NAME PUBLISH-LIST
     user paymentsvc "$(consumer_publish paymentsvc-order-created paymentsvc-order-rejected)"
     user restaurantsvc "$(consumer_publish restaurantsvc)"
     user orderquery "$(consumer_publish orderquery)"
-    user reader '"$JS.API.STREAM.INFO.EVENTS", "$JS.API.STREAM.MSG.GET.EVENTS", "$JS.API.CONSUMER.LIST.EVENTS", "$JS.API.CONSUMER.NAMES.EVENTS", "$JS.API.CONSUMER.INFO.EVENTS.*"'
+    user reader '"$JS.API.STREAM.INFO.EVENTS", "$JS.API.STREAM.INFO.PARKED", "$JS.API.STREAM.MSG.GET.EVENTS", "$JS.API.CONSUMER.LIST.EVENTS", "$JS.API.CONSUMER.NAMES.EVENTS", "$JS.API.CONSUMER.INFO.EVENTS.*"'
     echo "  ]"
     echo "}"
 } >"$dir/nats.conf"

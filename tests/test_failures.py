@@ -124,12 +124,18 @@ def test_late_commit_is_not_skipped(c, t):
 
 
 def test_rolled_back_gap_is_skipped(c, t):
-    """A position that will never commit stops readers only until gap_timeout."""
+    """A position that will never commit (its transaction rolled back) stops readers
+    only until the event store sees that no transaction that could hold it is still
+    open: a tick, not gap_timeout."""
     aborted = c.db()
     aborted.autocommit = False
     cur = aborted.cursor()
     _insert_direct(cur, "gap-dead")
     after = c.append(c.event("gap-after-dead"))
+    time.sleep(0.5)
+    t.eq([e.aggregate_id for e in c.store.GetEvents(c.pb.GetEventsRequest(from_position=after.position - 2),
+                                                    timeout=10).events], [],
+         "while its transaction is open, readers wait at the gap")
     aborted.rollback()
     aborted.close()
     start = time.time()
@@ -137,7 +143,42 @@ def test_rolled_back_gap_is_skipped(c, t):
                                            timeout=10).events, 30, "the read to pass the dead gap")
     waited = time.time() - start
     t.eq([e.aggregate_id for e in r], ["gap-after-dead"], "the dead position is skipped")
-    t.ok(waited >= GAP_TIMEOUT_MS / 1000 - 1.0, f"but only after the gap timeout ({waited:.1f}s)")
+    t.ok(waited < 1.0, f"within a second of the rollback, not after the gap timeout ({waited:.2f}s)")
+    t.ok("by=their transactions ended" in c.log_tail(100000), "the event store says how it knew")
+
+
+def test_killed_writer_does_not_stall_the_relay(c, t):
+    """Under load, a session holding a drawn position dies in the middle of its
+    transaction (pg_terminate_backend): the relay publishes the commits after it
+    within a second, not after --gap-timeout-ms."""
+    victim = c.db()
+    victim.autocommit = False
+    cur = victim.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    victim_pid = cur.fetchone()[0]
+    _insert_direct(cur, "gap-killed")
+    done, stop = [], threading.Event()
+
+    def load():
+        while not stop.is_set() and len(done) < 2000:
+            done.append(c.append(c.event(f"after-kill-{uuid.uuid4()}")).position)
+    th = threading.Thread(target=load)
+    th.start()
+    try:
+        wait_for(lambda: len(done) >= 20, 20, "appends after the held position")
+        t.ok(c.stats().outbox_backlog > 0, "the relay waits at the held position meanwhile")
+        published = c.stats().published
+        time.sleep(0.3)
+        t.eq(c.stats().published, published, "nothing after it is published while it is held")
+        c.sql("SELECT pg_terminate_backend(%s)", victim_pid)
+        killed = time.time()
+        wait_for(lambda: c.stats().published > published, 30, "the relay to publish past the dead position")
+        took = time.time() - killed
+    finally:
+        stop.set()
+        th.join(timeout=30)
+    t.ok(took < 1.0, f"the commits after it were published {took:.2f}s after the kill (gap timeout "
+                     f"{GAP_TIMEOUT_MS / 1000:.0f}s)")
 
 
 def test_writer_connections_killed_under_load(c, t):
@@ -271,6 +312,7 @@ def _appends(c, agg):
 
 if __name__ == "__main__":
     run_tests([test_forced_serialization_failure, test_late_commit_is_not_skipped, test_rolled_back_gap_is_skipped,
+               test_killed_writer_does_not_stall_the_relay,
                test_database_down, test_writer_connections_killed_under_load, test_lost_commit_answer_is_resolved,
                test_hung_backend_bounds_the_queue],
               lambda: Cluster(gap_timeout_ms=GAP_TIMEOUT_MS, statement_timeout_ms=500))

@@ -137,12 +137,40 @@ def test_malformed_order_event(c, t):
     t.ok(True, "every durable settled it: nothing pending, nothing unacknowledged")
     t.eq(c.sql("SELECT count(*) FROM orders WHERE order_id = %s", bad)[0][0], 0, "the read model has no row for it")
     logs = {name: open(svc.log_path).read() for name, svc in c.services.items()}
-    t.ok(any("message terminated" in line and eid in line
+    t.ok(any("message parked" in line and eid in line
              for name, log in logs.items() if name.startswith("orderquery") for line in log.splitlines()),
-         "orderquery terminated it (logged with its event id)")
+         "orderquery parked it (logged with its event id)")
     t.ok(any("malformed order-created" in line and bad in line for line in logs["paymentsvc"].splitlines()),
          "paymentsvc refused it (logged with the order id)")
     t.eq(events_of(c, bad), ["order-created"], "and appended nothing for it")
+    # parked, visible, replayable: not acknowledged silently, not dropped
+    parked = [p for p in _parked(c) if p["event_id"] == eid]
+    t.eq(sorted(p["durable"] for p in parked), ["orderquery", "paymentsvc-order-created"],
+         "ordoctl parked list shows it parked by both durables that read it")
+    t.ok(all("refused by the service" in p["reason"] and p["subject"] == "events.order.order-created" and
+             p["data"] == {"not": "an order"} for p in parked), f"with the reason, subject and body ({parked})")
+    lags = {r["name"]: r["parked"] for r in map(json.loads, run([ORDOCTL, "consumers", "--nats-url",
+                                                                  c.nats_url]).stdout.splitlines())}
+    t.ok(lags.get("orderquery", 0) >= 1 and lags.get("paymentsvc-order-created", 0) >= 1,
+         f"ordoctl consumers counts them per durable ({lags})")
+    stats = json.loads(run([ORDOCTL, "stats", "--addr", c.addr]).stdout)
+    t.eq({x["name"]: x["parked"] for x in stats["consumers"]}, lags, "and so does ordoctl stats")
+    seq = next(p["seq"] for p in parked if p["durable"] == "paymentsvc-order-created")
+    out = json.loads(run([ORDOCTL, "parked", "replay", "--addr", c.addr, "--seq", str(seq)]).stdout)
+    t.eq(out, {"replayed": 1}, "ordoctl parked replay --seq delivers it again")
+    again = wait_for(lambda: [p for p in _parked(c) if p["event_id"] == eid and p["seq"] != seq
+                              and p["durable"] == "paymentsvc-order-created"], 20,
+                     "paymentsvc to refuse the replayed message again")
+    t.ok(again and seq not in [p["seq"] for p in _parked(c)],
+         "to paymentsvc, which parked it anew (it is still not an order); the old copy is gone")
+    t.eq(sorted(p["durable"] for p in _parked(c) if p["event_id"] == eid), ["orderquery", "paymentsvc-order-created"],
+         "the other durables took the replay unread (orderquery parked nothing more)")
+
+
+def _parked(c):
+    """What ordoctl parked list prints, one dict per parked message."""
+    return [json.loads(line) for line in run([ORDOCTL, "parked", "list", "--addr", c.addr]).stdout.splitlines()
+            if line.startswith('{"seq"')]
 
 
 def test_rebuild_while_orders_flow(c, t):

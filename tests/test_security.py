@@ -47,6 +47,8 @@ def store_calls(c, identity):
         "GetEventsStream": code_of(stream),
         "GetStats": code_of(lambda: admin.GetStats(c.pb.StatsRequest(), timeout=10)),
         "Republish": code_of(lambda: admin.Republish(c.pb.RepublishRequest(from_position=10**12), timeout=10)),
+        "ListParked": code_of(lambda: admin.ListParked(c.pb.ListParkedRequest(limit=1), timeout=10)),
+        "ReplayParked": code_of(lambda: admin.ReplayParked(c.pb.ReplayParkedRequest(durable="nobody"), timeout=10)),
     }
     ch.close()
     return codes
@@ -105,7 +107,7 @@ def test_roles_on_the_event_store(c, t):
     allowed = {
         "reader": {"GetEvents", "GetEventsStream", "GetStats"},
         "writer": {"CreateEvent", "GetEvents", "GetEventsStream", "GetStats"},
-        "admin": {"CreateEvent", "GetEvents", "GetEventsStream", "GetStats", "Republish"},
+        "admin": {"CreateEvent", "GetEvents", "GetEventsStream", "GetStats", "Republish", "ListParked", "ReplayParked"},
     }
     for identity, role in ROLES.items():
         codes = store_calls(c, identity)

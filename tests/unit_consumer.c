@@ -3,9 +3,10 @@
  * ORDO_TEST_NATS_URL): an acknowledged message is done; one the handler
  * holds (WAIT) is handed again, round after round, without spending a
  * delivery; one that keeps failing (RETRY) spends its deliveries and is
- * terminated after the last; a poison one (TERM) is never redelivered; a
- * batch handler sees only what still waits; one aggregate's messages keep
- * their order (cmocka). */
+ * parked after the last; a poison one (TERM) is parked at once and never
+ * redelivered; a message that is no Ordo event is parked unseen; a replay
+ * for another durable is acknowledged unseen; a batch handler sees only
+ * what still waits; one aggregate's messages keep their order (cmocka). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,9 @@
 #include "ordo/consumer.h"
 #include "ordo/envelope.h"
 #include "ordo/retry.h"
+#include "ordo/uuid.h"
+
+#define UNIT_NS "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
 
 enum { MAX_CALLS = 256 };
 
@@ -108,7 +112,7 @@ static int setup(void **state)
     f.url = getenv("ORDO_TEST_NATS_URL");
     cfg = (ordo_bus_config_t){.url = f.url, .name = "unit_consumer", .connect_timeout_ms = 2000};
     if (f.url == NULL || ordo_bus_connect(&cfg, &f.bus, &err) != ORDO_OK ||
-        ordo_bus_ensure_events_stream(f.bus, &err) != ORDO_OK) {
+        ordo_bus_ensure_streams(f.bus, NULL, &err) != ORDO_OK) {
         fprintf(stderr, "unit_consumer: %s\n", f.url == NULL ? "ORDO_TEST_NATS_URL is not set" : err.msg);
         return -1;
     }
@@ -127,12 +131,14 @@ static int teardown(void **state)
 static void publish(fixture_t *f, const char *type, const char *aggregate, int64_t version)
 {
     Eventstore__Event ev = EVENTSTORE__EVENT__INIT;
-    char id[64];
+    char name[64], id[ORDO_UUID_LEN];
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
 
-    snprintf(id, sizeof id, "%s-%lld", aggregate, (long long)version);
+    snprintf(name, sizeof name, "%s-%s-%lld", type, aggregate, (long long)version);
+    assert_true(ordo_uuid_v5(UNIT_NS, name, id));
     ev.event_id = id;
+    ev.position = version;
     ev.event_type = (char *)type;
     ev.aggregate_id = (char *)aggregate;
     ev.aggregate_type = "unit";
@@ -203,6 +209,35 @@ static void stop(ordo_consumer_t *c, seen_t *s)
     pthread_mutex_destroy(&s->mu);
 }
 
+/* The reason of the last message @p durable parked ("" when none). */
+static void parked_reason(fixture_t *f, const char *durable, char *out, size_t cap)
+{
+    char subject[96];
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    const char *v = NULL;
+
+    out[0] = '\0';
+    snprintf(subject, sizeof subject, ORDO_PARKED_PREFIX "%s", durable);
+    if (js_GetLastMsg(&m, ordo_bus_js(f->bus), ORDO_PARKED_STREAM, subject, NULL, &jerr) != NATS_OK)
+        return;
+    if (natsMsgHeader_Get(m, ORDO_HDR_PARKED_REASON, &v) == NATS_OK && v != NULL)
+        snprintf(out, cap, "%s", v);
+    natsMsg_Destroy(m);
+}
+
+/* Publishes a raw message on @p subject with no Ordo headers. */
+static void publish_raw(fixture_t *f, const char *subject, const char *replay_for)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    assert_int_equal(natsMsg_Create(&m, subject, NULL, "{}", 2), NATS_OK);
+    if (replay_for != NULL)
+        natsMsgHeader_Set(m, ORDO_HDR_REPLAY_FOR, replay_for);
+    assert_int_equal(js_PublishMsg(NULL, ordo_bus_js(f->bus), m, NULL, &jerr), NATS_OK);
+    natsMsg_Destroy(m);
+}
+
 /* Held messages are handed again with a rising round and the same
  * delivery; once the handler can act they are acknowledged. */
 static void wait_spends_no_delivery(void **state)
@@ -228,8 +263,8 @@ static void wait_spends_no_delivery(void **state)
 }
 
 /* A message that keeps failing spends a delivery each time and is
- * terminated after max_deliver: not handed again. */
-static void retry_spends_deliveries_then_terminates(void **state)
+ * parked after max_deliver, with why: not handed again. */
+static void retry_spends_deliveries_then_parks(void **state)
 {
     fixture_t *f = *state;
     seen_t s = {0};
@@ -244,6 +279,10 @@ static void retry_spends_deliveries_then_terminates(void **state)
     assert_int_equal(delivered[1], 2);
     assert_int_equal(delivered[2], 3);
     assert_int_equal(settled(f, "unit-retry").ack_pending, 0);
+    char reason[256];
+    parked_reason(f, "unit-retry", reason, sizeof reason);
+    assert_non_null(strstr(reason, "failed on each of its 3 deliveries"));
+    assert_int_equal(ordo_consumer_parked(c), 1);
     stop(c, &s);
 }
 
@@ -261,6 +300,33 @@ static void poison_is_not_redelivered(void **state)
     assert_int_equal(calls_for(&s, "poison-1", NULL, NULL), 1);
     assert_int_equal(calls_for(&s, "fine-1", NULL, NULL), 1);
     assert_int_equal(settled(f, "unit-poison").ack_pending, 0);
+    char reason[256];
+    parked_reason(f, "unit-poison", reason, sizeof reason);
+    assert_non_null(strstr(reason, "refused by the service"));
+    stop(c, &s);
+}
+
+/* A message without Ordo's headers never reaches the handler: it is parked
+ * with the reason, not acknowledged silently; a replayed copy meant for
+ * another durable is acknowledged unread. */
+static void foreign_messages_are_parked_or_skipped(void **state)
+{
+    fixture_t *f = *state;
+    seen_t s = {0};
+    ordo_consumer_t *c = start(f, "unit-foreign", "foreign", &s, false, 1);
+    char reason[256];
+
+    publish_raw(f, "events.unit.foreign", NULL);
+    publish_raw(f, "events.unit.foreign", "some-other-durable");
+    publish(f, "foreign", "after-1", 1);
+    wait_calls(&s, "after-1", 1, 10000);
+    assert_int_equal(settled(f, "unit-foreign").ack_pending, 0);
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.n, 1);   /* only the Ordo event reached the handler */
+    pthread_mutex_unlock(&s.mu);
+    parked_reason(f, "unit-foreign", reason, sizeof reason);
+    assert_non_null(strstr(reason, "not an Ordo event"));
+    assert_int_equal(ordo_consumer_parked(c), 1);   /* the header-less one; the replay was skipped */
     stop(c, &s);
 }
 
@@ -298,7 +364,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(wait_spends_no_delivery),
-        cmocka_unit_test(retry_spends_deliveries_then_terminates),
+        cmocka_unit_test(retry_spends_deliveries_then_parks),
+        cmocka_unit_test(foreign_messages_are_parked_or_skipped),
         cmocka_unit_test(poison_is_not_redelivered),
         cmocka_unit_test(batch_handler_gets_only_the_waiting),
     };

@@ -7,6 +7,8 @@
  *   ordoctl tail     [--from N] [--count N] [--timeout-ms MS]     (GetEventsStream)
  *   ordoctl stats
  *   ordoctl republish --from N [--to M]
+ *   ordoctl parked list [--durable D] [--from SEQ] [--limit N]    (messages consumers gave up on, and why)
+ *   ordoctl parked replay [--durable D] [--seq SEQ]               (deliver them again to that durable)
  *   ordoctl bus-dump [--nats-url URL]                             (every message of EVENTS)
  *   ordoctl consumer-reset --durable NAME [--nats-url URL]        (delete a durable: it replays all on restart)
  *   ordoctl consumers [--nats-url URL]                            (durables of EVENTS and their lag)
@@ -26,7 +28,7 @@
 typedef struct ctl_config {
     const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata, *durable;
     const char *database_url;
-    int expected, from, to, limit, count, timeout_ms;
+    int expected, from, to, limit, count, timeout_ms, seq;
     ordo_grpc_tls_t tls;
     ordo_bus_auth_t nats;
 } ctl_config_t;
@@ -42,10 +44,11 @@ static const ordo_option_t options[] = {
     OPT("data", NULL, "{}", ORDO_OPT_STRING, data, 0, 0, "event data (JSON)"),
     OPT("event-id", NULL, "", ORDO_OPT_STRING, event_id, 0, 0, "event id (UUID)"),
     OPT("metadata", NULL, "", ORDO_OPT_STRING, metadata, 0, 0, "metadata as key=value,key=value"),
-    OPT("durable", NULL, "", ORDO_OPT_STRING, durable, 0, 0, "consumer name (consumer-reset)"),
+    OPT("durable", NULL, "", ORDO_OPT_STRING, durable, 0, 0, "consumer name (consumer-reset; parked: only its messages)"),
+    OPT("seq", NULL, "0", ORDO_OPT_INT, seq, 0, 2147483647, "parked replay: only the message with this sequence in PARKED (0: all)"),
     OPT("database-url", "DATABASE_URL", "", ORDO_OPT_STRING, database_url, 0, 0, "migrate: the database, as the role that owns Ordo's tables (password from PGPASSFILE)"),
     OPT("expected", NULL, "-1", ORDO_OPT_INT, expected, -1, 2147483647, "expected version (-1: any)"),
-    OPT("from", NULL, "0", ORDO_OPT_INT, from, 0, 2147483647, "position to start after / republish from"),
+    OPT("from", NULL, "0", ORDO_OPT_INT, from, 0, 2147483647, "position to start after / republish from / parked list from this sequence"),
     OPT("to", NULL, "0", ORDO_OPT_INT, to, 0, 2147483647, "last position to republish (0: the end)"),
     OPT("limit", NULL, "0", ORDO_OPT_INT, limit, 0, 100000, "most events (0: server default)"),
     OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 100000000, "tail: stop after this many events (0: never)"),
@@ -192,13 +195,13 @@ static int cmd_tail(ordo_grpc_client_t *c, const ctl_config_t *cfg)
     return 0;
 }
 
-/* One durable's lag, as both `consumers` and `stats` print it. */
+/* One durable's lag and parked messages, as both `consumers` and `stats` print them. */
 static json_t *lag_json(const char *name, int64_t pending, int64_t ack_pending, int64_t redelivered,
-                        int64_t delivered)
+                        int64_t delivered, int64_t parked)
 {
-    return json_pack("{s:s, s:I, s:I, s:I, s:I}", "name", name, "pending", (json_int_t)pending, "ack_pending",
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "name", name, "pending", (json_int_t)pending, "ack_pending",
                      (json_int_t)ack_pending, "redelivered", (json_int_t)redelivered, "delivered",
-                     (json_int_t)delivered);
+                     (json_int_t)delivered, "parked", (json_int_t)parked);
 }
 
 static int cmd_stats(ordo_grpc_client_t *c, const ctl_config_t *cfg)
@@ -215,18 +218,24 @@ static int cmd_stats(ordo_grpc_client_t *c, const ctl_config_t *cfg)
     json_t *consumers = json_array();
     for (size_t i = 0; i < r->n_consumers; i++) {
         const Eventstore__ConsumerLag *l = r->consumers[i];
-        json_array_append_new(consumers, lag_json(l->name, l->pending, l->ack_pending, l->redelivered, l->delivered));
+        json_array_append_new(consumers,
+                              lag_json(l->name, l->pending, l->ack_pending, l->redelivered, l->delivered, l->parked));
     }
-    print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:o}",
-                         "events", (json_int_t)r->events, "aggregates", (json_int_t)r->aggregates,
-                         "outbox_backlog", (json_int_t)r->outbox_backlog, "last_position", (json_int_t)r->last_position,
-                         "safe_position", (json_int_t)r->safe_position, "published", (json_int_t)r->published,
-                         "publish_errors", (json_int_t)r->publish_errors, "set_aside", (json_int_t)r->set_aside,
-                         "appends", (json_int_t)r->appends, "conflicts", (json_int_t)r->conflicts,
-                         "duplicates", (json_int_t)r->duplicates, "tx_retries", (json_int_t)r->tx_retries,
-                         "batches", (json_int_t)r->batches, "bus_connected", r->bus_connected, "relay_leader",
-                         r->relay_leader, "consumers",
-                         consumers));
+    json_t *doc = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b}",
+                            "events", (json_int_t)r->events, "aggregates", (json_int_t)r->aggregates,
+                            "outbox_backlog", (json_int_t)r->outbox_backlog, "last_position",
+                            (json_int_t)r->last_position, "safe_position", (json_int_t)r->safe_position,
+                            "published", (json_int_t)r->published, "publish_errors", (json_int_t)r->publish_errors,
+                            "set_aside", (json_int_t)r->set_aside, "appends", (json_int_t)r->appends, "conflicts",
+                            (json_int_t)r->conflicts, "duplicates", (json_int_t)r->duplicates, "tx_retries",
+                            (json_int_t)r->tx_retries, "batches", (json_int_t)r->batches, "bus_connected",
+                            r->bus_connected, "relay_leader", r->relay_leader);
+    json_object_update_new(doc, json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "redriven", (json_int_t)r->redriven,
+                                          "stuck", (json_int_t)r->stuck, "lost_republished",
+                                          (json_int_t)r->lost_republished, "write_queue_full",
+                                          (json_int_t)r->write_queue_full, "expired", (json_int_t)r->expired,
+                                          "consumers", consumers));
+    print_json(doc);
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
 }
@@ -243,6 +252,59 @@ static int cmd_republish(ordo_grpc_client_t *c, const ctl_config_t *cfg)
                                &eventstore__republish_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
         return fail(&err);
     print_json(json_pack("{s:I}", "queued", (json_int_t)((Eventstore__RepublishResponse *)out)->queued));
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+/* One parked message: where it came from, why it was parked, its body (as
+ * JSON when it is JSON, else as text). */
+static json_t *parked_json(const Eventstore__ParkedMessage *p)
+{
+    char *body = strndup((const char *)p->data.data, p->data.len);
+    json_t *data = body != NULL ? json_loads(body, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *doc = json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:I, s:o}", "seq", (json_int_t)p->seq,
+                            "durable", p->durable, "reason", p->reason, "subject", p->subject, "stream_seq",
+                            (json_int_t)p->stream_seq, "parked_at", (json_int_t)p->parked_at, "event_id", p->event_id,
+                            "event_type", p->event_type, "aggregate_id", p->aggregate_id, "position",
+                            (json_int_t)p->position,
+                            "data", data != NULL ? data : json_stringn(body ? body : "", body ? strlen(body) : 0));
+    free(body);
+    return doc;
+}
+
+static int cmd_parked_list(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__ListParkedRequest req = EVENTSTORE__LIST_PARKED_REQUEST__INIT;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+
+    req.durable = (char *)cfg->durable;
+    req.from_seq = (uint64_t)cfg->from;
+    req.limit = cfg->limit;
+    if (ordo_grpc_client_unary(c, "/eventstore.EventStoreAdmin/ListParked", &req.base,
+                               &eventstore__list_parked_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
+        return fail(&err);
+    const Eventstore__ListParkedResponse *r = (const Eventstore__ListParkedResponse *)out;
+    for (size_t i = 0; i < r->n_messages; i++)
+        print_json(parked_json(r->messages[i]));
+    if (r->next_seq > 0)
+        print_json(json_pack("{s:I}", "next_seq", (json_int_t)r->next_seq));
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int cmd_parked_replay(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    Eventstore__ReplayParkedRequest req = EVENTSTORE__REPLAY_PARKED_REQUEST__INIT;
+    ProtobufCMessage *out;
+    ordo_error_t err;
+
+    req.durable = (char *)cfg->durable;
+    req.seq = (uint64_t)cfg->seq;
+    if (ordo_grpc_client_unary(c, "/eventstore.EventStoreAdmin/ReplayParked", &req.base,
+                               &eventstore__replay_parked_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
+        return fail(&err);
+    print_json(json_pack("{s:I}", "replayed", (json_int_t)((Eventstore__ReplayParkedResponse *)out)->replayed));
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
 }
@@ -318,7 +380,7 @@ static int cmd_consumers(ordo_bus_t *bus, const ctl_config_t *cfg)
         return fail(&err);
     for (size_t i = 0; i < n; i++)
         print_json(lag_json(lags[i].name, lags[i].pending, lags[i].ack_pending, lags[i].redelivered,
-                            lags[i].delivered));
+                            lags[i].delivered, lags[i].parked));
     free(lags);
     return 0;
 }
@@ -355,6 +417,10 @@ static const command_t commands[] = {
     {"tail", "print every event after --from, then follow new ones (--count to stop)", .store = cmd_tail},
     {"stats", "print the store's counters, outbox backlog, watermark and consumer lag", .store = cmd_stats},
     {"republish", "publish stored events again, --from to --to (admin)", .store = cmd_republish},
+    {"parked list", "print the messages consumers parked, with why (--durable, --from, --limit; admin)",
+     .store = cmd_parked_list},
+    {"parked replay", "deliver parked messages again to the durable that parked them (--durable, --seq; admin)",
+     .store = cmd_parked_replay},
     {"bus-dump", "print every message of the EVENTS stream with its headers", .bus = cmd_bus_dump},
     {"consumers", "print each durable consumer and how far behind it is", .bus = cmd_consumers},
     {"consumer-reset", "delete the durable --durable; its service creates it anew on start", .bus = cmd_consumer_reset},
@@ -412,6 +478,7 @@ int main(int argc, char **argv)
     ordo_error_t err;
     const char *name = argc > 1 ? argv[1] : "";
     const command_t *cmd;
+    char two_words[64];
     bool help;
 
     memset(&cfg, 0, sizeof cfg);
@@ -419,6 +486,16 @@ int main(int argc, char **argv)
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0 || strcmp(name, "help") == 0) {
         usage(stdout);
         return 0;
+    }
+    if (argc > 2 && argv[2][0] != '-' && strlen(name) + strlen(argv[2]) + 2 <= sizeof two_words) {
+        strcpy(two_words, name);   /* "parked list" (it fits: checked above) */
+        strcat(two_words, " ");
+        strcat(two_words, argv[2]);
+        if (command_named(two_words) != NULL) {
+            name = two_words;
+            argv++;
+            argc--;
+        }
     }
     if ((cmd = command_named(name)) == NULL) {
         if (argc > 1)

@@ -17,6 +17,12 @@
 
 #define ORDO_BUS_STREAM "EVENTS"
 #define ORDO_BUS_SUBJECTS "events.>"
+/* Messages a consumer could never handle, each on parked.<durable>, with
+ * the reason (ordo/envelope.h, ORDO_HDR_PARKED_*); replayed by the event
+ * store's ReplayParked. */
+#define ORDO_PARKED_STREAM "PARKED"
+#define ORDO_PARKED_SUBJECTS "parked.>"
+#define ORDO_PARKED_PREFIX "parked."
 
 typedef struct ordo_bus ordo_bus_t;
 
@@ -79,8 +85,28 @@ jsCtx *ordo_bus_js(ordo_bus_t *bus);
  */
 unsigned ordo_bus_reconnects(ordo_bus_t *bus);
 
-/** Creates the EVENTS stream (events.>, file storage, 2 min duplicate window) if missing (logged). */
-ordo_status ordo_bus_ensure_events_stream(ordo_bus_t *bus, ordo_error_t *err);
+/** The limits of the EVENTS stream (the event store's --stream-max-age-s
+ *  and --stream-max-bytes): the oldest messages go first beyond them. */
+typedef struct ordo_stream_limits {
+    int64_t max_age_s;
+    int64_t max_bytes;
+} ordo_stream_limits_t;
+
+enum {
+    ORDO_EVENTS_MAX_AGE_S = 7 * 24 * 3600,       /**< defaults of the EVENTS stream's limits */
+    ORDO_PARKED_MAX_AGE_S = 30 * 24 * 3600,      /**< the PARKED stream's: a month, */
+    ORDO_PARKED_MAX_BYTES = 256 * 1024 * 1024,   /**< 256 MiB, then new parks are refused (and held) */
+};
+#define ORDO_EVENTS_MAX_BYTES ((int64_t)1 << 30)
+
+/**
+ * Creates the EVENTS stream (events.>, file storage, 2 min duplicate
+ * window) and the PARKED stream (parked.>, file storage, a month or 256 MiB,
+ * refusing new messages when full) when missing (logged). With @p limits
+ * (the event store) an EVENTS stream whose limits differ is updated to
+ * them; without (a service), EVENTS is created with the defaults above.
+ */
+ordo_status ordo_bus_ensure_streams(ordo_bus_t *bus, const ordo_stream_limits_t *limits, ordo_error_t *err);
 
 /** One durable consumer of the EVENTS stream and how far behind it is. */
 typedef struct ordo_bus_lag {
@@ -89,10 +115,12 @@ typedef struct ordo_bus_lag {
     int64_t ack_pending;      /**< handed over, not yet acknowledged */
     int64_t redelivered;      /**< handed over more than once, not yet acknowledged */
     int64_t delivered;        /**< the last stream sequence handed over */
+    int64_t parked;           /**< its messages in the PARKED stream */
 } ordo_bus_lag_t;
 
-/** The durable consumers of EVENTS, sorted by name, in *out (malloc'ed: the
- *  caller frees it; NULL when there are none) and their number in *n. */
+/** The durable consumers of EVENTS, sorted by name, with their parked
+ *  messages, in *out (malloc'ed: the caller frees it; NULL when there are
+ *  none) and their number in *n. */
 ordo_status ordo_bus_lags(ordo_bus_t *bus, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err);
 
 /** Maps a cnats status (and JetStream error code, or 0) to ordo_status, with @p what as context. */

@@ -22,7 +22,8 @@
 typedef enum ordo_msg_action {
     ORDO_MSG_ACK,        /**< the effect is committed (or there is none) */
     ORDO_MSG_RETRY,      /**< failed for now: redeliver after a delay (at most max_deliver times in all) */
-    ORDO_MSG_TERM,       /**< can never succeed: stop redelivering (logged) */
+    ORDO_MSG_TERM,       /**< poison, can never succeed: parked (copied with the reason to the PARKED
+                              stream, logged), then acknowledged; kept while it cannot be parked */
     ORDO_MSG_WAIT,       /**< a dependency (database, event store) is unreachable: the consumer keeps the
                               message and hands it to the handler again with backoff until it is reachable,
                               without spending a delivery (an outage of any length loses nothing) */
@@ -36,8 +37,8 @@ ordo_msg_action ordo_msg_action_of(ordo_status st);
 
 /** What is done with a message the handler answered @p action on its
  *  @p delivered-th delivery: a RETRY on the last of @p max_deliver
- *  deliveries terminates it (logged); WAIT spends no delivery, so it never
- *  does; anything else stands. */
+ *  deliveries is poison (TERM: parked); WAIT spends no delivery, so it
+ *  never is; anything else stands. */
 ordo_msg_action ordo_msg_settle_action(ordo_msg_action action, uint64_t delivered, int max_deliver);
 
 /**
@@ -60,7 +61,8 @@ typedef struct ordo_consumer_config {
     const ordo_bus_auth_t *nats_auth;   /**< NULL: none (not owned) */
     const char *durable;          /**< consumer name, shared by the instances of one service */
     const char *filter_subject;   /**< e.g. "events.order.>" */
-    int max_deliver;              /**< deliveries before a failing message is terminated */
+    int max_deliver;              /**< deliveries before a failing message is parked (counted here:
+                                       JetStream's own MaxDeliver is unlimited, so nothing is dropped) */
     int ack_wait_ms;              /**< redelivery when neither acked nor nacked */
     int retry_delay_ms;           /**< redelivery delay after ORDO_MSG_RETRY */
     int batch;                    /**< most messages fetched and not yet settled */
@@ -90,6 +92,9 @@ typedef struct ordo_consumer ordo_consumer_t;
  */
 ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb handler, void *ctx,
                                 ordo_consumer_t **out, ordo_error_t *err);
+
+/** Messages this consumer has parked since it started. */
+long long ordo_consumer_parked(ordo_consumer_t *c);
 
 /** True while the consumer has a live NATS connection and subscription. */
 bool ordo_consumer_connected(ordo_consumer_t *c);

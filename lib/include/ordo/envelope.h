@@ -28,6 +28,18 @@
 #define ORDO_HDR_CORRELATION_ID "Ordo-Correlation-Id"
 #define ORDO_HDR_CAUSATION_ID "Ordo-Causation-Id"
 #define ORDO_HDR_META_PREFIX "Ordo-Meta-"
+/* A parked or replayed copy carries the event id here: its Nats-Msg-Id is
+ * its own (a duplicate key of the event id would make JetStream drop it). */
+#define ORDO_HDR_EVENT_ID_COPY "Ordo-Event-Id"
+/* Parked copies (stream PARKED, subject parked.<durable>): why, by whom,
+ * from where, when (µs since the epoch). */
+#define ORDO_HDR_PARKED_REASON "Ordo-Parked-Reason"
+#define ORDO_HDR_PARKED_DURABLE "Ordo-Parked-Durable"
+#define ORDO_HDR_PARKED_SUBJECT "Ordo-Parked-Subject"
+#define ORDO_HDR_PARKED_STREAM_SEQ "Ordo-Parked-Stream-Seq"
+#define ORDO_HDR_PARKED_AT "Ordo-Parked-At"
+/* A replayed copy on EVENTS is for this durable alone: the others ack it unread. */
+#define ORDO_HDR_REPLAY_FOR "Ordo-Replay-For"
 
 /** One event as it came off the bus (pointers into the message; valid while it lives). */
 typedef struct ordo_bus_event {
@@ -60,6 +72,37 @@ natsStatus ordo_envelope_encode(const Eventstore__Event *ev, natsMsg **out);
  * round are 1 (the consumer sets them from the delivery).
  */
 void ordo_envelope_decode(natsMsg *m, ordo_bus_event_t *ev);
+
+/** What makes @p ev no Ordo event ("no event id", ...), NULL when it is one:
+ *  an event id that is a UUID, an event type, an aggregate id and type, a
+ *  version and a position of 1 or more. */
+const char *ordo_envelope_problem(const ordo_bus_event_t *ev);
+
+/**
+ * The copy of @p m a consumer parks, in *@p out (the caller owns it):
+ * subject parked.<@p durable>, the same body and Ordo-* headers, the event
+ * id in Ordo-Event-Id, the Ordo-Parked-* headers (@p reason, the durable,
+ * @p m's subject, its stream sequence @p stream_seq, the time), and a
+ * Nats-Msg-Id of its own, so that parking one message twice keeps one copy.
+ */
+natsStatus ordo_envelope_parked_copy(natsMsg *m, const char *durable, const char *reason, uint64_t stream_seq,
+                                     natsMsg **out);
+
+/**
+ * The message that replays the parked copy @p parked: its original subject,
+ * body and Ordo-* headers (the event id in Ordo-Event-Id), Ordo-Replay-For
+ * the durable that parked it, and a Nats-Msg-Id of its own
+ * (ordo_envelope_fresh_id). NATS_INVALID_ARG when @p parked is not a parked copy.
+ */
+natsStatus ordo_envelope_replay_copy(natsMsg *parked, natsMsg **out);
+
+/**
+ * Gives @p m (an encoded event) a Nats-Msg-Id of its own, "<@p why>:<event
+ * id>:<µs>", keeping the event id in Ordo-Event-Id: a copy sent again on
+ * purpose (a replay, a re-drive) that JetStream's duplicate window must not
+ * drop, and that consumers still see as the same event.
+ */
+natsStatus ordo_envelope_fresh_id(natsMsg *m, const char *why);
 
 /** The Ordo-Position of @p m, -1 when it has none. */
 int64_t ordo_envelope_position(natsMsg *m);
