@@ -35,6 +35,9 @@ typedef struct es_config {
     int group_commit_wait_us; /* how long a lane waits for more calls to join a small batch (writer.c: take) */
     int readers;
     int max_streams;
+    int max_streams_per_client; /* open GetEventsStream calls of one client (identity with TLS, else address) */
+    int stream_idle_ms;      /* a stream whose client takes nothing for this long is ended */
+    int read_max_bytes;      /* a GetEvents page, and a stream's page, stop at about this many bytes */
     int gap_timeout_ms;
     int statement_timeout_ms;
     int write_queue_calls;   /* CreateEvent calls admitted and not yet answered, at most */
@@ -213,6 +216,9 @@ bool es_relay_leading(es_relay_t *r);
  * (ORDO_UNAVAILABLE when there is none): admin calls read JetStream with it. */
 typedef ordo_status (*es_bus_fn)(ordo_bus_t *bus, void *arg, ordo_error_t *err);
 ordo_status es_relay_with_bus(es_relay_t *r, es_bus_fn fn, void *arg, ordo_error_t *err);
+/* The durable consumers' lag and parked messages (ordo_bus_lags over the
+ * relay's connection; ORDO_UNAVAILABLE while there is none). */
+ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err);
 /* Publishes what is pending (bounded wait), stops, frees. */
 void es_relay_destroy(es_relay_t *r);
 

@@ -27,6 +27,30 @@ void es_stats_init(es_stats_t *s)
                                            "write transactions from BEGIN to the COMMIT's answer, retries included");
 }
 
+/* Each durable's parked messages and lag, from JetStream (nothing while NATS is unreachable). */
+static void parked_gauges(es_ctx_t *ctx, ordo_buf_t *b)
+{
+    struct {
+        ordo_bus_lag_t *list;
+        size_t n;
+    } l;
+    ordo_error_t err;
+
+    if (es_relay_lags(ctx->relay, &l.list, &l.n, &err) != ORDO_OK)
+        return;
+    ordo_buf_puts(b, "# HELP ordo_consumer_parked_messages messages the durable parked (stream PARKED)\n"
+                     "# TYPE ordo_consumer_parked_messages gauge\n");
+    for (size_t i = 0; i < l.n; i++)
+        ordo_buf_printf(b, "ordo_consumer_parked_messages{durable=\"%s\"} %lld\n", l.list[i].name,
+                        (long long)l.list[i].parked);
+    ordo_buf_puts(b, "# HELP ordo_consumer_pending_messages stream messages the durable has not been handed yet\n"
+                     "# TYPE ordo_consumer_pending_messages gauge\n");
+    for (size_t i = 0; i < l.n; i++)
+        ordo_buf_printf(b, "ordo_consumer_pending_messages{durable=\"%s\"} %lld\n", l.list[i].name,
+                        (long long)l.list[i].pending);
+    free(l.list);
+}
+
 static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
 {
     es_ctx_t *ctx = vctx;
@@ -71,6 +95,7 @@ static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_res
           es_relay_leading(ctx->relay) ? 1 : 0);
     gauge(&b, "ordo_eventstore_bus_connected", "1 when the relay has a NATS connection",
           es_relay_connected(ctx->relay) ? 1 : 0);
+    parked_gauges(ctx, &b);
     ordo_metrics_render(&s->latency, &b);
     resp->status = 200;
     resp->body = b.data != NULL ? b.data : strdup("");

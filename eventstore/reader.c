@@ -49,7 +49,8 @@ static void get_events(void *vctx, ordo_pg_t *pg, void *arg)
         int64_t local = es_watermark_local_commit(ctx->watermark);
         upto = es_watermark_wait(ctx->watermark, local - 1, 500);
     }
-    st = es_query_events(pg, req, req->from_position, upto, es_query_limit(req->limit), &res, &err);
+    st = es_query_events(pg, req, req->from_position, upto, es_query_limit(req->limit), ctx->cfg->read_max_bytes, &res,
+                         &err);
     if (st != ORDO_OK)
         goto done;
     n = PQntuples(res);
@@ -67,6 +68,7 @@ static void get_events(void *vctx, ordo_pg_t *pg, void *arg)
     }
     resp.n_events = (size_t)n;
     resp.events = ptrs;
+    resp.more = es_query_more(res);
 done:
     ordo_grpc_call_finish(call, st, err.msg, st == ORDO_OK ? &resp.base : NULL);
     for (int i = 0; i < n; i++)
@@ -78,17 +80,6 @@ done:
 
 /* The durables' lag into @p resp (nothing while NATS is unreachable: the
  * store's own figures still answer). *lags and *msgs are the caller's to free. */
-typedef struct lags_arg {
-    ordo_bus_lag_t **out;
-    size_t *n;
-} lags_arg_t;
-
-static ordo_status read_lags(ordo_bus_t *bus, void *arg, ordo_error_t *err)
-{
-    lags_arg_t *a = arg;
-    return ordo_bus_lags(bus, a->out, a->n, err);
-}
-
 static void add_lags(es_ctx_t *ctx, Eventstore__StatsResponse *resp, ordo_bus_lag_t **lags,
                      Eventstore__ConsumerLag **msgs, Eventstore__ConsumerLag ***ptrs)
 {
@@ -97,8 +88,7 @@ static void add_lags(es_ctx_t *ctx, Eventstore__StatsResponse *resp, ordo_bus_la
 
     *msgs = NULL;
     *ptrs = NULL;
-    lags_arg_t arg = {lags, &n};
-    if (es_relay_with_bus(ctx->relay, read_lags, &arg, &err) != ORDO_OK || n == 0)
+    if (es_relay_lags(ctx->relay, lags, &n, &err) != ORDO_OK || n == 0)
         return;
     if ((*msgs = calloc(n, sizeof **msgs)) == NULL || (*ptrs = calloc(n, sizeof **ptrs)) == NULL)
         return;

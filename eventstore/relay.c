@@ -597,6 +597,24 @@ bool es_relay_connected(es_relay_t *r)
     return r != NULL && atomic_load(&r->connected);
 }
 
+typedef struct lags {
+    ordo_bus_lag_t **out;
+    size_t *n;
+} lags_t;
+
+static ordo_status read_lags(ordo_bus_t *bus, void *arg, ordo_error_t *err)
+{
+    lags_t *l = arg;
+    return ordo_bus_lags(bus, l->out, l->n, err);
+}
+
+ordo_status es_relay_lags(es_relay_t *r, ordo_bus_lag_t **out, size_t *n, ordo_error_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    return es_relay_with_bus(r, read_lags, &(lags_t){out, n}, err);
+}
+
 ordo_status es_relay_with_bus(es_relay_t *r, es_bus_fn fn, void *arg, ordo_error_t *err)
 {
     ordo_status st;

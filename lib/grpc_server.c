@@ -666,8 +666,15 @@ void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *mess
 
 ordo_status ordo_grpc_call_send_many(ordo_grpc_call_t *c, const ProtobufCMessage *const *msgs, size_t n)
 {
+    return ordo_grpc_call_send_many_within(c, msgs, n, 0);
+}
+
+ordo_status ordo_grpc_call_send_many_within(ordo_grpc_call_t *c, const ProtobufCMessage *const *msgs, size_t n,
+                                            int timeout_ms)
+{
     grpc_byte_buffer **chain;
-    bool ok;
+    struct timespec until = ordo_deadline_ms(timeout_ms);
+    bool ok, timed_out = false;
 
     if (atomic_load(&c->cancelled))
         return ORDO_UNAVAILABLE;
@@ -690,15 +697,44 @@ ordo_status ordo_grpc_call_send_many(ordo_grpc_call_t *c, const ProtobufCMessage
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_lock(&c->mu);
-    while (!c->send_done)
-        pthread_cond_wait(&c->cv, &c->mu);
+    while (!c->send_done) {
+        if (timeout_ms <= 0 || timed_out)
+            pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) != 0 && !c->send_done) {
+            /* the client takes nothing: cancel the call, whose pending send then
+             * completes (failed) and ends the chain */
+            timed_out = true;
+            pthread_mutex_unlock(&c->mu);
+            grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                         "the client did not read the stream", NULL);
+            pthread_mutex_lock(&c->mu);
+        }
+    }
     ok = c->send_ok;
     pthread_mutex_unlock(&c->mu);
     for (size_t i = c->chain_next; i < n; i++)   /* not sent: the chain stopped */
         grpc_byte_buffer_destroy(chain[i]);
     free(chain);
     c->chain = NULL;
-    return ok ? ORDO_OK : ORDO_UNAVAILABLE;
+    return ok ? ORDO_OK : timed_out ? ORDO_TIMEOUT : ORDO_UNAVAILABLE;
+}
+
+void ordo_grpc_call_client(ordo_grpc_call_t *c, char *out, size_t cap)
+{
+    char *peer;
+    const char *host;
+    size_t len;
+
+    if (c->srv->tls) {
+        peer_identity(c->call, out, cap);
+        return;
+    }
+    /* "ipv4:127.0.0.1:54321", "ipv6:[::1]:54321" */
+    peer = grpc_call_get_peer(c->call);
+    host = peer != NULL && strchr(peer, ':') != NULL ? strchr(peer, ':') + 1 : "";
+    len = strrchr(host, ':') != NULL ? (size_t)(strrchr(host, ':') - host) : strlen(host);
+    snprintf(out, cap, "%.*s", (int)len, host);
+    gpr_free(peer);
 }
 
 ordo_status ordo_grpc_call_send(ordo_grpc_call_t *c, const ProtobufCMessage *msg)

@@ -288,7 +288,8 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (srv->tls_cert != NULL ? MHD_USE_TLS : 0),
         0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(cfg->max_per_address > 0 ? cfg->max_per_address : 0), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         /* (with HTTPS: the key and certificate; without, the list ends here) */
         srv->tls_cert != NULL ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, srv->tls_key, MHD_OPTION_HTTPS_MEM_CERT,
         srv->tls_cert, MHD_OPTION_END);

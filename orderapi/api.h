@@ -16,6 +16,9 @@ typedef struct api_config {
     int max_body;
     int max_items;
     int timeout_ms;
+    int http_idle_s;            /* a connection idle this long is closed */
+    int http_max_connections;   /* open connections in all, */
+    int http_max_per_address;   /* and from one client address */
     ordo_grpc_tls_t tls;      /* of its event store and orderquery connections */
     const char *api_keys_file; /* "": no keys (loopback only) */
     bool insecure;             /* serve an address other than loopback anyway */

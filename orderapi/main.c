@@ -16,6 +16,9 @@ static const ordo_option_t options[] = {
     OPT("threads", "ORDO_HTTP_THREADS", "32", ORDO_OPT_INT, threads, 1, 256, "HTTP worker threads (each request holds one while it waits for the event store)"),
     OPT("max-body", "ORDO_MAX_BODY", "65536", ORDO_OPT_INT, max_body, 256, 16 << 20, "largest request body (413 above)"),
     OPT("max-items", "ORDO_MAX_ITEMS", "100", ORDO_OPT_INT, max_items, 1, 10000, "most order items in one order"),
+    OPT("http-idle-s", "ORDO_HTTP_IDLE_S", "10", ORDO_OPT_INT, http_idle_s, 1, 3600, "an HTTP connection that sends nothing for this long is closed"),
+    OPT("http-max-connections", "ORDO_HTTP_MAX_CONNECTIONS", "1024", ORDO_OPT_INT, http_max_connections, 1, 65536, "open HTTP connections in all (more are refused)"),
+    OPT("http-max-per-address", "ORDO_HTTP_MAX_PER_ADDRESS", "64", ORDO_OPT_INT, http_max_per_address, 1, 65536, "open HTTP connections from one client address (more are refused): slow clients at one address cannot take the server"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "3000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of calls to the store and read model"),
     ORDO_TLS_OPTIONS(api_config_t, tls),
     OPT("api-keys-file", "ORDO_API_KEYS_FILE", "", ORDO_OPT_STRING, api_keys_file, 0, 0, "API keys (their SHA-256 and scope, one a line): orders then need Authorization: Bearer <key>"),
@@ -47,12 +50,13 @@ int main(int argc, char **argv)
                   "http=%s", cfg.http_addr);
     api_init(&ctx);
     hcfg = (ordo_http_config_t){.addr = cfg.http_addr, .threads = cfg.threads, .max_body = (size_t)cfg.max_body,
-                                .connection_timeout_s = 10, .max_connections = 1024, .tls_cert_file = cfg.https_cert,
+                                .connection_timeout_s = cfg.http_idle_s, .max_connections = cfg.http_max_connections,
+                                .max_per_address = cfg.http_max_per_address, .tls_cert_file = cfg.https_cert,
                                 .tls_key_file = cfg.https_key, .authenticated = ctx.keys.n > 0,
                                 .insecure = cfg.insecure,
                                 .enable_hint = "set --https-cert, --https-key and --api-keys-file"};
     mcfg = (ordo_http_config_t){.addr = cfg.metrics_addr, .threads = 1, .max_body = 1024, .connection_timeout_s = 10,
-                                .max_connections = 64, .insecure = cfg.insecure,
+                                .max_connections = 64, .max_per_address = 16, .insecure = cfg.insecure,
                                 .enable_hint = "serve /metrics on a loopback address"};
     if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
         ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &cfg.tls, &ctx.query, &err) != ORDO_OK ||

@@ -456,8 +456,9 @@ ordo_status oq_rebuild(oq_ctx_t *ctx, ordo_pg_t *pg, int64_t *events, int64_t *o
         if (n > 0)
             req.from_position = page[n - 1].position;
         *events += n;
+        bool more = resp->more && n > 0;   /* (a page may stop early at the store's byte budget) */
         eventstore__get_events_response__free_unpacked(resp, NULL);
-        if (st != ORDO_OK || n < REBUILD_PAGE)
+        if (st != ORDO_OK || !more)
             break;
     }
     free(page);

@@ -18,6 +18,8 @@ C = grpc.StatusCode
 # under ASan on a loaded machine); the gap timeout must stay well above that,
 # as it must stay above any writer's transaction in production.
 GAP_TIMEOUT_MS = 5000
+READ_MAX_BYTES = 2 << 20   # a GetEvents page and a stream page, about
+STREAMS_PER_CLIENT = 6
 
 
 def waiting_on_lock(c):
@@ -310,9 +312,86 @@ def _appends(c, agg):
         return False
 
 
+def test_bounded_reads(c, t):
+    """Reads are bounded in bytes, not only in events: GetEvents(limit=10000) over
+    ~100 KB events answers a page of about --read-max-bytes that says more follow
+    (two at once did take 800 MB and then fail); streams whose client reads nothing
+    hold a bounded chain each and are ended after --stream-idle-ms; meanwhile other
+    calls are answered and the event store's memory stays bounded."""
+    data = json.dumps({"blob": "x" * 100_000})
+    for _ in range(15):   # 120 events of ~100 KB, 8 to a request
+        req = c.pb.CreateEventRequest()
+        for _ in range(8):
+            req.events.append(c.pb.Event(aggregate_id="big-read", aggregate_type="big", event_type="x",
+                                         event_data=data))
+        c.store.CreateEvent(req, timeout=30)
+    first = c.store.GetEvents(c.pb.GetEventsRequest(aggregate_id="big-read", limit=10000), timeout=30)
+    size = sum(len(e.event_data) for e in first.events)
+    t.ok(0 < len(first.events) < 120 and first.more,
+         f"a page stops at the byte budget and says more follow ({len(first.events)} events, {size // 1024} KB)")
+    t.ok(size <= READ_MAX_BYTES + 200_000, f"about --read-max-bytes ({size} <= {READ_MAX_BYTES} + one event)")
+    got, req = list(first.events), c.pb.GetEventsRequest(aggregate_id="big-read", limit=10000)
+    page = first
+    while page.more and len(got) < 200:
+        req.from_position = got[-1].position
+        page = c.store.GetEvents(req, timeout=30)
+        got += page.events
+    t.eq([e.version for e in got], list(range(1, 121)), "paging on from the last position reads all 120, in order")
+    # two whole reads at once, and four streams whose client never reads
+    reads = [c.store.GetEvents.future(c.pb.GetEventsRequest(aggregate_type="big", limit=10000), timeout=60)
+             for _ in range(2)]
+    stalled = [c.store.GetEventsStream(c.pb.GetEventsRequest(aggregate_type="big"), timeout=120) for _ in range(4)]
+    t.ok(all(0 < len(f.result().events) < 120 and f.result().more for f in reads), "the two whole reads answer a page each")
+    other = grpc.insecure_channel(c.addr)
+    start = time.time()
+    n = len(c.grpc_mod.EventStoreStub(other).GetEvents(c.pb.GetEventsRequest(limit=1), timeout=5).events)
+    t.ok(n == 1 and time.time() - start < 2, f"another client is answered meanwhile ({time.time() - start:.2f}s)")
+    other.close()
+    peak = rss_peak_kb(c.es_proc.pid)
+    if "asan" in BUILD:
+        print(f"# (ASan build: peak RSS {peak // 1024} MB not checked; the release build checks it)")
+    else:
+        t.ok(peak < 128 * 1024, f"the event store's peak RSS stayed under 128 MB ({peak // 1024} MB)")
+    log = os.path.join(c.dir, "eventstore.log")
+    wait_for(lambda: open(log).read().count("stream ended: the client read nothing") >= 4, 20,
+             "the four streams to be ended for reading nothing")
+    codes = []
+    for s in stalled:
+        try:
+            for _ in s:
+                pass
+            codes.append(None)
+        except grpc.RpcError as e:
+            codes.append(e.code())
+    t.eq(codes, [C.DEADLINE_EXCEEDED] * 4, "their clients learn why: DEADLINE_EXCEEDED")
+
+
+def test_streams_per_client(c, t):
+    """One client may hold at most --max-streams-per-client streams open (the
+    64 it could hold before locked every other client out): the next is
+    refused with RESOURCE_EXHAUSTED naming the client."""
+    held = [c.store.GetEventsStream(c.pb.GetEventsRequest(aggregate_type="none-such"), timeout=30)
+            for _ in range(STREAMS_PER_CLIENT)]
+    time.sleep(0.5)
+    extra = c.store.GetEventsStream(c.pb.GetEventsRequest(aggregate_type="none-such"), timeout=10)
+    t.raises(C.RESOURCE_EXHAUSTED, lambda: next(extra), f"stream {STREAMS_PER_CLIENT + 1} of one client is refused",
+             contains="too many open streams from 127.0.0.1")
+    for s in held:
+        s.cancel()
+    time.sleep(0.5)
+    again = c.store.GetEventsStream(c.pb.GetEventsRequest(aggregate_type="none-such"), timeout=1)
+    try:
+        next(again)
+        code = None
+    except grpc.RpcError as e:
+        code = e.code()
+    t.eq(code, C.DEADLINE_EXCEEDED, "once they are closed it may open one again (it waits for events: deadline)")
+
+
 if __name__ == "__main__":
     run_tests([test_forced_serialization_failure, test_late_commit_is_not_skipped, test_rolled_back_gap_is_skipped,
                test_killed_writer_does_not_stall_the_relay,
                test_database_down, test_writer_connections_killed_under_load, test_lost_commit_answer_is_resolved,
-               test_hung_backend_bounds_the_queue],
-              lambda: Cluster(gap_timeout_ms=GAP_TIMEOUT_MS, statement_timeout_ms=500))
+               test_hung_backend_bounds_the_queue, test_bounded_reads, test_streams_per_client],
+              lambda: Cluster(gap_timeout_ms=GAP_TIMEOUT_MS, statement_timeout_ms=500, stream_idle_ms=2000,
+                              read_max_bytes=READ_MAX_BYTES, max_streams_per_client=STREAMS_PER_CLIENT))

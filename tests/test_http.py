@@ -172,5 +172,56 @@ def test_routes(c, t):
          "metrics count the requests (6 orders created by this test file)")
 
 
+def test_slow_clients_at_one_address(c, t):
+    """1,100 slow connections from one address (each sending a header line every
+    second, never finishing its request: a slowloris) do not take the server:
+    orderapi holds at most --http-max-per-address of them, and GET /healthz from
+    another address answers 200 within a second all along. (The slow clients come
+    from 127.0.0.2, loopback too; the server listens on 127.0.0.1 only.)"""
+    import resource
+    import socket
+    import time
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    port = int(c.api.rsplit(":", 1)[1])
+    slow = []
+    try:
+        for _ in range(1100):
+            s = socket.socket()
+            s.setblocking(False)
+            s.bind(("127.0.0.2", 0))
+            try:
+                s.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            slow.append(s)
+        times = []
+        for rnd in range(4):
+            for s in slow:   # a header line each, never the blank line that ends the request
+                try:
+                    s.send(b"GET /healthz HTTP/1.1\r\n" if rnd == 0 else b"X-Slow: %d\r\n" % rnd)
+                except OSError:
+                    pass   # refused or closed by the server
+            start = time.time()
+            st, _, doc = c.http("GET", "/healthz", timeout=5)
+            times.append((st, round(time.time() - start, 2)))
+            time.sleep(1)
+        t.ok(all(st == 200 and took < 1.0 for st, took in times),
+             f"GET /healthz answered 200 within a second while they stayed ({times})")
+        alive = 0
+        for s in slow:
+            try:
+                alive += s.recv(1, socket.MSG_PEEK) != b""
+            except BlockingIOError:
+                alive += 1   # open and silent: held by the server
+            except OSError:
+                pass
+        t.ok(alive <= 64, f"the server held at most --http-max-per-address (64) of them ({alive} open)")
+    finally:
+        for s in slow:
+            s.close()
+
+
 if __name__ == "__main__":
-    run_tests([test_good_order, test_bad_bodies, test_paging, test_pages_read_only_their_rows, test_routes], lambda: FlowCluster(queries=1))
+    run_tests([test_good_order, test_bad_bodies, test_paging, test_pages_read_only_their_rows, test_routes,
+               test_slow_clients_at_one_address], lambda: FlowCluster(queries=1))

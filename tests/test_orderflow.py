@@ -155,6 +155,12 @@ def test_malformed_order_event(c, t):
          f"ordoctl consumers counts them per durable ({lags})")
     stats = json.loads(run([ORDOCTL, "stats", "--addr", c.addr]).stdout)
     t.eq({x["name"]: x["parked"] for x in stats["consumers"]}, lags, "and so does ordoctl stats")
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    gauges = {line.split("\"")[1]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("ordo_consumer_parked_messages{")}
+    t.eq(gauges, lags, "and the event store's /metrics (ordo_consumer_parked_messages per durable)")
     seq = next(p["seq"] for p in parked if p["durable"] == "paymentsvc-order-created")
     out = json.loads(run([ORDOCTL, "parked", "replay", "--addr", c.addr, "--seq", str(seq)]).stdout)
     t.eq(out, {"replayed": 1}, "ordoctl parked replay --seq delivers it again")
@@ -540,4 +546,4 @@ if __name__ == "__main__":
              test_outage_spends_no_deliveries, test_read_only_database]
     if len(sys.argv) > 1:
         tests = [x for x in tests if x.__name__ in sys.argv[1:]]
-    run_tests(tests, lambda: FlowCluster())
+    run_tests(tests, lambda: FlowCluster(metrics_addr="127.0.0.1:0"))

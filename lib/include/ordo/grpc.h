@@ -137,6 +137,18 @@ ordo_status ordo_grpc_call_send(ordo_grpc_call_t *call, const ProtobufCMessage *
  */
 ordo_status ordo_grpc_call_send_many(ordo_grpc_call_t *call, const ProtobufCMessage *const *msgs, size_t n);
 
+/**
+ * ordo_grpc_call_send_many(), but when gRPC has not taken them all within
+ * @p timeout_ms (the client does not read: flow control holds the sends)
+ * the call is cancelled and ORDO_TIMEOUT returned.
+ */
+ordo_status ordo_grpc_call_send_many_within(ordo_grpc_call_t *call, const ProtobufCMessage *const *msgs, size_t n,
+                                            int timeout_ms);
+
+/** Who calls, for per-client limits: the client certificate's common name
+ *  with TLS, else the peer's address without its port ("127.0.0.1"). */
+void ordo_grpc_call_client(ordo_grpc_call_t *call, char *out, size_t cap);
+
 /** True when the client cancelled the call or the connection broke. */
 bool ordo_grpc_call_cancelled(ordo_grpc_call_t *call);
 

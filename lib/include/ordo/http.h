@@ -39,8 +39,9 @@ typedef struct ordo_http_config {
     const char *addr;            /**< "127.0.0.1:8080"; port 0 = any */
     int threads;
     size_t max_body;             /**< larger bodies get 413 */
-    int connection_timeout_s;
-    int max_connections;
+    int connection_timeout_s;    /**< a connection idle this long is closed */
+    int max_connections;         /**< open connections in all */
+    int max_per_address;         /**< and from one client address (0: no such limit) */
     const char *tls_cert_file;   /**< HTTPS: the server's certificate chain (PEM); NULL or "": plain HTTP */
     const char *tls_key_file;    /**< and its private key (PEM) */
     bool authenticated;          /**< requests must present a key: with HTTPS, any address may be served */
