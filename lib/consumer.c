@@ -60,6 +60,7 @@ struct ordo_consumer {
     unsigned reconnects;          /* fetch thread only: the bus's reconnect count when the durable was last known */
     bool quit, started;
     atomic_llong parked;          /* messages this consumer parked */
+    atomic_llong pending_seen;    /* c->pending, for the metrics thread */
     _Atomic(ordo_bus_t *) bus;    /* the fetch thread's connection while messages are in hand (parking) */
 };
 
@@ -137,6 +138,9 @@ static const char *park_reason(const ordo_consumer_t *c, const ordo_bus_event_t 
     return "refused by the service: it can never succeed (the service's log says why)";
 }
 
+/* c->cfg.counters' @p field, or NULL */
+#define COUNTER(c, field) ((c)->cfg.counters != NULL ? (c)->cfg.counters->field : NULL)
+
 static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, ordo_msg_action action,
                    const char *found)
 {
@@ -147,6 +151,7 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
     case ORDO_MSG_ACK:
         /* the effect is committed; a lost ack only means an idempotent redelivery */
         s = natsMsg_Ack(m, NULL);
+        ordo_metric_inc(COUNTER(c, handled));
         break;
     case ORDO_MSG_RETRY:
         s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
@@ -168,6 +173,7 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
             break;
         }
         atomic_fetch_add(&c->parked, 1);
+        ordo_metric_inc(COUNTER(c, parked));
         ORDO_ERROR("message parked", "consumer=%s event_id=%s type=%s aggregate=%s delivered=%llu parked_seq=%llu"
                    " reason=\"%s\"", c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id,
                    (unsigned long long)ev->delivered, (unsigned long long)seq, reason);
@@ -333,8 +339,12 @@ static void handle_lane(lane_t *l)
     ordo_consumer_t *c = l->owner;
     int round = 1, waiting;
 
+    int64_t t0 = ordo_mono_us();
+
     for (int i = 0; i < l->n; i++) {
         event_of(l->msgs[i], &l->events[i]);
+        if (l->events[i].delivered > 1)
+            ordo_metric_inc(COUNTER(c, redelivered));
         l->actions[i] = ORDO_MSG_WAIT;
         l->settled[i] = false;
         l->why[i] = NULL;
@@ -344,9 +354,14 @@ static void handle_lane(lane_t *l)
             l->actions[i] = ORDO_MSG_TERM;  /* no handler sees it: parked */
     }
     run_waiting(l);
-    if ((waiting = settle_decided(l, false)) > 0)
+    for (int i = 0; i < l->n && COUNTER(c, latency) != NULL; i++)   /* a batch's time for each of its messages */
+        ordo_metric_observe_us(COUNTER(c, latency), ordo_mono_us() - t0);
+    if ((waiting = settle_decided(l, false)) > 0) {
+        for (int i = 0; i < waiting; i++)
+            ordo_metric_inc(COUNTER(c, held));
         ORDO_WARN("a dependency is unreachable: holding messages and trying again", "consumer=%s lane=%d messages=%d",
                   c->cfg.durable, l->index, waiting);
+    }
     while (waiting > 0 && pause_unless_stopping(c, ordo_backoff_ms(&hold, round++))) {
         for (int i = 0; i < l->n; i++)
             if (l->actions[i] == ORDO_MSG_WAIT) {
@@ -526,6 +541,7 @@ static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *s
         return ordo_bus_connected(bus);
     }
     c->pending = pending_after(&list);
+    atomic_store(&c->pending_seen, (long long)c->pending);
     dispatch(c, &list);
     natsMsgList_Destroy(&list);   /* the array only: the lanes own the messages */
     return true;
@@ -612,6 +628,7 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     atomic_init(&c->stopping, false);
     atomic_init(&c->connected, false);
     atomic_init(&c->parked, 0);
+    atomic_init(&c->pending_seen, 0);
     atomic_init(&c->bus, NULL);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->room, NULL);
@@ -649,6 +666,11 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     ordo_thread_name(c->thread, "bus-fetch", -1);
     *out = c;
     return ORDO_OK;
+}
+
+long long ordo_consumer_pending(ordo_consumer_t *c)
+{
+    return c != NULL ? atomic_load(&c->pending_seen) : 0;
 }
 
 long long ordo_consumer_parked(ordo_consumer_t *c)

@@ -1,4 +1,5 @@
 #include "ordo/daemon.h"
+#include "ordo/svcmetrics.h"
 
 #include <gnutls/gnutls.h>
 #include <malloc.h>
@@ -87,28 +88,42 @@ int ordo_daemon_wait(void)
 
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
                               const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
-                              const ordo_grpc_tls_t *tls, ordo_event_cb handler, void *ctx,
-                              ordo_grpc_client_t **store)
+                              const ordo_grpc_tls_t *tls, const char *metrics_addr, ordo_event_cb handler,
+                              void *ctx, ordo_grpc_client_t **store)
 {
     ordo_consumer_t *running[ORDO_DAEMON_MAX_CONSUMERS] = {NULL};
+    ordo_consumer_config_t ccfg[ORDO_DAEMON_MAX_CONSUMERS];
+    ordo_service_metrics_t *metrics = calloc(1, sizeof *metrics);
+    ordo_http_server_t *http = NULL;
     ordo_error_t err = {0};
-    int started = 0, sig;
+    int started = 0, sig, port = 0;
 
-    if (n < 1 || n > ORDO_DAEMON_MAX_CONSUMERS)
+    if (metrics == NULL)
+        ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory");
+    else if (n < 1 || n > ORDO_DAEMON_MAX_CONSUMERS)
         ordo_error_set(&err, ORDO_INVALID, "a service runs 1 to %d consumers", ORDO_DAEMON_MAX_CONSUMERS);
-    else if (ordo_grpc_client_create(eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, tls, store, &err) == ORDO_OK)
-        for (; started < n; started++) {
-            const ordo_daemon_consumer_t *dc = &consumers[started];
-            ordo_consumer_config_t ccfg;
-            ordo_consumer_config_init(&ccfg);
-            ccfg.nats_url = nats_url;
-            ccfg.nats_auth = nats_auth;
-            ccfg.durable = dc->durable;
-            ccfg.filter_subject = dc->subject;
-            ccfg.concurrency = dc->concurrency;
-            if (ordo_consumer_start(&ccfg, handler, ctx, &running[started], &err) != ORDO_OK)
-                break;
+    else if (ordo_grpc_client_create(eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, tls, store, &err) == ORDO_OK) {
+        for (int i = 0; i < n; i++) {
+            ordo_consumer_config_init(&ccfg[i]);
+            ccfg[i].nats_url = nats_url;
+            ccfg[i].nats_auth = nats_auth;
+            ccfg[i].durable = consumers[i].durable;
+            ccfg[i].filter_subject = consumers[i].subject;
+            ccfg[i].concurrency = consumers[i].concurrency;
         }
+        ordo_service_metrics_init(metrics, ccfg, n);
+        if (ordo_opt_given(metrics_addr) && ordo_service_metrics_serve(metrics, metrics_addr, &http, &port, &err) != ORDO_OK)
+            n = -1;   /* (none started: reported below) */
+        for (; started < n; started++) {
+            if (ordo_consumer_start(&ccfg[started], handler, ctx, &running[started], &err) != ORDO_OK)
+                break;
+            ordo_service_metrics_watch(metrics, started, running[started]);
+        }
+    }
+    if (http != NULL && started == n) {
+        printf("metrics_port=%d\n", port);
+        fflush(stdout);
+    }
     if (started == n) {
         char shown[512];
         for (int i = 0; i < n; i++)
@@ -121,6 +136,8 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
     }
     for (int i = 0; i < started; i++)
         ordo_consumer_destroy(running[i]);
+    ordo_http_stop(http);
+    free(metrics);
     ordo_grpc_client_destroy(*store);
     *store = NULL;
     return started == n ? 0 : 1;

@@ -21,6 +21,7 @@ static const ordo_option_t options[] = {
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
     OPT("rebuild", NULL, "false", ORDO_OPT_BOOL, rebuild, 0, 0, "rebuild the read model from the event store, then exit"),
     OPT("migrate", "ORDO_MIGRATE", "true", ORDO_OPT_BOOL, migrate, 0, 0, "apply sql/ migrations at start"),
+    OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here, a loopback address; port 0: any (printed as metrics_port=N after port=N); empty: off"),
     ORDO_TLS_OPTIONS(oq_config_t, tls),
     ORDO_NATS_OPTIONS(oq_config_t, nats),
     ORDO_GRPC_SERVER_OPTIONS(oq_config_t),
@@ -61,6 +62,7 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
     ccfg.filter_subject = "events.order.>";
     ccfg.concurrency = cfg->concurrency;
     ccfg.batch_handler = oq_handle_batch;
+    ordo_service_metrics_init(&ctx->metrics, &ccfg, 1);
 
     if ((ctx->projection_pg = calloc((size_t)cfg->concurrency, sizeof *ctx->projection_pg)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
@@ -77,8 +79,14 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
         (st = ordo_grpc_server_start(ctx->server, &port, err)) != ORDO_OK ||
         (st = ordo_consumer_start(&ccfg, oq_handle, ctx, &ctx->consumer, err)) != ORDO_OK)
         return st;
+    ordo_service_metrics_watch(&ctx->metrics, 0, ctx->consumer);
     ORDO_INFO("orderquery serving", "listen=%s port=%d", cfg->listen, port);
     printf("port=%d\n", port);
+    if (ordo_opt_given(cfg->metrics_addr)) {
+        if ((st = ordo_service_metrics_serve(&ctx->metrics, cfg->metrics_addr, &ctx->metrics_http, &port, err)) != ORDO_OK)
+            return st;
+        printf("metrics_port=%d\n", port);
+    }
     fflush(stdout);
     return ORDO_OK;
 }
@@ -110,6 +118,7 @@ int main(int argc, char **argv)
     }
     /* the consumer first: it finishes the event in hand */
     ordo_consumer_destroy(ctx.consumer);
+    ordo_http_stop(ctx.metrics_http);
     if (ctx.server != NULL)
         ordo_grpc_server_shutdown(ctx.server, 5000);
     ordo_workers_destroy(ctx.workers);

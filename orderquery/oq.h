@@ -7,6 +7,7 @@
 
 #include "order.pb-c.h"
 #include "ordo/consumer.h"
+#include "ordo/svcmetrics.h"
 #include "ordo/grpc.h"
 #include "ordo/pg.h"
 #include "ordo/workers.h"
@@ -16,6 +17,7 @@ typedef struct oq_config {
     const char *nats_url;
     const char *eventstore_addr;
     const char *listen;
+    const char *metrics_addr;   /* "": no /metrics */
     const char *log_level;
     int readers;
     int concurrency;
@@ -36,6 +38,8 @@ typedef struct oq_ctx {
     ordo_workers_t *workers;    /* queries and admin calls */
     ordo_grpc_server_t *server;
     atomic_llong applied;       /* events applied by this process */
+    ordo_service_metrics_t metrics;   /* the consumer's counters and /metrics */
+    ordo_http_server_t *metrics_http; /* NULL: no --metrics-addr */
 } oq_ctx_t;
 
 /* projection.c */

@@ -14,6 +14,7 @@ static const ordo_option_t options[] = {
     OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
     ORDO_TLS_OPTIONS(pay_config_t, tls),
+    OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here, a loopback address; port 0: any (printed as metrics_port=N); empty: off"),
     ORDO_NATS_OPTIONS(pay_config_t, nats),
     OPT("limit", "PAYMENT_LIMIT", "500", ORDO_OPT_INT, limit, 0, 100000000, "most a customer may be charged for one order (whole units); more fails"),
     OPT("concurrency", "ORDO_CONCURRENCY", "16", ORDO_OPT_INT, concurrency, 1, 256, "messages handled in parallel (one aggregate's stay in order)"),
@@ -37,5 +38,5 @@ int main(int argc, char **argv)
         {"paymentsvc-order-created", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_ORDER_CREATED, cfg.concurrency},
         {"paymentsvc-order-rejected", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_ORDER_REJECTED, cfg.concurrency},
     };
-    return ordo_daemon_run_consumers(consumers, 2, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, pay_handle, &ctx, &ctx.store);
+    return ordo_daemon_run_consumers(consumers, 2, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, cfg.metrics_addr, pay_handle, &ctx, &ctx.store);
 }

@@ -14,6 +14,7 @@ static const ordo_option_t options[] = {
     OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
     ORDO_TLS_OPTIONS(rest_config_t, tls),
+    OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here, a loopback address; port 0: any (printed as metrics_port=N); empty: off"),
     ORDO_NATS_OPTIONS(rest_config_t, nats),
     OPT("unavailable", "RESTAURANT_UNAVAILABLE", "SOLD-OUT", ORDO_OPT_STRING, unavailable, 0, 0, "comma-separated item codes that get an order rejected"),
     OPT("concurrency", "ORDO_CONCURRENCY", "16", ORDO_OPT_INT, concurrency, 1, 256, "messages handled in parallel (one aggregate's stay in order)"),
@@ -31,5 +32,5 @@ int main(int argc, char **argv)
     ORDO_INFO("restaurant rule", "unavailable=%s", cfg.unavailable);
     const ordo_daemon_consumer_t consumer = {"restaurantsvc", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_PAYMENT_DEBITED,
                                              cfg.concurrency};
-    return ordo_daemon_run_consumers(&consumer, 1, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, rest_handle, &ctx, &ctx.store);
+    return ordo_daemon_run_consumers(&consumer, 1, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, cfg.metrics_addr, rest_handle, &ctx, &ctx.store);
 }

@@ -8,6 +8,7 @@
 typedef struct rest_config {
     const char *nats_url;
     const char *eventstore_addr;
+    const char *metrics_addr;   /* "": no /metrics */
     ordo_grpc_tls_t tls;    /* of the event store connection */
     ordo_bus_auth_t nats;   /* NATS credentials and TLS */
     const char *log_level;

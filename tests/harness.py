@@ -331,13 +331,27 @@ class Service:
         self.log_path = os.path.join(cluster.dir, f"{name}.log")
         self.proc = subprocess.Popen([binary] + args, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"),
                                      text=True)
-        self.port = None
+        self.port = self.metrics_port = None
         if wait_port_line:
             line = self.proc.stdout.readline()
             if not line.startswith("port="):
                 self.proc.wait(timeout=10)
                 raise RuntimeError(f"{name} did not start: " + open(self.log_path).read()[-3000:])
             self.port = int(line.strip().split("=")[1])
+        if "--metrics-addr" in args:   # printed after port= (if any)
+            line = self.proc.stdout.readline()
+            if not line.startswith("metrics_port="):
+                self.proc.wait(timeout=10)
+                raise RuntimeError(f"{name} did not serve /metrics: " + open(self.log_path).read()[-3000:])
+            self.metrics_port = int(line.strip().split("=")[1])
+
+    def metrics(self):
+        """Its /metrics as {"name{labels}": value}."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                         if line and not line.startswith("#"))}
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:
@@ -374,19 +388,22 @@ class FlowCluster(Cluster):
         old = self.services.get(f"orderquery-{i}")
         port = old.port if old else 0
         self.services[f"orderquery-{i}"] = Service(self, f"orderquery-{i}", os.path.join(BUILD, "orderquery", "orderquery"),
-                                                   ["--listen", f"127.0.0.1:{port}", "--database-url", self.database_url]
+                                                   ["--listen", f"127.0.0.1:{port}", "--database-url", self.database_url,
+                                                    "--metrics-addr", "127.0.0.1:0"]
                                                    + self._common() + self.tls_flags("orderquery")
                                                    + self.nats_flags("orderquery"), True)
 
     def start_payment(self):
         self.services["paymentsvc"] = Service(self, "paymentsvc", os.path.join(BUILD, "paymentsvc", "paymentsvc"),
-                                              ["--limit", str(self.payment_limit)] + self._common()
+                                              ["--limit", str(self.payment_limit), "--metrics-addr", "127.0.0.1:0"]
+                                              + self._common()
                                               + self.tls_flags("paymentsvc") + self.nats_flags("paymentsvc"), False)
 
     def start_restaurant(self):
         self.services["restaurantsvc"] = Service(self, "restaurantsvc",
                                                  os.path.join(BUILD, "restaurantsvc", "restaurantsvc"),
-                                                 ["--unavailable", self.unavailable] + self._common()
+                                                 ["--unavailable", self.unavailable, "--metrics-addr", "127.0.0.1:0"]
+                                                 + self._common()
                                                  + self.tls_flags("restaurantsvc") + self.nats_flags("restaurantsvc"),
                                                  False)
 

@@ -161,6 +161,16 @@ def test_malformed_order_event(c, t):
     gauges = {line.split("\"")[1]: int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if line.startswith("ordo_consumer_parked_messages{")}
     t.eq(gauges, lags, "and the event store's /metrics (ordo_consumer_parked_messages per durable)")
+    pay = c.services["paymentsvc"].metrics()
+    t.ok(pay.get('ordo_consumer_parked_total{durable="paymentsvc-order-created"}', 0) >= 1 and
+         pay.get('ordo_consumer_handled_total{durable="paymentsvc-order-created"}', 0) >= 1,
+         "and paymentsvc's own /metrics counts what it parked and handled, per durable")
+    oq = [c.services[n].metrics() for n in ("orderquery-1", "orderquery-2") if c.services[n].proc]
+    t.ok(sum(m.get('ordo_consumer_parked_total{durable="orderquery"}', 0) for m in oq) >= 1,
+         "as does orderquery's (one of the two instances parked it)")
+    t.ok(all(m.get("process_resident_memory_bytes", 0) > 0 and m.get("process_open_fds", 0) > 0
+             and "ordo_consumer_handle_duration_seconds_count" in m for m in [pay] + oq),
+         "with the handler's latency and the process's figures")
     seq = next(p["seq"] for p in parked if p["durable"] == "paymentsvc-order-created")
     out = json.loads(run([ORDOCTL, "parked", "replay", "--addr", c.addr, "--seq", str(seq)]).stdout)
     t.eq(out, {"replayed": 1}, "ordoctl parked replay --seq delivers it again")

@@ -17,6 +17,7 @@
 
 #include "ordo/bus.h"
 #include "ordo/envelope.h"
+#include "ordo/metrics.h"
 #include "ordo/status.h"
 
 typedef enum ordo_msg_action {
@@ -56,6 +57,16 @@ typedef ordo_msg_action (*ordo_event_cb)(void *ctx, int lane, const ordo_bus_eve
  */
 typedef void (*ordo_batch_cb)(void *ctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions);
 
+/** Where a consumer counts what it does (each may be NULL; not owned:
+ *  ordo/svcmetrics.h makes them). */
+typedef struct ordo_consumer_counters {
+    ordo_metric_t *handled;       /**< acknowledged after the handler */
+    ordo_metric_t *held;          /**< held: a dependency unreachable (once per delivery) */
+    ordo_metric_t *redelivered;   /**< delivered more than once */
+    ordo_metric_t *parked;
+    ordo_metric_t *latency;       /**< the handler's time per message */
+} ordo_consumer_counters_t;
+
 typedef struct ordo_consumer_config {
     const char *nats_url;
     const ordo_bus_auth_t *nats_auth;   /**< NULL: none (not owned) */
@@ -69,6 +80,7 @@ typedef struct ordo_consumer_config {
     int max_ack_pending;
     int concurrency;              /**< lanes handling messages in parallel (>= 1) */
     ordo_batch_cb batch_handler;  /**< NULL: the per-event handler */
+    const ordo_consumer_counters_t *counters;   /**< NULL: nothing counted */
 } ordo_consumer_config_t;
 
 /** The defaults ordo_consumer_config_init() sets. */
@@ -95,6 +107,9 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
 
 /** Messages this consumer has parked since it started. */
 long long ordo_consumer_parked(ordo_consumer_t *c);
+
+/** Stream messages JetStream had not handed over yet, after the last fetch. */
+long long ordo_consumer_pending(ordo_consumer_t *c);
 
 /** True while the consumer has a live NATS connection and subscription. */
 bool ordo_consumer_connected(ordo_consumer_t *c);

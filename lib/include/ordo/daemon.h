@@ -64,13 +64,14 @@ typedef struct ordo_daemon_consumer {
 /**
  * The whole life of a saga service: opens *@p store (an event store client
  * the handler uses through its context), runs the @p n consumers (each its
- * own durable, subject and lanes; all feed @p handler), and on SIGTERM
- * finishes the messages in hand and stops.
+ * own durable, subject and lanes; all feed @p handler), serves their
+ * /metrics on @p metrics_addr unless it is "" (ordo/svcmetrics.h; prints
+ * metrics_port=N), and on SIGTERM finishes the messages in hand and stops.
  * @return the exit code for main.
  */
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
                               const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
-                              const ordo_grpc_tls_t *tls, ordo_event_cb handler, void *ctx,
-                              struct ordo_grpc_client **store);
+                              const ordo_grpc_tls_t *tls, const char *metrics_addr, ordo_event_cb handler,
+                              void *ctx, struct ordo_grpc_client **store);
 
 #endif
