@@ -281,10 +281,10 @@ static int key_cmp(const void *a, const void *b, void *arg)
 static bool pop(checker_t *c)
 {
     frame_t *f = &c->frames[--c->depth];
-    key_ref_t *k = &c->refs[f->first_key];
     size_t n = c->n_refs - f->first_key;
 
     if (f->object && n > 1) {
+        key_ref_t *k = c->refs + f->first_key;   /* (refs is NULL until a key is seen: no offset on it before) */
         if (ordo_buf_failed(&c->keys))
             return fail(c, c->p, "out of memory");
         qsort_r(k, n, sizeof *k, key_cmp, c->keys.data);
