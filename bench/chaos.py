@@ -384,6 +384,19 @@ def check(c, clients, chaos, log):
     return verdicts
 
 
+def keep_logs(c, seed):
+    """Copies the cluster's logs out of its directory (removed at the end) to
+    /tmp/ordo-chaos-<seed>-<time>/; returns that directory."""
+    import shutil
+    out = f"/tmp/ordo-chaos-{seed}-{int(time.time())}"
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(c.dir):
+        if name.endswith(".log"):
+            shutil.copy(os.path.join(c.dir, name), out)
+    shutil.copy(os.path.join(c.pgdir, "log"), os.path.join(out, "postgresql.log"))
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -454,6 +467,9 @@ def main():
         if a.json:
             print(json.dumps(report))
         print(f"# chaos {'passed' if ok else 'FAILED'} (seed {seed})")
+        if not ok:
+            keep = keep_logs(c, seed)
+            print(f"# the cluster's logs (every daemon's, nats-server's, PostgreSQL's): {keep}")
     finally:
         c.close()
     return 0 if ok else 1
