@@ -125,6 +125,18 @@ ordo_status ordo_pg_status_of_sqlstate(const char *state)
     return ORDO_INTERNAL;
 }
 
+/* Whether @p res failed because the connection did: libpq says so, or the
+ * error did not come from the server (no SQLSTATE: libpq's own, such as
+ * "server closed the connection unexpectedly" on a connection a server's
+ * immediate shutdown or crash left behind, which libpq may not yet have
+ * marked bad). */
+static bool connection_lost(PGconn *conn, const PGresult *res)
+{
+    return PQstatus(conn) != CONNECTION_OK ||
+           (res != NULL && PQresultStatus(res) == PGRES_FATAL_ERROR &&
+            PQresultErrorField(res, PG_DIAG_SQLSTATE) == NULL);
+}
+
 /* The one mapping from a libpq result to ordo_status (see
  * ordo_pg_status_of_sqlstate), with the server's message. Does not clear @p res. */
 static ordo_status check_result(PGconn *conn, const PGresult *res, ordo_error_t *err)
@@ -135,7 +147,7 @@ static ordo_status check_result(PGconn *conn, const PGresult *res, ordo_error_t 
 
     if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK || rs == PGRES_EMPTY_QUERY)
         return ORDO_OK;
-    if (PQstatus(conn) != CONNECTION_OK)
+    if (connection_lost(conn, res))
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
     state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     text = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -350,11 +362,16 @@ static ordo_status run(ordo_pg_t *pg, const char *begin, ordo_pg_stmt_t *stmts, 
         pipeline(pg, begin, stmts, n, commit_of);
     for (int i = 0; i < n && st == ORDO_OK; i++)
         st = check_result(pg->conn, stmts[i].result, err);
-    if (st != ORDO_OK)
+    if (st != ORDO_OK) {
+        bool lost = false;
         for (int i = 0; i < n; i++) {
+            lost = lost || (pg->conn != NULL && connection_lost(pg->conn, stmts[i].result));
             PQclear(stmts[i].result);
             stmts[i].result = NULL;
         }
+        if (lost)
+            disconnect(pg);   /* libpq may still call it good: the next call connects again */
+    }
     return st;
 }
 
