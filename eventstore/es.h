@@ -20,6 +20,7 @@
 #include "ordo/grpc.h"
 #include "ordo/metrics.h"
 #include "ordo/pg.h"
+#include "ordo/workers.h"
 #include "ordo/status.h"
 
 typedef struct es_config {
@@ -153,12 +154,13 @@ ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *e
 void es_readers_get_events(es_readers_t *r, ordo_grpc_call_t *call);
 void es_readers_stats(es_readers_t *r, ordo_grpc_call_t *call);
 void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call);
-void es_readers_list_parked(es_readers_t *r, ordo_grpc_call_t *call);
-void es_readers_replay_parked(es_readers_t *r, ordo_grpc_call_t *call);
+/* Runs @p fn (with the es_ctx_t and @p call) on a reader thread. */
+void es_readers_submit(es_readers_t *r, ordo_job_cb fn, ordo_grpc_call_t *call);
 
-/* ---- parked.c: the admin calls over the PARKED stream (on a reader thread) ---- */
-void es_parked_list(es_ctx_t *ctx, ordo_grpc_call_t *call);
-void es_parked_replay(es_ctx_t *ctx, ordo_grpc_call_t *call);
+/* ---- parked.c: the admin calls over the PARKED stream, as reader jobs
+ * (es_readers_submit: @p vctx the es_ctx_t, @p call the gRPC call) ---- */
+void es_parked_list(void *vctx, ordo_pg_t *pg, void *call);
+void es_parked_replay(void *vctx, ordo_pg_t *pg, void *call);
 void es_readers_destroy(es_readers_t *r);
 
 ordo_status es_streams_create(es_ctx_t *ctx, es_streams_t **out);

@@ -21,11 +21,6 @@ enum {
     REPLAY_WAIT_MS = 5000,    /* JetStream's acknowledgement of a replayed copy */
 };
 
-static const char *header(natsMsg *m, const char *key)
-{
-    const char *v = NULL;
-    return natsMsgHeader_Get(m, key, &v) == NATS_OK && v != NULL ? v : "";
-}
 
 /* The range of sequences PARKED holds: [*first, *last]; both 0 when empty. */
 static ordo_status parked_range(ordo_bus_t *bus, uint64_t *first, uint64_t *last, ordo_error_t *err)
@@ -56,7 +51,7 @@ static ordo_status parked_at(ordo_bus_t *bus, uint64_t seq, const char *durable,
         return ordo_error_set(err, ORDO_NOT_FOUND, "no parked message %llu", (unsigned long long)seq);
     if (s != NATS_OK)
         return ordo_status_of_nats(s, jerr, "cannot read a parked message", err);
-    if (durable[0] != '\0' && strcmp(header(*out, ORDO_HDR_PARKED_DURABLE), durable) != 0) {
+    if (durable[0] != '\0' && strcmp(ordo_envelope_header(*out, ORDO_HDR_PARKED_DURABLE), durable) != 0) {
         natsMsg_Destroy(*out);
         *out = NULL;
         return ordo_error_set(err, ORDO_NOT_FOUND, "parked message %llu is not %s's", (unsigned long long)seq,
@@ -79,15 +74,15 @@ static void describe(natsMsg *m, Eventstore__ParkedMessage *p)
 {
     eventstore__parked_message__init(p);
     p->seq = natsMsg_GetSequence(m);
-    p->durable = (char *)header(m, ORDO_HDR_PARKED_DURABLE);
-    p->reason = (char *)header(m, ORDO_HDR_PARKED_REASON);
-    p->subject = (char *)header(m, ORDO_HDR_PARKED_SUBJECT);
-    p->stream_seq = strtoull(header(m, ORDO_HDR_PARKED_STREAM_SEQ), NULL, 10);
-    p->parked_at = strtoll(header(m, ORDO_HDR_PARKED_AT), NULL, 10);
-    p->event_id = (char *)header(m, ORDO_HDR_EVENT_ID_COPY);
-    p->event_type = (char *)header(m, ORDO_HDR_EVENT_TYPE);
-    p->aggregate_id = (char *)header(m, ORDO_HDR_AGGREGATE_ID);
-    p->position = strtoll(header(m, ORDO_HDR_POSITION), NULL, 10);
+    p->durable = (char *)ordo_envelope_header(m, ORDO_HDR_PARKED_DURABLE);
+    p->reason = (char *)ordo_envelope_header(m, ORDO_HDR_PARKED_REASON);
+    p->subject = (char *)ordo_envelope_header(m, ORDO_HDR_PARKED_SUBJECT);
+    p->stream_seq = strtoull(ordo_envelope_header(m, ORDO_HDR_PARKED_STREAM_SEQ), NULL, 10);
+    p->parked_at = strtoll(ordo_envelope_header(m, ORDO_HDR_PARKED_AT), NULL, 10);
+    p->event_id = (char *)ordo_envelope_header(m, ORDO_HDR_EVENT_ID_COPY);
+    p->event_type = (char *)ordo_envelope_header(m, ORDO_HDR_EVENT_TYPE);
+    p->aggregate_id = (char *)ordo_envelope_header(m, ORDO_HDR_AGGREGATE_ID);
+    p->position = strtoll(ordo_envelope_header(m, ORDO_HDR_POSITION), NULL, 10);
     p->data.data = (uint8_t *)natsMsg_GetData(m);
     p->data.len = (size_t)natsMsg_GetDataLength(m);
 }
@@ -116,8 +111,10 @@ static ordo_status list_on_bus(ordo_bus_t *bus, void *arg, ordo_error_t *err)
     return ORDO_OK;
 }
 
-void es_parked_list(es_ctx_t *ctx, ordo_grpc_call_t *call)
+void es_parked_list(void *vctx, ordo_pg_t *pg, void *call)
 {
+    es_ctx_t *ctx = vctx;
+    (void)pg;   /* (JetStream, not the database) */
     Eventstore__ListParkedResponse resp = EVENTSTORE__LIST_PARKED_RESPONSE__INIT;
     list_job_t job = {.req = (const Eventstore__ListParkedRequest *)ordo_grpc_call_request(call)};
     ordo_error_t err;
@@ -170,7 +167,7 @@ static ordo_status replay_one(ordo_bus_t *bus, natsMsg *m, uint64_t seq, ordo_er
     s = js_DeleteMsg(ordo_bus_js(bus), ORDO_PARKED_STREAM, seq, NULL, &jerr);
     deleted = s == NATS_OK;
     ORDO_INFO("parked message replayed", "seq=%llu durable=%s event_id=%s removed=%s", (unsigned long long)seq,
-              header(m, ORDO_HDR_PARKED_DURABLE), header(m, ORDO_HDR_EVENT_ID_COPY), deleted ? "yes" : "no");
+              ordo_envelope_header(m, ORDO_HDR_PARKED_DURABLE), ordo_envelope_header(m, ORDO_HDR_EVENT_ID_COPY), deleted ? "yes" : "no");
     return ORDO_OK;
 }
 
@@ -198,8 +195,10 @@ static ordo_status replay_on_bus(ordo_bus_t *bus, void *arg, ordo_error_t *err)
     return ORDO_OK;
 }
 
-void es_parked_replay(es_ctx_t *ctx, ordo_grpc_call_t *call)
+void es_parked_replay(void *vctx, ordo_pg_t *pg, void *call)
 {
+    es_ctx_t *ctx = vctx;
+    (void)pg;
     Eventstore__ReplayParkedResponse resp = EVENTSTORE__REPLAY_PARKED_RESPONSE__INIT;
     replay_job_t job = {.req = (const Eventstore__ReplayParkedRequest *)ordo_grpc_call_request(call)};
     ordo_error_t err;

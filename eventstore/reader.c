@@ -252,26 +252,9 @@ void es_readers_republish(es_readers_t *r, ordo_grpc_call_t *call)
     submit(r, republish, call);
 }
 
-static void list_parked(void *vctx, ordo_pg_t *pg, void *arg)
+void es_readers_submit(es_readers_t *r, ordo_job_cb fn, ordo_grpc_call_t *call)
 {
-    (void)pg;
-    es_parked_list(vctx, arg);
-}
-
-static void replay_parked(void *vctx, ordo_pg_t *pg, void *arg)
-{
-    (void)pg;
-    es_parked_replay(vctx, arg);
-}
-
-void es_readers_list_parked(es_readers_t *r, ordo_grpc_call_t *call)
-{
-    submit(r, list_parked, call);
-}
-
-void es_readers_replay_parked(es_readers_t *r, ordo_grpc_call_t *call)
-{
-    submit(r, replay_parked, call);
+    submit(r, fn, call);
 }
 
 ordo_status es_readers_create(es_ctx_t *ctx, es_readers_t **out, ordo_error_t *err)

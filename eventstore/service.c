@@ -48,14 +48,14 @@ static void on_list_parked(void *vctx, ordo_grpc_call_t *call, const ProtobufCMe
 {
     es_ctx_t *ctx = vctx;
     (void)msg;
-    es_readers_list_parked(ctx->readers, call);
+    es_readers_submit(ctx->readers, es_parked_list, call);
 }
 
 static void on_replay_parked(void *vctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
 {
     es_ctx_t *ctx = vctx;
     (void)msg;
-    es_readers_replay_parked(ctx->readers, call);
+    es_readers_submit(ctx->readers, es_parked_replay, call);
 }
 
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err)

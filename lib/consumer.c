@@ -324,8 +324,8 @@ static int settle_decided(lane_t *l, bool all)
 /* A replayed copy (Ordo-Replay-For) for a durable other than this one. */
 static bool replayed_for_another(const ordo_consumer_t *c, natsMsg *m)
 {
-    const char *v = NULL;
-    return natsMsgHeader_Get(m, ORDO_HDR_REPLAY_FOR, &v) == NATS_OK && v != NULL && strcmp(v, c->cfg.durable) != 0;
+    const char *v = ordo_envelope_header(m, ORDO_HDR_REPLAY_FOR);
+    return *v != '\0' && strcmp(v, c->cfg.durable) != 0;
 }
 
 /* Hands every message of the lane to the handler and settles those with an
@@ -354,8 +354,9 @@ static void handle_lane(lane_t *l)
             l->actions[i] = ORDO_MSG_TERM;  /* no handler sees it: parked */
     }
     run_waiting(l);
+    t0 = ordo_mono_us() - t0;
     for (int i = 0; i < l->n && COUNTER(c, latency) != NULL; i++)   /* a batch's time for each of its messages */
-        ordo_metric_observe_us(COUNTER(c, latency), ordo_mono_us() - t0);
+        ordo_metric_observe_us(COUNTER(c, latency), t0);
     if ((waiting = settle_decided(l, false)) > 0) {
         for (int i = 0; i < waiting; i++)
             ordo_metric_inc(COUNTER(c, held));

@@ -112,20 +112,20 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
             ccfg[i].concurrency = consumers[i].concurrency;
         }
         ordo_service_metrics_init(metrics, ccfg, n);
-        if (ordo_opt_given(metrics_addr) && ordo_service_metrics_serve(metrics, metrics_addr, &http, &port, &err) != ORDO_OK)
-            n = -1;   /* (none started: reported below) */
-        for (; started < n; started++) {
+        bool serving = !ordo_opt_given(metrics_addr) ||
+                       ordo_service_metrics_serve(metrics, metrics_addr, &http, &port, &err) == ORDO_OK;
+        for (; serving && started < n; started++) {
             if (ordo_consumer_start(&ccfg[started], handler, ctx, &running[started], &err) != ORDO_OK)
                 break;
             ordo_service_metrics_watch(metrics, started, running[started]);
         }
     }
-    if (http != NULL && started == n) {
-        printf("metrics_port=%d\n", port);
-        fflush(stdout);
-    }
     if (started == n) {
         char shown[512];
+        if (http != NULL) {
+            printf("metrics_port=%d\n", port);
+            fflush(stdout);
+        }
         for (int i = 0; i < n; i++)
             ORDO_INFO("running", "consumer=%s subject=%s eventstore=%s nats=%s", consumers[i].durable,
                       consumers[i].subject, eventstore_addr, ordo_log_url(nats_url, shown, sizeof shown));

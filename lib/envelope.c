@@ -7,15 +7,24 @@
 #include "ordo/bus.h"
 #include "ordo/uuid.h"
 
-static const char *header(natsMsg *m, const char *key)
+const char *ordo_envelope_header(natsMsg *m, const char *key)
 {
     const char *v = NULL;
     return natsMsgHeader_Get(m, key, &v) == NATS_OK && v != NULL ? v : "";
 }
 
+
+/* The event id @p m carries: Ordo-Event-Id on a parked, replayed or
+ * re-driven copy, else its Nats-Msg-Id. */
+static const char *event_id_of(natsMsg *m)
+{
+    const char *id = ordo_envelope_header(m, ORDO_HDR_EVENT_ID_COPY);
+    return *id != '\0' ? id : ordo_envelope_header(m, ORDO_HDR_EVENT_ID);
+}
+
 static int64_t header_int(natsMsg *m, const char *key)
 {
-    const char *v = header(m, key);
+    const char *v = ordo_envelope_header(m, key);
     return *v != '\0' ? strtoll(v, NULL, 10) : -1;
 }
 
@@ -70,16 +79,14 @@ natsStatus ordo_envelope_encode(const Eventstore__Event *ev, natsMsg **out)
 
 void ordo_envelope_decode(natsMsg *m, ordo_bus_event_t *ev)
 {
-    ev->event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
-    if (*ev->event_id == '\0')
-        ev->event_id = header(m, ORDO_HDR_EVENT_ID);
-    ev->event_type = header(m, ORDO_HDR_EVENT_TYPE);
-    ev->aggregate_id = header(m, ORDO_HDR_AGGREGATE_ID);
-    ev->aggregate_type = header(m, ORDO_HDR_AGGREGATE_TYPE);
-    ev->correlation_id = header(m, ORDO_HDR_CORRELATION_ID);
-    ev->version = strtoll(header(m, ORDO_HDR_VERSION), NULL, 10);
-    ev->position = strtoll(header(m, ORDO_HDR_POSITION), NULL, 10);
-    ev->created_at = strtoll(header(m, ORDO_HDR_CREATED_AT), NULL, 10);
+    ev->event_id = event_id_of(m);
+    ev->event_type = ordo_envelope_header(m, ORDO_HDR_EVENT_TYPE);
+    ev->aggregate_id = ordo_envelope_header(m, ORDO_HDR_AGGREGATE_ID);
+    ev->aggregate_type = ordo_envelope_header(m, ORDO_HDR_AGGREGATE_TYPE);
+    ev->correlation_id = ordo_envelope_header(m, ORDO_HDR_CORRELATION_ID);
+    ev->version = strtoll(ordo_envelope_header(m, ORDO_HDR_VERSION), NULL, 10);
+    ev->position = strtoll(ordo_envelope_header(m, ORDO_HDR_POSITION), NULL, 10);
+    ev->created_at = strtoll(ordo_envelope_header(m, ORDO_HDR_CREATED_AT), NULL, 10);
     ev->data = natsMsg_GetData(m) != NULL ? natsMsg_GetData(m) : "";
     ev->data_len = natsMsg_GetDataLength(m);
     ev->delivered = 1;
@@ -128,12 +135,10 @@ natsStatus ordo_envelope_parked_copy(natsMsg *m, const char *durable, const char
                                      natsMsg **out)
 {
     char subject[128], id[160];
-    const char *event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
+    const char *event_id = event_id_of(m);
     natsMsg *copy = NULL;
     natsStatus s;
 
-    if (*event_id == '\0')
-        event_id = header(m, ORDO_HDR_EVENT_ID);
     snprintf(subject, sizeof subject, ORDO_PARKED_PREFIX "%s", durable);
     snprintf(id, sizeof id, "%s:%llu", durable, (unsigned long long)stream_seq);
     s = natsMsg_Create(&copy, subject, NULL, natsMsg_GetData(m), natsMsg_GetDataLength(m));
@@ -162,21 +167,18 @@ natsStatus ordo_envelope_parked_copy(natsMsg *m, const char *durable, const char
 natsStatus ordo_envelope_fresh_id(natsMsg *m, const char *why)
 {
     char id[200];
-    const char *event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
+    const char *event_id = ordo_envelope_header(m, ORDO_HDR_EVENT_ID_COPY);
     natsStatus s = NATS_OK;
 
-    if (*event_id == '\0') {
-        event_id = header(m, ORDO_HDR_EVENT_ID);
-        s = natsMsgHeader_Set(m, ORDO_HDR_EVENT_ID_COPY, event_id);
-        event_id = header(m, ORDO_HDR_EVENT_ID_COPY);
-    }
+    if (*event_id == '\0' && (s = natsMsgHeader_Set(m, ORDO_HDR_EVENT_ID_COPY, event_id_of(m))) == NATS_OK)
+        event_id = ordo_envelope_header(m, ORDO_HDR_EVENT_ID_COPY);   /* (the copy: Nats-Msg-Id is replaced below) */
     snprintf(id, sizeof id, "%s:%s:%lld", why, event_id, (long long)(nats_NowInNanoSeconds() / 1000));
     return s == NATS_OK ? natsMsgHeader_Set(m, ORDO_HDR_EVENT_ID, id) : s;
 }
 
 natsStatus ordo_envelope_replay_copy(natsMsg *parked, natsMsg **out)
 {
-    const char *subject = header(parked, ORDO_HDR_PARKED_SUBJECT), *durable = header(parked, ORDO_HDR_PARKED_DURABLE);
+    const char *subject = ordo_envelope_header(parked, ORDO_HDR_PARKED_SUBJECT), *durable = ordo_envelope_header(parked, ORDO_HDR_PARKED_DURABLE);
     natsMsg *copy = NULL;
     natsStatus s;
 

@@ -104,6 +104,9 @@ natsStatus ordo_envelope_replay_copy(natsMsg *parked, natsMsg **out);
  */
 natsStatus ordo_envelope_fresh_id(natsMsg *m, const char *why);
 
+/** The value of header @p key of @p m ("" when it has none; points into @p m). */
+const char *ordo_envelope_header(natsMsg *m, const char *key);
+
 /** The Ordo-Position of @p m, -1 when it has none. */
 int64_t ordo_envelope_position(natsMsg *m);
 
