@@ -11,7 +11,12 @@ stopped (SIGSTOP), a burst of orders, a poison message. After the faults
 and a bounded settle time it checks what must hold and prints a report.
 Bounded in time, loopback only, stops by itself.
 
-    bench/chaos.py [--seconds 90] [--seed N] [--rate 20] [--settle 120] [--json]
+    bench/chaos.py [--seconds 90] [--seed N] [--rate 20] [--calm 10] [--gap 2-6]
+                   [--settle 120] [--json]
+
+ORDO_BUILD=build-asan runs it on the ASan+UBSan build; any sanitizer report
+in a daemon's log fails the run. The test suite runs it twice (ctest
+chaos_fixed, chaos_random).
 
 The seed and the schedule are printed first; the same seed gives the same
 schedule. Exit status 0 when every invariant holds.
@@ -105,14 +110,14 @@ class ChaosCluster(FlowCluster):
 
 # ---------------------------------------------------------------- the schedule
 
-def schedule(seed, seconds):
-    """The faults, from the seed alone: [(at_s, kind, arg)]."""
+def schedule(seed, seconds, gap=(2.0, 6.0)):
+    """The faults, from the seed (and the run's length and gap) alone: [(at_s, kind, arg)]."""
     rnd = random.Random(seed)
     faults, t = [], 3.0
     kinds = (["kill"] * 6 + ["nats-kill"] * 2 + ["pg-immediate"] * 2 + ["pg-read-only"] + ["writer-stop"] * 2
              + ["burst"] + ["poison"])
     while True:
-        t += rnd.uniform(2.0, 6.0)
+        t += rnd.uniform(*gap)
         if t > seconds - 5:
             break
         kind = rnd.choice(kinds)
@@ -384,6 +389,19 @@ def check(c, clients, chaos, log):
     return verdicts
 
 
+def redriven_orders(c, poison_ids):
+    """Orders, not injected poison, that the reconciler re-drove (its log lines)."""
+    out = set()
+    for name in os.listdir(c.dir):
+        if name.startswith("eventstore") and name.endswith(".log"):
+            for line in open(os.path.join(c.dir, name), errors="replace"):
+                if "re-driving a stuck order" in line:
+                    aid = line.split("aggregate_id=")[1].split()[0]
+                    if aid not in poison_ids:
+                        out.add(aid)
+    return sorted(out)
+
+
 def keep_logs(c, seed):
     """Copies the cluster's logs out of its directory (removed at the end) to
     /tmp/ordo-chaos-<seed>-<time>/; returns that directory."""
@@ -405,16 +423,24 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--rate", type=float, default=20, help="orders per second")
     ap.add_argument("--settle", type=float, default=120, help="most seconds to wait for the saga after the faults")
+    ap.add_argument("--calm", type=float, default=10, help="seconds of orders without faults first (the calm figures)")
+    ap.add_argument("--gap", default="2-6", help="seconds between faults, drawn from LO-HI")
     ap.add_argument("--json", action="store_true", help="print the report as JSON too")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the cluster's logs even when the run passes")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
-    plan = schedule(seed, a.seconds)
+    gap = tuple(float(x) for x in a.gap.split("-"))
+    plan = schedule(seed, a.seconds, gap)
     t0 = time.time()
     log = lambda msg: print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
-    print(f"# chaos: seed {seed}, {a.seconds:.0f} s, {a.rate:g} orders/s, {len(plan)} faults "
-          f"(repeat with --seed {seed})", flush=True)
+    kinds = {}
+    for _, kind, _ in plan:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    print(f"# chaos: seed {seed}, {a.calm:.0f} s calm then {a.seconds:.0f} s of faults, {a.rate:g} orders/s, "
+          f"{len(plan)} faults {kinds} "
+          f"(repeat with --seed {seed} --seconds {a.seconds:g} --gap {a.gap})", flush=True)
     for at, kind, arg in plan:
-        print(f"#   at {at:6.1f}s  {kind} {'' if arg is None else arg}")
+        print(f"#   at {a.calm + at:6.1f}s  {kind} {'' if arg is None else arg}")
     c = ChaosCluster()
     ok = False
     try:
@@ -424,14 +450,14 @@ def main():
         sup.start()
         t0 = time.time()
         clients.start()
-        calm_until = plan[0][0] if plan else a.seconds
+        calm_until = a.calm   # orders sent before the first fault's lead-in: the calm figures
         for at, kind, arg in plan:
-            time.sleep(max(0, at - (time.time() - t0)))
+            time.sleep(max(0, a.calm + at - (time.time() - t0)))
             try:
                 chaos.run(kind, arg)
             except Exception as e:
                 log(f"fault {kind} could not be injected: {e}")
-        time.sleep(max(0, a.seconds - (time.time() - t0)))
+        time.sleep(max(0, a.calm + a.seconds - (time.time() - t0)))
         log("faults over: waiting for the clients' retries and the saga")
         clients.finish(90)
         deadline = time.time() + a.settle
@@ -450,11 +476,16 @@ def main():
         for o, (_, sent) in clients.accepted.items():
             if o in times:
                 (calm if sent - t0 < calm_until else faulty).append(times[o] - sent)
+        slowest = sorted(((times[o] - sent, o) for o, (_, sent) in clients.accepted.items() if o in times),
+                         reverse=True)[:3]
+        redriven = redriven_orders(c, chaos.poison_ids)
         verdicts = check(c, clients, chaos, log)
         ok = all(v for v, _ in verdicts.values())
         report = {"seed": seed, "seconds": a.seconds, "rate": a.rate, "faults": chaos.injected,
                   "orders": {"accepted": len(clients.accepted), **clients.outcomes},
                   "settled_after_faults_s": settled_in,
+                  "slowest": [{"order_id": o, "s": round(t, 3)} for t, o in slowest],
+                  "redriven_by_reconciler": redriven,
                   "time_to_final_s": {"calm": percentiles(calm), "during_faults": percentiles(faulty)},
                   "invariants": {k: {"ok": v, "detail": d} for k, (v, d) in verdicts.items()}}
         print("\n# report")
@@ -462,12 +493,14 @@ def main():
         print(f"orders: {report['orders']}")
         print(f"time to final status (s): calm {report['time_to_final_s']['calm']}, "
               f"during faults {report['time_to_final_s']['during_faults']}; settled {settled_in}s after the faults")
+        print(f"slowest orders: {report['slowest']}")
+        print(f"accepted orders the reconciler had to re-drive (a message lost somewhere): {redriven}")
         for k, (v, d) in verdicts.items():
             print(f"{'ok  ' if v else 'FAIL'} {k}{'' if v else ': ' + d}")
         if a.json:
             print(json.dumps(report))
         print(f"# chaos {'passed' if ok else 'FAILED'} (seed {seed})")
-        if not ok:
+        if not ok or redriven or a.keep_logs:
             keep = keep_logs(c, seed)
             print(f"# the cluster's logs (every daemon's, nats-server's, PostgreSQL's): {keep}")
     finally:

@@ -156,6 +156,20 @@ static ordo_status check_result(PGconn *conn, const PGresult *res, ordo_error_t 
                           text ? text : PQerrorMessage(conn));
 }
 
+/* check_result for a result nobody keeps: @p res is cleared, and a connection
+ * it shows lost is dropped even when libpq still calls it good (the next
+ * call connects again). */
+static ordo_status settle_result(ordo_pg_t *pg, PGresult *res, ordo_error_t *err)
+{
+    ordo_status st = check_result(pg->conn, res, err);
+    bool lost = st != ORDO_OK && connection_lost(pg->conn, res);
+
+    PQclear(res);
+    if (lost)
+        disconnect(pg);
+    return st;
+}
+
 /* The server's notices (a migration's "already exists, skipping", a
  * WARNING) go to the log as one line each, instead of raw on stderr as
  * libpq prints them by default. */
@@ -326,8 +340,7 @@ static ordo_status prepare(ordo_pg_t *pg, const char *name, const char *sql, int
     if (pg->n_prepared == ORDO_PG_MAX_PREPARED)
         return ordo_error_set(err, ORDO_INTERNAL, "too many prepared statements");
     res = PQprepare(pg->conn, name, sql, n, NULL);
-    st = check_result(pg->conn, res, err);
-    PQclear(res);
+    st = settle_result(pg, res, err);
     if (st == ORDO_OK)
         pg->prepared[pg->n_prepared++] = name;
     return st;
@@ -407,15 +420,9 @@ ordo_status ordo_pg_query_idempotent(ordo_pg_t *pg, const char *sql, int n, cons
 /* One simple-protocol string (several statements allowed), results discarded. */
 static ordo_status exec_simple(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
 {
-    PGresult *res;
-    ordo_status st;
-
     if (pg->conn == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "database connection lost");
-    res = PQexec(pg->conn, sql);
-    st = check_result(pg->conn, res, err);
-    PQclear(res);
-    return st;
+    return settle_result(pg, PQexec(pg->conn, sql), err);
 }
 
 ordo_status ordo_pg_exec(ordo_pg_t *pg, const char *sql, ordo_error_t *err)
