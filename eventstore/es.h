@@ -18,6 +18,7 @@
 #include "eventstore.pb-c.h"
 #include "ordo/bus.h"
 #include "ordo/grpc.h"
+#include "ordo/http.h"
 #include "ordo/metrics.h"
 #include "ordo/pg.h"
 #include "ordo/workers.h"
@@ -85,7 +86,6 @@ typedef struct es_readers es_readers_t;
 typedef struct es_watermark es_watermark_t;
 typedef struct es_relay es_relay_t;
 typedef struct es_streams es_streams_t;
-struct ordo_http_server;
 
 typedef struct es_ctx {
     const es_config_t *cfg;
@@ -96,11 +96,12 @@ typedef struct es_ctx {
     es_watermark_t *watermark;
     es_relay_t *relay;
     es_streams_t *streams;
-    struct ordo_http_server *metrics;
+    ordo_http_server_t *metrics;
+    ordo_metrics_endpoint_t metrics_endpoint;   /* what it serves */
 } es_ctx_t;
 
 /* ---- metrics.c: GET /metrics on --metrics-addr ---- */
-ordo_status es_metrics_start(es_ctx_t *ctx, struct ordo_http_server **out, int *port, ordo_error_t *err);
+ordo_status es_metrics_start(es_ctx_t *ctx, ordo_http_server_t **out, int *port, ordo_error_t *err);
 
 /* ---- service.c: gRPC handlers ---- */
 ordo_status es_service_register(es_ctx_t *ctx, ordo_error_t *err);
@@ -172,6 +173,8 @@ void es_streams_destroy(es_streams_t *s);
 /* ---- watermark.c: the readers' safe high-water mark ---- */
 ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_t *err);
 int64_t es_watermark_get(es_watermark_t *wm);
+/* Whether the watermark's last look at the database succeeded. */
+bool es_watermark_database_ok(es_watermark_t *wm);
 /* Waits up to @p timeout_ms for the mark to pass @p above; returns the mark. */
 int64_t es_watermark_wait(es_watermark_t *wm, int64_t above, int timeout_ms);
 /* A writer here committed these positions (ascending): the mark may move
@@ -211,6 +214,9 @@ void es_relay_rescan(es_relay_t *r);
  * it back from the outbox (a copy is made; @p r may be NULL). Best effort:
  * when the hand-over queue is full, the relay reads the outbox instead. */
 void es_relay_offer(es_relay_t *r, const Eventstore__Event *ev);
+/* Positions committed (below the readers' mark) that the relay has not
+ * published yet: 0 unless this instance leads. */
+int64_t es_relay_backlog(es_relay_t *r);
 bool es_relay_connected(es_relay_t *r);
 /* This instance holds the relay lease (publishes the outbox). */
 bool es_relay_leading(es_relay_t *r);

@@ -1,6 +1,7 @@
 /* GET /metrics on --metrics-addr: the store's counters and gauges in the
  * Prometheus text format (the same figures as EventStoreAdmin.GetStats
- * that need no database query). */
+ * that need no database query), its gRPC methods' calls by code and
+ * latency, and the process's figures. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,61 +52,59 @@ static void parked_gauges(es_ctx_t *ctx, ordo_buf_t *b)
     free(l.list);
 }
 
-static void on_request(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+static void render(void *vctx, ordo_buf_t *b)
 {
     es_ctx_t *ctx = vctx;
     es_stats_t *s = &ctx->stats;
-    ordo_buf_t b = ORDO_BUF_INIT;
 
-    if (strcmp(req->path, "/metrics") != 0) {
-        ordo_http_fail(resp, &(ordo_error_t){.code = ORDO_NOT_FOUND, .msg = "only /metrics is served here"});
-        return;
-    }
-    counter(&b, "ordo_eventstore_appends_total", "CreateEvent calls answered with success", atomic_load(&s->appends));
-    counter(&b, "ordo_eventstore_conflicts_total", "CreateEvent calls refused for a wrong expected version",
+    counter(b, "ordo_eventstore_appends_total", "CreateEvent calls answered with success", atomic_load(&s->appends));
+    counter(b, "ordo_eventstore_conflicts_total", "CreateEvent calls refused for a wrong expected version",
             atomic_load(&s->conflicts));
-    counter(&b, "ordo_eventstore_duplicates_total", "CreateEvent calls answered as duplicates",
+    counter(b, "ordo_eventstore_duplicates_total", "CreateEvent calls answered as duplicates",
             atomic_load(&s->duplicates));
-    counter(&b, "ordo_eventstore_tx_retries_total", "write transactions retried", atomic_load(&s->tx_retries));
-    counter(&b, "ordo_eventstore_batches_total", "write transactions committed", atomic_load(&s->batches));
-    counter(&b, "ordo_eventstore_published_total", "events published and acknowledged by JetStream",
+    counter(b, "ordo_eventstore_tx_retries_total", "write transactions retried", atomic_load(&s->tx_retries));
+    counter(b, "ordo_eventstore_batches_total", "write transactions committed", atomic_load(&s->batches));
+    counter(b, "ordo_eventstore_published_total", "events published and acknowledged by JetStream",
             atomic_load(&s->published));
-    counter(&b, "ordo_eventstore_publish_errors_total", "transient publish failures", atomic_load(&s->publish_errors));
-    counter(&b, "ordo_eventstore_outbox_deletes_total",
+    counter(b, "ordo_eventstore_publish_errors_total", "transient publish failures", atomic_load(&s->publish_errors));
+    counter(b, "ordo_eventstore_outbox_deletes_total",
             "DELETE statements for published outbox rows (gathered over relay rounds)",
             atomic_load(&s->outbox_deletes));
-    counter(&b, "ordo_eventstore_write_queue_full_total",
+    counter(b, "ordo_eventstore_write_queue_full_total",
             "CreateEvent calls refused UNAVAILABLE: the write queue was at its bound", atomic_load(&s->queue_full));
-    counter(&b, "ordo_eventstore_expired_total",
+    counter(b, "ordo_eventstore_expired_total",
             "CreateEvent calls whose deadline passed before their write began (answered, never written)",
             atomic_load(&s->expired));
-    counter(&b, "ordo_eventstore_redriven_total", "stuck orders whose last event the reconciler queued again",
+    counter(b, "ordo_eventstore_redriven_total", "stuck orders whose last event the reconciler queued again",
             atomic_load(&s->redriven));
-    counter(&b, "ordo_eventstore_stuck_total", "orders still stuck after the reconciler's re-drives (need a hand)",
+    counter(b, "ordo_eventstore_stuck_total", "orders still stuck after the reconciler's re-drives (need a hand)",
             atomic_load(&s->stuck));
-    counter(&b, "ordo_eventstore_lost_republished_total",
+    counter(b, "ordo_eventstore_lost_republished_total",
             "events JetStream acknowledged and then lost, published again", atomic_load(&s->lost_republished));
     long long calls, bytes;
     es_writer_queued(ctx->writer, &calls, &bytes);
-    gauge(&b, "ordo_eventstore_write_queue_calls", "CreateEvent calls admitted and not yet answered", calls);
-    gauge(&b, "ordo_eventstore_write_queue_bytes", "their bytes in memory, about", bytes);
-    counter(&b, "ordo_eventstore_set_aside_total", "events JetStream refused for good", atomic_load(&s->set_aside));
-    gauge(&b, "ordo_eventstore_safe_position", "readers' high-water mark", es_watermark_get(ctx->watermark));
-    gauge(&b, "ordo_eventstore_relay_leader", "1 when this instance holds the relay lease (publishes the outbox)",
+    gauge(b, "ordo_eventstore_write_queue_calls", "CreateEvent calls admitted and not yet answered", calls);
+    gauge(b, "ordo_eventstore_write_queue_bytes", "their bytes in memory, about", bytes);
+    counter(b, "ordo_eventstore_set_aside_total", "events JetStream refused for good", atomic_load(&s->set_aside));
+    gauge(b, "ordo_eventstore_safe_position", "readers' high-water mark", es_watermark_get(ctx->watermark));
+    gauge(b, "ordo_eventstore_relay_leader", "1 when this instance holds the relay lease (publishes the outbox)",
           es_relay_leading(ctx->relay) ? 1 : 0);
-    gauge(&b, "ordo_eventstore_bus_connected", "1 when the relay has a NATS connection",
+    gauge(b, "ordo_eventstore_outbox_backlog_positions",
+          "committed positions the relay has not published yet (on the leading instance; 0 elsewhere)",
+          es_relay_backlog(ctx->relay));
+    gauge(b, "ordo_eventstore_database_up", "1 when the store's last look at its database succeeded",
+          es_watermark_database_ok(ctx->watermark) ? 1 : 0);
+    gauge(b, "ordo_eventstore_bus_connected", "1 when the relay has a NATS connection",
           es_relay_connected(ctx->relay) ? 1 : 0);
-    parked_gauges(ctx, &b);
-    ordo_metrics_render(&s->latency, &b);
-    resp->status = 200;
-    resp->body = b.data != NULL ? b.data : strdup("");
-    resp->content_type = "text/plain; version=0.0.4";
+    parked_gauges(ctx, b);
+    ordo_metrics_render(&s->latency, b);
+    ordo_grpc_server_metrics_render(ctx->server, b);
+    ordo_process_metrics_render(b);
 }
 
 ordo_status es_metrics_start(es_ctx_t *ctx, ordo_http_server_t **out, int *port, ordo_error_t *err)
 {
-    ordo_http_config_t cfg = {.addr = ctx->cfg->metrics_addr, .threads = 1, .max_body = 1024,
-                              .connection_timeout_s = 10, .max_connections = 64, .insecure = ctx->cfg->insecure,
-                              .enable_hint = "serve /metrics on a loopback address"};
-    return ordo_http_start(&cfg, on_request, ctx, out, port, err);
+    ctx->metrics_endpoint = (ordo_metrics_endpoint_t){render, ctx};
+    return ordo_http_serve_metrics(ctx->cfg->metrics_addr, ctx->cfg->insecure, &ctx->metrics_endpoint, out, port,
+                                   err);
 }

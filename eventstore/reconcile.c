@@ -11,10 +11,13 @@
  *
  * Bounded work: the log is walked in position chunks, up to the position
  * the watermark had --reconcile-after-s ago (sampled each round), from the
- * start once per process, then only what is new; a re-driven stream is
- * looked at again after twice the wait, at most REDRIVES times, then logged
- * as needing a hand (with what ordoctl shows: its parked messages). The
- * list of those is bounded too.
+ * start once per process, then only what is new. Each re-drive is recorded
+ * in the table redrives (sql/006) before it goes out, so that a restart or
+ * a new leader neither repeats nor forgets it: the walk passes over heads
+ * already re-driven, and the table says which are due to be looked at
+ * again (after 2x, 4x the wait). A head is re-driven at most REDRIVES
+ * times in all, then logged once as needing a hand (with what ordoctl
+ * shows: its parked messages).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,21 +31,14 @@ enum {
     CHUNK = 20000,       /* positions one query looks at */
     CHUNKS_PER_ROUND = 5,
     SAMPLES = 64,        /* watermark samples kept (one per round) */
-    WATCH_MAX = 4096,    /* re-driven streams looked at again */
-    REDRIVES = 3,        /* re-drives of one stream before it is left to an operator */
+    DUE_PER_ROUND = 256, /* re-driven heads looked at again in one round */
+    REDRIVES = 3,        /* re-drives of one head before it is left to an operator */
     REDRIVE_WAIT_MS = 5000,
 };
 
 typedef struct sample {
     int64_t at_ms, position;
 } sample_t;
-
-typedef struct watched {
-    char aggregate_id[257];
-    int64_t position;    /* its last event when re-driven */
-    int64_t due_ms;
-    int redrives;
-} watched_t;
 
 struct es_reconciler {
     const es_config_t *cfg;
@@ -52,8 +48,6 @@ struct es_reconciler {
     int64_t next_ms;
     sample_t samples[SAMPLES];
     int n_samples, next_sample;
-    watched_t *watch;
-    int n_watch;
 };
 
 /* "{a,b,c}" from "a,b,c" (the names are checked at start: no braces or quotes). */
@@ -65,10 +59,8 @@ static void pg_array(const char *list, char *out, size_t cap)
 es_reconciler_t *es_reconciler_create(const es_config_t *cfg)
 {
     es_reconciler_t *rc = calloc(1, sizeof *rc);
-    if (rc == NULL || (rc->watch = calloc(WATCH_MAX, sizeof *rc->watch)) == NULL) {
-        free(rc);
+    if (rc == NULL)
         return NULL;
-    }
     rc->cfg = cfg;
     pg_array(cfg->reconcile_final, rc->finals, sizeof rc->finals);
     return rc;
@@ -76,8 +68,6 @@ es_reconciler_t *es_reconciler_create(const es_config_t *cfg)
 
 void es_reconciler_destroy(es_reconciler_t *rc)
 {
-    if (rc != NULL)
-        free(rc->watch);
     free(rc);
 }
 
@@ -139,114 +129,159 @@ static ordo_status redrive(ordo_pg_t *pg, ordo_bus_t *bus, int64_t position, ord
     return ordo_status_of_nats(s, jerr, "cannot publish the re-driven event", err);
 }
 
-static void watch(es_reconciler_t *rc, const char *aggregate_id, int64_t position, int redrives, int64_t now_ms)
+/* Records one more re-drive of the head (@p aggregate_id at @p position):
+ * the first for a head not seen before, the next for the one recorded.
+ * *@p n is the re-drive's number; 0 when the head had its REDRIVES already. */
+static ordo_status claim(ordo_pg_t *pg, const char *aggregate_id, const char *position, int *n, ordo_error_t *err)
 {
-    watched_t *w;
-    if (rc->n_watch == WATCH_MAX) {   /* full: the oldest entry makes room (logged) */
-        ORDO_WARN("reconciler: too many re-driven orders to follow; forgetting the oldest", "aggregate_id=%s",
-                  rc->watch[0].aggregate_id);
-        memmove(&rc->watch[0], &rc->watch[1], (WATCH_MAX - 1) * sizeof *rc->watch);
-        rc->n_watch--;
+    static const char sql[] =
+        "INSERT INTO redrives AS r (aggregate_id, position, redrives, last_at) VALUES ($1, $2::int8, 1, now()) "
+        "ON CONFLICT (aggregate_id) DO UPDATE SET "
+        "  redrives = CASE WHEN r.position = excluded.position THEN r.redrives + 1 ELSE 1 END, "
+        "  position = excluded.position, last_at = now() "
+        "WHERE r.position <> excluded.position OR r.redrives < $3::int4 "
+        "RETURNING redrives";
+    char max[12];
+    const char *params[3] = {aggregate_id, position, max};
+    PGresult *res = NULL;
+    ordo_status st;
+
+    snprintf(max, sizeof max, "%d", REDRIVES);
+    st = ordo_pg_query_idempotent(pg, sql, 3, params, &res, err);
+    *n = st == ORDO_OK && PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
+    PQclear(res);
+    return st;
+}
+
+/* A statement about one head's record: (aggregate_id, position). */
+static ordo_status on_record(ordo_pg_t *pg, const char *sql, const char *aggregate_id, const char *position,
+                             ordo_error_t *err)
+{
+    const char *params[2] = {aggregate_id, position};
+    return ordo_pg_query_idempotent(pg, sql, 2, params, NULL, err);
+}
+
+/* Re-drives the head (recorded first; a publish that fails gives the
+ * re-drive back: a bus that is down is waited out, not counted). */
+static ordo_status redrive_head(ordo_pg_t *pg, ordo_bus_t *bus, const char *aggregate_id, const char *position,
+                                const char *what, int *found, ordo_error_t *err)
+{
+    int n;
+    ordo_status st = claim(pg, aggregate_id, position, &n, err);
+
+    if (st != ORDO_OK || n == 0)
+        return st;
+    if ((st = redrive(pg, bus, strtoll(position, NULL, 10), err)) != ORDO_OK) {
+        ordo_error_t ignored;
+        on_record(pg, "UPDATE redrives SET redrives = redrives - 1 WHERE aggregate_id = $1 AND position = $2::int8",
+                  aggregate_id, position, &ignored);
+        return st;
     }
-    w = &rc->watch[rc->n_watch++];
-    snprintf(w->aggregate_id, sizeof w->aggregate_id, "%s", aggregate_id);
-    w->position = position;
-    w->redrives = redrives;
-    w->due_ms = now_ms + (int64_t)rc->cfg->reconcile_after_s * 1000 * (2 << redrives);
+    if (n == 1)
+        ORDO_WARN("reconciler: re-driving a stuck order", "aggregate_id=%s position=%s %s", aggregate_id, position,
+                  what);
+    else
+        ORDO_WARN("reconciler: re-driving a stuck order again", "aggregate_id=%s position=%s redrives=%d",
+                  aggregate_id, position, n);
+    (*found)++;
+    return ORDO_OK;
 }
 
 /* The stuck heads among positions (lo, hi]: streams of the reconciled type
  * whose last event is there and not final. */
-static const char STUCK_SQL[] =
-    "SELECT e.position, e.aggregate_id, e.event_type, "
-    "       (extract(epoch FROM clock_timestamp() - e.created_at))::int8 "
-    "FROM events e JOIN streams s ON s.aggregate_id = e.aggregate_id AND s.version = e.version "
-    "WHERE e.position > $1::int8 AND e.position <= $2::int8 AND e.aggregate_type = $3 "
+#define STUCK_SQL                                                                                  \
+    "SELECT e.position, e.aggregate_id, e.event_type, "                                            \
+    "       (extract(epoch FROM clock_timestamp() - e.created_at))::int8 "                         \
+    "FROM events e JOIN streams s ON s.aggregate_id = e.aggregate_id AND s.version = e.version "   \
+    "WHERE e.position > $1::int8 AND e.position <= $2::int8 AND e.aggregate_type = $3 "            \
     "  AND NOT (e.event_type = ANY($4::text[])) "
-    "ORDER BY e.position";
 
-/* One chunk of the walk: re-drives what is stuck in (lo, hi]. */
-static ordo_status walk_chunk(es_reconciler_t *rc, ordo_pg_t *pg, ordo_bus_t *bus, int64_t lo, int64_t hi, int64_t now_ms, int *found,
-                              ordo_error_t *err)
+/* One chunk of the walk: re-drives what is stuck in (lo, hi] and was never
+ * re-driven at that head (those the table follows). */
+static ordo_status walk_chunk(es_reconciler_t *rc, ordo_pg_t *pg, ordo_bus_t *bus, int64_t lo, int64_t hi,
+                              int *found, ordo_error_t *err)
 {
-    char l[24], h[24];
+    static const char sql[] = STUCK_SQL
+        "  AND NOT EXISTS (SELECT 1 FROM redrives r WHERE r.aggregate_id = e.aggregate_id AND r.position = e.position) "
+        "ORDER BY e.position";
+    char l[24], h[24], what[160];
     const char *params[4] = {l, h, rc->cfg->reconcile_type, rc->finals};
     PGresult *res = NULL;
     ordo_status st;
 
     snprintf(l, sizeof l, "%lld", (long long)lo);
     snprintf(h, sizeof h, "%lld", (long long)hi);
-    if ((st = ordo_pg_query_idempotent(pg, STUCK_SQL, 4, params, &res, err)) != ORDO_OK)
+    if ((st = ordo_pg_query_idempotent(pg, sql, 4, params, &res, err)) != ORDO_OK)
         return st;
     for (int i = 0; i < PQntuples(res) && st == ORDO_OK; i++) {
-        int64_t position = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-        if ((st = redrive(pg, bus, position, err)) != ORDO_OK)
-            break;
-        ORDO_WARN("reconciler: re-driving a stuck order", "aggregate_id=%s last_event=%s position=%lld age_s=%s",
-                  PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), (long long)position, PQgetvalue(res, i, 3));
-        watch(rc, PQgetvalue(res, i, 1), position, 0, now_ms);
-        (*found)++;
+        snprintf(what, sizeof what, "last_event=%s age_s=%s", PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+        st = redrive_head(pg, bus, PQgetvalue(res, i, 1), PQgetvalue(res, i, 0), what, found, err);
     }
     PQclear(res);
     return st;
 }
 
-/* Whether @p w's stream is still where it was re-driven (its head the same
- * non-final event); ORDO_NOT_FOUND when it moved on. */
-static ordo_status still_stuck(es_reconciler_t *rc, ordo_pg_t *pg, const watched_t *w, ordo_error_t *err)
+/* Whether the recorded head is still the stream's head and not final;
+ * ORDO_NOT_FOUND when it moved on. */
+static ordo_status still_stuck(es_reconciler_t *rc, ordo_pg_t *pg, const char *position, ordo_error_t *err)
 {
-    char l[24], h[24];
-    const char *params[4] = {l, h, rc->cfg->reconcile_type, rc->finals};
+    static const char sql[] = STUCK_SQL;
+    char l[24];
+    const char *params[4] = {l, position, rc->cfg->reconcile_type, rc->finals};
     PGresult *res = NULL;
     ordo_status st;
 
-    snprintf(l, sizeof l, "%lld", (long long)w->position - 1);
-    snprintf(h, sizeof h, "%lld", (long long)w->position);
-    if ((st = ordo_pg_query_idempotent(pg, STUCK_SQL, 4, params, &res, err)) == ORDO_OK && PQntuples(res) == 0)
+    snprintf(l, sizeof l, "%lld", strtoll(position, NULL, 10) - 1);
+    if ((st = ordo_pg_query_idempotent(pg, sql, 4, params, &res, err)) == ORDO_OK && PQntuples(res) == 0)
         st = ORDO_NOT_FOUND;
     PQclear(res);
     return st;
 }
 
-/* Looks again at the re-driven streams that are due. */
-static ordo_status check_watched(es_reconciler_t *rc, ordo_pg_t *pg, ordo_bus_t *bus, int64_t now_ms, int *found, ordo_error_t *err)
+/* Looks again at the recorded heads that are due: those re-driven n times
+ * --reconcile-after-s x 2^n ago, and those given up on an hour ago (to
+ * forget them once an operator moved them on). */
+static ordo_status check_due(es_reconciler_t *rc, ordo_pg_t *pg, ordo_bus_t *bus, int *found, ordo_error_t *err)
 {
-    int kept = 0;
-    ordo_status st = ORDO_OK;
+    static const char sql[] =
+        "SELECT aggregate_id, position, redrives FROM redrives "
+        "WHERE (redrives <= $2::int4 AND last_at + ($1::int8 * (2 << redrives)) * interval '1 second' <= now()) "
+        "   OR (redrives > $2::int4 AND last_at + interval '1 hour' <= now()) "
+        "ORDER BY last_at LIMIT $3::int8";
+    char wait[24], max[12], limit[12];
+    const char *params[3] = {wait, max, limit};
+    PGresult *res = NULL;
+    ordo_status st;
 
-    for (int i = 0; i < rc->n_watch; i++) {
-        watched_t w = rc->watch[i];
-        if (st != ORDO_OK || w.due_ms > now_ms) {
-            rc->watch[kept++] = w;
-            continue;
-        }
-        if ((st = still_stuck(rc, pg, &w, err)) == ORDO_NOT_FOUND) {
-            st = ORDO_OK;   /* it moved on: done */
-            continue;
-        }
-        if (st != ORDO_OK) {
-            rc->watch[kept++] = w;
-            continue;
-        }
-        if (w.redrives + 1 >= REDRIVES) {
+    snprintf(wait, sizeof wait, "%d", rc->cfg->reconcile_after_s);
+    snprintf(max, sizeof max, "%d", REDRIVES);
+    snprintf(limit, sizeof limit, "%d", DUE_PER_ROUND);
+    if ((st = ordo_pg_query_idempotent(pg, sql, 3, params, &res, err)) != ORDO_OK)
+        return st;
+    for (int i = 0; i < PQntuples(res) && st == ORDO_OK; i++) {
+        const char *id = PQgetvalue(res, i, 0), *position = PQgetvalue(res, i, 1);
+        int redrives = atoi(PQgetvalue(res, i, 2));
+
+        if ((st = still_stuck(rc, pg, position, err)) == ORDO_NOT_FOUND) {   /* it moved on: done */
+            st = on_record(pg, "DELETE FROM redrives WHERE aggregate_id = $1 AND position = $2::int8", id, position,
+                           err);
+        } else if (st == ORDO_OK && redrives > REDRIVES) {
+            st = on_record(pg, "UPDATE redrives SET last_at = now() WHERE aggregate_id = $1 AND position = $2::int8",
+                           id, position, err);
+        } else if (st == ORDO_OK && redrives == REDRIVES) {
             ORDO_ERROR("reconciler: an order stays stuck after re-driving it; it needs a hand",
-                       "aggregate_id=%s position=%lld redrives=%d hint=\"ordoctl parked list; ordoctl get --aggregate-id\"",
-                       w.aggregate_id, (long long)w.position, w.redrives + 1);
+                       "aggregate_id=%s position=%s redrives=%d hint=\"ordoctl parked list; ordoctl get --aggregate-id\"",
+                       id, position, redrives);
             atomic_fetch_add(&rc->stats->stuck, 1);
-            continue;
+            st = on_record(pg,
+                           "UPDATE redrives SET redrives = redrives + 1, last_at = now()"
+                           " WHERE aggregate_id = $1 AND position = $2::int8",
+                           id, position, err);
+        } else if (st == ORDO_OK) {
+            st = redrive_head(pg, bus, id, position, "", found, err);
         }
-        if ((st = redrive(pg, bus, w.position, err)) != ORDO_OK) {
-            rc->watch[kept++] = w;
-            continue;
-        }
-        ORDO_WARN("reconciler: re-driving a stuck order again", "aggregate_id=%s position=%lld redrives=%d",
-                  w.aggregate_id, (long long)w.position, w.redrives + 2);
-        w.redrives++;
-        w.due_ms = now_ms + (int64_t)rc->cfg->reconcile_after_s * 1000 * (2 << w.redrives);
-        rc->watch[kept++] = w;
-        (*found)++;
     }
-    rc->n_watch = kept;
+    PQclear(res);
     return st;
 }
 
@@ -264,11 +299,11 @@ int es_reconciler_round(es_reconciler_t *rc, es_stats_t *stats, ordo_pg_t *pg, o
     hi = position_then(rc, now_ms, safe_position);
     for (int k = 0; k < CHUNKS_PER_ROUND && rc->cursor < hi && st == ORDO_OK; k++) {
         int64_t upto = rc->cursor + CHUNK < hi ? rc->cursor + CHUNK : hi;
-        if ((st = walk_chunk(rc, pg, bus, rc->cursor, upto, now_ms, &found, &err)) == ORDO_OK)
+        if ((st = walk_chunk(rc, pg, bus, rc->cursor, upto, &found, &err)) == ORDO_OK)
             rc->cursor = upto;
     }
     if (st == ORDO_OK)
-        st = check_watched(rc, pg, bus, now_ms, &found, &err);
+        st = check_due(rc, pg, bus, &found, &err);
     if (st != ORDO_OK)
         ORDO_WARN("reconciler cannot look at the log now", "err=\"%s\"", err.msg);
     if (found > 0)

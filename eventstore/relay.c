@@ -59,6 +59,7 @@ struct es_relay {
     pthread_mutex_t bus_mu;     /* guards bus: the relay thread sets it, admin calls borrow it */
     ordo_bus_t *bus;
     int64_t cursor;             /* relay thread only: outbox rows at or below are done */
+    atomic_llong published_to;  /* the cursor as it last moved forward (for /metrics) */
     es_handover_t *handover;    /* committed events handed over by writers (its own lock) */
     es_offered_t *taken;        /* relay thread only: this round's share of the hand-over */
     es_outbox_t *outbox;        /* relay thread only */
@@ -323,6 +324,7 @@ static int relay_round(es_relay_t *r, ordo_pg_t *pg, ordo_bus_t *bus)
     PQclear(res);
     if (rows == 0) {
         r->cursor = mark;
+        atomic_store(&r->published_to, mark);
         return 0;
     }
     return settle_round(r, pg, next, rows);
@@ -365,6 +367,7 @@ static int settle_round(es_relay_t *r, ordo_pg_t *pg, int64_t next, int rows)
     if (failed > 0)
         return -1;      /* the cursor stays: the same range is read again */
     r->cursor = next;
+    atomic_store(&r->published_to, next);
     return rows;
 }
 
@@ -590,6 +593,16 @@ void es_relay_rescan(es_relay_t *r)
 bool es_relay_leading(es_relay_t *r)
 {
     return r != NULL && atomic_load(&r->leading);
+}
+
+int64_t es_relay_backlog(es_relay_t *r)
+{
+    int64_t to, mark;
+
+    if (!es_relay_leading(r) || (to = atomic_load(&r->published_to)) <= 0)
+        return 0;
+    mark = es_watermark_get(r->ctx->watermark);
+    return mark > to ? mark - to : 0;
 }
 
 bool es_relay_connected(es_relay_t *r)

@@ -27,6 +27,7 @@
  * as committed (another instance's event, a transaction of ours still in
  * flight or rolled back), and reads it on every tick.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ struct es_watermark {
     int n_witnesses;
     bool no_activity;          /* pg_stat_activity cannot tell here (CockroachDB): gaps settle by the timeout alone */
     bool checked_server;
+    atomic_bool database_ok;   /* the last look at the database succeeded (for /metrics) */
 };
 
 /* Where to start walking: a million positions below the top are long settled. */
@@ -305,6 +307,7 @@ static void *watermark_thread(void *arg)
                 st = initial_mark(pg, &mark, &err);
             if (st == ORDO_OK)
                 st = advance(wm, pg, &mark, &more, &err);
+            atomic_store(&wm->database_ok, st == ORDO_OK);
             if (st != ORDO_OK) {
                 if (!warned)
                     ORDO_WARN("watermark cannot read the database", "err=\"%s\"", err.msg);
@@ -354,6 +357,11 @@ ordo_status es_watermark_create(es_ctx_t *ctx, es_watermark_t **out, ordo_error_
     ordo_thread_name(wm->thread, "es-watermark", -1);
     *out = wm;
     return ORDO_OK;
+}
+
+bool es_watermark_database_ok(es_watermark_t *wm)
+{
+    return atomic_load(&wm->database_ok);
 }
 
 int64_t es_watermark_get(es_watermark_t *wm)

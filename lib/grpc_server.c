@@ -22,9 +22,10 @@
 
 #include "ordo/config.h"
 #include "ordo/log.h"
+#include "ordo/metrics.h"
 #include "ordo/retry.h"
 
-enum { SLOTS_PER_METHOD = 8, MAX_THREADS = 8, SHUTDOWN_SETTLE_MS = 100, MAX_IDENTITIES = 64, MAX_IDENTITY = 128 };
+enum { GRPC_CODES = 17, SLOTS_PER_METHOD = 8, MAX_THREADS = 8, SHUTDOWN_SETTLE_MS = 100, MAX_IDENTITIES = 64, MAX_IDENTITY = 128 };
 
 typedef enum tag_kind {
     TAG_NEW,        /* a registered method's call arrived */
@@ -48,6 +49,9 @@ typedef struct method_entry {
     bool streaming;
     ordo_grpc_role role;            /* the least role that may call it (with TLS; at least reader) */
     void *ctx;
+    const char *service;            /* desc's service name, for the metrics' labels */
+    atomic_llong handled[GRPC_CODES];   /* calls finished, by status code */
+    ordo_metric_t latency;          /* histogram: accepted to final status sent */
 } method_entry_t;
 
 /* A client certificate's common name and the role it maps to. */
@@ -102,6 +106,7 @@ struct ordo_grpc_call {
     size_t chain_n, chain_next;
     grpc_byte_buffer *out;          /* message of the finish batch */
     grpc_slice status_details;
+    int64_t accepted_us;            /* when the call arrived (ordo_mono_us) */
 };
 
 static void call_unref(ordo_grpc_call_t *c);
@@ -268,6 +273,7 @@ static void on_new_call(ordo_grpc_call_t *c, bool ok)
         return;
     }
     arm_slot(srv, m);
+    c->accepted_us = ordo_mono_us();
     pthread_mutex_lock(&srv->mu);
     srv->live_calls++;
     c->accepted = true;
@@ -520,6 +526,7 @@ ordo_status ordo_grpc_server_add_service(ordo_grpc_server_t *srv,
         memset(m, 0, sizeof *m);
         m->desc = &desc->methods[i];
         m->ctx = ctx;
+        m->service = desc->name;
         snprintf(m->path, sizeof m->path, "/%s/%s", desc->name, m->desc->name);
         for (size_t k = 0; k < n_methods; k++) {
             if (strcmp(methods[k].name, m->desc->name) == 0) {
@@ -633,6 +640,46 @@ void ordo_grpc_server_destroy(ordo_grpc_server_t *srv)
     grpc_shutdown();
 }
 
+/* A registered method's call is finished with @p code: counted, timed. */
+static void count_finished(ordo_grpc_call_t *c, int code)
+{
+    if (c->m == NULL)
+        return;   /* unknown paths are anyone's strings: not labels */
+    atomic_fetch_add(&c->m->handled[code >= 0 && code < GRPC_CODES ? code : 2 /* UNKNOWN */], 1);
+    ordo_metric_observe_us(&c->m->latency, ordo_mono_us() - c->accepted_us);
+}
+
+static const char *const code_names[GRPC_CODES] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+
+void ordo_grpc_server_metrics_render(ordo_grpc_server_t *srv, ordo_buf_t *out)
+{
+    char labels[320];
+
+    if (srv == NULL || srv->n_methods == 0)
+        return;
+    ordo_metrics_render_header(out, "grpc_server_handled_total", "counter",
+                               "calls finished, by method and status code (OK always shown; others once seen)");
+    for (size_t i = 0; i < srv->n_methods; i++) {
+        method_entry_t *m = &srv->methods[i];
+        for (int code = 0; code < GRPC_CODES; code++) {
+            long long v = atomic_load(&m->handled[code]);
+            if (v > 0 || code == 0)
+                ordo_buf_printf(out, "grpc_server_handled_total{grpc_service=\"%s\",grpc_method=\"%s\",grpc_code=\"%s\"} %lld\n",
+                                m->service, m->desc->name, code_names[code], v);
+        }
+    }
+    ordo_metrics_render_header(out, "grpc_server_handling_seconds", "histogram",
+                               "time from a call's arrival to its final status (a stream's whole life)");
+    for (size_t i = 0; i < srv->n_methods; i++) {
+        method_entry_t *m = &srv->methods[i];
+        snprintf(labels, sizeof labels, "grpc_service=\"%s\",grpc_method=\"%s\"", m->service, m->desc->name);
+        ordo_metric_render_histogram(&m->latency, "grpc_server_handling_seconds", labels, out);
+    }
+}
+
 void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *message,
                            const ProtobufCMessage *response)
 {
@@ -648,6 +695,7 @@ void ordo_grpc_call_finish(ordo_grpc_call_t *c, ordo_status st, const char *mess
         n++;
     }
     c->status_details = grpc_slice_from_copied_string(st == ORDO_OK || message == NULL ? "" : message);
+    count_finished(c, ordo_grpc_code_of(st));
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = (grpc_status_code)ordo_grpc_code_of(st);
     ops[n].data.send_status_from_server.status_details = &c->status_details;

@@ -312,3 +312,35 @@ void ordo_http_stop(ordo_http_server_t *srv)
     srv->mhd.stop_daemon(srv->daemon);
     server_free(srv);
 }
+
+void ordo_http_metrics_page(const ordo_metrics_endpoint_t *ep, ordo_http_response_t *resp)
+{
+    ordo_buf_t b = ORDO_BUF_INIT;
+
+    ep->render(ep->ctx, &b);
+    resp->status = 200;
+    resp->body = b.data != NULL ? b.data : strdup("");
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static void serve_metrics(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+{
+    if (strcmp(req->path, "/metrics") != 0) {
+        ordo_http_fail(resp, &(ordo_error_t){.code = ORDO_NOT_FOUND, .msg = "only /metrics is served here"});
+    } else if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        ordo_http_error(resp, 405, "method_not_allowed", "allowed here: GET, HEAD");
+        resp->header_name = "Allow";
+        resp->header_value = "GET, HEAD";
+    } else {
+        ordo_http_metrics_page(ctx, resp);
+    }
+}
+
+ordo_status ordo_http_serve_metrics(const char *addr, bool insecure, const ordo_metrics_endpoint_t *ep,
+                                    ordo_http_server_t **out, int *port, ordo_error_t *err)
+{
+    ordo_http_config_t cfg = {.addr = addr, .threads = 1, .max_body = 1024, .connection_timeout_s = 10,
+                              .max_connections = 16, .max_per_address = 8, .insecure = insecure,
+                              .enable_hint = "serve /metrics on a loopback address"};
+    return ordo_http_start(&cfg, serve_metrics, (void *)ep, out, port, err);
+}

@@ -29,15 +29,27 @@
 
 void api_init(api_ctx_t *ctx)
 {
-    static const char *classes[5] = {"code=\"1xx\"", "code=\"2xx\"", "code=\"3xx\"", "code=\"4xx\"", "code=\"5xx\""};
-    for (int i = 0; i < 5; i++)
-        ctx->by_class[i] = ordo_metrics_counter(&ctx->metrics, "ordo_http_requests_total", classes[i],
-                                                "HTTP requests answered, by status class");
+    static const char *const ops[API_OPS] = {
+        [API_CREATE] = "method=\"POST\",route=\"/api/orders\"", [API_LIST] = "method=\"GET\",route=\"/api/orders\"",
+        [API_GET] = "method=\"GET\",route=\"/api/orders/{id}\"", [API_HEALTHZ] = "method=\"GET\",route=\"/healthz\"",
+        [API_METRICS] = "method=\"GET\",route=\"/metrics\"", [API_OTHER] = "method=\"other\",route=\"other\""};
+
+    for (int op = 0; op < API_OPS; op++) {
+        snprintf(ctx->labels[op][0], sizeof ctx->labels[op][0], "%s", ops[op]);
+        for (int c = 0; c < 5; c++) {
+            snprintf(ctx->labels[op][c + 1], sizeof ctx->labels[op][c + 1], "%s,code=\"%dxx\"", ops[op], c + 1);
+            ctx->by_class[op][c] = ordo_metrics_counter(&ctx->metrics, "ordo_http_requests_total",
+                                                        ctx->labels[op][c + 1],
+                                                        "HTTP requests answered, by route and status class");
+        }
+    }
+    for (int op = 0; op < API_OPS; op++)
+        ctx->latency[op] = ordo_metrics_histogram_labelled(&ctx->metrics, "ordo_http_request_duration_seconds",
+                                                           ctx->labels[op][0], "time to answer an HTTP request, by route");
     ctx->created = ordo_metrics_counter(&ctx->metrics, "ordo_orders_created_total", "", "orders accepted (201)");
     ctx->replayed = ordo_metrics_counter(&ctx->metrics, "ordo_orders_replayed_total", "",
                                          "POSTs answered from an earlier one with the same Idempotency-Key");
-    ctx->latency = ordo_metrics_histogram(&ctx->metrics, "ordo_http_request_duration_seconds",
-                                          "time to answer an HTTP request");
+    ctx->metrics_endpoint = (ordo_metrics_endpoint_t){api_render_metrics, ctx};
 }
 
 /* Answers @p status with @p doc (taken). */
@@ -276,14 +288,12 @@ static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_erro
                          err);
 }
 
-static ordo_status metrics(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_error_t *err)
+void api_render_metrics(void *vctx, ordo_buf_t *out)
 {
-    ordo_buf_t out = ORDO_BUF_INIT;
-    ordo_metrics_render(&ctx->metrics, &out);
-    resp->status = 200;
-    resp->body = out.data ? out.data : strdup("");
-    resp->content_type = "text/plain; version=0.0.4";
-    return resp->body != NULL ? ORDO_OK : ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    api_ctx_t *ctx = vctx;
+
+    ordo_metrics_render(&ctx->metrics, out);
+    ordo_process_metrics_render(out);
 }
 
 /* ------------------------------------------------------------- routing */
@@ -298,8 +308,8 @@ static ordo_status method_not_allowed(ordo_http_response_t *resp, const char *al
 }
 
 /* Runs the request's handler: ORDO_OK when it filled @p resp, else the
- * status (and *@p err) that ordo_http_fail renders. */
-static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp,
+ * status (and *@p err) that ordo_http_fail renders. *@p op: what it was. */
+static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp, api_op *op,
                          ordo_error_t *err)
 {
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
@@ -311,6 +321,11 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     bool one = !orders && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL;
     const api_key_t *who = NULL;
 
+    *op = API_OTHER;
+    if (get)
+        *op = orders ? API_LIST : one ? API_GET : API_OTHER;
+    else if (post && orders)
+        *op = API_CREATE;
     /* orders need a key when keys are on; /healthz and /metrics stay open */
     if ((orders || one) && ctx->keys.n > 0 &&
         (who = api_keys_find(&ctx->keys, ordo_http_header(req, "Authorization"))) == NULL) {
@@ -328,19 +343,15 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     if (strcmp(req->path, "/healthz") == 0 || (strcmp(req->path, "/metrics") == 0 && ctx->cfg->metrics_addr[0] == '\0')) {
         if (!get)
             return method_not_allowed(resp, "GET, HEAD");
-        return req->path[1] == 'h' ? healthz(ctx, resp, err) : metrics(ctx, resp, err);
+        if (req->path[1] == 'h') {
+            *op = API_HEALTHZ;
+            return healthz(ctx, resp, err);
+        }
+        *op = API_METRICS;
+        ordo_http_metrics_page(&ctx->metrics_endpoint, resp);
+        return ORDO_OK;
     }
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
-}
-
-void api_handle_metrics(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
-{
-    ordo_error_t err;
-    ordo_status st = strcmp(req->path, "/metrics") == 0
-                         ? metrics(vctx, resp, &err)
-                         : ordo_error_set(&err, ORDO_NOT_FOUND, "only /metrics is served here");
-    if (st != ORDO_OK)
-        ordo_http_fail(resp, &err);
 }
 
 void api_handle(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
@@ -348,15 +359,16 @@ void api_handle(void *vctx, const ordo_http_request_t *req, ordo_http_response_t
     api_ctx_t *ctx = vctx;
     struct timespec t0, t1;
     ordo_error_t err;
+    api_op op;
     int cls;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (route(ctx, req, resp, &err) != ORDO_OK)
+    if (route(ctx, req, resp, &op, &err) != ORDO_OK)
         ordo_http_fail(resp, &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     cls = resp->status / 100 - 1;
     if (cls >= 0 && cls < 5)
-        ordo_metric_inc(ctx->by_class[cls]);
-    ordo_metric_observe_us(ctx->latency, (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
+        ordo_metric_inc(ctx->by_class[op][cls]);
+    ordo_metric_observe_us(ctx->latency[op], (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
     ORDO_DEBUG("http", "method=%s path=%s status=%d", req->method, req->path, resp->status);
 }

@@ -26,14 +26,20 @@ typedef struct api_config {
     const char *metrics_addr;  /* "": /metrics on the API's address; else there only */
 } api_config_t;
 
+/* What a request asked for, for the metrics' labels (route templates, not paths). */
+typedef enum api_op { API_CREATE, API_LIST, API_GET, API_HEALTHZ, API_METRICS, API_OTHER, API_OPS } api_op;
+
 typedef struct api_ctx {
     const api_config_t *cfg;
     ordo_grpc_client_t *store;
     ordo_grpc_client_t *query;
     ordo_metrics_t metrics;
-    ordo_metric_t *by_class[5];      /* 1xx..5xx */
-    ordo_metric_t *created, *replayed, *latency;
+    char labels[API_OPS][6][72];     /* [op][0]: the op's; [op][1..5]: with code="1xx".."5xx" */
+    ordo_metric_t *by_class[API_OPS][5];
+    ordo_metric_t *latency[API_OPS];
+    ordo_metric_t *created, *replayed;
     api_keys_t keys;                 /* none: every request may do everything */
+    ordo_metrics_endpoint_t metrics_endpoint;   /* GET /metrics */
 } api_ctx_t;
 
 /* Registers the metrics; call once before serving. */
@@ -42,7 +48,7 @@ void api_init(api_ctx_t *ctx);
 /* The HTTP handler: routes and answers one request. */
 void api_handle(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp);
 
-/* The handler of --metrics-addr: GET /metrics alone. */
-void api_handle_metrics(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp);
+/* What GET /metrics shows: the HTTP figures and the process's. */
+void api_render_metrics(void *ctx, ordo_buf_t *out);
 
 #endif

@@ -32,7 +32,7 @@ int main(int argc, char **argv)
 {
     api_config_t cfg = {0};
     api_ctx_t ctx = {0};
-    ordo_http_config_t hcfg, mcfg;
+    ordo_http_config_t hcfg;
     ordo_http_server_t *http = NULL, *metrics = NULL;
     ordo_error_t err;
     int port = 0, mport = 0;
@@ -55,13 +55,12 @@ int main(int argc, char **argv)
                                 .tls_key_file = cfg.https_key, .authenticated = ctx.keys.n > 0,
                                 .insecure = cfg.insecure,
                                 .enable_hint = "set --https-cert, --https-key and --api-keys-file"};
-    mcfg = (ordo_http_config_t){.addr = cfg.metrics_addr, .threads = 1, .max_body = 1024, .connection_timeout_s = 10,
-                                .max_connections = 64, .max_per_address = 16, .insecure = cfg.insecure,
-                                .enable_hint = "serve /metrics on a loopback address"};
     if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
         ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &cfg.tls, &ctx.query, &err) != ORDO_OK ||
         ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK ||
-        (cfg.metrics_addr[0] != '\0' && ordo_http_start(&mcfg, api_handle_metrics, &ctx, &metrics, &mport, &err) != ORDO_OK)) {
+        (cfg.metrics_addr[0] != '\0' &&
+         ordo_http_serve_metrics(cfg.metrics_addr, cfg.insecure, &ctx.metrics_endpoint, &metrics, &mport, &err) !=
+             ORDO_OK)) {
         ORDO_ERROR("orderapi cannot start", "err=\"%s\"", err.msg);
         rc = 1;
     } else {

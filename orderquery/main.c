@@ -63,6 +63,9 @@ static ordo_status start(oq_ctx_t *ctx, ordo_error_t *err)
     ccfg.concurrency = cfg->concurrency;
     ccfg.batch_handler = oq_handle_batch;
     ordo_service_metrics_init(&ctx->metrics, &ccfg, 1);
+    oq_metrics_init(ctx);
+    ctx->metrics.extra = oq_metrics_render;
+    ctx->metrics.extra_ctx = ctx;
 
     if ((ctx->projection_pg = calloc((size_t)cfg->concurrency, sizeof *ctx->projection_pg)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
@@ -125,6 +128,7 @@ int main(int argc, char **argv)
     ordo_grpc_server_destroy(ctx.server);
     for (int i = 0; ctx.projection_pg != NULL && i < cfg.concurrency; i++)
         ordo_pg_destroy(ctx.projection_pg[i]);
+    ordo_pg_destroy(ctx.metrics_pg);
     free(ctx.projection_pg);
     ordo_grpc_client_destroy(ctx.store);
     return rc;

@@ -40,7 +40,14 @@ typedef struct oq_ctx {
     atomic_llong applied;       /* events applied by this process */
     ordo_service_metrics_t metrics;   /* the consumer's counters and /metrics */
     ordo_http_server_t *metrics_http; /* NULL: no --metrics-addr */
+    ordo_metrics_t own;               /* the read model's figures (metrics.c) */
+    ordo_metric_t *apply_lag;         /* event written to event applied, seconds */
+    ordo_pg_t *metrics_pg;            /* the scrape's own connection (one metrics thread) */
 } oq_ctx_t;
+
+/* metrics.c: the read model's figures on /metrics (with the consumer's) */
+void oq_metrics_init(oq_ctx_t *ctx);
+void oq_metrics_render(void *ctx, ordo_buf_t *out);
 
 /* projection.c */
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "oq.h"
 #include "ordo/buf.h"
@@ -326,6 +327,21 @@ static ordo_status apply_batch(ordo_pg_t *pg, const ordo_bus_event_t *events, in
     return st;
 }
 
+/* How long after it was written each order event of a batch that is done
+ * with reached the read model. */
+static void observe_lag(oq_ctx_t *ctx, const ordo_bus_event_t *events, int n, const ordo_msg_action *actions)
+{
+    struct timespec now;
+    int64_t now_us;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    for (int i = 0; i < n; i++)
+        if (actions[i] == ORDO_MSG_ACK && events[i].created_at > 0 &&
+            strcmp(events[i].aggregate_type, ORDO_ORDER_AGGREGATE) == 0)
+            ordo_metric_observe_us(ctx->apply_lag, now_us - events[i].created_at);
+}
+
 void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions)
 {
     oq_ctx_t *ctx = vctx;
@@ -357,6 +373,7 @@ void oq_handle_batch(void *vctx, int lane, const ordo_bus_event_t *events, int n
             actions[i] = oq_handle(ctx, lane, &events[i]);
     }
     free(rest);
+    observe_lag(ctx, events, n, actions);
 }
 
 ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)

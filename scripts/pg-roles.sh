@@ -33,7 +33,7 @@ done
 psql_url -v db="$db" <<'SQL'
 GRANT CONNECT ON DATABASE :"db" TO ordo_eventstore, ordo_readmodel;
 GRANT USAGE ON SCHEMA public TO ordo_eventstore, ordo_readmodel;
-REVOKE ALL ON events, streams, outbox, outbox_rejected, relay_lease, orders, order_items, schema_migrations
+REVOKE ALL ON events, streams, outbox, outbox_rejected, relay_lease, redrives, orders, order_items, schema_migrations
     FROM PUBLIC, ordo_eventstore, ordo_readmodel;
 GRANT SELECT ON schema_migrations TO ordo_eventstore, ordo_readmodel;
 -- the log: read and append, nothing else
@@ -41,6 +41,7 @@ GRANT SELECT, INSERT ON events TO ordo_eventstore;
 GRANT USAGE, SELECT ON SEQUENCE events_position_seq TO ordo_eventstore;
 GRANT SELECT, INSERT, UPDATE ON streams, outbox_rejected, relay_lease TO ordo_eventstore;
 GRANT SELECT, INSERT, DELETE ON outbox TO ordo_eventstore;
+GRANT SELECT, INSERT, UPDATE, DELETE ON redrives TO ordo_eventstore;
 -- the read model: its own rows (a rebuild empties them)
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON orders, order_items TO ordo_readmodel;
 SQL

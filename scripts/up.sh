@@ -39,7 +39,7 @@ es_port=50051
 (exec 3<>/dev/tcp/127.0.0.1/$es_port) 2>/dev/null && es_port=0
 ordo_tls_args "$certs" eventstore
 "$root/build/eventstore/eventstore" --listen 127.0.0.1:$es_port --database-url "$ES_DATABASE_URL" --nats-url "$NATS_URL" \
-    "${TLS[@]}" >"$cluster/eventstore.out" 2>"$cluster/eventstore.log" &
+    --metrics-addr 127.0.0.1:0 "${TLS[@]}" >"$cluster/eventstore.out" 2>"$cluster/eventstore.log" &
 echo $! >"$cluster/eventstore.pid"
 for _ in $(seq 100); do grep -q '^port=' "$cluster/eventstore.out" && break; sleep 0.1; done
 EVENTSTORE_ADDR=127.0.0.1:$(sed -n 's/^port=//p' "$cluster/eventstore.out")
@@ -64,19 +64,21 @@ ENV
 chmod 600 "$cluster/env"
 export EVENTSTORE_ADDR NATS_URL
 
-# start NAME PORTVAR BINARY ARGS...: runs one service in the background, records its PID,
-# and (for PORTVAR) reads the port it prints.
+# start NAME BINARY ARGS...: runs one daemon in the background with its
+# /metrics on a free loopback port, and records its PID.
 start() {   # (with the TLS options of the identity named by the binary's folder)
     local name=$1 binary=$2; shift 2
     ordo_tls_args "$certs" "${binary%%/*}"
-    "$root/build/$binary" "$@" "${TLS[@]}" >"$cluster/$name.out" 2>"$cluster/$name.log" &
+    "$root/build/$binary" "$@" --metrics-addr 127.0.0.1:0 "${TLS[@]}" >"$cluster/$name.out" 2>"$cluster/$name.log" &
     echo $! >"$cluster/$name.pid"
 }
-wait_port_line() {
-    local name=$1
-    for _ in $(seq 100); do grep -q '^port=' "$cluster/$name.out" 2>/dev/null && break; sleep 0.1; done
-    sed -n 's/^port=//p' "$cluster/$name.out"
+# wait_line NAME KEY: the value of the KEY=value line the daemon prints when it serves
+wait_line() {
+    local name=$1 key=$2
+    for _ in $(seq 100); do grep -q "^$key=" "$cluster/$name.out" 2>/dev/null && break; sleep 0.1; done
+    sed -n "s/^$key=//p" "$cluster/$name.out"
 }
+wait_port_line() { wait_line "$1" port; }
 echo "== orderquery x2 (one durable consumer shared as a queue group)"
 start orderquery-1 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$RM_DATABASE_URL"
 start orderquery-2 orderquery/orderquery --listen 127.0.0.1:0 --database-url "$RM_DATABASE_URL"
@@ -94,6 +96,18 @@ start orderapi orderapi/orderapi --http-addr 127.0.0.1:$http_port --orderquery-a
     --api-keys-file "$certs/api-keys" --https-cert "$certs/orderapi.pem" --https-key "$certs/orderapi.key"
 API=https://127.0.0.1:$(wait_port_line orderapi)
 echo "   $API"
+echo "== /metrics of every daemon (Prometheus text format; .cluster/prometheus.yml scrapes them all)"
+scrape=""
+for name in eventstore orderquery-1 orderquery-2 paymentsvc restaurantsvc orderapi; do
+    mport=$(wait_line "$name" metrics_port)
+    [ -n "$mport" ] || { cat "$cluster/$name.log"; exit 1; }
+    var=ORDO_METRICS_$(echo "${name//-/_}" | tr '[:lower:]' '[:upper:]')
+    echo "export $var=127.0.0.1:$mport" >>"$cluster/env"
+    scrape+="  - job_name: $name"$'\n'"    static_configs: [{targets: ['127.0.0.1:$mport']}]"$'\n'
+    printf '   %-14s http://127.0.0.1:%s/metrics\n' "$name" "$mport"
+done
+printf 'global: {scrape_interval: 15s}\nrule_files: [%s]\nscrape_configs:\n%s' \
+    "'$root/scripts/prometheus/ordo-rules.yml'" "$scrape" >"$cluster/prometheus.yml"
 cat >>"$cluster/env" <<ENV
 export ORDERQUERY_ADDR=$ORDERQUERY_ADDR
 export API=$API

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ordo/buf.h"
 #include "ordo/status.h"
 
 typedef struct ordo_grpc_server ordo_grpc_server_t;
@@ -107,6 +108,12 @@ bool ordo_grpc_server_stopping(const ordo_grpc_server_t *srv);
  * then cancels the rest and waits for them. Blocks; call once.
  */
 void ordo_grpc_server_shutdown(ordo_grpc_server_t *srv, int grace_ms);
+
+/** Appends the server's per-method figures in the Prometheus text format:
+ *  grpc_server_handled_total{grpc_service,grpc_method,grpc_code} and the
+ *  histogram grpc_server_handling_seconds{grpc_service,grpc_method}.
+ *  Thread-safe; accepts NULL (nothing). */
+void ordo_grpc_server_metrics_render(ordo_grpc_server_t *srv, ordo_buf_t *out);
 
 /** Frees the server (shuts it down first if needed). Accepts NULL. */
 void ordo_grpc_server_destroy(ordo_grpc_server_t *srv);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "ordo/buf.h"
 #include "ordo/status.h"
 
 typedef struct ordo_http_server ordo_http_server_t;
@@ -76,5 +77,21 @@ void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, c
 
 /** The one mapping from ordo_status to an HTTP status code. */
 int ordo_http_code_of(ordo_status st);
+
+/** What a daemon's GET /metrics shows: @p render appends the Prometheus
+ *  text exposition (called on a server thread, once per scrape). */
+typedef struct ordo_metrics_endpoint {
+    void (*render)(void *ctx, ordo_buf_t *out);
+    void *ctx;
+} ordo_metrics_endpoint_t;
+
+/** Answers 200 with @p ep's exposition (text format 0.0.4). */
+void ordo_http_metrics_page(const ordo_metrics_endpoint_t *ep, ordo_http_response_t *resp);
+
+/** Serves GET /metrics alone on @p addr (plain HTTP, so a loopback address
+ *  unless @p insecure; port 0: any, in *@p port); any other path is 404,
+ *  any other method 405. @p ep must outlive the server (ordo_http_stop). */
+ordo_status ordo_http_serve_metrics(const char *addr, bool insecure, const ordo_metrics_endpoint_t *ep,
+                                    ordo_http_server_t **out, int *port, ordo_error_t *err);
 
 #endif

@@ -11,7 +11,7 @@
 
 #include "ordo/buf.h"
 
-#define ORDO_METRICS_MAX 32
+#define ORDO_METRICS_MAX 96
 #define ORDO_HIST_BUCKETS 12
 
 typedef struct ordo_metric {
@@ -29,9 +29,14 @@ typedef struct ordo_metrics {
     int n;
 } ordo_metrics_t;
 
-/** Registers a counter (or a histogram of seconds); NULL when the registry is full. */
+/** Registers a counter (or a histogram of seconds); NULL when the registry
+ *  is full. @p labels ("" or e.g. `route="/healthz"`) must outlive the
+ *  registry; register the series of one name one after the other (the text
+ *  format wants them together). */
 ordo_metric_t *ordo_metrics_counter(ordo_metrics_t *r, const char *name, const char *labels, const char *help);
 ordo_metric_t *ordo_metrics_histogram(ordo_metrics_t *r, const char *name, const char *help);
+ordo_metric_t *ordo_metrics_histogram_labelled(ordo_metrics_t *r, const char *name, const char *labels,
+                                               const char *help);
 
 void ordo_metric_inc(ordo_metric_t *m);
 /** Records one observation of @p us microseconds. */
@@ -39,5 +44,20 @@ void ordo_metric_observe_us(ordo_metric_t *m, long long us);
 
 /** Appends the text exposition of every metric to @p out. */
 void ordo_metrics_render(ordo_metrics_t *r, ordo_buf_t *out);
+
+/** Appends the series of one histogram @p m as @p name with @p labels ("" or
+ *  `a="b",c="d"`), without the HELP and TYPE lines: for histograms kept
+ *  outside a registry (the gRPC server's per method). */
+void ordo_metric_render_histogram(const ordo_metric_t *m, const char *name, const char *labels, ordo_buf_t *out);
+
+/** Appends a HELP and a TYPE line. */
+void ordo_metrics_render_header(ordo_buf_t *out, const char *name, const char *type, const char *help);
+
+/** Appends the process's own figures (Prometheus' process_* names):
+ *  resident memory, CPU, open files, threads, start time. */
+void ordo_process_metrics_render(ordo_buf_t *out);
+
+/** A callback that appends a text exposition to @p out. */
+typedef void (*ordo_metrics_render_cb)(void *ctx, ordo_buf_t *out);
 
 #endif

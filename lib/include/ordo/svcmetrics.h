@@ -23,6 +23,9 @@ typedef struct ordo_service_metrics {
     char labels[ORDO_SERVICE_MAX_CONSUMERS][96];
     ordo_consumer_counters_t counters[ORDO_SERVICE_MAX_CONSUMERS];
     ordo_consumer_t *consumers[ORDO_SERVICE_MAX_CONSUMERS];   /**< for the pending gauge (not owned) */
+    ordo_metrics_render_cb extra;   /**< the service's own figures (may be NULL), rendered after these */
+    void *extra_ctx;
+    ordo_metrics_endpoint_t endpoint;   /**< what ordo_service_metrics_serve serves */
 } ordo_service_metrics_t;
 
 /** Registers the metrics of the durables of @p cfgs[0..n) and points each
@@ -39,8 +42,5 @@ void ordo_service_metrics_render(ordo_service_metrics_t *m, ordo_buf_t *out);
  *  any, in *@p port) with @p m, which must outlive the server (ordo_http_stop). */
 ordo_status ordo_service_metrics_serve(ordo_service_metrics_t *m, const char *addr, ordo_http_server_t **out, int *port,
                                        ordo_error_t *err);
-
-/** Appends the process_* figures (CPU, resident memory, open files, threads, start time). */
-void ordo_process_metrics_render(ordo_buf_t *out);
 
 #endif
