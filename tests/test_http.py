@@ -168,8 +168,8 @@ def test_routes(c, t):
     code, text = curl(c, "GET", "/metrics", ctype=None)
     import re
     created = re.search(r"^ordo_orders_created_total (\d+)$", text, re.M) if code == 200 else None
-    t.ok('ordo_http_requests_total{code="4xx"}' in text and created and int(created.group(1)) == 6,
-         "metrics count the requests (6 orders created by this test file)")
+    t.ok('ordo_http_requests_total{method="POST",route="/api/orders",code="4xx"}' in text and created
+         and int(created.group(1)) == 6, "metrics count the requests (6 orders created by this test file)")
 
 
 def test_slow_clients_at_one_address(c, t):
