@@ -225,3 +225,40 @@ ordo_status ordo_order_refund_json(const char *order_id, const char *data, size_
     json_decref(doc);
     return st;
 }
+
+void ordo_order_state_init(ordo_order_state_t *s)
+{
+    memset(s, 0, sizeof *s);
+    s->status = "";
+}
+
+ordo_status ordo_order_state_apply(ordo_order_state_t *s, const char *event_type, const char *data, size_t len,
+                                   int64_t version, int64_t created_at, ordo_error_t *err)
+{
+    const char *status;
+    ordo_status st;
+
+    if (version != s->version + 1)
+        return ordo_error_set(err, ORDO_CONFLICT, "event version %lld after %lld", (long long)version,
+                              (long long)s->version);
+    if (s->version == 0) {
+        if (strcmp(event_type, ORDO_EV_ORDER_CREATED) != 0)
+            return ordo_error_set(err, ORDO_INVALID, "the order's first event is %s, not %s", event_type,
+                                  ORDO_EV_ORDER_CREATED);
+        if ((st = ordo_order_from_event(data, len, &s->order, err)) != ORDO_OK)
+            return st;
+        s->created_at = created_at;
+    }
+    status = ordo_order_status_after(event_type);
+    if (status != NULL && (s->version == 0 || strcmp(event_type, ORDO_EV_ORDER_CREATED) != 0))
+        s->status = status;
+    s->version = version;
+    s->updated_at = created_at;
+    return ORDO_OK;
+}
+
+void ordo_order_state_free(ordo_order_state_t *s)
+{
+    ordo_order_free(&s->order);
+    ordo_order_state_init(s);
+}

@@ -3,6 +3,7 @@
  *   POST /api/orders            → order-created through the event store, 201
  *   GET  /api/orders/{id}       → the read model (orderquery), 200/404
  *   GET  /api/orders?customer_id=&status=&limit=&after=
+ *   GET  /api/orders/{id}/events, GET /api/orders/{id}?at= (history.c)
  *   GET  /healthz, GET /metrics
  * Errors are JSON {"error":{"code","message"}}; the store or read model
  * being down is 503, never a hang: every call has a deadline.
@@ -31,7 +32,9 @@ void api_init(api_ctx_t *ctx)
 {
     static const char *const ops[API_OPS] = {
         [API_CREATE] = "method=\"POST\",route=\"/api/orders\"", [API_LIST] = "method=\"GET\",route=\"/api/orders\"",
-        [API_GET] = "method=\"GET\",route=\"/api/orders/{id}\"", [API_HEALTHZ] = "method=\"GET\",route=\"/healthz\"",
+        [API_GET] = "method=\"GET\",route=\"/api/orders/{id}\"",
+        [API_EVENTS] = "method=\"GET\",route=\"/api/orders/{id}/events\"",
+        [API_HEALTHZ] = "method=\"GET\",route=\"/healthz\"",
         [API_METRICS] = "method=\"GET\",route=\"/metrics\"", [API_OTHER] = "method=\"other\",route=\"other\""};
 
     for (int op = 0; op < API_OPS; op++) {
@@ -53,7 +56,7 @@ void api_init(api_ctx_t *ctx)
 }
 
 /* Answers @p status with @p doc (taken). */
-static ordo_status json_response(ordo_http_response_t *resp, int status, json_t *doc, ordo_error_t *err)
+ordo_status api_json_response(ordo_http_response_t *resp, int status, json_t *doc, ordo_error_t *err)
 {
     resp->status = status;
     resp->body = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
@@ -64,7 +67,7 @@ static ordo_status json_response(ordo_http_response_t *resp, int status, json_t 
 /* A failed call to the store or the read model: for the HTTP client, any
  * failure on their side, and their refusing orderapi's own identity, means
  * the service is unavailable for now. */
-static ordo_status upstream(const char *who, ordo_error_t *err)
+ordo_status api_upstream(const char *who, ordo_error_t *err)
 {
     if (ordo_http_code_of(err->code) >= 500 || err->code == ORDO_UNAUTHENTICATED || err->code == ORDO_FORBIDDEN) {
         char msg[sizeof err->msg];
@@ -120,7 +123,7 @@ static bool key_ok(const char *key)
 }
 
 /* A customer's key acts for its customer alone (NULL: keys are off, or staff). */
-static const char *own_customer(const api_key_t *who)
+const char *api_own_customer(const api_key_t *who)
 {
     return who != NULL && !who->staff ? who->customer : NULL;
 }
@@ -142,7 +145,7 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
         return ordo_error_set(err, ORDO_INVALID, "Idempotency-Key must be 1 to 128 visible ASCII characters");
     if ((st = ordo_order_from_request(req->body, req->body_len, ctx->cfg->max_items, &order, err)) != ORDO_OK)
         return st;
-    if (own_customer(who) != NULL && strcmp(order.customer_id, own_customer(who)) != 0) {
+    if (api_own_customer(who) != NULL && strcmp(order.customer_id, api_own_customer(who)) != 0) {
         ordo_order_free(&order);
         return ordo_error_set(err, ORDO_FORBIDDEN, "this API key places orders for its own customer only");
     }
@@ -166,7 +169,7 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
             st = ordo_error_set(err, ORDO_CONFLICT, "Idempotency-Key %s was used for a different order", key);
     }
     if (st == ORDO_OK)
-        st = json_response(resp, 201, created_body(event_json), err);
+        st = api_json_response(resp, 201, created_body(event_json), err);
     if (st == ORDO_OK) {
         if (res.duplicate) {
             resp->header_name = "Idempotent-Replayed";
@@ -176,7 +179,7 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
         ORDO_DEBUG(res.duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld",
                    order.order_id, (long long)order.amount_cents);
     } else if (st != ORDO_CONFLICT && st != ORDO_NO_MEMORY) {
-        st = upstream("the event store", err);
+        st = api_upstream("the event store", err);
     }
     free(event_json);
     ordo_order_free(&order);
@@ -185,7 +188,7 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
 
 /* ---------------------------------------------------------------- GET */
 
-static json_t *order_json(const Order__Order *o)
+json_t *api_order_json(const Order__Order *o)
 {
     json_t *items = json_array();
     for (size_t i = 0; i < o->n_items; i++)
@@ -211,12 +214,12 @@ static ordo_status get_order(api_ctx_t *ctx, const char *id, const api_key_t *wh
     if (ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/GetOrder", &req.base, &order__order__descriptor,
                                ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
         return err->code == ORDO_NOT_FOUND ? ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id)
-                                           : upstream("the read model", err);
+                                           : api_upstream("the read model", err);
     /* another customer's order does not exist for this key: ids cannot be probed */
-    if (own_customer(who) != NULL && strcmp(((Order__Order *)out)->customer_id, own_customer(who)) != 0)
+    if (api_own_customer(who) != NULL && strcmp(((Order__Order *)out)->customer_id, api_own_customer(who)) != 0)
         st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id);
     else
-        st = json_response(resp, 200, order_json((Order__Order *)out), err);
+        st = api_json_response(resp, 200, api_order_json((Order__Order *)out), err);
     protobuf_c_message_free_unpacked(out, NULL);
     return st;
 }
@@ -239,10 +242,10 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
             return ordo_error_set(err, ORDO_INVALID, "limit must be an integer from 1 to 500");
         req.limit = (int32_t)v;
     }
-    if (own_customer(who) != NULL && customer == NULL)
+    if (api_own_customer(who) != NULL && customer == NULL)
         return ordo_error_set(err, ORDO_FORBIDDEN, "listing every customer's orders needs a staff key: "
                                                    "add customer_id=<this key's customer>");
-    if (own_customer(who) != NULL && strcmp(customer, own_customer(who)) != 0)
+    if (api_own_customer(who) != NULL && strcmp(customer, api_own_customer(who)) != 0)
         return ordo_error_set(err, ORDO_FORBIDDEN, "this API key reads its own customer's orders only");
     if (status != NULL && !ordo_order_status_valid(status))
         return ordo_error_set(err, ORDO_INVALID,
@@ -252,13 +255,13 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
     req.after = (char *)(after ? after : "");
     if (ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/ListOrders", &req.base,
                                &order__list_orders_response__descriptor, ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
-        return upstream("the read model", err);
+        return api_upstream("the read model", err);
     r = (Order__ListOrdersResponse *)out;
     orders = json_array();
     for (size_t i = 0; i < r->n_orders; i++)
-        json_array_append_new(orders, order_json(r->orders[i]));
+        json_array_append_new(orders, api_order_json(r->orders[i]));
     doc = json_pack("{s:o, s:s?}", "orders", orders, "next", r->next[0] ? r->next : NULL);
-    st = json_response(resp, 200, doc, err);
+    st = api_json_response(resp, 200, doc, err);
     protobuf_c_message_free_unpacked(out, NULL);
     return st;
 }
@@ -282,7 +285,7 @@ static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_erro
         protobuf_c_message_free_unpacked(out, NULL);
     }
     /* degraded is an answer, not a failure: the body says what is down */
-    return json_response(resp, store && db ? 200 : 503,
+    return api_json_response(resp, store && db ? 200 : 503,
                          json_pack("{s:s, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded",
                                    "eventstore", store, "orderquery", query, "database", db, "bus", bus),
                          err);
@@ -318,16 +321,22 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     size_t n = strlen(ORDERS_PATH);
 
     bool orders = strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0;
-    bool one = !orders && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0 && strchr(req->path + n + 1, '/') == NULL;
+    bool under = !orders && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0;
+    const char *slash = under ? strchr(req->path + n + 1, '/') : NULL;
+    bool one = under && slash == NULL;
+    bool events = under && slash != NULL && strcmp(slash, "/events") == 0;
+    char id[ORDO_UUID_LEN + 1] = "";
     const api_key_t *who = NULL;
 
     *op = API_OTHER;
     if (get)
-        *op = orders ? API_LIST : one ? API_GET : API_OTHER;
+        *op = orders ? API_LIST : one ? API_GET : events ? API_EVENTS : API_OTHER;
+    if (events)   /* (an id of the wrong length is refused as no UUID) */
+        snprintf(id, sizeof id, "%.*s", (int)(slash - (req->path + n + 1)), req->path + n + 1);
     else if (post && orders)
         *op = API_CREATE;
     /* orders need a key when keys are on; /healthz and /metrics stay open */
-    if ((orders || one) && ctx->keys.n > 0 &&
+    if ((orders || one || events) && ctx->keys.n > 0 &&
         (who = api_keys_find(&ctx->keys, ordo_http_header(req, "Authorization"))) == NULL) {
         resp->header_name = "WWW-Authenticate";
         resp->header_value = "Bearer realm=\"ordo\"";
@@ -338,8 +347,12 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
             return post_order(ctx, req, who, resp, err);
         return get ? list_orders(ctx, req, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
     }
+    if (one && get && ordo_http_query(req, "at") != NULL)
+        return api_order_at(ctx, req->path + n + 1, ordo_http_query(req, "at"), who, resp, err);
     if (one)
         return get ? get_order(ctx, req->path + n + 1, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
+    if (events)
+        return get ? api_order_events(ctx, id, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
     if (strcmp(req->path, "/healthz") == 0 || (strcmp(req->path, "/metrics") == 0 && ctx->cfg->metrics_addr[0] == '\0')) {
         if (!get)
             return method_not_allowed(resp, "GET, HEAD");

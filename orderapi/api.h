@@ -2,7 +2,10 @@
 #ifndef API_H
 #define API_H
 
+#include <jansson.h>
+
 #include "keys.h"
+#include "order.pb-c.h"
 #include "ordo/grpc.h"
 #include "ordo/http.h"
 #include "ordo/metrics.h"
@@ -27,7 +30,7 @@ typedef struct api_config {
 } api_config_t;
 
 /* What a request asked for, for the metrics' labels (route templates, not paths). */
-typedef enum api_op { API_CREATE, API_LIST, API_GET, API_HEALTHZ, API_METRICS, API_OTHER, API_OPS } api_op;
+typedef enum api_op { API_CREATE, API_LIST, API_GET, API_EVENTS, API_HEALTHZ, API_METRICS, API_OTHER, API_OPS } api_op;
 
 typedef struct api_ctx {
     const api_config_t *cfg;
@@ -41,6 +44,22 @@ typedef struct api_ctx {
     api_keys_t keys;                 /* none: every request may do everything */
     ordo_metrics_endpoint_t metrics_endpoint;   /* GET /metrics */
 } api_ctx_t;
+
+/* Shared by the handlers (api.c, history.c). */
+/* A customer's key acts for its customer alone (NULL: keys are off, or staff). */
+const char *api_own_customer(const api_key_t *who);
+/* A failed call to the store or the read model as the HTTP client sees it (503 for their failures). */
+ordo_status api_upstream(const char *who, ordo_error_t *err);
+/* Answers @p status with @p doc (taken; NULL: out of memory). */
+ordo_status api_json_response(ordo_http_response_t *resp, int status, json_t *doc, ordo_error_t *err);
+/* The read model's order as the API shows it. */
+json_t *api_order_json(const Order__Order *o);
+
+/* history.c: GET /api/orders/{id}/events, and GET /api/orders/{id}?at= */
+ordo_status api_order_events(api_ctx_t *ctx, const char *id, const api_key_t *who, ordo_http_response_t *resp,
+                             ordo_error_t *err);
+ordo_status api_order_at(api_ctx_t *ctx, const char *id, const char *at, const api_key_t *who,
+                         ordo_http_response_t *resp, ordo_error_t *err);
 
 /* Registers the metrics; call once before serving. */
 void api_init(api_ctx_t *ctx);

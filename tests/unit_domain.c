@@ -227,6 +227,36 @@ static void order_created_round_trip(void **state)
     ordo_order_free(&o);
 }
 
+/* The fold the read model keeps: created, then each event's status, version and time. */
+static void order_fold(void **state)
+{
+    const char *created = "{\"order_id\":\"0b6b3c44-64a6-4a7e-9a0e-5d7f2f1f7a01\",\"customer_id\":\"c-1\","
+                          "\"restaurant_id\":\"r-1\",\"order_items\":[{\"code\":\"P\",\"name\":\"Pizza\","
+                          "\"unit_price\":12.5,\"quantity\":2}]}";
+    ordo_order_state_t s;
+    ordo_error_t err;
+    (void)state;
+
+    ordo_order_state_init(&s);
+    assert_int_equal(ordo_order_state_apply(&s, ORDO_EV_PAYMENT_DEBITED, "{}", 2, 1, 10, &err), ORDO_INVALID);
+    assert_int_equal(ordo_order_state_apply(&s, ORDO_EV_ORDER_CREATED, created, strlen(created), 2, 10, &err),
+                     ORDO_CONFLICT);
+    assert_int_equal(ordo_order_state_apply(&s, ORDO_EV_ORDER_CREATED, created, strlen(created), 1, 10, &err), ORDO_OK);
+    assert_string_equal(s.status, "Pending");
+    assert_int_equal(s.order.amount_cents, 2500);
+    assert_int_equal(ordo_order_state_apply(&s, ORDO_EV_PAYMENT_DEBITED, "{}", 2, 2, 20, &err), ORDO_OK);
+    assert_int_equal(ordo_order_state_apply(&s, "note-added", "{}", 2, 3, 30, &err), ORDO_OK);
+    assert_string_equal(s.status, "Paid");   /* an event of no status still advances version and time */
+    assert_int_equal(s.version, 3);
+    assert_int_equal(s.updated_at, 30);
+    assert_int_equal(s.created_at, 10);
+    assert_int_equal(ordo_order_state_apply(&s, ORDO_EV_ORDER_APPROVED, "{}", 2, 3, 40, &err), ORDO_CONFLICT);
+    assert_int_equal(ordo_order_state_apply(&s, ORDO_EV_ORDER_APPROVED, "{}", 2, 4, 40, &err), ORDO_OK);
+    assert_string_equal(s.status, "Approved");
+    ordo_order_state_free(&s);
+    assert_int_equal(s.version, 0);
+}
+
 int main(void)
 {
     int failed;
@@ -234,7 +264,7 @@ int main(void)
         cmocka_unit_test(envelope_round_trip), cmocka_unit_test(envelope_missing_headers),
         cmocka_unit_test(envelope_refuses_long_subjects), cmocka_unit_test(lanes),
         cmocka_unit_test(outcome_documents), cmocka_unit_test(refund_document),
-        cmocka_unit_test(order_created_round_trip),
+        cmocka_unit_test(order_created_round_trip), cmocka_unit_test(order_fold),
     };
     /* a message's destroy hands it to cnats' garbage collector: the library must be open */
     if (nats_Open(-1) != NATS_OK)

@@ -98,4 +98,30 @@ bool ordo_order_followup_id(const char *cause_id, const char *step, char out[ORD
 /** amount_cents as a JSON-friendly number (12.5 for 1250). */
 double ordo_cents_to_units(int64_t cents);
 
+/**
+ * An order as its events made it: the fold the read model keeps. The
+ * projection (orderquery) and the time travel of orderapi (GET
+ * /api/orders/{id}?at=) both apply events with ordo_order_from_event (the
+ * first) and ordo_order_status_after (every other: an event that does not
+ * change the status still advances the version and the time).
+ */
+typedef struct ordo_order_state {
+    ordo_order_t order;     /**< from order-created (owned: ordo_order_state_free) */
+    const char *status;     /**< "" before order-created; static */
+    int64_t version;        /**< the last event's version (0: none yet) */
+    int64_t created_at;     /**< order-created's time, unix µs */
+    int64_t updated_at;     /**< the last event's time */
+} ordo_order_state_t;
+
+/** A state with no event applied. */
+void ordo_order_state_init(ordo_order_state_t *s);
+
+/** Applies the order's next event (@p version must be s->version + 1, the
+ *  first one order-created): ORDO_CONFLICT out of order, ORDO_INVALID for a
+ *  first event that is no order-created or one that is no order. */
+ordo_status ordo_order_state_apply(ordo_order_state_t *s, const char *event_type, const char *data, size_t len,
+                                   int64_t version, int64_t created_at, ordo_error_t *err);
+
+void ordo_order_state_free(ordo_order_state_t *s);
+
 #endif
