@@ -205,6 +205,10 @@ es_reconciler_t *es_reconciler_create(const es_config_t *cfg);
  * @p stats), reading with @p pg and publishing on @p bus; returns how many. */
 int es_reconciler_round(es_reconciler_t *rc, es_stats_t *stats, ordo_pg_t *pg, ordo_bus_t *bus, int64_t safe_position);
 void es_reconciler_destroy(es_reconciler_t *rc);
+/* Publishes the stored event at @p position with a message id of its own
+ * (past JetStream's duplicate window) and waits for the acknowledgement;
+ * ORDO_NOT_FOUND when no event has that position. */
+ordo_status es_publish_fresh(ordo_pg_t *pg, ordo_bus_t *bus, int64_t position, ordo_error_t *err);
 
 /* ---- relay.c: outbox → JetStream ---- */
 ordo_status es_relay_create(es_ctx_t *ctx, es_relay_t **out, ordo_error_t *err);

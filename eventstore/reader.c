@@ -200,6 +200,47 @@ static void stats(void *vctx, ordo_pg_t *pg, void *arg)
     free(lag_ptrs);
 }
 
+enum { FRESH_MAX = 10000 };   /* events one Republish with fresh ids publishes at most */
+
+/* A Republish with fresh ids, on the relay's connection: each stored event
+ * of the range published at once with a message id of its own (positions
+ * without an event skipped). */
+typedef struct fresh_job {
+    ordo_pg_t *pg;
+    int64_t from, to, published;
+} fresh_job_t;
+
+static ordo_status publish_fresh_on_bus(ordo_bus_t *bus, void *arg, ordo_error_t *err)
+{
+    fresh_job_t *job = arg;
+    ordo_status st = ORDO_OK;
+
+    for (int64_t p = job->from; p <= job->to && st == ORDO_OK; p++) {
+        st = es_publish_fresh(job->pg, bus, p, err);
+        if (st == ORDO_OK)
+            job->published++;
+        else if (st == ORDO_NOT_FOUND)
+            st = ORDO_OK;   /* a position no committed event has */
+    }
+    return st;
+}
+
+static ordo_status republish_fresh(es_ctx_t *ctx, ordo_pg_t *pg, const Eventstore__RepublishRequest *req,
+                                   int64_t *published, ordo_error_t *err)
+{
+    fresh_job_t job = {pg, req->from_position, req->to_position, 0};
+    ordo_status st;
+
+    if (req->to_position == 0 || req->to_position - req->from_position >= FRESH_MAX)
+        return ordo_error_set(err, ORDO_INVALID, "fresh_ids publishes at most %d events: give to_position", FRESH_MAX);
+    st = es_relay_with_bus(ctx->relay, publish_fresh_on_bus, &job, err);
+    *published = job.published;
+    if (job.published > 0)
+        ORDO_INFO("republished with fresh message ids", "from=%lld to=%lld published=%lld",
+                  (long long)req->from_position, (long long)req->to_position, (long long)job.published);
+    return st;
+}
+
 static void republish(void *vctx, ordo_pg_t *pg, void *arg)
 {
     es_ctx_t *ctx = vctx;
@@ -214,6 +255,10 @@ static void republish(void *vctx, ordo_pg_t *pg, void *arg)
 
     if (req->from_position < 1 || req->to_position < 0 || (req->to_position > 0 && req->to_position < req->from_position)) {
         st = ordo_error_set(&err, ORDO_INVALID, "give from_position >= 1 and to_position >= from_position (0: to the end)");
+        goto done;
+    }
+    if (req->fresh_ids) {
+        st = republish_fresh(ctx, pg, req, &resp.queued, &err);
         goto done;
     }
     snprintf(from, sizeof from, "%lld", (long long)req->from_position);

@@ -95,7 +95,7 @@ static int64_t position_then(es_reconciler_t *rc, int64_t now_ms, int64_t safe)
  * (JetStream would drop a copy of a message it still knows within its
  * duplicate window: that message may be the very one that went astray),
  * and waits for JetStream's acknowledgement. */
-static ordo_status redrive(ordo_pg_t *pg, ordo_bus_t *bus, int64_t position, ordo_error_t *err)
+ordo_status es_publish_fresh(ordo_pg_t *pg, ordo_bus_t *bus, int64_t position, ordo_error_t *err)
 {
     char pos[24];
     const char *params[1] = {pos};
@@ -117,7 +117,7 @@ static ordo_status redrive(ordo_pg_t *pg, ordo_bus_t *bus, int64_t position, ord
     es_event_from_row(&ev, res, 0);
     s = ordo_envelope_encode(&ev, &msg);
     if (s == NATS_OK)
-        s = ordo_envelope_fresh_id(msg, "redrive");
+        s = ordo_envelope_fresh_id(msg, "fresh");
     es_event_free_metadata(&ev);
     PQclear(res);
     if (s == NATS_OK) {
@@ -171,7 +171,7 @@ static ordo_status redrive_head(ordo_pg_t *pg, ordo_bus_t *bus, const char *aggr
 
     if (st != ORDO_OK || n == 0)
         return st;
-    if ((st = redrive(pg, bus, strtoll(position, NULL, 10), err)) != ORDO_OK) {
+    if ((st = es_publish_fresh(pg, bus, strtoll(position, NULL, 10), err)) != ORDO_OK) {
         ordo_error_t ignored;
         on_record(pg, "UPDATE redrives SET redrives = redrives - 1 WHERE aggregate_id = $1 AND position = $2::int8",
                   aggregate_id, position, &ignored);

@@ -12,6 +12,7 @@
  *   ordoctl bus-dump [--nats-url URL]                             (every message of EVENTS)
  *   ordoctl consumer-reset --durable NAME [--nats-url URL]        (delete a durable: it replays all on restart)
  *   ordoctl consumers [--nats-url URL]                            (durables of EVENTS and their lag)
+ *   ordoctl verify [--sample N] [--repair]                         (the whole system consistent? verify.c)
  */
 #include <jansson.h>
 #include <stddef.h>
@@ -24,14 +25,7 @@
 #include "ordo/config.h"
 #include "ordo/grpc.h"
 #include "ordo/migrate.h"
-
-typedef struct ctl_config {
-    const char *addr, *nats_url, *aggregate_id, *aggregate_type, *type, *data, *event_id, *metadata, *durable;
-    const char *database_url;
-    int expected, from, to, limit, count, timeout_ms, seq;
-    ordo_grpc_tls_t tls;
-    ordo_bus_auth_t nats;
-} ctl_config_t;
+#include "ctl.h"
 
 #define OPT(...) ORDO_OPTION(ctl_config_t, __VA_ARGS__)
 
@@ -53,6 +47,11 @@ static const ordo_option_t options[] = {
     OPT("limit", NULL, "0", ORDO_OPT_INT, limit, 0, 100000, "most events (0: server default)"),
     OPT("count", NULL, "0", ORDO_OPT_INT, count, 0, 100000000, "tail: stop after this many events (0: never)"),
     OPT("timeout-ms", NULL, "10000", ORDO_OPT_INT, timeout_ms, 1, 86400000, "deadline of the call"),
+    OPT("fresh", NULL, "false", ORDO_OPT_BOOL, fresh, 0, 0, "republish: publish at once with message ids of their own (up to 10,000 events; past JetStream's 2-minute duplicate window, for messages deleted or lost within it)"),
+    OPT("sample", NULL, "0", ORDO_OPT_INT, sample, 0, 100000000, "verify: compare this many orders chosen at random (0: every order)"),
+    OPT("stuck-after-s", NULL, "300", ORDO_OPT_INT, stuck_after_s, 1, 86400000, "verify: an order without a final status for longer is stuck"),
+    OPT("outbox-max", NULL, "1000", ORDO_OPT_INT, outbox_max, 0, 100000000, "verify: more events waiting in the outbox is a problem"),
+    OPT("repair", NULL, "false", ORDO_OPT_BOOL, repair, 0, 0, "verify: fix what can be fixed safely (publish missing events again, rewrite read-model rows that disagree) and say what was done"),
     ORDO_NATS_OPTIONS(ctl_config_t, nats),
     OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, tls.ca_file, 0, 0, "CA certificate (PEM) of a TLS event store; with --cert and --key"),
     OPT("cert", "ORDO_CERT", "", ORDO_OPT_STRING, tls.cert_file, 0, 0, "client certificate (PEM): its common name is the identity the store maps to a role"),
@@ -74,7 +73,7 @@ static json_t *event_json(const Eventstore__Event *ev)
                      "created_at", (json_int_t)ev->created_at, "metadata", meta);
 }
 
-static void print_json(json_t *doc)
+void print_json(json_t *doc)
 {
     char *text = json_dumps(doc, JSON_COMPACT);
     puts(text ? text : "null");
@@ -82,7 +81,7 @@ static void print_json(json_t *doc)
     json_decref(doc);
 }
 
-static int fail(const ordo_error_t *err)
+int fail(const ordo_error_t *err)
 {
     print_json(json_pack("{s:{s:s, s:s}}", "error", "code", ordo_status_text(err->code), "message", err->msg));
     return 1;
@@ -248,6 +247,7 @@ static int cmd_republish(ordo_grpc_client_t *c, const ctl_config_t *cfg)
 
     req.from_position = cfg->from;
     req.to_position = cfg->to;
+    req.fresh_ids = cfg->fresh;
     if (ordo_grpc_client_unary(c, "/eventstore.EventStoreAdmin/Republish", &req.base,
                                &eventstore__republish_response__descriptor, cfg->timeout_ms, &out, &err) != ORDO_OK)
         return fail(&err);
@@ -425,6 +425,9 @@ static const command_t commands[] = {
     {"consumers", "print each durable consumer and how far behind it is", .bus = cmd_consumers},
     {"consumer-reset", "delete the durable --durable; its service creates it anew on start", .bus = cmd_consumer_reset},
     {"migrate", "apply the schema migrations to --database-url (as the tables' owner) and exit", .db = cmd_migrate},
+    {"verify", "audit the store, the bus and the read model against each other; exit 1 naming what disagrees"
+               " (--database-url, --addr, --nats-url; --sample, --stuck-after-s, --outbox-max, --repair)",
+     .db = ctl_verify},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
