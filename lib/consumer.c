@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ordo/log.h"
+#include "ordo/trace.h"
 #include "ordo/retry.h"
 
 enum {
@@ -174,9 +175,11 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
         }
         atomic_fetch_add(&c->parked, 1);
         ordo_metric_inc(COUNTER(c, parked));
-        ORDO_ERROR("message parked", "consumer=%s event_id=%s type=%s aggregate=%s delivered=%llu parked_seq=%llu"
-                   " reason=\"%s\"", c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id,
-                   (unsigned long long)ev->delivered, (unsigned long long)seq, reason);
+        char trace_id[33];
+        ORDO_ERROR("message parked", "consumer=%s event_id=%s type=%s aggregate=%s trace_id=%s delivered=%llu"
+                   " parked_seq=%llu reason=\"%s\"", c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id,
+                   ordo_trace_id_of(ev->traceparent, trace_id), (unsigned long long)ev->delivered,
+                   (unsigned long long)seq, reason);
         s = natsMsg_Ack(m, NULL);
     }
     }

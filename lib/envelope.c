@@ -84,6 +84,8 @@ void ordo_envelope_decode(natsMsg *m, ordo_bus_event_t *ev)
     ev->aggregate_id = ordo_envelope_header(m, ORDO_HDR_AGGREGATE_ID);
     ev->aggregate_type = ordo_envelope_header(m, ORDO_HDR_AGGREGATE_TYPE);
     ev->correlation_id = ordo_envelope_header(m, ORDO_HDR_CORRELATION_ID);
+    ev->traceparent = ordo_envelope_header(m, "traceparent");
+    ev->tracestate = ordo_envelope_header(m, "tracestate");
     ev->version = strtoll(ordo_envelope_header(m, ORDO_HDR_VERSION), NULL, 10);
     ev->position = strtoll(ordo_envelope_header(m, ORDO_HDR_POSITION), NULL, 10);
     ev->created_at = strtoll(ordo_envelope_header(m, ORDO_HDR_CREATED_AT), NULL, 10);

@@ -4,7 +4,7 @@
 static void add_meta(Eventstore__Event *e, Eventstore__Event__MetadataEntry *meta,
                      Eventstore__Event__MetadataEntry **ptrs, const char *key, const char *value)
 {
-    if (value == NULL)
+    if (value == NULL || *value == '\0')
         return;
     eventstore__event__metadata_entry__init(&meta[e->n_metadata]);
     meta[e->n_metadata].key = (char *)key;
@@ -19,7 +19,7 @@ ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int
 {
     Eventstore__CreateEventRequest req = EVENTSTORE__CREATE_EVENT_REQUEST__INIT;
     Eventstore__Event e = EVENTSTORE__EVENT__INIT;
-    Eventstore__Event__MetadataEntry meta[2], *metap[2];
+    Eventstore__Event__MetadataEntry meta[5], *metap[5];
     ProtobufCMessage *out = NULL;
     ordo_status st;
 
@@ -30,6 +30,9 @@ ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int
     e.event_data = (char *)ev->data;
     add_meta(&e, meta, metap, "correlation_id", ev->correlation_id);
     add_meta(&e, meta, metap, "causation_id", ev->causation_id);
+    add_meta(&e, meta, metap, "traceparent", ev->traceparent);
+    add_meta(&e, meta, metap, "tracestate", ev->tracestate);
+    add_meta(&e, meta, metap, "service", ev->service);
     req.event = &e;
     if (expected >= 0) {
         req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;

@@ -22,6 +22,7 @@
 #include "ordo/esclient.h"
 #include "ordo/log.h"
 #include "ordo/order.h"
+#include "ordo/trace.h"
 #include "ordo/uuid.h"
 
 /* Namespace of order ids derived from an Idempotency-Key (UUID v5). */
@@ -128,6 +129,26 @@ const char *api_own_customer(const api_key_t *who)
     return who != NULL && !who->staff ? who->customer : NULL;
 }
 
+/* The order-created event's trace context: a child of the request's
+ * traceparent, or a new trace when it has none (or a malformed one, which
+ * the W3C spec says to ignore); the tracestate goes along with a valid
+ * parent only (at most 512 visible characters). */
+static const char *trace_of(const ordo_http_request_t *req, char traceparent[ORDO_TRACEPARENT_LEN])
+{
+    const char *state = ordo_http_header(req, "tracestate");
+    ordo_trace_t parent, span;
+    bool traced = ordo_trace_parse(ordo_http_header(req, "traceparent"), &parent);
+
+    ordo_trace_child(traced ? &parent : NULL, &span);
+    ordo_trace_format(&span, traceparent);
+    if (!traced || state == NULL || strlen(state) > 512)
+        return NULL;
+    for (const char *p = state; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            return NULL;
+    return state;
+}
+
 static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, const api_key_t *who,
                               ordo_http_response_t *resp, ordo_error_t *err)
 {
@@ -158,8 +179,11 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
     }
     ordo_order_followup_id(order.order_id, ORDO_EV_ORDER_CREATED, event_id);
     event_json = ordo_order_event_json(&order);
-    ordo_es_event_t ev = {event_id, ORDO_EV_ORDER_CREATED, order.order_id, ORDO_ORDER_AGGREGATE, event_json,
-                          order.order_id, NULL};
+    char traceparent[ORDO_TRACEPARENT_LEN];
+    const char *tracestate = trace_of(req, traceparent);
+    ordo_es_event_t ev = {.event_id = event_id, .event_type = ORDO_EV_ORDER_CREATED, .aggregate_id = order.order_id,
+                          .aggregate_type = ORDO_ORDER_AGGREGATE, .data = event_json, .correlation_id = order.order_id,
+                          .traceparent = traceparent, .tracestate = tracestate, .service = "orderapi"};
     st = event_json == NULL ? ordo_error_set(err, ORDO_NO_MEMORY, "out of memory")
                             : ordo_es_append(ctx->store, &ev, 0, ctx->cfg->timeout_ms, &res, err);
     if (st == ORDO_OK && res.duplicate) {
@@ -176,8 +200,8 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
             resp->header_value = "true";
         }
         ordo_metric_inc(res.duplicate ? ctx->replayed : ctx->created);
-        ORDO_DEBUG(res.duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld",
-                   order.order_id, (long long)order.amount_cents);
+        ORDO_DEBUG(res.duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld trace_id=%.32s",
+                   order.order_id, (long long)order.amount_cents, traceparent + 3);
     } else if (st != ORDO_CONFLICT && st != ORDO_NO_MEMORY) {
         st = api_upstream("the event store", err);
     }

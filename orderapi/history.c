@@ -121,12 +121,15 @@ static json_t *event_json(const Eventstore__Event *e)
     const char *cause = meta(e, "causation_id"), *corr = meta(e, "correlation_id");
     json_t *data = json_loads(e->event_data, 0, NULL);
 
+    const char *tp = meta(e, "traceparent"), *svc = meta(e, "service");
+
     rfc3339(e->created_at, at);
-    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:o, s:o}", "event_id", e->event_id, "type", e->event_type,
-                     "version", (json_int_t)e->version, "position", (json_int_t)e->position, "created_at",
-                     (json_int_t)e->created_at, "time", at, "causation_id", cause ? json_string(cause) : json_null(),
-                     "correlation_id", corr ? json_string(corr) : json_null(), "data",
-                     data != NULL ? data : json_string(e->event_data));
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "event_id", e->event_id, "type",
+                     e->event_type, "version", (json_int_t)e->version, "position", (json_int_t)e->position,
+                     "created_at", (json_int_t)e->created_at, "time", at, "causation_id",
+                     cause ? json_string(cause) : json_null(), "correlation_id", corr ? json_string(corr) : json_null(),
+                     "traceparent", tp ? json_string(tp) : json_null(), "service", svc ? json_string(svc) : json_null(),
+                     "data", data != NULL ? data : json_string(e->event_data));
 }
 
 ordo_status api_order_events(api_ctx_t *ctx, const char *id, const api_key_t *who, ordo_http_response_t *resp,

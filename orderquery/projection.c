@@ -23,6 +23,7 @@
 #include "ordo/esclient.h"
 #include "ordo/log.h"
 #include "ordo/order.h"
+#include "ordo/trace.h"
 
 enum {
     REBUILD_PAGE = 1000,   /* events read from the store at a time */
@@ -31,8 +32,11 @@ enum {
 
 static ordo_bus_event_t from_store(const Eventstore__Event *e)
 {
-    ordo_bus_event_t ev = {e->event_id, e->event_type, e->aggregate_id, e->aggregate_type, "",
-                           e->version, e->position, e->created_at, e->event_data, (int)strlen(e->event_data), 1, 1};
+    ordo_bus_event_t ev = {.event_id = e->event_id, .event_type = e->event_type, .aggregate_id = e->aggregate_id,
+                           .aggregate_type = e->aggregate_type, .correlation_id = "", .traceparent = "",
+                           .tracestate = "", .version = e->version, .position = e->position,
+                           .created_at = e->created_at, .data = e->event_data, .data_len = (int)strlen(e->event_data),
+                           .delivered = 1, .round = 1};
     return ev;
 }
 
@@ -395,9 +399,12 @@ ordo_msg_action oq_handle(void *vctx, int lane, const ordo_bus_event_t *ev)
         return ORDO_MSG_ACK;
     }
     action = ordo_msg_action_of(st);
-    if (action != ORDO_MSG_WAIT || ev->round == 1)   /* a held event says why once */
-        ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld status=%s err=\"%s\"",
-                  ev->aggregate_id, ev->event_type, (long long)ev->version, ordo_status_text(st), err.msg);
+    if (action != ORDO_MSG_WAIT || ev->round == 1) {   /* a held event says why once */
+        char trace_id[33];
+        ORDO_WARN("cannot apply the event", "order_id=%s type=%s version=%lld trace_id=%s status=%s err=\"%s\"",
+                  ev->aggregate_id, ev->event_type, (long long)ev->version, ordo_trace_id_of(ev->traceparent, trace_id),
+                  ordo_status_text(st), err.msg);
+    }
     return action;
 }
 

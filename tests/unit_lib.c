@@ -17,6 +17,7 @@
 #include "ordo/json.h"
 #include "ordo/log.h"
 #include "ordo/pg.h"
+#include "ordo/trace.h"
 #include "ordo/uuid.h"
 
 typedef struct cfg {
@@ -332,13 +333,44 @@ static void urls_redacted(void **state)
     assert_string_equal(ordo_log_url("nats://u:secret@h", buf, 12), "nats://u:**");   /* truncated, never the secret */
 }
 
+/* W3C traceparent: the well-formed ones parse, the rest are refused; a child keeps the trace. */
+static void trace_context(void **state)
+{
+    ordo_trace_t t, child;
+    char out[ORDO_TRACEPARENT_LEN], id[33];
+    (void)state;
+
+    assert_true(ordo_trace_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &t));
+    assert_string_equal(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(t.span_id, "00f067aa0ba902b7");
+    assert_int_equal(t.flags, 1);
+    assert_false(ordo_trace_parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01", &t));   /* zero trace */
+    assert_false(ordo_trace_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", &t));   /* zero span */
+    assert_false(ordo_trace_parse("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", &t));   /* upper case */
+    assert_false(ordo_trace_parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &t));   /* version */
+    assert_false(ordo_trace_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", &t));
+    assert_false(ordo_trace_parse("", &t));
+    assert_false(ordo_trace_parse(NULL, &t));
+    ordo_trace_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &t);
+    ordo_trace_child(&t, &child);
+    assert_string_equal(child.trace_id, t.trace_id);
+    assert_string_not_equal(child.span_id, t.span_id);
+    assert_int_equal(child.flags, 0);
+    ordo_trace_format(&child, out);
+    assert_true(ordo_trace_parse(out, &t));
+    ordo_trace_start(&t);
+    ordo_trace_format(&t, out);
+    assert_string_equal(ordo_trace_id_of(out, id), t.trace_id);
+    assert_string_equal(ordo_trace_id_of("garbage", id), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_precedence), cmocka_unit_test(config_rejects), cmocka_unit_test(uuids),
         cmocka_unit_test(json_and_utf8),     cmocka_unit_test(json_check_agrees_with_jansson), cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
         cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions), cmocka_unit_test(settle_actions),
-        cmocka_unit_test(sqlstates),         cmocka_unit_test(urls_redacted),
+        cmocka_unit_test(sqlstates),         cmocka_unit_test(urls_redacted), cmocka_unit_test(trace_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

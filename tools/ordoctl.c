@@ -12,6 +12,7 @@
  *   ordoctl bus-dump [--nats-url URL]                             (every message of EVENTS)
  *   ordoctl consumer-reset --durable NAME [--nats-url URL]        (delete a durable: it replays all on restart)
  *   ordoctl consumers [--nats-url URL]                            (durables of EVENTS and their lag)
+ *   ordoctl trace ORDER_ID                                        (its causal chain, with times)
  *   ordoctl verify [--sample N] [--repair]                         (the whole system consistent? verify.c)
  */
 #include <jansson.h>
@@ -24,7 +25,9 @@
 #include "ordo/bus.h"
 #include "ordo/config.h"
 #include "ordo/grpc.h"
+#include "ordo/esclient.h"
 #include "ordo/migrate.h"
+#include "ordo/trace.h"
 #include "ctl.h"
 
 #define OPT(...) ORDO_OPTION(ctl_config_t, __VA_ARGS__)
@@ -256,6 +259,71 @@ static int cmd_republish(ordo_grpc_client_t *c, const ctl_config_t *cfg)
     return 0;
 }
 
+static const char *meta_of(const Eventstore__Event *e, const char *key)
+{
+    for (size_t i = 0; i < e->n_metadata; i++)
+        if (strcmp(e->metadata[i]->key, key) == 0)
+            return e->metadata[i]->value;
+    return NULL;
+}
+
+/* ordoctl trace ORDER_ID: the order's causal chain from the store, each
+ * event with the service that appended it, its time, its span and the time
+ * since the event that caused it; then the time to the final status. */
+static int cmd_trace(ordo_grpc_client_t *c, const ctl_config_t *cfg)
+{
+    static const char *const finals[] = {"order-approved", "order-payment-failed", "order-payment-refunded"};
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+    Eventstore__GetEventsResponse *r = NULL;
+    const Eventstore__Event *final = NULL;
+    ordo_error_t err;
+    char trace_id[33] = "";
+
+    if (cfg->aggregate_id[0] == '\0') {
+        ordo_error_set(&err, ORDO_INVALID, "usage: ordoctl trace ORDER_ID (or --aggregate-id ID)");
+        return fail(&err);
+    }
+    req.aggregate_id = (char *)cfg->aggregate_id;
+    req.limit = 1000;
+    if (ordo_es_read(c, &req, cfg->timeout_ms, &r, &err) != ORDO_OK)
+        return fail(&err);
+    if (r->n_events == 0) {
+        eventstore__get_events_response__free_unpacked(r, NULL);
+        ordo_error_set(&err, ORDO_NOT_FOUND, "no events for %s", cfg->aggregate_id);
+        return fail(&err);
+    }
+    for (size_t i = 0; i < r->n_events; i++) {
+        const Eventstore__Event *e = r->events[i], *cause = NULL;
+        const char *cause_id = meta_of(e, "causation_id"), *tp = meta_of(e, "traceparent"), *svc = meta_of(e, "service");
+        ordo_trace_t span;
+        bool traced = ordo_trace_parse(tp, &span);
+        for (size_t k = 0; cause_id != NULL && k < i; k++)
+            if (strcmp(r->events[k]->event_id, cause_id) == 0)
+                cause = r->events[k];
+        if (traced && trace_id[0] == '\0')
+            memcpy(trace_id, span.trace_id, sizeof trace_id);
+        json_t *doc = json_pack("{s:I, s:s, s:s, s:I, s:I}", "version", (json_int_t)e->version, "type", e->event_type,
+                                "service", svc ? svc : "?", "position", (json_int_t)e->position, "created_at",
+                                (json_int_t)e->created_at);
+        json_object_set_new(doc, "trace_id", traced ? json_string(span.trace_id) : json_null());
+        json_object_set_new(doc, "span_id", traced ? json_string(span.span_id) : json_null());
+        json_object_set_new(doc, "caused_by", cause ? json_string(cause->event_type) : json_null());
+        json_object_set_new(doc, "since_cause_ms",
+                            cause ? json_real((double)(e->created_at - cause->created_at) / 1000.0) : json_null());
+        print_json(doc);
+        for (size_t f = 0; f < sizeof finals / sizeof finals[0]; f++)
+            if (final == NULL && strcmp(e->event_type, finals[f]) == 0)
+                final = e;
+    }
+    print_json(json_pack("{s:s, s:s, s:I, s:o, s:o}", "order_id", cfg->aggregate_id, "trace_id", trace_id, "events",
+                         (json_int_t)r->n_events, "final", final ? json_string(final->event_type) : json_null(),
+                         "total_ms",
+                         final ? json_real((double)(final->created_at - r->events[0]->created_at) / 1000.0)
+                               : json_null()));
+    eventstore__get_events_response__free_unpacked(r, NULL);
+    return 0;
+}
+
 /* One parked message: where it came from, why it was parked, its body (as
  * JSON when it is JSON, else as text). */
 static json_t *parked_json(const Eventstore__ParkedMessage *p)
@@ -421,6 +489,9 @@ static const command_t commands[] = {
      .store = cmd_parked_list},
     {"parked replay", "deliver parked messages again to the durable that parked them (--durable, --seq; admin)",
      .store = cmd_parked_replay},
+    {"trace", "print an order's causal chain (ORDER_ID): each event's service, time, span and time since its cause,"
+              " then the time to its final status",
+     .store = cmd_trace},
     {"bus-dump", "print every message of the EVENTS stream with its headers", .bus = cmd_bus_dump},
     {"consumers", "print each durable consumer and how far behind it is", .bus = cmd_consumers},
     {"consumer-reset", "delete the durable --durable; its service creates it anew on start", .bus = cmd_consumer_reset},
@@ -506,6 +577,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    const char *order_id = NULL;   /* ordoctl trace ORDER_ID */
+    if (strcmp(name, "trace") == 0 && argc > 2 && argv[2][0] != '-') {
+        order_id = argv[2];
+        argv[2] = argv[1];
+        argv++;
+        argc--;
+    }
     if (ordo_config_load(options, N_OPTIONS, &cfg, argc - 1, argv + 1, &help, &err) != ORDO_OK) {
         fprintf(stderr, "ordoctl: %s\n", err.msg);
         return 2;
@@ -514,6 +592,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (order_id != NULL)
+        cfg.aggregate_id = order_id;
     if (cmd->db != NULL)
         return cmd->db(&cfg);
     return cmd->bus != NULL ? run_bus_command(cmd, &cfg) : run_store_command(cmd, &cfg);

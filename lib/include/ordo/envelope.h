@@ -48,6 +48,8 @@ typedef struct ordo_bus_event {
     const char *aggregate_id;
     const char *aggregate_type;
     const char *correlation_id;   /**< "" when absent */
+    const char *traceparent;      /**< W3C trace context of the event; "" when absent */
+    const char *tracestate;       /**< "" when absent */
     int64_t version;
     int64_t position;
     int64_t created_at;

@@ -19,6 +19,9 @@ typedef struct ordo_es_event {
     const char *data;            /**< JSON */
     const char *correlation_id;  /**< NULL: none */
     const char *causation_id;    /**< NULL: none */
+    const char *traceparent;     /**< W3C trace context (ordo/trace.h); NULL: none */
+    const char *tracestate;      /**< NULL or "": none */
+    const char *service;         /**< the appending service, for ordoctl trace; NULL: none */
 } ordo_es_event_t;
 
 typedef struct ordo_es_result {
