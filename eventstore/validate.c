@@ -5,6 +5,7 @@
 #include "es.h"
 #include "ordo/buf.h"
 #include "ordo/json.h"
+#include "ordo/trace.h"
 #include "ordo/uuid.h"
 
 enum { MAX_ID_BYTES = 256, MAX_TYPE_BYTES = 128, MAX_METADATA = 32, MAX_META_KEY = 64, MAX_META_VALUE = 1024 };
@@ -43,7 +44,10 @@ static bool meta_key_ok(const char *k)
     return true;
 }
 
-static ordo_status metadata_json(const Eventstore__Event *ev, int i, char **out, ordo_error_t *err)
+/* The event's metadata as a JSON object; the call's @p traceparent (NULL:
+ * none) joins an event that carries none of its own. */
+static ordo_status metadata_json(const Eventstore__Event *ev, int i, const char *traceparent, char **out,
+                                 ordo_error_t *err)
 {
     ordo_buf_t b = ORDO_BUF_INIT;
 
@@ -72,6 +76,12 @@ static ordo_status metadata_json(const Eventstore__Event *ev, int i, char **out,
         ordo_buf_json_string(&b, key, strlen(key));
         ordo_buf_puts(&b, ":");
         ordo_buf_json_string(&b, val, vlen);
+        if (strcmp(key, "traceparent") == 0)
+            traceparent = NULL;   /* the event's own */
+    }
+    if (traceparent != NULL) {
+        ordo_buf_puts(&b, ev->n_metadata > 0 ? ",\"traceparent\":" : "\"traceparent\":");
+        ordo_buf_json_string(&b, traceparent, strlen(traceparent));
     }
     ordo_buf_puts(&b, "}");
     if (ordo_buf_failed(&b)) {
@@ -139,6 +149,12 @@ ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
     Eventstore__Event **events = req->events;
     size_t n = req->n_events;
     es_append_t *a;
+    char tp[ORDO_TRACEPARENT_LEN];
+    ordo_trace_t parsed;
+    /* a traceparent in the call's metadata (a well-formed one) goes to every event that has none */
+    const char *call_tp = ordo_grpc_call_metadata(call, "traceparent", tp, sizeof tp) && ordo_trace_parse(tp, &parsed)
+                              ? tp
+                              : NULL;
     ordo_status st = ORDO_OK;
 
     *out = NULL;
@@ -180,7 +196,7 @@ ordo_status es_validate_append(const es_config_t *cfg, ordo_grpc_call_t *call,
         for (size_t j = 0; j < i && st == ORDO_OK; j++)
             if (strcmp(a->ids[j], a->ids[i]) == 0)
                 st = ordo_error_set(err, ORDO_INVALID, "event_id %s appears twice in the request", a->ids[i]);
-        if (st == ORDO_OK && (st = metadata_json(ev, (int)i, &a->metadata[i], err)) == ORDO_OK)
+        if (st == ORDO_OK && (st = metadata_json(ev, (int)i, call_tp, &a->metadata[i], err)) == ORDO_OK)
             a->bytes += 2 * (strlen(ev->event_data) + strlen(a->metadata[i])) + EVENT_OVERHEAD_BYTES;
     }
     if (st != ORDO_OK) {

@@ -38,8 +38,9 @@ ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int
         req.expected_case = EVENTSTORE__CREATE_EVENT_REQUEST__EXPECTED_EXPECTED_VERSION;
         req.expected_version = expected;
     }
-    st = ordo_grpc_client_unary(c, "/eventstore.EventStore/CreateEvent", &req.base,
-                                &eventstore__create_event_response__descriptor, timeout_ms, &out, err);
+    st = ordo_grpc_client_unary_traced(c, "/eventstore.EventStore/CreateEvent", &req.base,
+                                       &eventstore__create_event_response__descriptor, timeout_ms, ev->traceparent,
+                                       &out, err);
     if (st == ORDO_OK) {
         Eventstore__CreateEventResponse *r = (Eventstore__CreateEventResponse *)out;
         res->version = r->version;

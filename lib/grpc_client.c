@@ -160,6 +160,14 @@ ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
                                    int timeout_ms, ProtobufCMessage **response,
                                    ordo_error_t *err)
 {
+    return ordo_grpc_client_unary_traced(c, path, request, response_desc, timeout_ms, NULL, response, err);
+}
+
+ordo_status ordo_grpc_client_unary_traced(ordo_grpc_client_t *c, const char *path, const ProtobufCMessage *request,
+                                          const ProtobufCMessageDescriptor *response_desc, int timeout_ms,
+                                          const char *traceparent, ProtobufCMessage **response, ordo_error_t *err)
+{
+    grpc_metadata trace = {0};
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     grpc_metadata_array initial_md, trailing_md;
     grpc_byte_buffer *send = ordo_grpc_pack(request), *recv = NULL;
@@ -178,6 +186,12 @@ ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
                                     ordo_grpc_deadline_ms(timeout_ms), NULL);
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (traceparent != NULL && traceparent[0] != '\0') {
+        trace.key = grpc_slice_from_static_string("traceparent");
+        trace.value = grpc_slice_from_static_string(traceparent);
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &trace;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

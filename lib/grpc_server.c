@@ -800,6 +800,23 @@ bool ordo_grpc_call_expired(ordo_grpc_call_t *c)
     return atomic_load(&c->cancelled) || gpr_time_cmp(gpr_now(c->deadline.clock_type), c->deadline) >= 0;
 }
 
+bool ordo_grpc_call_metadata(const ordo_grpc_call_t *c, const char *key, char *out, size_t cap)
+{
+    size_t klen = strlen(key);
+
+    for (size_t i = 0; c != NULL && i < c->md.count; i++) {
+        const grpc_metadata *m = &c->md.metadata[i];
+        size_t vlen = GRPC_SLICE_LENGTH(m->value);
+        if (GRPC_SLICE_LENGTH(m->key) == klen && memcmp(GRPC_SLICE_START_PTR(m->key), key, klen) == 0 &&
+            vlen < cap) {
+            memcpy(out, GRPC_SLICE_START_PTR(m->value), vlen);
+            out[vlen] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
 const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *c)
 {
     return c->request;

@@ -83,6 +83,27 @@ def test_log_lines_carry_the_trace_id(c, t):
     t.ok("trace_id=0af7651916cd43dd8448eb211c80319c" in line, f"the log line about it names its trace ({line[:200]})")
 
 
+def test_grpc_call_metadata(c, t):
+    """Any gRPC client (here grpcio) may send the trace as call metadata:
+    the store keeps it with each event that carries none of its own."""
+    tp = "00-11111111111111111111111111111111-2222222222222222-01"
+    own = "00-33333333333333333333333333333333-4444444444444444-01"
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    req = c.pb.CreateEventRequest(event=c.event(a, "thing-happened"))
+    c.store.CreateEvent(req, timeout=10, metadata=[("traceparent", tp)])
+    ev = c.event(b, "thing-happened")
+    ev.metadata["traceparent"] = own
+    c.store.CreateEvent(c.pb.CreateEventRequest(event=ev), timeout=10, metadata=[("traceparent", tp)])
+    got = {e.aggregate_id: dict(e.metadata) for e in c.store.GetEvents(c.pb.GetEventsRequest(aggregate_type="order",
+                                                                                            limit=1000)).events
+           if e.aggregate_id in (a, b)}
+    t.eq(got[a].get("traceparent"), tp, "the call's traceparent is stored with an event that has none")
+    t.eq(got[b].get("traceparent"), own, "an event's own traceparent wins")
+    c.store.CreateEvent(c.pb.CreateEventRequest(event=c.event(str(uuid.uuid4()))), timeout=10,
+                        metadata=[("traceparent", "not-a-trace")])
+    t.ok(True, "a malformed one in the call is ignored (the append succeeds)")
+
+
 if __name__ == "__main__":
     run_tests([test_a_trace_through_the_saga, test_a_trace_is_started_when_none_is_sent,
-               test_log_lines_carry_the_trace_id], FlowCluster)
+               test_log_lines_carry_the_trace_id, test_grpc_call_metadata], FlowCluster)

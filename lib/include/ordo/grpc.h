@@ -170,6 +170,10 @@ const ProtobufCMessage *ordo_grpc_call_request(const ordo_grpc_call_t *call);
 /** The server a call belongs to. */
 ordo_grpc_server_t *ordo_grpc_call_server(ordo_grpc_call_t *call);
 
+/** The call's request metadata @p key (lowercase) in @p out; false when the
+ *  call has none (or @p call is NULL, or it does not fit in @p cap). */
+bool ordo_grpc_call_metadata(const ordo_grpc_call_t *call, const char *key, char *out, size_t cap);
+
 /** The one mapping from ordo_status to a gRPC status code. */
 int ordo_grpc_code_of(ordo_status st);
 
@@ -209,6 +213,12 @@ ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
                                    const ProtobufCMessageDescriptor *response_desc,
                                    int timeout_ms, ProtobufCMessage **response,
                                    ordo_error_t *err);
+
+/** ordo_grpc_client_unary() sending @p traceparent (W3C; NULL or "": none)
+ *  as the call's `traceparent` metadata. */
+ordo_status ordo_grpc_client_unary_traced(ordo_grpc_client_t *c, const char *path, const ProtobufCMessage *request,
+                                          const ProtobufCMessageDescriptor *response_desc, int timeout_ms,
+                                          const char *traceparent, ProtobufCMessage **response, ordo_error_t *err);
 
 /** Starts a server-streaming call. Close with ordo_grpc_stream_close(). */
 ordo_status ordo_grpc_stream_open(ordo_grpc_client_t *c, const char *path,
