@@ -373,6 +373,12 @@ def check(c, clients, chaos, log):
         f"{len(parked)} copies for {len(chaos.poison_ids)} poison messages; missing {sorted(want - by)[:3]};"
         f" not poison: {stray[:3]}")
     verdicts["no Ordo process died but by an injected kill"] = (not chaos.unexpected, str(chaos.unexpected))
+    # ordoctl verify audits the same system on its own (docs/operations.md); parked poison is expected
+    vr = run([ORDOCTL, "verify", "--database-url", c.database_url, "--addr", c.addr, "--nats-url", c.nats_url])
+    found = [json.loads(x) for x in vr.stdout.splitlines() if x.startswith('{"problem"')]
+    unexpected = [p for p in found if not (p["problem"] == "consumers" and chaos.poison_ids)]
+    verdicts["ordoctl verify finds nothing but the parked poison"] = (
+        vr.returncode in (0, 1) and not unexpected, f"rc={vr.returncode} {unexpected[:3]} {vr.stderr[-300:]}")
     sanitizer = []
     for name in os.listdir(c.dir):
         if name.endswith(".log"):
