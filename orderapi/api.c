@@ -4,7 +4,7 @@
  *   GET  /api/orders/{id}       → the read model (orderquery), 200/404
  *   GET  /api/orders?customer_id=&status=&limit=&after=
  *   GET  /api/orders/{id}/events, GET /api/orders/{id}?at= (history.c)
- *   GET  /healthz, GET /metrics
+ *   GET  /healthz, GET /metrics, GET /openapi.json (docs/openapi.json: every route here)
  * Errors are JSON {"error":{"code","message"}}; the store or read model
  * being down is 503, never a hang: every call has a deadline.
  */
@@ -36,7 +36,8 @@ void api_init(api_ctx_t *ctx)
         [API_GET] = "method=\"GET\",route=\"/api/orders/{id}\"",
         [API_EVENTS] = "method=\"GET\",route=\"/api/orders/{id}/events\"",
         [API_HEALTHZ] = "method=\"GET\",route=\"/healthz\"",
-        [API_METRICS] = "method=\"GET\",route=\"/metrics\"", [API_OTHER] = "method=\"other\",route=\"other\""};
+        [API_METRICS] = "method=\"GET\",route=\"/metrics\"", [API_OPENAPI] = "method=\"GET\",route=\"/openapi.json\"",
+        [API_OTHER] = "method=\"other\",route=\"other\""};
 
     for (int op = 0; op < API_OPS; op++) {
         snprintf(ctx->labels[op][0], sizeof ctx->labels[op][0], "%s", ops[op]);
@@ -387,6 +388,14 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
         *op = API_METRICS;
         ordo_http_metrics_page(&ctx->metrics_endpoint, resp);
         return ORDO_OK;
+    }
+    if (strcmp(req->path, "/openapi.json") == 0) {   /* the API's description: open, like /healthz */
+        if (!get)
+            return method_not_allowed(resp, "GET, HEAD");
+        *op = API_OPENAPI;
+        resp->status = 200;
+        resp->body = strdup(api_openapi_json);
+        return resp->body != NULL ? ORDO_OK : ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
 }

@@ -30,7 +30,12 @@ typedef struct api_config {
 } api_config_t;
 
 /* What a request asked for, for the metrics' labels (route templates, not paths). */
-typedef enum api_op { API_CREATE, API_LIST, API_GET, API_EVENTS, API_HEALTHZ, API_METRICS, API_OTHER, API_OPS } api_op;
+typedef enum api_op {
+    API_CREATE, API_LIST, API_GET, API_EVENTS, API_HEALTHZ, API_METRICS, API_OPENAPI, API_OTHER, API_OPS
+} api_op;
+
+/* docs/openapi.json, compiled in (cmake/embed_file.cmake): GET /openapi.json */
+extern const char api_openapi_json[];
 
 typedef struct api_ctx {
     const api_config_t *cfg;
