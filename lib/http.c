@@ -44,7 +44,15 @@ struct ordo_http_server {
 typedef struct request_state {
     ordo_buf_t body;
     bool too_large;
+    size_t drained;      /* bytes of an oversized body read and dropped */
 } request_state_t;
+
+/* An oversized body is read and dropped, up to this much past the limit,
+ * before the 413 goes out: answering while the client still sends makes the
+ * server close with unread data, the kernel reset the connection, and the
+ * client lose the answer (over TLS most of all). Beyond it, the 413 goes
+ * out at once and the connection closes. */
+#define DRAIN_BYTES ((size_t)1 << 20)
 
 int ordo_http_code_of(ordo_status st)
 {
@@ -145,19 +153,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if ((st = calloc(1, sizeof *st)) == NULL)
             return MHD_NO;
         *con_cls = st;
-        /* refuse a declared oversized body before reading any of it */
+        /* a declared oversized body: dropped as it comes (413 once read), or
+         * refused before reading any of it when it is far too large */
         if (cl != NULL && strtoull(cl, NULL, 10) > srv->max_body) {
             st->too_large = true;
-            return too_large(srv, conn);
+            if (strtoull(cl, NULL, 10) - srv->max_body > DRAIN_BYTES)
+                return too_large(srv, conn);
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!st->too_large && st->body.len + *upload_data_size <= srv->max_body)
+        if (!st->too_large && st->body.len + *upload_data_size <= srv->max_body) {
             ordo_buf_append(&st->body, upload_data, *upload_data_size);
-        else
+        } else {
             st->too_large = true;
+            st->drained += *upload_data_size;
+        }
         *upload_data_size = 0;
+        if (st->drained > DRAIN_BYTES)   /* (a chunked body that goes on): answer now */
+            return too_large(srv, conn);
         return MHD_YES;
     }
     if (st->too_large)

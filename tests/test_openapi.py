@@ -99,6 +99,8 @@ def test_every_documented_operation_answers_as_documented(c, t):
     api.call("/api/orders", "POST", "/api/orders", b"not json", s, want=400)
     api.call("/api/orders", "POST", "/api/orders", order(), {**s, "Content-Type": "text/plain"}, want=415)
     api.call("/api/orders", "POST", "/api/orders", {"pad": "x" * 70000, **order()}, s, want=413)
+    # far over the limit, sent by a client that reads no early answer: read and dropped, then answered
+    api.call("/api/orders", "POST", "/api/orders", {"pad": "x" * 900000, **order()}, s, want=413)
     api.call("/api/orders", "POST", "/api/orders", order(), None, want=401)
     api.call("/api/orders", "POST", "/api/orders", order("c-other"), cu, want=403)
     c.final_status(oid)
