@@ -1,5 +1,7 @@
 #include "ordo/esclient.h"
 
+#include <string.h>
+
 /* Adds key=value (when value is set) to @p e's metadata, using the slots @p meta/@p ptrs. */
 static void add_meta(Eventstore__Event *e, Eventstore__Event__MetadataEntry *meta,
                      Eventstore__Event__MetadataEntry **ptrs, const char *key, const char *value)
@@ -49,6 +51,14 @@ ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int
         protobuf_c_message_free_unpacked(out, NULL);
     }
     return st;
+}
+
+const char *ordo_es_event_meta(const Eventstore__Event *e, const char *key)
+{
+    for (size_t i = 0; i < e->n_metadata; i++)
+        if (strcmp(e->metadata[i]->key, key) == 0)
+            return e->metadata[i]->value;
+    return NULL;
 }
 
 ordo_status ordo_es_read(ordo_grpc_client_t *c, const Eventstore__GetEventsRequest *req, int timeout_ms,

@@ -26,6 +26,12 @@ const char *ordo_order_status_after(const char *event_type)
     return NULL;
 }
 
+bool ordo_order_status_final(const char *status)
+{
+    return status != NULL && (strcmp(status, "Approved") == 0 || strcmp(status, "PaymentFailed") == 0 ||
+                              strcmp(status, "Refunded") == 0);
+}
+
 bool ordo_order_status_valid(const char *status)
 {
     for (size_t i = 0; i < sizeof transitions / sizeof transitions[0]; i++)

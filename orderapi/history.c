@@ -107,21 +107,13 @@ static void rfc3339(int64_t us, char out[40])
     snprintf(out + n, 40 - n, ".%06lldZ", (long long)(us % 1000000));
 }
 
-static const char *meta(const Eventstore__Event *e, const char *key)
-{
-    for (size_t i = 0; i < e->n_metadata; i++)
-        if (strcmp(e->metadata[i]->key, key) == 0)
-            return e->metadata[i]->value;
-    return NULL;
-}
-
 static json_t *event_json(const Eventstore__Event *e)
 {
     char at[40];
-    const char *cause = meta(e, "causation_id"), *corr = meta(e, "correlation_id");
+    const char *cause = ordo_es_event_meta(e, "causation_id"), *corr = ordo_es_event_meta(e, "correlation_id");
     json_t *data = json_loads(e->event_data, 0, NULL);
 
-    const char *tp = meta(e, "traceparent"), *svc = meta(e, "service");
+    const char *tp = ordo_es_event_meta(e, "traceparent"), *svc = ordo_es_event_meta(e, "service");
 
     rfc3339(e->created_at, at);
     return json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "event_id", e->event_id, "type",

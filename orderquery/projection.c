@@ -16,13 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "oq.h"
 #include "ordo/buf.h"
 #include "ordo/esclient.h"
 #include "ordo/log.h"
 #include "ordo/order.h"
+#include "ordo/retry.h"
 #include "ordo/trace.h"
 
 enum {
@@ -335,11 +335,8 @@ static ordo_status apply_batch(ordo_pg_t *pg, const ordo_bus_event_t *events, in
  * with reached the read model. */
 static void observe_lag(oq_ctx_t *ctx, const ordo_bus_event_t *events, int n, const ordo_msg_action *actions)
 {
-    struct timespec now;
-    int64_t now_us;
+    int64_t now_us = ordo_wall_us();
 
-    clock_gettime(CLOCK_REALTIME, &now);
-    now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
     for (int i = 0; i < n; i++)
         if (actions[i] == ORDO_MSG_ACK && events[i].created_at > 0 &&
             strcmp(events[i].aggregate_type, ORDO_ORDER_AGGREGATE) == 0)

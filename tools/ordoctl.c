@@ -27,6 +27,7 @@
 #include "ordo/grpc.h"
 #include "ordo/esclient.h"
 #include "ordo/migrate.h"
+#include "ordo/order.h"
 #include "ordo/trace.h"
 #include "ctl.h"
 
@@ -259,20 +260,11 @@ static int cmd_republish(ordo_grpc_client_t *c, const ctl_config_t *cfg)
     return 0;
 }
 
-static const char *meta_of(const Eventstore__Event *e, const char *key)
-{
-    for (size_t i = 0; i < e->n_metadata; i++)
-        if (strcmp(e->metadata[i]->key, key) == 0)
-            return e->metadata[i]->value;
-    return NULL;
-}
-
 /* ordoctl trace ORDER_ID: the order's causal chain from the store, each
  * event with the service that appended it, its time, its span and the time
  * since the event that caused it; then the time to the final status. */
 static int cmd_trace(ordo_grpc_client_t *c, const ctl_config_t *cfg)
 {
-    static const char *const finals[] = {"order-approved", "order-payment-failed", "order-payment-refunded"};
     Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
     Eventstore__GetEventsResponse *r = NULL;
     const Eventstore__Event *final = NULL;
@@ -294,7 +286,8 @@ static int cmd_trace(ordo_grpc_client_t *c, const ctl_config_t *cfg)
     }
     for (size_t i = 0; i < r->n_events; i++) {
         const Eventstore__Event *e = r->events[i], *cause = NULL;
-        const char *cause_id = meta_of(e, "causation_id"), *tp = meta_of(e, "traceparent"), *svc = meta_of(e, "service");
+        const char *cause_id = ordo_es_event_meta(e, "causation_id"), *tp = ordo_es_event_meta(e, "traceparent");
+        const char *svc = ordo_es_event_meta(e, "service");
         ordo_trace_t span;
         bool traced = ordo_trace_parse(tp, &span);
         for (size_t k = 0; cause_id != NULL && k < i; k++)
@@ -311,9 +304,8 @@ static int cmd_trace(ordo_grpc_client_t *c, const ctl_config_t *cfg)
         json_object_set_new(doc, "since_cause_ms",
                             cause ? json_real((double)(e->created_at - cause->created_at) / 1000.0) : json_null());
         print_json(doc);
-        for (size_t f = 0; f < sizeof finals / sizeof finals[0]; f++)
-            if (final == NULL && strcmp(e->event_type, finals[f]) == 0)
-                final = e;
+        if (final == NULL && ordo_order_status_final(ordo_order_status_after(e->event_type)))
+            final = e;
     }
     print_json(json_pack("{s:s, s:s, s:I, s:o, s:o}", "order_id", cfg->aggregate_id, "trace_id", trace_id, "events",
                          (json_int_t)r->n_events, "final", final ? json_string(final->event_type) : json_null(),

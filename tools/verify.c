@@ -27,13 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ctl.h"
 #include "eventstore.pb-c.h"
 #include "ordo/buf.h"
 #include "ordo/order.h"
 #include "ordo/pg.h"
+#include "ordo/retry.h"
 
 enum { ORDERS_PAGE = 500 };
 
@@ -41,6 +41,7 @@ typedef struct verify {
     const ctl_config_t *cfg;
     ordo_pg_t *pg;
     ordo_bus_t *bus;
+    ordo_grpc_client_t *store;   /* the event store, for --repair (made on first use) */
     int problems, repaired;
 } verify_t;
 
@@ -56,13 +57,6 @@ static void verdict(const char *check, int problems, json_t *detail)
     if (detail != NULL)
         json_object_update_new(doc, detail);
     print_json(doc);
-}
-
-static int64_t now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
 /* ---------------------------------------------------------------- the bus */
@@ -109,19 +103,19 @@ static ordo_status republish(verify_t *v, int64_t from, int64_t to, int64_t *pub
 {
     Eventstore__RepublishRequest req = EVENTSTORE__REPUBLISH_REQUEST__INIT;
     ProtobufCMessage *out = NULL;
-    ordo_grpc_client_t *c = NULL;
-    ordo_status st = ordo_grpc_client_create(v->cfg->addr, ORDO_GRPC_READ_MAX_BYTES, &v->cfg->tls, &c, err);
+    ordo_status st = v->store != NULL ? ORDO_OK
+                                      : ordo_grpc_client_create(v->cfg->addr, ORDO_GRPC_READ_MAX_BYTES, &v->cfg->tls,
+                                                                &v->store, err);
 
     req.from_position = from;
     req.to_position = to;
     req.fresh_ids = true;
     if (st == ORDO_OK)
-        st = ordo_grpc_client_unary(c, "/eventstore.EventStoreAdmin/Republish", &req.base,
+        st = ordo_grpc_client_unary(v->store, "/eventstore.EventStoreAdmin/Republish", &req.base,
                                     &eventstore__republish_response__descriptor, v->cfg->timeout_ms, &out, err);
     *published = st == ORDO_OK ? ((Eventstore__RepublishResponse *)out)->queued : 0;
     if (out != NULL)
         protobuf_c_message_free_unpacked(out, NULL);
-    ordo_grpc_client_destroy(c);
     return st;
 }
 
@@ -221,28 +215,6 @@ static const char *saga_broken(const saga_facts_t *f)
     return NULL;
 }
 
-static bool final_status(const char *status)
-{
-    return strcmp(status, "Approved") == 0 || strcmp(status, "PaymentFailed") == 0 || strcmp(status, "Refunded") == 0;
-}
-
-/* The read model's row of @p id as "status|amount|version|created|updated" ("" when absent). */
-static ordo_status read_model_row(verify_t *v, const char *id, char *out, size_t cap, ordo_error_t *err)
-{
-    const char *params[1] = {id};
-    PGresult *res = NULL;
-    ordo_status st = ordo_pg_query_idempotent(
-        v->pg, "SELECT status, amount_cents, version, created_at, updated_at FROM orders WHERE order_id = $1", 1,
-        params, &res, err);
-
-    *out = '\0';
-    if (st == ORDO_OK && PQntuples(res) == 1)
-        snprintf(out, cap, "%s|%s|%s|%s|%s", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                 PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
-    PQclear(res);
-    return st;
-}
-
 static void fold_row(const ordo_order_state_t *s, char *out, size_t cap)
 {
     snprintf(out, cap, "%s|%lld|%lld|%lld|%lld", s->status, (long long)s->order.amount_cents, (long long)s->version,
@@ -295,16 +267,27 @@ typedef struct order_checks {
     int orders, read_model, stuck, saga, repaired;
 } order_checks_t;
 
-/* Folds one order's events (rows [from, to) of @p res) and checks it. */
-static void check_order(verify_t *v, const PGresult *res, int from, int to, order_checks_t *c)
+/* The read model's row of @p id among @p rows (order_id, then the row as
+ * fold_row writes it), "" when it has none. */
+static const char *stored_row(const PGresult *rows, const char *id)
+{
+    for (int i = 0; i < PQntuples(rows); i++)
+        if (strcmp(PQgetvalue(rows, i, 0), id) == 0)
+            return PQgetvalue(rows, i, 1);
+    return "";
+}
+
+/* Folds one order's events (rows [from, to) of @p res), checks it, and
+ * compares it with its read-model row (@p rows: the page's rows). */
+static void check_order(verify_t *v, const PGresult *res, int from, int to, const PGresult *rows, order_checks_t *c)
 {
     const char *id = PQgetvalue(res, from, 0);
     ordo_order_state_t s;
     saga_facts_t facts = {0};
     ordo_error_t err;
     ordo_status st = ORDO_OK;
-    char folded[256], stored[256];
-    const char *why;
+    char folded[256];
+    const char *why, *stored = stored_row(rows, id);
 
     ordo_order_state_init(&s);
     for (int i = from; i < to && st == ORDO_OK; i++) {
@@ -322,13 +305,14 @@ static void check_order(verify_t *v, const PGresult *res, int from, int to, orde
         ordo_order_state_free(&s);
         return;
     }
-    if (!final_status(s.status) && now_us() - s.updated_at > (int64_t)v->cfg->stuck_after_s * 1000000) {
+    if (!ordo_order_status_final(s.status) &&
+        ordo_wall_us() - s.updated_at > (int64_t)v->cfg->stuck_after_s * 1000000) {
         c->stuck++;
         problem(v, json_pack("{s:s, s:s, s:s, s:I}", "problem", "stuck", "order_id", id, "status", s.status,
-                             "age_s", (json_int_t)((now_us() - s.updated_at) / 1000000)));
+                             "age_s", (json_int_t)((ordo_wall_us() - s.updated_at) / 1000000)));
     }
     fold_row(&s, folded, sizeof folded);
-    if (read_model_row(v, id, stored, sizeof stored, &err) == ORDO_OK && strcmp(folded, stored) != 0) {
+    if (strcmp(folded, stored) != 0) {
         json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s}", "problem", "read_model", "order_id", id, "what",
                                 stored[0] ? "the read model's row differs from the fold of its events"
                                           : "the read model has no row for it",
@@ -354,6 +338,10 @@ static void check_orders(verify_t *v)
         " ORDER BY aggregate_id LIMIT $2::int8";
     static const char sample_sql[] =
         "SELECT aggregate_id FROM streams WHERE aggregate_type = 'order' ORDER BY random() LIMIT $1::int8";
+    /* each order's row, as fold_row writes the fold */
+    static const char rows_sql[] =
+        "SELECT order_id, concat_ws('|', status, amount_cents, version, created_at, updated_at) FROM orders"
+        " WHERE order_id = ANY($1::text[])";
     static const char events_sql[] =
         "SELECT aggregate_id, version, event_type, event_data,"
         " (extract(epoch FROM created_at) * 1000000)::int8 FROM events"
@@ -366,7 +354,7 @@ static void check_orders(verify_t *v)
     snprintf(limit, sizeof limit, "%d", v->cfg->sample > 0 ? v->cfg->sample : ORDERS_PAGE);
     while (more) {
         const char *params[2] = {after, limit}, *sample[1] = {limit};
-        PGresult *ids = NULL, *evs = NULL;
+        PGresult *ids = NULL, *evs = NULL, *rows = NULL;
         ordo_buf_t list = ORDO_BUF_INIT;
 
         if ((v->cfg->sample > 0 ? ordo_pg_query_idempotent(v->pg, sample_sql, 1, sample, &ids, &err)
@@ -382,10 +370,11 @@ static void check_orders(verify_t *v)
         if (PQntuples(ids) > 0)
             snprintf(after, sizeof after, "%s", PQgetvalue(ids, PQntuples(ids) - 1, 0));
         const char *eparams[1] = {ordo_buf_str(&list)};
-        if (PQntuples(ids) > 0 && ordo_pg_query_idempotent(v->pg, events_sql, 1, eparams, &evs, &err) == ORDO_OK) {
+        if (PQntuples(ids) > 0 && ordo_pg_query_idempotent(v->pg, events_sql, 1, eparams, &evs, &err) == ORDO_OK &&
+            ordo_pg_query_idempotent(v->pg, rows_sql, 1, eparams, &rows, &err) == ORDO_OK) {
             for (int from = 0, i = 1; from < PQntuples(evs); i++)
                 if (i == PQntuples(evs) || strcmp(PQgetvalue(evs, i, 0), PQgetvalue(evs, from, 0)) != 0) {
-                    check_order(v, evs, from, i, &c);
+                    check_order(v, evs, from, i, rows, &c);
                     from = i;
                 }
         } else if (PQntuples(ids) > 0) {
@@ -395,6 +384,7 @@ static void check_orders(verify_t *v)
         ordo_buf_free(&list);
         PQclear(ids);
         PQclear(evs);
+        PQclear(rows);
     }
     verdict("read_model", c.read_model, json_pack("{s:i, s:i}", "orders", c.orders, "repaired", c.repaired));
     verdict("stuck", c.stuck, json_pack("{s:i}", "older_than_s", v->cfg->stuck_after_s));
@@ -467,6 +457,7 @@ int ctl_verify(const ctl_config_t *cfg)
     check_consumers(&v);
     print_json(json_pack("{s:s, s:b, s:i, s:i}", "verify", v.problems == 0 ? "consistent" : "problems found", "ok",
                          v.problems == 0, "problems", v.problems, "repaired", v.repaired));
+    ordo_grpc_client_destroy(v.store);
     ordo_bus_destroy(v.bus);
     ordo_pg_destroy(v.pg);
     return v.problems == 0 ? 0 : 1;

@@ -40,6 +40,9 @@ typedef struct ordo_es_result {
 ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int64_t expected, int timeout_ms,
                            ordo_es_result_t *res, ordo_error_t *err);
 
+/** The value of metadata @p key of a stored event; NULL when it has none. */
+const char *ordo_es_event_meta(const Eventstore__Event *e, const char *key);
+
 /** GetEvents; *@p out is the caller's (eventstore__get_events_response__free_unpacked). */
 ordo_status ordo_es_read(ordo_grpc_client_t *c, const Eventstore__GetEventsRequest *req, int timeout_ms,
                          Eventstore__GetEventsResponse **out, ordo_error_t *err);

@@ -88,6 +88,9 @@ const char *ordo_order_status_after(const char *event_type);
 /** True for the six status names. */
 bool ordo_order_status_valid(const char *status);
 
+/** True for the statuses an order ends in: Approved, PaymentFailed, Refunded. */
+bool ordo_order_status_final(const char *status);
+
 /**
  * The id of the follow-up event that @p step ("payment", "restaurant",
  * "refund") derives from the causing event @p cause_id: a UUID v5, the same

@@ -36,6 +36,9 @@ int64_t ordo_mono_ms(void);
 /** The same in microseconds. */
 int64_t ordo_mono_us(void);
 
+/** Wall-clock microseconds since the epoch (the unit of events' created_at). */
+int64_t ordo_wall_us(void);
+
 /** The same in seconds, to the nanosecond (benchmark timings). */
 double ordo_mono_s(void);
 
