@@ -4,10 +4,15 @@
 #include <dlfcn.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "ordo/buf.h"
 #include "ordo/config.h"
@@ -30,6 +35,10 @@ typedef struct mhd_api {
     __typeof__(MHD_add_response_header) *add_response_header;
     __typeof__(MHD_queue_response) *queue_response;
     __typeof__(MHD_destroy_response) *destroy_response;
+    __typeof__(MHD_create_response_from_callback) *create_response_from_callback;
+    __typeof__(MHD_suspend_connection) *suspend_connection;
+    __typeof__(MHD_resume_connection) *resume_connection;
+    __typeof__(MHD_get_connection_info) *get_connection_info;
 } mhd_api_t;
 
 struct ordo_http_server {
@@ -39,6 +48,30 @@ struct ordo_http_server {
     ordo_http_handler_cb handler;
     void *ctx;
     size_t max_body;
+    int max_streams, stream_sndbuf;
+    pthread_mutex_t streams_mu;      /* guards the list and its count */
+    ordo_http_stream_t *streams;     /* open streamed responses */
+    int n_streams;
+    atomic_bool stopping;            /* streams end at their next pull */
+};
+
+/*
+ * A streamed response. References: one for libmicrohttpd (dropped when it
+ * destroys the response, after src->closed), one for the handler that
+ * opened it, and any holds. `asleep` is set under mu by the content reader
+ * as it suspends the connection; whoever clears it resumes the connection,
+ * which cannot close while suspended, so the one resume is always valid.
+ */
+struct ordo_http_stream {
+    ordo_http_server_t *srv;
+    struct MHD_Connection *conn;
+    const ordo_http_stream_source_t *src;
+    void *ctx;
+    pthread_mutex_t mu;
+    bool asleep;       /* suspended by the reader, not yet resumed */
+    bool woken;        /* a wake came while the reader was pulling */
+    atomic_int refs;
+    ordo_http_stream_t *prev, *next;   /* the server's list */
 };
 
 typedef struct request_state {
@@ -115,6 +148,166 @@ const char *ordo_http_query(const ordo_http_request_t *req, const char *name)
     return req->server->mhd.lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* ------------------------------------------------------------ streams */
+
+void ordo_http_stream_hold(ordo_http_stream_t *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+}
+
+void ordo_http_stream_release(ordo_http_stream_t *s)
+{
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+    }
+}
+
+void ordo_http_stream_wake(ordo_http_stream_t *s)
+{
+    bool resume;
+
+    pthread_mutex_lock(&s->mu);
+    resume = s->asleep;
+    s->asleep = false;
+    s->woken = !resume;
+    pthread_mutex_unlock(&s->mu);
+    if (resume)   /* (suspended until this call: the connection and server are there) */
+        s->srv->mhd.resume_connection(s->conn);
+}
+
+/* libmicrohttpd's content reader: the source's next bytes, or sleep. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    ordo_http_stream_t *s = cls;
+    long n;
+    (void)pos;
+
+    pthread_mutex_lock(&s->mu);
+    s->woken = false;
+    pthread_mutex_unlock(&s->mu);
+    if (atomic_load(&s->srv->stopping))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if ((n = s->src->pull(s->ctx, buf, max)) != 0)
+        return n > 0 ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
+    pthread_mutex_lock(&s->mu);
+    if (!s->woken && !atomic_load(&s->srv->stopping)) {   /* (woken while pulling: pull again at once) */
+        s->asleep = true;
+        s->srv->mhd.suspend_connection(s->conn);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* libmicrohttpd is done with the response: the connection is over. */
+static void stream_done(void *cls)
+{
+    ordo_http_stream_t *s = cls;
+    ordo_http_server_t *srv = s->srv;
+
+    pthread_mutex_lock(&srv->streams_mu);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        srv->streams = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    srv->n_streams--;
+    pthread_mutex_unlock(&srv->streams_mu);
+    s->src->closed(s->ctx);
+    ordo_http_stream_release(s);
+}
+
+ordo_status ordo_http_respond_stream(const ordo_http_request_t *req, ordo_http_response_t *resp,
+                                     const char *content_type, const ordo_http_stream_source_t *src, void *ctx,
+                                     ordo_http_stream_t **out, ordo_error_t *err)
+{
+    ordo_http_server_t *srv = req->server;
+    ordo_http_stream_t *s = calloc(1, sizeof *s);
+
+    *out = NULL;
+    if (s == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    pthread_mutex_lock(&srv->streams_mu);
+    if (srv->n_streams >= srv->max_streams || atomic_load(&srv->stopping)) {
+        pthread_mutex_unlock(&srv->streams_mu);
+        free(s);
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "this server has its most streams open (%d)", srv->max_streams);
+    }
+    *s = (ordo_http_stream_t){.srv = srv, .conn = req->conn, .src = src, .ctx = ctx, .next = srv->streams};
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->refs, 2);
+    if (srv->streams != NULL)
+        srv->streams->prev = s;
+    srv->streams = s;
+    srv->n_streams++;
+    pthread_mutex_unlock(&srv->streams_mu);
+    resp->status = 200;
+    resp->content_type = content_type;
+    resp->stream = s;
+    *out = s;
+    return ORDO_OK;
+}
+
+/* Sends a streamed response (its source is closed even if that fails). */
+static enum MHD_Result send_stream(const mhd_api_t *mhd, struct MHD_Connection *conn, ordo_http_response_t *r)
+{
+    ordo_http_stream_t *s = r->stream;
+    struct MHD_Response *mr = mhd->create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, s, stream_done);
+    const union MHD_ConnectionInfo *fd = mhd->get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    enum MHD_Result ret;
+
+    free(r->body);
+    r->body = NULL;
+    r->stream = NULL;
+    if (mr == NULL) {
+        stream_done(s);
+        return MHD_NO;
+    }
+    /* a small kernel buffer: a client that stops reading is soon seen as slow */
+    if (s->srv->stream_sndbuf > 0 && fd != NULL)
+        setsockopt(fd->connect_fd, SOL_SOCKET, SO_SNDBUF, &s->srv->stream_sndbuf, sizeof s->srv->stream_sndbuf);
+    mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    mhd->add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    mhd->add_response_header(mr, "X-Accel-Buffering", "no");   /* (a proxy in front: pass events on at once) */
+    if (r->header_name != NULL)
+        mhd->add_response_header(mr, r->header_name, r->header_value);
+    ret = mhd->queue_response(conn, (unsigned)r->status, mr);
+    mhd->destroy_response(mr);   /* (ours goes when the connection does: stream_done) */
+    return ret;
+}
+
+/* Ends every stream (they end at their next pull) and waits, up to two
+ * seconds, for libmicrohttpd to let them go: a suspended connection must
+ * not outlive the daemon. */
+static void streams_end(ordo_http_server_t *srv)
+{
+    ordo_http_stream_t **all = NULL;
+    int n = 0;
+
+    atomic_store(&srv->stopping, true);
+    pthread_mutex_lock(&srv->streams_mu);
+    if (srv->n_streams > 0 && (all = calloc((size_t)srv->n_streams, sizeof *all)) != NULL)
+        for (ordo_http_stream_t *s = srv->streams; s != NULL; s = s->next) {
+            ordo_http_stream_hold(s);
+            all[n++] = s;
+        }
+    pthread_mutex_unlock(&srv->streams_mu);
+    for (int i = 0; i < n; i++) {
+        ordo_http_stream_wake(all[i]);
+        ordo_http_stream_release(all[i]);
+    }
+    free(all);
+    for (int waited = 0; waited < 200; waited++) {
+        pthread_mutex_lock(&srv->streams_mu);
+        n = srv->n_streams;
+        pthread_mutex_unlock(&srv->streams_mu);
+        if (n == 0)
+            break;
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+    }
+}
+
 static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection *conn, ordo_http_response_t *r)
 {
     const char *body = r->body ? r->body : "";
@@ -124,6 +317,8 @@ static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection
     mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
     if (r->header_name != NULL)
         mhd->add_response_header(mr, r->header_name, r->header_value);
+    if (r->stream != NULL)
+        return send_stream(mhd, conn, r);
     if (r->status == 503)   /* a dependency down or a queue full: worth trying again soon, with the same key */
         mhd->add_response_header(mr, "Retry-After", "1");
     ret = mhd->queue_response(conn, (unsigned)r->status, mr);
@@ -177,7 +372,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st->too_large)
         return too_large(srv, conn);
     ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn, srv};
-    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL};
+    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
     if (ordo_buf_failed(&st->body))
         ordo_http_fail(&resp, &(ordo_error_t){.code = ORDO_NO_MEMORY, .msg = "out of memory"});
     else
@@ -231,6 +426,10 @@ static ordo_status mhd_load(mhd_api_t *mhd, ordo_error_t *err)
         {"MHD_add_response_header", (void **)&mhd->add_response_header},
         {"MHD_queue_response", (void **)&mhd->queue_response},
         {"MHD_destroy_response", (void **)&mhd->destroy_response},
+        {"MHD_create_response_from_callback", (void **)&mhd->create_response_from_callback},
+        {"MHD_suspend_connection", (void **)&mhd->suspend_connection},
+        {"MHD_resume_connection", (void **)&mhd->resume_connection},
+        {"MHD_get_connection_info", (void **)&mhd->get_connection_info},
     };
 
     if ((mhd->lib = dlopen(ORDO_MHD_SONAME, RTLD_NOW | RTLD_LOCAL)) == NULL)
@@ -250,6 +449,7 @@ static void server_free(ordo_http_server_t *srv)
     ordo_secret_free(srv->tls_key);
     free(srv->tls_cert);
     dlclose(srv->mhd.lib);
+    pthread_mutex_destroy(&srv->streams_mu);
     free(srv);
 }
 
@@ -294,12 +494,17 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
     srv->handler = handler;
     srv->ctx = ctx;
     srv->max_body = cfg->max_body;
+    srv->max_streams = cfg->max_streams;
+    srv->stream_sndbuf = cfg->stream_sndbuf;
+    pthread_mutex_init(&srv->streams_mu, NULL);
+    atomic_init(&srv->stopping, false);
     if ((st = load_tls(cfg, srv, err)) != ORDO_OK) {
         server_free(srv);
         return st;
     }
     srv->daemon = srv->mhd.start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (srv->tls_cert != NULL ? MHD_USE_TLS : 0),
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (srv->tls_cert != NULL ? MHD_USE_TLS : 0) |
+            (cfg->max_streams > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0),
         0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
@@ -323,6 +528,7 @@ void ordo_http_stop(ordo_http_server_t *srv)
 {
     if (srv == NULL)
         return;
+    streams_end(srv);
     srv->mhd.stop_daemon(srv->daemon);
     server_free(srv);
 }

@@ -4,11 +4,13 @@
  *   GET  /api/orders/{id}       → the read model (orderquery), 200/404
  *   GET  /api/orders?customer_id=&status=&limit=&after=
  *   GET  /api/orders/{id}/events, GET /api/orders/{id}?at= (history.c)
+ *   GET  /api/orders/changes    → Server-Sent Events of the read model's changes (feed.c)
  *   GET  /healthz, GET /metrics, GET /openapi.json (docs/openapi.json: every route here)
  * Errors are JSON {"error":{"code","message"}}; the store or read model
  * being down is 503, never a hang: every call has a deadline.
  */
 #include "api.h"
+#include "feed.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -35,6 +37,8 @@ void api_init(api_ctx_t *ctx)
         [API_CREATE] = "method=\"POST\",route=\"/api/orders\"", [API_LIST] = "method=\"GET\",route=\"/api/orders\"",
         [API_GET] = "method=\"GET\",route=\"/api/orders/{id}\"",
         [API_EVENTS] = "method=\"GET\",route=\"/api/orders/{id}/events\"",
+        [API_CHANGES] = "method=\"GET\",route=\"/api/orders/changes\"",
+        [API_CONSOLE] = "method=\"GET\",route=\"/console\"",
         [API_HEALTHZ] = "method=\"GET\",route=\"/healthz\"",
         [API_METRICS] = "method=\"GET\",route=\"/metrics\"", [API_OPENAPI] = "method=\"GET\",route=\"/openapi.json\"",
         [API_OTHER] = "method=\"other\",route=\"other\""};
@@ -291,6 +295,19 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
     return st;
 }
 
+/* GET /api/orders/changes[?customer_id=]: a customer's key follows its own customer's orders. */
+static ordo_status follow_changes(api_ctx_t *ctx, const ordo_http_request_t *req, const api_key_t *who,
+                                  ordo_http_response_t *resp, ordo_error_t *err)
+{
+    const char *customer = ordo_http_query(req, "customer_id"), *own = api_own_customer(who);
+
+    if (customer != NULL && (customer[0] == '\0' || strlen(customer) > 128))
+        return ordo_error_set(err, ORDO_INVALID, "customer_id must be 1 to 128 characters");
+    if (own != NULL && customer != NULL && strcmp(customer, own) != 0)
+        return ordo_error_set(err, ORDO_FORBIDDEN, "this API key follows its own customer's orders only");
+    return api_feed_subscribe(ctx->feed, req, own != NULL ? own : customer, resp, err);
+}
+
 static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_error_t *err)
 {
     Eventstore__StatsRequest sreq = EVENTSTORE__STATS_REQUEST__INIT;
@@ -321,6 +338,7 @@ void api_render_metrics(void *vctx, ordo_buf_t *out)
     api_ctx_t *ctx = vctx;
 
     ordo_metrics_render(&ctx->metrics, out);
+    api_feed_render_metrics(ctx->feed, out);
     ordo_process_metrics_render(out);
 }
 
@@ -346,7 +364,8 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     size_t n = strlen(ORDERS_PATH);
 
     bool orders = strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0;
-    bool under = !orders && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0;
+    bool changes = strcmp(req->path, ORDERS_PATH "/changes") == 0;
+    bool under = !orders && !changes && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0;
     const char *slash = under ? strchr(req->path + n + 1, '/') : NULL;
     bool one = under && slash == NULL;
     bool events = under && slash != NULL && strcmp(slash, "/events") == 0;
@@ -355,13 +374,13 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
 
     *op = API_OTHER;
     if (get)
-        *op = orders ? API_LIST : one ? API_GET : events ? API_EVENTS : API_OTHER;
+        *op = orders ? API_LIST : one ? API_GET : events ? API_EVENTS : changes ? API_CHANGES : API_OTHER;
     if (events)   /* (an id of the wrong length is refused as no UUID) */
         snprintf(id, sizeof id, "%.*s", (int)(slash - (req->path + n + 1)), req->path + n + 1);
     else if (post && orders)
         *op = API_CREATE;
     /* orders need a key when keys are on; /healthz and /metrics stay open */
-    if ((orders || one || events) && ctx->keys.n > 0 &&
+    if ((orders || one || events || changes) && ctx->keys.n > 0 &&
         (who = api_keys_find(&ctx->keys, ordo_http_header(req, "Authorization"))) == NULL) {
         resp->header_name = "WWW-Authenticate";
         resp->header_value = "Bearer realm=\"ordo\"";
@@ -372,6 +391,8 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
             return post_order(ctx, req, who, resp, err);
         return get ? list_orders(ctx, req, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
     }
+    if (changes)   /* (a stream has no HEAD: its headers alone say nothing) */
+        return strcmp(req->method, "GET") == 0 ? follow_changes(ctx, req, who, resp, err) : method_not_allowed(resp, "GET");
     if (one && get && ordo_http_query(req, "at") != NULL)
         return api_order_at(ctx, req->path + n + 1, ordo_http_query(req, "at"), who, resp, err);
     if (one)

@@ -27,15 +27,22 @@ typedef struct api_config {
     bool insecure;             /* serve an address other than loopback anyway */
     const char *https_cert, *https_key; /* "": plain HTTP */
     const char *metrics_addr;  /* "": /metrics on the API's address; else there only */
+    int changes_history;       /* order changes held for streams (feed.c) */
+    int changes_max_streams;   /* GET /api/orders/changes streams open at once */
+    int changes_lookback_ms;   /* how late a read-model commit may be and still be streamed */
+    int changes_poll_ms;       /* the feed's poll interval */
 } api_config_t;
 
 /* What a request asked for, for the metrics' labels (route templates, not paths). */
 typedef enum api_op {
-    API_CREATE, API_LIST, API_GET, API_EVENTS, API_HEALTHZ, API_METRICS, API_OPENAPI, API_OTHER, API_OPS
+    API_CREATE, API_LIST, API_GET, API_EVENTS, API_CHANGES, API_HEALTHZ, API_METRICS, API_OPENAPI, API_CONSOLE,
+    API_OTHER, API_OPS
 } api_op;
 
 /* docs/openapi.json, compiled in (cmake/embed_file.cmake): GET /openapi.json */
 extern const char api_openapi_json[];
+
+typedef struct api_feed api_feed_t;   /* feed.h */
 
 typedef struct api_ctx {
     const api_config_t *cfg;
@@ -48,6 +55,7 @@ typedef struct api_ctx {
     ordo_metric_t *created, *replayed;
     api_keys_t keys;                 /* none: every request may do everything */
     ordo_metrics_endpoint_t metrics_endpoint;   /* GET /metrics */
+    api_feed_t *feed;                /* GET /api/orders/changes */
 } api_ctx_t;
 
 /* Shared by the handlers (api.c, history.c). */

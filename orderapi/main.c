@@ -3,10 +3,15 @@
 #include <stdio.h>
 
 #include "api.h"
+#include "feed.h"
 #include "ordo/daemon.h"
 #include "ordo/log.h"
 
 #define OPT(...) ORDO_OPTION(api_config_t, __VA_ARGS__)
+
+/* A stream connection's kernel send buffer: what a client that stops
+ * reading holds of the server's memory besides its place in the history. */
+#define STREAM_SNDBUF (32 * 1024)
 
 static const ordo_option_t options[] = {
     OPT("http-addr", "HTTP_ADDR", "127.0.0.1:8080", ORDO_OPT_STRING, http_addr, 0, 0, "HTTP listen address (port 0: any free port)"),
@@ -25,6 +30,10 @@ static const ordo_option_t options[] = {
     OPT("https-cert", "ORDO_HTTPS_CERT", "", ORDO_OPT_STRING, https_cert, 0, 0, "serve HTTPS with this certificate chain (PEM file), with --https-key"),
     OPT("https-key", "ORDO_HTTPS_KEY", "", ORDO_OPT_STRING, https_key, 0, 0, "the HTTPS certificate's private key (PEM file)"),
     OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics here (plain HTTP) instead of on --http-addr; empty: on --http-addr"),
+    OPT("changes-history", "ORDO_CHANGES_HISTORY", "10000", ORDO_OPT_INT, changes_history, 16, 1000000, "order changes held for GET /api/orders/changes: a stream this far behind is dropped, and a Last-Event-ID within it resumes exactly"),
+    OPT("changes-max-streams", "ORDO_CHANGES_MAX_STREAMS", "512", ORDO_OPT_INT, changes_max_streams, 0, 65536, "GET /api/orders/changes streams open at once (more get 503); each is one of --http-max-connections"),
+    OPT("changes-lookback-ms", "ORDO_CHANGES_LOOKBACK_MS", "3000", ORDO_OPT_INT, changes_lookback_ms, 100, 600000, "a read-model write that commits this much later than a newer one is still streamed"),
+    OPT("changes-poll-ms", "ORDO_CHANGES_POLL_MS", "250", ORDO_OPT_INT, changes_poll_ms, 20, 10000, "how often the change feed reads the read model"),
     OPT("insecure", "ORDO_INSECURE", "false", ORDO_OPT_BOOL, insecure, 0, 0, "serve an address other than loopback without HTTPS and API keys (refused otherwise)"),
 };
 
@@ -53,10 +62,12 @@ int main(int argc, char **argv)
                                 .connection_timeout_s = cfg.http_idle_s, .max_connections = cfg.http_max_connections,
                                 .max_per_address = cfg.http_max_per_address, .tls_cert_file = cfg.https_cert,
                                 .tls_key_file = cfg.https_key, .authenticated = ctx.keys.n > 0,
-                                .insecure = cfg.insecure,
+                                .insecure = cfg.insecure, .max_streams = cfg.changes_max_streams,
+                                .stream_sndbuf = STREAM_SNDBUF,
                                 .enable_hint = "set --https-cert, --https-key and --api-keys-file"};
     if (ordo_grpc_client_create(cfg.eventstore_addr, ORDO_GRPC_APPEND_MAX_BYTES, &cfg.tls, &ctx.store, &err) != ORDO_OK ||
         ordo_grpc_client_create(cfg.orderquery_addr, ORDO_GRPC_PAGE_MAX_BYTES, &cfg.tls, &ctx.query, &err) != ORDO_OK ||
+        api_feed_start(&ctx, &ctx.feed, &err) != ORDO_OK ||
         ordo_http_start(&hcfg, api_handle, &ctx, &http, &port, &err) != ORDO_OK ||
         (cfg.metrics_addr[0] != '\0' &&
          ordo_http_serve_metrics(cfg.metrics_addr, cfg.insecure, &ctx.metrics_endpoint, &metrics, &mport, &err) !=
@@ -75,7 +86,8 @@ int main(int argc, char **argv)
         rc = 0;
     }
     ordo_http_stop(metrics);
-    ordo_http_stop(http);
+    ordo_http_stop(http);   /* (its streams first: they read the feed) */
+    api_feed_destroy(ctx.feed);
     ordo_grpc_client_destroy(ctx.query);
     ordo_grpc_client_destroy(ctx.store);
     api_keys_free(&ctx.keys);

@@ -10,7 +10,7 @@
 
 #define ORDER_COLUMNS "order_id, customer_id, restaurant_id, status, amount_cents, version, created_at, updated_at"
 
-enum { DEFAULT_LIMIT = 50, MAX_LIMIT = 500 };
+enum { DEFAULT_LIMIT = 50, MAX_LIMIT = 500, DEFAULT_CHANGES = 500, MAX_CHANGES = 2000 };
 
 /* A page of orders with their items; all strings point into the results kept here. */
 typedef struct order_page {
@@ -151,6 +151,51 @@ static void list_orders(void *vctx, ordo_pg_t *pg, void *arg)
     page_free(&p);
 }
 
+/* The change feed: rows written after req->since, oldest first, without
+ * items; and the database's clock. A page may end inside a run of rows
+ * written in the same microsecond: the caller asks again from the last
+ * row's applied_at minus one and drops what it has seen. */
+static void list_changes(void *vctx, ordo_pg_t *pg, void *arg)
+{
+    ordo_grpc_call_t *call = arg;
+    const Order__ListChangesRequest *req = (const Order__ListChangesRequest *)ordo_grpc_call_request(call);
+    Order__ListChangesResponse resp = ORDER__LIST_CHANGES_RESPONSE__INIT;
+    int limit = req->limit <= 0 ? DEFAULT_CHANGES : req->limit > MAX_CHANGES ? MAX_CHANGES : req->limit;
+    char since_s[24], limit_s[16];
+    const char *params[2] = {since_s, limit_s};
+    order_page_t p = {0};
+    PGresult *now = NULL;
+    ordo_error_t err;
+    ordo_status st;
+    int n = 0;
+    (void)vctx;
+
+    snprintf(since_s, sizeof since_s, "%lld", (long long)req->since);
+    snprintf(limit_s, sizeof limit_s, "%d", req->since > 0 ? limit : 0);
+    /* the clock first: a row written after it is read next time too */
+    st = ordo_pg_query_idempotent(pg, "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8", 0, NULL, &now,
+                                  &err);
+    if (st == ORDO_OK)
+        st = ordo_pg_query_idempotent(pg, "SELECT " ORDER_COLUMNS ", applied_at FROM orders WHERE applied_at > $1::int8"
+                                          " ORDER BY applied_at, order_id LIMIT $2::int", 2, params, &p.orders, &err);
+    if (st == ORDO_OK && (p.items = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK)) == NULL)
+        st = ordo_error_set(&err, ORDO_NO_MEMORY, "out of memory");
+    if (st == ORDO_OK) {
+        n = PQntuples(p.orders);
+        st = page_build(&p, n, &err);
+    }
+    if (st == ORDO_OK) {
+        for (int i = 0; i < n; i++)
+            p.o[i].applied_at = strtoll(PQgetvalue(p.orders, i, 8), NULL, 10);
+        resp.n_orders = (size_t)n;
+        resp.orders = p.op;
+        resp.now = strtoll(PQgetvalue(now, 0, 0), NULL, 10);
+    }
+    ordo_grpc_call_finish(call, st, err.msg, st == ORDO_OK ? &resp.base : NULL);
+    PQclear(now);
+    page_free(&p);
+}
+
 static void health(void *vctx, ordo_pg_t *pg, void *arg)
 {
     oq_ctx_t *ctx = vctx;
@@ -207,6 +252,15 @@ static void on_health(void *ctx, ordo_grpc_call_t *call, const ProtobufCMessage 
     submit(ctx, health, call);
 }
 
+static void on_list_changes(void *ctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
+{
+    if (((const Order__ListChangesRequest *)msg)->limit < 0) {
+        ordo_grpc_call_finish(call, ORDO_INVALID, "limit must be 0 or more", NULL);
+        return;
+    }
+    submit(ctx, list_changes, call);
+}
+
 static void on_rebuild(void *ctx, ordo_grpc_call_t *call, const ProtobufCMessage *msg)
 {
     (void)msg;
@@ -220,6 +274,8 @@ ordo_status oq_service_register(oq_ctx_t *ctx, ordo_error_t *err)
         {"ListOrders", on_list_orders, false, ORDO_ROLE_READER},
         {"Rebuild", on_rebuild, false, ORDO_ROLE_ADMIN},   /* empties the read model first */
         {"Health", on_health, false, ORDO_ROLE_READER},
+        {"ListChanges", on_list_changes, false, ORDO_ROLE_READER},
     };
-    return ordo_grpc_server_add_service(ctx->server, &order__order_query__descriptor, methods, 4, ctx, err);
+    return ordo_grpc_server_add_service(ctx->server, &order__order_query__descriptor, methods,
+                                        sizeof methods / sizeof methods[0], ctx, err);
 }

@@ -6,6 +6,7 @@ lists for it, and its body validates against the documented schema with
 jsonschema's Draft 2020-12 validator, the dialect of OpenAPI 3.1), and every
 (path, method) the server answers with success is documented. The whole
 system secured (HTTPS, API keys), real processes over loopback."""
+import http.client
 import json
 import os
 import re
@@ -68,6 +69,30 @@ class Api:
         return st, hdrs, json.loads(text) if text.startswith("{") else text
 
 
+def follow_changes(api, c, t, place):
+    """GET /api/orders/changes answering 200: a stream, so read only until its first
+    order event (after @p place() puts one in), and check it against the document."""
+    op = DOC["paths"]["/api/orders/changes"]["get"]
+    port = c.services["orderapi"].port
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=api.ctx, timeout=20)
+    conn.request("GET", "/api/orders/changes", headers=api.staff)
+    r = conn.getresponse()
+    ctype = r.headers.get("Content-Type", "")
+    t.ok(str(r.status) in op["responses"] and ctype in op["responses"][str(r.status)]["content"],
+         f"GET /api/orders/changes -> {r.status} {ctype}: as documented")
+    place()
+    data = None
+    while data is None:
+        line = r.readline().decode()
+        if line.startswith("data: "):
+            data = json.loads(line[6:])
+    errors = list(Draft202012Validator({"$ref": "#/components/schemas/OrderChange"}, resolver=RESOLVER)
+                  .iter_errors(data))
+    t.ok(not errors, f"its order event's data is an OrderChange {[e.message for e in errors[:2]]}")
+    conn.close()
+    api.seen.add(("/api/orders/changes", "GET", 200))
+
+
 def order(customer="c-1", code="PIZZA", price=5):
     return {"customer_id": customer, "restaurant_id": "r-1",
             "order_items": [{"code": code, "name": code.title(), "unit_price": price, "quantity": 1}]}
@@ -123,6 +148,11 @@ def test_every_documented_operation_answers_as_documented(c, t):
     api.call(evs, "GET", "/api/orders/x/events", None, s, want=400)
     api.call(evs, "GET", f"/api/orders/{uuid.uuid4()}/events", None, s, want=404)
     api.call(evs, "GET", f"/api/orders/{oid}/events", None, None, want=401)
+    chg = "/api/orders/changes"
+    follow_changes(api, c, t, lambda: api.call("/api/orders", "POST", "/api/orders", order(), s, want=201))
+    api.call(chg, "GET", chg, None, {**s, "Last-Event-ID": "yesterday"}, want=400)
+    api.call(chg, "GET", chg, None, None, want=401)
+    api.call(chg, "GET", chg + "?customer_id=c-other", None, cu, want=403)
     api.call("/healthz", "GET", "/healthz", want=200)
     api.call("/metrics", "GET", "/metrics", want=200)
     api.call("/openapi.json", "GET", "/openapi.json", want=200)
@@ -141,9 +171,11 @@ def test_every_answered_route_is_documented(c, t):
     oid = str(uuid.uuid4())
     paths = {"/api/orders": "/api/orders", "/api/orders/{id}": f"/api/orders/{oid}",
              "/api/orders/{id}/events": f"/api/orders/{oid}/events", "/healthz": "/healthz", "/metrics": "/metrics",
-             "/openapi.json": "/openapi.json"}
+             "/openapi.json": "/openapi.json", "/api/orders/changes": "/api/orders/changes"}
     for template, path in paths.items():
         for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"):
+            if template == "/api/orders/changes" and method == "GET":
+                continue   # a stream: answered in the test above
             st, hdrs, _ = api.raw(method, path, {} if method in ("POST", "PUT", "PATCH") else None, api.staff)
             documented = method.lower() in DOC["paths"][template] or (
                 method == "HEAD" and "get" in DOC["paths"][template])   # HEAD: GET without its body

@@ -15,6 +15,7 @@
 #include "ordo/status.h"
 
 typedef struct ordo_http_server ordo_http_server_t;
+typedef struct ordo_http_stream ordo_http_stream_t;
 
 typedef struct ordo_http_request {
     const char *method;
@@ -31,6 +32,7 @@ typedef struct ordo_http_response {
     const char *content_type;    /**< default application/json */
     const char *header_name;     /**< one extra header, or NULL */
     const char *header_value;
+    ordo_http_stream_t *stream;  /**< set by ordo_http_respond_stream: the body comes from it */
 } ordo_http_response_t;
 
 /** Handles one request. Runs on a server thread; may block. */
@@ -48,6 +50,8 @@ typedef struct ordo_http_config {
     bool authenticated;          /**< requests must present a key: with HTTPS, any address may be served */
     bool insecure;               /**< serve an address other than loopback without HTTPS and keys anyway */
     const char *enable_hint;     /**< what the refusal of such an address tells to do (may be NULL) */
+    int max_streams;             /**< streamed responses open at once (0: none allowed) */
+    int stream_sndbuf;           /**< a stream connection's kernel send buffer, bytes (0: the system's) */
 } ordo_http_config_t;
 
 ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb handler, void *ctx,
@@ -77,6 +81,46 @@ void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, c
 
 /** The one mapping from ordo_status to an HTTP status code. */
 int ordo_http_code_of(ordo_status st);
+
+/*
+ * Streamed responses (Server-Sent Events): the body is pulled from the
+ * handler's source as the client takes it, for as long as the connection
+ * lives, without holding a server thread. When the source has nothing, the
+ * connection sleeps (libmicrohttpd's suspend) until ordo_http_stream_wake.
+ * A sleeping connection does not time out and does not notice a client
+ * that left: the source sends something now and then (a comment line).
+ */
+typedef struct ordo_http_stream_source {
+    /** Copies up to @p max bytes of what comes next into @p buf: the count;
+     *  0 when nothing is ready (the stream then sleeps until woken); -1 at
+     *  the end (the connection closes once it is sent). On a server thread. */
+    long (*pull)(void *ctx, char *buf, size_t max);
+    /** The connection is over (client gone, stream ended, server stopping):
+     *  called once, on a server thread; ctx is the source's own again. */
+    void (*closed)(void *ctx);
+} ordo_http_stream_source_t;
+
+/**
+ * Answers the request with a stream from @p src (@p ctx its argument):
+ * status 200, Content-Type @p content_type (resp->header_name may add one
+ * header). *@p out holds one reference for the caller: pass it to
+ * ordo_http_stream_wake, and ordo_http_stream_release it once src->closed
+ * has run or the caller no longer wakes it. src->closed runs exactly once,
+ * even if the answer could not be sent. ORDO_UNAVAILABLE when the server
+ * has more streams open than it was configured for (resp is then a 503).
+ */
+ordo_status ordo_http_respond_stream(const ordo_http_request_t *req, ordo_http_response_t *resp,
+                                     const char *content_type, const ordo_http_stream_source_t *src, void *ctx,
+                                     ordo_http_stream_t **out, ordo_error_t *err);
+
+/** Something is ready to pull: wakes a sleeping stream (any thread). */
+void ordo_http_stream_wake(ordo_http_stream_t *s);
+
+/** Another reference to @p s (for a thread that wakes it without a lock). */
+void ordo_http_stream_hold(ordo_http_stream_t *s);
+
+/** Drops a reference; the last one frees the handle. */
+void ordo_http_stream_release(ordo_http_stream_t *s);
 
 /** What a daemon's GET /metrics shows: @p render appends the Prometheus
  *  text exposition (called on a server thread, once per scrape). */
