@@ -269,6 +269,7 @@ static enum MHD_Result send_stream(const mhd_api_t *mhd, struct MHD_Connection *
         setsockopt(fd->connect_fd, SOL_SOCKET, SO_SNDBUF, &s->srv->stream_sndbuf, sizeof s->srv->stream_sndbuf);
     mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
     mhd->add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    mhd->add_response_header(mr, "X-Content-Type-Options", "nosniff");
     mhd->add_response_header(mr, "X-Accel-Buffering", "no");   /* (a proxy in front: pass events on at once) */
     if (r->header_name != NULL)
         mhd->add_response_header(mr, r->header_name, r->header_value);
@@ -311,14 +312,16 @@ static void streams_end(ordo_http_server_t *srv)
 static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection *conn, ordo_http_response_t *r)
 {
     const char *body = r->body ? r->body : "";
-    struct MHD_Response *mr = mhd->create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *mr;
     enum MHD_Result ret;
 
-    mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
-    if (r->header_name != NULL)
-        mhd->add_response_header(mr, r->header_name, r->header_value);
     if (r->stream != NULL)
         return send_stream(mhd, conn, r);
+    mr = mhd->create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    mhd->add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
+    mhd->add_response_header(mr, "X-Content-Type-Options", "nosniff");   /* (a browser takes the type as given) */
+    if (r->header_name != NULL)
+        mhd->add_response_header(mr, r->header_name, r->header_value);
     if (r->status == 503)   /* a dependency down or a queue full: worth trying again soon, with the same key */
         mhd->add_response_header(mr, "Retry-After", "1");
     ret = mhd->queue_response(conn, (unsigned)r->status, mr);

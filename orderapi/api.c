@@ -6,6 +6,7 @@
  *   GET  /api/orders/{id}/events, GET /api/orders/{id}?at= (history.c)
  *   GET  /api/orders/changes    → Server-Sent Events of the read model's changes (feed.c)
  *   GET  /healthz, GET /metrics, GET /openapi.json (docs/openapi.json: every route here)
+ *   GET  /console, /console/console.js, /console/console.css: the web console (docs/console.md)
  * Errors are JSON {"error":{"code","message"}}; the store or read model
  * being down is 503, never a hang: every call has a deadline.
  */
@@ -39,6 +40,7 @@ void api_init(api_ctx_t *ctx)
         [API_EVENTS] = "method=\"GET\",route=\"/api/orders/{id}/events\"",
         [API_CHANGES] = "method=\"GET\",route=\"/api/orders/changes\"",
         [API_CONSOLE] = "method=\"GET\",route=\"/console\"",
+        [API_WHOAMI] = "method=\"GET\",route=\"/api/whoami\"",
         [API_HEALTHZ] = "method=\"GET\",route=\"/healthz\"",
         [API_METRICS] = "method=\"GET\",route=\"/metrics\"", [API_OPENAPI] = "method=\"GET\",route=\"/openapi.json\"",
         [API_OTHER] = "method=\"other\",route=\"other\""};
@@ -295,6 +297,16 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
     return st;
 }
 
+/* GET /api/whoami: what the request's key may do (the console asks, to know whose orders it shows). */
+static json_t *whoami_json(const api_ctx_t *ctx, const api_key_t *who)
+{
+    if (who == NULL)   /* (keys off: anyone may do everything) */
+        return json_pack("{s:b, s:s}", "keys", ctx->keys.n > 0, "scope", "anyone");
+    if (who->staff)
+        return json_pack("{s:b, s:s}", "keys", true, "scope", "staff");
+    return json_pack("{s:b, s:s, s:s}", "keys", true, "scope", "customer", "customer_id", who->customer);
+}
+
 /* GET /api/orders/changes[?customer_id=]: a customer's key follows its own customer's orders. */
 static ordo_status follow_changes(api_ctx_t *ctx, const ordo_http_request_t *req, const api_key_t *who,
                                   ordo_http_response_t *resp, ordo_error_t *err)
@@ -308,17 +320,32 @@ static ordo_status follow_changes(api_ctx_t *ctx, const ordo_http_request_t *req
     return api_feed_subscribe(ctx->feed, req, own != NULL ? own : customer, resp, err);
 }
 
+/* The event store's figures for /healthz: its outbox backlog, stuck orders
+ * and each durable consumer's lag (what the console's health panel shows). */
+static void health_store_figures(json_t *doc, const Eventstore__StatsResponse *s)
+{
+    json_t *consumers = json_array();
+
+    for (size_t i = 0; i < s->n_consumers; i++)
+        json_array_append_new(consumers, json_pack("{s:s, s:I, s:I, s:I}", "name", s->consumers[i]->name, "pending",
+                                                   (json_int_t)s->consumers[i]->pending, "ack_pending",
+                                                   (json_int_t)s->consumers[i]->ack_pending, "parked",
+                                                   (json_int_t)s->consumers[i]->parked));
+    json_object_set_new(doc, "outbox_backlog", json_integer(s->outbox_backlog));
+    json_object_set_new(doc, "stuck_orders", json_integer(s->stuck));
+    json_object_set_new(doc, "consumers", consumers);
+}
+
 static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_error_t *err)
 {
     Eventstore__StatsRequest sreq = EVENTSTORE__STATS_REQUEST__INIT;
     Order__HealthRequest hreq = ORDER__HEALTH_REQUEST__INIT;
-    ProtobufCMessage *out = NULL;
+    ProtobufCMessage *stats = NULL, *out = NULL;
     bool store, db = false, bus = false, query;
+    json_t *doc;
 
     store = ordo_grpc_client_unary(ctx->store, "/eventstore.EventStoreAdmin/GetStats", &sreq.base,
-                                   &eventstore__stats_response__descriptor, 1000, &out, err) == ORDO_OK;
-    if (store)
-        protobuf_c_message_free_unpacked(out, NULL);
+                                   &eventstore__stats_response__descriptor, 1000, &stats, err) == ORDO_OK;
     query = ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/Health", &hreq.base,
                                    &order__health_response__descriptor, 1000, &out, err) == ORDO_OK;
     if (query) {
@@ -327,10 +354,15 @@ static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_erro
         protobuf_c_message_free_unpacked(out, NULL);
     }
     /* degraded is an answer, not a failure: the body says what is down */
-    return api_json_response(resp, store && db ? 200 : 503,
-                         json_pack("{s:s, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded",
-                                   "eventstore", store, "orderquery", query, "database", db, "bus", bus),
-                         err);
+    doc = json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded", "eventstore",
+                    store, "orderquery", query, "database", db, "bus", bus, "changes_feed", api_feed_up(ctx->feed),
+                    "api_keys", ctx->keys.n > 0);
+    if (store) {
+        if (doc != NULL)
+            health_store_figures(doc, (const Eventstore__StatsResponse *)stats);
+        protobuf_c_message_free_unpacked(stats, NULL);
+    }
+    return api_json_response(resp, store && db ? 200 : 503, doc, err);
 }
 
 void api_render_metrics(void *vctx, ordo_buf_t *out)
@@ -343,6 +375,29 @@ void api_render_metrics(void *vctx, ordo_buf_t *out)
 }
 
 /* ------------------------------------------------------------- routing */
+
+/* The files orderapi serves from its binary. */
+typedef struct static_file {
+    const char *path, *content_type, *text;
+    api_op op;
+} static_file_t;
+
+/* The console's pages load only what orderapi serves, and no other site may frame them. */
+#define CONSOLE_CSP "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+static const static_file_t *static_file(const char *path)
+{
+    static const static_file_t files[] = {
+        {"/openapi.json", "application/json", api_openapi_json, API_OPENAPI},
+        {"/console", "text/html; charset=utf-8", api_console_html, API_CONSOLE},
+        {"/console/console.js", "text/javascript; charset=utf-8", api_console_js, API_CONSOLE},
+        {"/console/console.css", "text/css; charset=utf-8", api_console_css, API_CONSOLE},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (strcmp(path, files[i].path) == 0)
+            return &files[i];
+    return NULL;
+}
 
 /* HTTP's own answer, not a status of ours. */
 static ordo_status method_not_allowed(ordo_http_response_t *resp, const char *allow)
@@ -365,6 +420,7 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
 
     bool orders = strcmp(req->path, ORDERS_PATH) == 0 || strcmp(req->path, ORDERS_PATH "/") == 0;
     bool changes = strcmp(req->path, ORDERS_PATH "/changes") == 0;
+    bool whoami = strcmp(req->path, "/api/whoami") == 0;
     bool under = !orders && !changes && strncmp(req->path, ORDERS_PATH "/", n + 1) == 0;
     const char *slash = under ? strchr(req->path + n + 1, '/') : NULL;
     bool one = under && slash == NULL;
@@ -374,13 +430,14 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
 
     *op = API_OTHER;
     if (get)
-        *op = orders ? API_LIST : one ? API_GET : events ? API_EVENTS : changes ? API_CHANGES : API_OTHER;
+        *op = orders ? API_LIST : one ? API_GET : events ? API_EVENTS : changes ? API_CHANGES : whoami ? API_WHOAMI
+                                                                                                      : API_OTHER;
     if (events)   /* (an id of the wrong length is refused as no UUID) */
         snprintf(id, sizeof id, "%.*s", (int)(slash - (req->path + n + 1)), req->path + n + 1);
     else if (post && orders)
         *op = API_CREATE;
     /* orders need a key when keys are on; /healthz and /metrics stay open */
-    if ((orders || one || events || changes) && ctx->keys.n > 0 &&
+    if ((orders || one || events || changes || whoami) && ctx->keys.n > 0 &&
         (who = api_keys_find(&ctx->keys, ordo_http_header(req, "Authorization"))) == NULL) {
         resp->header_name = "WWW-Authenticate";
         resp->header_value = "Bearer realm=\"ordo\"";
@@ -391,6 +448,8 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
             return post_order(ctx, req, who, resp, err);
         return get ? list_orders(ctx, req, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
     }
+    if (whoami)
+        return get ? api_json_response(resp, 200, whoami_json(ctx, who), err) : method_not_allowed(resp, "GET, HEAD");
     if (changes)   /* (a stream has no HEAD: its headers alone say nothing) */
         return strcmp(req->method, "GET") == 0 ? follow_changes(ctx, req, who, resp, err) : method_not_allowed(resp, "GET");
     if (one && get && ordo_http_query(req, "at") != NULL)
@@ -410,12 +469,18 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
         ordo_http_metrics_page(&ctx->metrics_endpoint, resp);
         return ORDO_OK;
     }
-    if (strcmp(req->path, "/openapi.json") == 0) {   /* the API's description: open, like /healthz */
+    const static_file_t *file = static_file(req->path);
+    if (file != NULL) {   /* the API's description and the console: open, like /healthz (the console asks for a key) */
         if (!get)
             return method_not_allowed(resp, "GET, HEAD");
-        *op = API_OPENAPI;
+        *op = file->op;
         resp->status = 200;
-        resp->body = strdup(api_openapi_json);
+        resp->content_type = file->content_type;
+        if (file->op == API_CONSOLE) {
+            resp->header_name = "Content-Security-Policy";
+            resp->header_value = CONSOLE_CSP;
+        }
+        resp->body = strdup(file->text);
         return resp->body != NULL ? ORDO_OK : ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);

@@ -35,12 +35,14 @@ typedef struct api_config {
 
 /* What a request asked for, for the metrics' labels (route templates, not paths). */
 typedef enum api_op {
-    API_CREATE, API_LIST, API_GET, API_EVENTS, API_CHANGES, API_HEALTHZ, API_METRICS, API_OPENAPI, API_CONSOLE,
-    API_OTHER, API_OPS
+    API_CREATE, API_LIST, API_GET, API_EVENTS, API_CHANGES, API_WHOAMI, API_HEALTHZ, API_METRICS, API_OPENAPI,
+    API_CONSOLE, API_OTHER, API_OPS
 } api_op;
 
-/* docs/openapi.json, compiled in (cmake/embed_file.cmake): GET /openapi.json */
+/* Compiled in (cmake/embed_file.cmake): docs/openapi.json (GET /openapi.json)
+ * and the web console, orderapi/console (GET /console and its two files). */
 extern const char api_openapi_json[];
+extern const char api_console_html[], api_console_js[], api_console_css[];
 
 typedef struct api_feed api_feed_t;   /* feed.h */
 

@@ -85,6 +85,7 @@ struct api_feed {
     bool started;                    /* the first poll answered: high and complete_after are known */
     bool failing;                    /* the last poll failed */
     int64_t high;                    /* the newest applied_at read */
+    int64_t now;                     /* the database's clock at the last poll */
     int64_t complete_after;          /* every row written after this (and committed within the lookback) is or was in the ring */
     seen_map_t seen;
     sub_t *subs;
@@ -366,13 +367,17 @@ static bool parse_id(const char *id, int64_t *at, int64_t *version, char order_i
  * that frame when the ring has it; else after the lookback before it, when
  * the ring holds that far back (a change may come twice: the version tells);
  * else at the live end, after a reset notice: the client reloads its list. */
-static void sub_place(api_feed_t *f, sub_t *s, const char *last_id)
+static void sub_place(api_feed_t *f, sub_t *s, const char *last_id, size_t recent)
 {
     int64_t at, version, lookback = (int64_t)f->api->cfg->changes_lookback_ms * 1000;
     char order_id[ORDO_UUID_LEN];
 
     s->pos = f->next_seq;
-    if (last_id == NULL || !parse_id(last_id, &at, &version, order_id))
+    if (last_id == NULL) {   /* from now, or the last @p recent the history holds */
+        s->pos = f->next_seq - f->first_seq < recent ? f->first_seq : f->next_seq - recent;
+        return;
+    }
+    if (!parse_id(last_id, &at, &version, order_id))
         return;
     for (uint64_t q = f->next_seq; q > f->first_seq; q--) {
         frame_t *fr = frame_at(f, q - 1);
@@ -394,14 +399,20 @@ static void sub_place(api_feed_t *f, sub_t *s, const char *last_id)
 ordo_status api_feed_subscribe(api_feed_t *f, const ordo_http_request_t *req, const char *customer,
                                ordo_http_response_t *resp, ordo_error_t *err)
 {
-    const char *last_id = ordo_http_header(req, "Last-Event-ID");
+    const char *last_id = ordo_http_header(req, "Last-Event-ID"), *recent_s = ordo_http_query(req, "recent");
+    long recent = 0;
     int64_t a, v;
-    char id[ORDO_UUID_LEN];
+    char id[ORDO_UUID_LEN], *end = NULL;
     sub_t *s;
     ordo_status st;
 
     if (last_id != NULL && !parse_id(last_id, &a, &v, id))
         return ordo_error_set(err, ORDO_INVALID, "Last-Event-ID must be an id this stream sent (APPLIED_AT-VERSION-ORDER_ID)");
+    if (recent_s != NULL) {
+        recent = strtol(recent_s, &end, 10);
+        if (end == recent_s || *end != '\0' || recent < 0 || recent > 1000000)
+            return ordo_error_set(err, ORDO_INVALID, "recent must be an integer from 0 to 1000000");
+    }
     pthread_mutex_lock(&f->mu);
     bool started = f->started;
     pthread_mutex_unlock(&f->mu);
@@ -420,7 +431,7 @@ ordo_status api_feed_subscribe(api_feed_t *f, const ordo_http_request_t *req, co
     /* (the stream is read only once this handler has returned: it joins first) */
     pthread_mutex_lock(&f->mu);
     sub_say(s, HELLO);
-    sub_place(f, s, last_id);
+    sub_place(f, s, last_id, (size_t)recent);
     s->next = f->subs;
     if (f->subs != NULL)
         f->subs->prev = s;
@@ -473,14 +484,17 @@ static ordo_status poll_once(api_feed_t *f, int64_t lookback_us, int *added, ord
     int64_t since;
     ordo_status st = ORDO_OK;
 
+    /* back from the newest row read, or from the clock when that is newer: a
+     * row made longer ago than the lookback is past waiting for (an idle
+     * feed reads nothing) */
     pthread_mutex_lock(&f->mu);
-    since = f->started ? f->high - lookback_us : 0;
+    since = f->started ? (f->high > f->now ? f->high : f->now) - lookback_us : 0;
     pthread_mutex_unlock(&f->mu);
     if (since <= 0) {   /* the first poll: the database's clock is where the feed starts */
         if ((st = list_changes(f, 0, &r, err)) != ORDO_OK)
             return st;
         pthread_mutex_lock(&f->mu);
-        f->high = r->now;
+        f->high = f->now = r->now;
         f->complete_after = r->now - (int64_t)f->api->cfg->changes_lookback_ms * 1000;
         f->started = true;
         pthread_mutex_unlock(&f->mu);
@@ -494,6 +508,8 @@ static ordo_status poll_once(api_feed_t *f, int64_t lookback_us, int *added, ord
             return st;
         pthread_mutex_lock(&f->mu);
         *added += take_page(f, r, f->cap / 4 - (size_t)*added);
+        if (page == 0)
+            f->now = r->now;
         pthread_mutex_unlock(&f->mu);
         bool full = r->n_orders == PAGE;
         if (full)   /* (rows of the same microsecond may straddle pages: seen drops the repeats) */
@@ -603,16 +619,27 @@ void api_feed_destroy(api_feed_t *f)
     free(f);
 }
 
+bool api_feed_up(api_feed_t *f)
+{
+    bool up;
+
+    if (f == NULL)
+        return false;
+    pthread_mutex_lock(&f->mu);
+    up = f->started && !f->failing;
+    pthread_mutex_unlock(&f->mu);
+    return up;
+}
+
 void api_feed_render_metrics(api_feed_t *f, ordo_buf_t *out)
 {
     long long v[6];
-    int streams, up;
+    int streams;
 
     if (f == NULL)
         return;
     pthread_mutex_lock(&f->mu);
     streams = f->n_subs;
-    up = f->started && !f->failing;
     v[0] = f->frames_total;
     v[1] = f->dropped_total;
     v[2] = f->reset_total;
@@ -622,7 +649,7 @@ void api_feed_render_metrics(api_feed_t *f, ordo_buf_t *out)
     pthread_mutex_unlock(&f->mu);
     ordo_metrics_render_header(out, "ordo_changes_feed_up", "gauge",
                                "1 when the change feed's last poll of the read model answered");
-    ordo_buf_printf(out, "ordo_changes_feed_up %d\n", up);
+    ordo_buf_printf(out, "ordo_changes_feed_up %d\n", api_feed_up(f));
     ordo_metrics_render_header(out, "ordo_changes_streams", "gauge", "open GET /api/orders/changes streams");
     ordo_buf_printf(out, "ordo_changes_streams %d\n", streams);
     ordo_metrics_render_header(out, "ordo_changes_events_total", "counter",

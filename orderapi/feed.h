@@ -16,6 +16,9 @@ void api_feed_destroy(api_feed_t *f);
 ordo_status api_feed_subscribe(api_feed_t *f, const ordo_http_request_t *req, const char *customer,
                                ordo_http_response_t *resp, ordo_error_t *err);
 
+/* Whether the feed's last poll of the read model answered (NULL: false). */
+bool api_feed_up(api_feed_t *f);
+
 /* The feed's figures on /metrics. */
 void api_feed_render_metrics(api_feed_t *f, ordo_buf_t *out);
 

@@ -11,6 +11,7 @@ PACKAGES=(
   libnats-dev libssl-dev nats-server postgresql libpq-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev
   libcmocka-dev uuid-dev curl openssl
   python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-psycopg2 python3-jsonschema
+  chromium chromium-driver python3-selenium fonts-dejavu-core
   prometheus
 )
 # prometheus (promtool and a server the tests start on loopback): Debian's

@@ -149,5 +149,8 @@ curl -s -X POST "$API/api/orders" "${auth[@]}" -H 'Content-Type: application/jso
 echo "-- and no key, no order:"
 curl -s --cacert "$certs/ca.pem" "$API/api/orders?limit=1"; echo
 echo
+echo "-- the web console: $API/console (its CA: .cluster/certs/ca.pem; the staff key: \$ORDO_STAFF_KEY in .cluster/env)"
+echo "-- live changes as Server-Sent Events: curl -sN --cacert .cluster/certs/ca.pem -H \"Authorization: Bearer \$ORDO_STAFF_KEY\" $API/api/orders/changes"
+echo
 echo "Ordo is running: API $API  (source .cluster/env for the addresses; logs in .cluster/)"
 echo "Stop everything with: bash scripts/down.sh"

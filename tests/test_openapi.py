@@ -153,6 +153,14 @@ def test_every_documented_operation_answers_as_documented(c, t):
     api.call(chg, "GET", chg, None, {**s, "Last-Event-ID": "yesterday"}, want=400)
     api.call(chg, "GET", chg, None, None, want=401)
     api.call(chg, "GET", chg + "?customer_id=c-other", None, cu, want=403)
+    api.call("/api/whoami", "GET", "/api/whoami", None, s, want=200)
+    st, _, doc = api.call("/api/whoami", "GET", "/api/whoami", None, cu, want=200)
+    t.eq(doc, {"keys": True, "scope": "customer", "customer_id": "c-key"}, "whoami: a customer's key and its customer")
+    api.call("/api/whoami", "GET", "/api/whoami", None, None, want=401)
+    for path in ("/console", "/console/console.js", "/console/console.css"):
+        st, hdrs, _ = api.call(path, "GET", path, want=200)
+        t.ok(hdrs.get("Content-Security-Policy", "").startswith("default-src 'self'"),
+             f"{path}: with its Content-Security-Policy")
     api.call("/healthz", "GET", "/healthz", want=200)
     api.call("/metrics", "GET", "/metrics", want=200)
     api.call("/openapi.json", "GET", "/openapi.json", want=200)
@@ -171,7 +179,9 @@ def test_every_answered_route_is_documented(c, t):
     oid = str(uuid.uuid4())
     paths = {"/api/orders": "/api/orders", "/api/orders/{id}": f"/api/orders/{oid}",
              "/api/orders/{id}/events": f"/api/orders/{oid}/events", "/healthz": "/healthz", "/metrics": "/metrics",
-             "/openapi.json": "/openapi.json", "/api/orders/changes": "/api/orders/changes"}
+             "/openapi.json": "/openapi.json", "/api/orders/changes": "/api/orders/changes", "/api/whoami": "/api/whoami",
+             "/console": "/console", "/console/console.js": "/console/console.js",
+             "/console/console.css": "/console/console.css"}
     for template, path in paths.items():
         for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"):
             if template == "/api/orders/changes" and method == "GET":
@@ -182,7 +192,7 @@ def test_every_answered_route_is_documented(c, t):
             t.ok(documented or st in (404, 405), f"{method} {template}: {st}"
                  f"{'' if documented else ' (undocumented: refused)'}")
     for path in ("/", "/api", "/api/", "/api/orders/x/y", f"/api/orders/{oid}/other", "/api/v2/orders", "/admin",
-                 "/metrics/x", "/openapi.yaml", "/healthz/"):
+                 "/metrics/x", "/openapi.yaml", "/healthz/", "/console/", "/console/x.js", "/console.js"):
         st, _, _ = api.raw("GET", path, None, api.staff)
         t.eq(st, 404, f"GET {path}: no such route")
 
