@@ -10,7 +10,9 @@ import http.client
 import json
 import os
 import re
+import shutil
 import ssl
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -96,6 +98,35 @@ def follow_changes(api, c, t, place):
 def order(customer="c-1", code="PIZZA", price=5):
     return {"customer_id": customer, "restaurant_id": "r-1",
             "order_items": [{"code": code, "name": code.title(), "unit_price": price, "quantity": 1}]}
+
+
+def test_document_is_valid_openapi_3_1(c, t):
+    """A real validator: @apidevtools/swagger-parser (npm, pinned by tests/openapi/package-lock.json)
+    checks the document against the OpenAPI 3.1 specification's schema and resolves every $ref;
+    what it does not check for 3.1 is checked here."""
+    work = os.path.join(c.dir, "openapi-check")
+    shutil.copytree(os.path.join(ROOT, "tests", "openapi"), work)
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=work, capture_output=True,
+                       text=True, timeout=600)
+    t.eq(r.returncode, 0, f"npm ci of the validator ({(r.stdout + r.stderr).strip()[-300:]})")
+    validate = lambda path: subprocess.run(["node", "validate.js", path], cwd=work, capture_output=True, text=True,
+                                           timeout=120)
+    r = validate(os.path.join(ROOT, "docs", "openapi.json"))
+    t.ok(r.returncode == 0 and r.stdout.startswith("valid: "), f"docs/openapi.json is valid OpenAPI 3.1: "
+         f"{(r.stdout + r.stderr).strip()}")
+    broken = json.loads(json.dumps(DOC))
+    del broken["paths"]["/healthz"]["get"]["responses"]["200"]["description"]
+    with open(os.path.join(work, "broken.json"), "w") as f:
+        json.dump(broken, f)
+    r = validate(os.path.join(work, "broken.json"))
+    t.ok(r.returncode == 1 and "description" in r.stderr, "and the validator does refuse a broken copy "
+         "(a response without its description)")
+    ops = [op["operationId"] for p in DOC["paths"].values() for op in p.values()]
+    t.eq(len(ops), len(set(ops)), "every operationId is unique")
+    for path, ops in DOC["paths"].items():
+        for method, op in ops.items():
+            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            t.eq(declared, set(re.findall(r"{(\w+)}", path)), f"{method.upper()} {path}: its path parameters declared")
 
 
 def test_served_document_is_the_repository_one(c, t):
@@ -198,5 +229,5 @@ def test_every_answered_route_is_documented(c, t):
 
 
 if __name__ == "__main__":
-    run_tests([test_served_document_is_the_repository_one, test_every_documented_operation_answers_as_documented,
+    run_tests([test_document_is_valid_openapi_3_1, test_served_document_is_the_repository_one, test_every_documented_operation_answers_as_documented,
                test_every_answered_route_is_documented], lambda: FlowCluster(tls=True))
