@@ -11,6 +11,9 @@
 # identities, NATS users, PostgreSQL roles, HTTPS with an API key), on a
 # nats-server of its own; OLD_LABEL / NEW_LABEL name the sides
 # (bench/tls_cost_e2e.sh runs one checkout plain against secured this way).
+# OLD_LOAD / NEW_LOAD: more bench/e2e_load arguments for that side; API_ARGS:
+# more orderapi arguments for both (bench/streams_cost.sh runs one checkout
+# without and with open change streams this way).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,11p' "$0"; exit 2; }
@@ -41,7 +44,10 @@ svc() {   # svc NAME BINARY ARGS...: one service, secured as the identity named 
     pids+=($!)
 }
 one() {   # one LABEL ROOT SECURE
-    local label=$1 root=$2 secure=$3 es_db=$DATABASE_URL rm_db=$DATABASE_URL nats=$plain_nats api_opts=() load_opts=()
+    local label=$1 root=$2 secure=$3 extra_load=$4 es_db=$DATABASE_URL rm_db=$DATABASE_URL nats=$plain_nats api_opts=() load_opts=()
+    local more_api=() extra=()
+    read -r -a more_api <<<"${API_ARGS:-}"
+    read -r -a extra <<<"$extra_load"
     if [ "$secure" = 1 ]; then
         es_db=$ES_DATABASE_URL rm_db=$RM_DATABASE_URL nats=$secure_nats
         api_opts=(--api-keys-file "$certs/api-keys" --https-cert "$certs/orderapi.pem" --https-key "$certs/orderapi.key")
@@ -56,7 +62,7 @@ one() {   # one LABEL ROOT SECURE
     local oqs="ipv4:127.0.0.1:$(port_of oq1),127.0.0.1:$(port_of oq2)"
     svc pay "$root/build/paymentsvc/paymentsvc" --limit 500 "${common[@]}"
     svc rest "$root/build/restaurantsvc/restaurantsvc" --unavailable SOLD-OUT "${common[@]}"
-    svc api "$root/build/orderapi/orderapi" --http-addr 127.0.0.1:0 --eventstore-addr "$addr" --orderquery-addr "$oqs" "${api_opts[@]}"
+    svc api "$root/build/orderapi/orderapi" --http-addr 127.0.0.1:0 --eventstore-addr "$addr" --orderquery-addr "$oqs" "${api_opts[@]}" "${more_api[@]}"
     local api=127.0.0.1:$(port_of api)
     sleep 1
     /usr/bin/python3 bench/cpu_split.py --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --unit order \
@@ -64,17 +70,17 @@ one() {   # one LABEL ROOT SECURE
         >"$dir/cpu.txt" 2>&1 &
     local split=$! res
     res=$(build/bench/e2e_load --api-addr "$api" --database-url "$DATABASE_URL" --seconds "$secs" --threads 16 \
-          --rate "$rate" --label "$label" "${load_opts[@]}")
+          --rate "$rate" --label "$label" "${load_opts[@]}" "${extra[@]}")
     wait "$split"
-    echo "$res" | head -1
+    echo "$res" | grep -v '^{' 
     echo "  $(cat "$dir/cpu.txt")"
     echo "$res" | tail -1 | sed -n 's/.*"orders_per_s":\([0-9]*\).*/\1/p' >>"$dir/$label.ops"
     sed -n 's/^cpu ms per order ([^)]*): \([0-9.]*\) in all.*/\1/p' "$dir/cpu.txt" >>"$dir/$label.cpu"
     stop_all
 }
 median() { sort -n "$dir/$1" | awk '{v[NR]=$1} END{print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-old_side() { one "${OLD_LABEL:-old}" "$old" "${OLD_SECURE:-0}"; }
-new_side() { one "${NEW_LABEL:-new}" "$new" "${NEW_SECURE:-0}"; }
+old_side() { one "${OLD_LABEL:-old}" "$old" "${OLD_SECURE:-0}" "${OLD_LOAD:-}"; }
+new_side() { one "${NEW_LABEL:-new}" "$new" "${NEW_SECURE:-0}" "${NEW_LOAD:-}"; }
 for r in $(seq "$rounds"); do
     if [ $((r % 2)) -eq 1 ]; then old_side; new_side; else new_side; old_side; fi
 done

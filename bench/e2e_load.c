@@ -11,8 +11,13 @@
  * With --ca it speaks HTTPS (OpenSSL, the server checked against the CA and
  * the address), with --api-key-file it sends Authorization: Bearer <key>:
  * orderapi as scripts/up.sh runs it.
+ * With --streams N it holds N GET /api/orders/changes streams open through
+ * the run (one thread, epoll) and prints the events they received and their
+ * delay from the read model's write (applied_at) to arrival.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,10 +25,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +41,7 @@
 
 typedef struct e2e_config {
     const char *api_addr, *database_url, *label, *ca, *api_key_file;
-    int threads, rate, seconds, fail_every, reject_every, wait_s;
+    int threads, rate, seconds, fail_every, reject_every, wait_s, streams;
 } e2e_config_t;
 
 #define OPT(...) ORDO_OPTION(e2e_config_t, __VA_ARGS__)
@@ -51,6 +58,7 @@ static const ordo_option_t options[] = {
     OPT("ca", "ORDO_CA", "", ORDO_OPT_STRING, ca, 0, 0, "CA file: speak HTTPS and check orderapi's certificate against it"),
     OPT("api-key-file", "ORDO_API_KEY_FILE", "", ORDO_OPT_STRING, api_key_file, 0, 0, "file holding an API key (sent as Authorization: Bearer)"),
     OPT("wait-s", NULL, "60", ORDO_OPT_INT, wait_s, 1, 3600, "how long to wait for the saga to finish"),
+    OPT("streams", NULL, "0", ORDO_OPT_INT, streams, 0, 100000, "GET /api/orders/changes streams held open during the run"),
 };
 
 typedef struct sent {
@@ -242,6 +250,199 @@ static void *run(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------ streams */
+
+/* One GET /api/orders/changes: its connection and where its parser is. */
+typedef struct stream {
+    conn_t c;
+    char head[4096];          /* the response's head, until its blank line */
+    size_t head_len;
+    bool in_body, ok;
+    int chunk;                /* -1: reading a chunk's size line; else bytes left of its data (+2 for its CRLF) */
+    char size[24];
+    size_t size_len;
+    char line[4096];          /* the body's current line */
+    size_t line_len;
+    bool ended;
+} stream_t;
+
+typedef struct streams {
+    const client_t *client;
+    struct sockaddr_in addr;
+    stream_t *s;
+    int n, opened, refused;
+    int ep;
+    atomic_bool stop;
+    pthread_t thread;
+    double *lat;              /* seconds from applied_at to arrival, per event */
+    size_t n_lat, cap_lat;
+    long long events, dropped, ended;
+} streams_t;
+
+static void stream_line(streams_t *all, stream_t *st)
+{
+    const char *at;
+
+    st->line[st->line_len < sizeof st->line ? st->line_len : sizeof st->line - 1] = '\0';
+    if (strncmp(st->line, "data: ", 6) == 0 && (at = strstr(st->line, "\"applied_at\":")) != NULL) {
+        double lat = (double)(wall_us() - strtoll(at + 13, NULL, 10)) / 1e6;
+        all->events++;
+        if (all->n_lat == all->cap_lat) {
+            size_t cap = all->cap_lat ? all->cap_lat * 2 : 65536;
+            double *grown = realloc(all->lat, cap * sizeof *grown);
+            if (grown == NULL)
+                return;
+            all->lat = grown;
+            all->cap_lat = cap;
+        }
+        all->lat[all->n_lat++] = lat;
+    } else if (strcmp(st->line, "event: dropped") == 0) {
+        all->dropped++;
+    }
+}
+
+/* Feeds the body's decoded bytes to the line parser. */
+static void stream_body(streams_t *all, stream_t *st, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            stream_line(all, st);
+            st->line_len = 0;
+        } else if (st->line_len < sizeof st->line) {
+            st->line[st->line_len++] = p[i];
+        }
+    }
+}
+
+/* Takes @p n bytes off the wire: the head, then the chunked body. */
+static void stream_feed(streams_t *all, stream_t *st, const char *p, size_t n)
+{
+    while (n > 0) {
+        if (!st->in_body) {
+            st->head[st->head_len++] = *p++;
+            n--;
+            if (st->head_len >= 4 && memcmp(st->head + st->head_len - 4, "\r\n\r\n", 4) == 0) {
+                st->in_body = true;
+                st->ok = strncmp(st->head, "HTTP/1.1 200", 12) == 0;
+                st->chunk = -1;
+            } else if (st->head_len == sizeof st->head) {
+                st->ended = true;
+                return;
+            }
+        } else if (st->chunk < 0) {   /* "SIZE\r\n" */
+            char ch = *p++;
+            n--;
+            if (ch == '\n') {
+                st->size[st->size_len] = '\0';
+                st->chunk = (int)strtol(st->size, NULL, 16) + 2;
+                st->size_len = 0;
+                if (st->chunk == 2) {   /* the last chunk: the stream ended */
+                    st->ended = true;
+                    return;
+                }
+            } else if (ch != '\r' && st->size_len + 1 < sizeof st->size) {
+                st->size[st->size_len++] = ch;
+            }
+        } else {
+            size_t take = n < (size_t)st->chunk ? n : (size_t)st->chunk;
+            size_t data = st->chunk > 2 ? (take < (size_t)st->chunk - 2 ? take : (size_t)st->chunk - 2) : 0;
+            stream_body(all, st, p, data);
+            st->chunk -= (int)take;
+            p += take;
+            n -= take;
+            if (st->chunk == 0)
+                st->chunk = -1;
+        }
+    }
+}
+
+/* Reads what a stream has; false once it ended (or failed). */
+static bool stream_read(streams_t *all, stream_t *st)
+{
+    char buf[16384];
+
+    for (;;) {
+        ssize_t got = conn_recv(&st->c, buf, sizeof buf);
+        if (got > 0) {
+            stream_feed(all, st, buf, (size_t)got);
+            if (st->ended)
+                return false;
+            continue;
+        }
+        if (st->c.ssl != NULL) {
+            int e = SSL_get_error(st->c.ssl, (int)got);
+            return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+        }
+        return got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+}
+
+static void *streams_run(void *arg)
+{
+    streams_t *all = arg;
+    struct epoll_event evs[64];
+
+    while (!atomic_load(&all->stop)) {
+        int n = epoll_wait(all->ep, evs, 64, 100);
+        for (int i = 0; i < n; i++) {
+            stream_t *st = evs[i].data.ptr;
+            if (!st->ended && !stream_read(all, st)) {
+                st->ended = true;
+                all->ended++;
+                epoll_ctl(all->ep, EPOLL_CTL_DEL, st->c.fd, NULL);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Opens the streams (each connected, its request sent) and starts their thread. */
+static bool streams_start(streams_t *all, const e2e_config_t *cfg, const client_t *client)
+{
+    char req[512];
+    int len = snprintf(req, sizeof req, "GET /api/orders/changes HTTP/1.1\r\nHost: %s\r\n%sAccept: text/event-stream\r\n\r\n",
+                       cfg->api_addr, client->auth);
+
+    all->client = client;
+    all->n = cfg->streams;
+    all->addr.sin_family = AF_INET;
+    all->addr.sin_port = htons((uint16_t)atoi(strchr(cfg->api_addr, ':') + 1));
+    inet_pton(AF_INET, client->host, &all->addr.sin_addr);
+    atomic_init(&all->stop, false);
+    if ((all->s = calloc((size_t)all->n + 1, sizeof *all->s)) == NULL || (all->ep = epoll_create1(0)) < 0)
+        return false;
+    for (int i = 0; i < all->n; i++) {
+        stream_t *st = &all->s[i];
+        st->c.fd = -1;
+        if (!conn_open(&st->c, &all->addr, client) || !conn_send(&st->c, req, len)) {
+            all->refused++;
+            st->ended = true;
+            continue;
+        }
+        fcntl(st->c.fd, F_SETFL, fcntl(st->c.fd, F_GETFL) | O_NONBLOCK);
+        epoll_ctl(all->ep, EPOLL_CTL_ADD, st->c.fd, &(struct epoll_event){.events = EPOLLIN, .data.ptr = st});
+        all->opened++;
+    }
+    return pthread_create(&all->thread, NULL, streams_run, all) == 0;
+}
+
+/* Stops the thread and closes the streams; counts those that were not 200. */
+static int streams_stop(streams_t *all)
+{
+    int not_ok = 0;
+
+    atomic_store(&all->stop, true);
+    pthread_join(all->thread, NULL);
+    for (int i = 0; i < all->n; i++) {
+        not_ok += all->s[i].c.fd >= 0 && !all->s[i].ok;
+        if (all->s[i].c.fd >= 0)
+            conn_close(&all->s[i].c);
+    }
+    close(all->ep);
+    free(all->s);
+    return not_ok;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -346,7 +547,8 @@ int main(int argc, char **argv)
     long long start_us, last_us = 0;
     size_t total = 0, k = 0, finals;
     long errors = 0;
-    int rc;
+    int rc, streams_bad = 0;
+    streams_t streams = {0};
 
     memset(&cfg, 0, sizeof cfg);
     if ((rc = ordo_config_cli("e2e_load", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
@@ -357,6 +559,10 @@ int main(int argc, char **argv)
     }
     if (!client_init(&client, &cfg)) {
         client_free(&client);
+        return 2;
+    }
+    if (cfg.streams > 0 && !streams_start(&streams, &cfg, &client)) {
+        fprintf(stderr, "e2e_load: cannot start the streams\n");
         return 2;
     }
     w = calloc((size_t)cfg.threads, sizeof *w);
@@ -387,6 +593,11 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < w[i].n; j++)
             post[k++] = w[i].post_lat[j];
     finals = collect_finals(&cfg, w, total, final, &last_us);
+    if (cfg.streams > 0) {   /* (the last final statuses' events: a second to arrive) */
+        nanosleep(&(struct timespec){1, 0}, NULL);
+        streams_bad = streams_stop(&streams);
+        qsort(streams.lat, streams.n_lat, sizeof *streams.lat, cmp_double);
+    }
     /* the saga's own throughput: finished orders over the time from the first
      * POST to the last final status (below the intake when the saga lags) */
     final_per_s = last_us > start_us ? (double)finals * 1e6 / (double)(last_us - start_us) : 0;
@@ -398,11 +609,19 @@ int main(int argc, char **argv)
            pct(post, total, 0.99) * 1e3, pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3,
            pct(final, finals, 0.999) * 1e3, finals,
            total, errors);
+    if (cfg.streams > 0)
+        printf("%-20s streams=%d (open %d, refused %d, not 200 %d, ended early %lld, dropped %lld) events=%lld (%.0f a stream)"
+               "  delivery p50=%.1fms p99=%.1fms max=%.1fms\n",
+               cfg.label, cfg.streams, streams.opened, streams.refused, streams_bad, streams.ended, streams.dropped,
+               streams.events, streams.opened ? (double)streams.events / streams.opened : 0,
+               pct(streams.lat, streams.n_lat, 0.5) * 1e3, pct(streams.lat, streams.n_lat, 0.99) * 1e3,
+               streams.n_lat ? streams.lat[streams.n_lat - 1] * 1e3 : 0);
     printf("{\"label\":\"%s\",\"rate\":%d,\"orders_per_s\":%.0f,\"final_per_s\":%.0f,\"post_p50_ms\":%.2f,\"post_p99_ms\":%.2f,"
            "\"final_p50_ms\":%.2f,\"final_p99_ms\":%.2f,\"final\":%zu,\"accepted\":%zu,\"errors\":%ld}\n",
            cfg.label, cfg.rate, (double)total / elapsed, final_per_s, pct(post, total, 0.5) * 1e3,
            pct(post, total, 0.99) * 1e3, pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3, finals, total,
            errors);
+    free(streams.lat);
     for (int i = 0; i < cfg.threads; i++) {
         free(w[i].sent);
         free(w[i].post_lat);
@@ -413,5 +632,8 @@ int main(int argc, char **argv)
     client_free(&client);
     if (total == 0)
         fprintf(stderr, "e2e_load: no order was accepted\n");
-    return total > 0 && finals == total && errors == 0 ? 0 : 1;
+    return total > 0 && finals == total && errors == 0 && streams.refused == 0 && streams_bad == 0 &&
+                   streams.ended == 0 && streams.dropped == 0
+               ? 0
+               : 1;
 }
