@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark suite: a fresh local cluster with production durability
 # (fsync on, synchronous_commit on), then
+#   0. the transport's ceiling: gRPC's C core alone against Ordo's generic
+#      server, each answering CreateEvent at once (bench/echo_server), and the
+#      event store's own path refusing a malformed CreateEvent (no database)
 #   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates,
 #      and at half the 64-client throughput (latency at a fixed rate)
 #   2. hot aggregates with expected versions; 10 events per call (the batch form);
@@ -104,8 +107,34 @@ load() {   # load LABEL ARGS... → prints the human line, remembers events/s in
     eps=$(echo "$res" | tail -n 1 | sed -n 's/.*"events_per_s":\([0-9]*\).*/\1/p')
 }
 
+# 0. the transport's ceiling: gRPC's C core alone and Ordo's generic server
+# answering CreateEvent at once (bench/echo_server), both driven by es_load
+# with the same requests and the suite's TLS, taking turns (bare, ordo, ordo,
+# bare); each side's figure is the better of its two runs
+echo_run() {   # echo_run MODE → the human line; events/s in $eps
+    local pid
+    id_args eventstore
+    "$root/build/bench/echo_server" --mode "$1" "${TLS[@]}" >"$dir/echo.out" 2>"$dir/echo.log" &
+    pid=$!
+    for _ in $(seq 100); do grep -q '^port=' "$dir/echo.out" && break; sleep 0.1; done
+    addr=127.0.0.1:$(sed -n 's/^port=//p' "$dir/echo.out")
+    local res
+    res=$("$root/build/bench/es_load" --addr "$addr" --label "echo-$1" --seconds "$secs" --clients 64 "${load_tls[@]}" || true)
+    ordo_kill_wait "$pid"
+    say "$(echo "$res" | head -n 1)"
+    eps=$(echo "$res" | tail -n 1 | sed -n 's/.*"events_per_s":\([0-9]*\).*/\1/p')
+}
+best() { [ "${1:-0}" -ge "${2:-0}" ] && echo "${1:-0}" || echo "${2:-0}"; }
+echo_run bare; bare1=$eps
+echo_run ordo; ordo1=$eps
+echo_run ordo; ordo2=$eps
+echo_run bare; bare2=$eps
+echo_bare=$(best "$bare1" "$bare2") echo_ordo=$(best "$ordo1" "$ordo2")
+
 start_es
 say "eventstore idle rss=$(rss_kb "$es_pid")"
+# the event store's own gRPC path without the database: CreateEvent refused as malformed before any write
+load eventstore-refused --clients 64 --mode invalid; es_refused=$eps
 load group-commit --clients 1;  gc1=$eps
 load group-commit --clients 64; gc64=$eps
 load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
@@ -184,7 +213,13 @@ ceiling=$(awk -v t="$tps" 'BEGIN{printf "%.0f", t*100}')
 say "postgres-ceiling (pgbench, 100 rows/tx, 4 clients): rows/s=$ceiling"
 $psql -c "DROP TABLE bench_events"
 
-say "ratios: group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
+binds=postgres-ceiling; bound=$ceiling
+[ "$echo_ordo" -lt "$ceiling" ] && binds=ordo-echo && bound=$echo_ordo
+say "transport: ordo-echo@64 / bare-echo@64    = $(awk -v a="$echo_ordo" -v b="$echo_bare" 'BEGIN{printf "%.2f", a/b}') ($echo_ordo / $echo_bare calls/s)"
+say "           eventstore-refused@64 / ordo-echo@64 = $(awk -v a="$es_refused" -v b="$echo_ordo" 'BEGIN{printf "%.2f", a/b}') (the store's own path before the database)"
+say "           the ceiling that binds: $binds ($bound/s)"
+say "ratios: group-commit@64 / $binds = $(awk -v a="$gc64" -v b="$bound" 'BEGIN{printf "%.2f", a/b}')"
+say "        group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@64 / naive@64         = $(awk -v a="$gc64" -v b="$nv64" 'BEGIN{printf "%.2f", a/b}')"
 say "        10 events per call @64 / ceiling   = $(awk -v a="$gcb" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@1  / naive@1          = $(awk -v a="$gc1" -v b="$nv1" 'BEGIN{printf "%.2f", a/b}')"
