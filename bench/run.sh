@@ -4,19 +4,24 @@
 #   0. the transport's ceiling: gRPC's C core alone against Ordo's generic
 #      server, each answering CreateEvent at once (bench/echo_server), and the
 #      event store's own path refusing a malformed CreateEvent (no database)
-#   1. CreateEvent with group commit, 1 and 64 clients, distinct aggregates,
+#   1. CreateEvent with group commit, 1, 4, 16, 64 and 256 clients, distinct aggregates,
 #      and at half the 64-client throughput (latency at a fixed rate)
 #   2. hot aggregates with expected versions; 10 events per call (the batch form);
 #      a catch-up read of the whole store over GetEventsStream (bench/es_read)
-#   3. the naive path: one transaction per call (--group-commit-max 1)
+#   3. the naive path: one transaction per call (--group-commit-max 1), taking
+#      turns with group commit at 64 clients
 #   4. end to end: orderapi + paymentsvc + restaurantsvc + 2 orderquery,
-#      orders as fast as possible and at half that rate (bench/e2e_load),
+#      orders as fast as possible and at half that rate (bench/e2e_load), then
+#      at 25, 75, 100 and 125% of full speed (final orders/s against offered),
 #      every service's memory (RSS) idle and under load, the read model's
 #      rebuild from the store (events/s), and the CPU per
 #      order of each process at full and at half load (bench/cpu_split.py)
-#   5. PostgreSQL's ceiling for our rows (pgbench, 100-row transactions, 4 clients)
+#   5. PostgreSQL's ceiling for our rows (pgbench: the writer's statement, 100
+#      events a transaction into the store's own tables, 4 clients)
 # and prints each figure with its ratio to the references. Results are
-# appended to bench/results/<date>.txt.
+# appended to bench/results/<date>.txt, with two plots beside it:
+# <date>-createevent.png (events/s and p99 against clients) and
+# <date>-saga.png (final orders/s against the rate offered).
 # The cluster is secured as scripts/up.sh runs it: gRPC TLS with client
 # certificates, NATS over TLS with a user per service, the services' own
 # PostgreSQL roles over TLS, orderapi on HTTPS with an API key
@@ -99,13 +104,17 @@ rss_kb() {
     pss=$(awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup")
     awk -v pss="$pss" '/VmRSS/{r=$2} /RssAnon/{a=$2} END{printf "%skB(anon %skB, pss %skB)", r, a, pss}' "/proc/$1/status"
 }
-load() {   # load LABEL ARGS... → prints the human line, remembers events/s in $eps
+load() {   # load LABEL ARGS... → prints the human line, remembers events/s in $eps and p99 (ms) in $p99
     local label=$1; shift
     local res
     res=$("$root/build/bench/es_load" --addr "$addr" --label "$label" --seconds "$secs" "${load_tls[@]}" "$@" || true)
     say "$(echo "$res" | head -n 1)  eventstore_rss=$(rss_kb "$es_pid")"
     eps=$(echo "$res" | tail -n 1 | sed -n 's/.*"events_per_s":\([0-9]*\).*/\1/p')
+    p99=$(echo "$res" | tail -n 1 | sed -n 's/.*"p99_ms":\([0-9.]*\).*/\1/p')
 }
+# the figures the plots are drawn from (bench/results/<time>-*.dat, -*.png)
+curve_createevent=${out%.txt}-createevent.dat
+curve_saga=${out%.txt}-saga.dat
 
 # 0. the transport's ceiling: gRPC's C core alone and Ordo's generic server
 # answering CreateEvent at once (bench/echo_server), both driven by es_load
@@ -136,17 +145,31 @@ say "eventstore idle rss=$(rss_kb "$es_pid")"
 # the event store's own gRPC path without the database: CreateEvent refused as malformed before any write
 load eventstore-refused --clients 64 --mode invalid; es_refused=$eps
 load group-commit --clients 1;  gc1=$eps
+echo "1 $eps $p99" >"$curve_createevent"
+load group-commit --clients 4;  echo "4 $eps $p99" >>"$curve_createevent"
+load group-commit --clients 16; echo "16 $eps $p99" >>"$curve_createevent"
 load group-commit --clients 64; gc64=$eps
+echo "64 $eps $p99" >>"$curve_createevent"
+load group-commit --clients 256; echo "256 $eps $p99" >>"$curve_createevent"
 load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
 load group-commit-hot --clients 64 --mode hot --hot 8
 load group-commit-batch10 --clients 64 --events-per-call 10; gcb=$eps
 # a new subscriber catching up: one GetEventsStream over everything the runs above stored
 say "$("$root/build/bench/es_read" --addr "$addr" --label catch-up "${admin_tls[@]}" | head -n 1)"
 stop_es
+# the naive path takes turns with group commit at 64 clients (each side's
+# better run counts), so that neither always meets the larger table
 start_es --group-commit-max 1 --writers 16
 load naive --clients 1;  nv1=$eps
-load naive --clients 64; nv64=$eps
+load naive --clients 64; nv64a=$eps
 stop_es
+start_es
+load group-commit --clients 64; gc64b=$eps
+stop_es
+start_es --group-commit-max 1 --writers 16
+load naive --clients 64; nv64b=$eps
+stop_es
+gc64=$(best "$gc64" "$gc64b") nv64=$(best "$nv64a" "$nv64b")
 
 # 4. end to end
 speed_probe "before end to end"
@@ -170,11 +193,12 @@ api=127.0.0.1:$(port_of api)
 sleep 1
 rss_all() { echo "eventstore=$(rss_kb "$es_pid") orderapi=$(rss_kb "$pid_api") paymentsvc=$(rss_kb "$pid_pay") restaurantsvc=$(rss_kb "$pid_rest") orderquery=$(rss_kb "$pid_oq1"),$(rss_kb "$pid_oq2")"; }
 say "rss idle: $(rss_all)"
-e2e() {
+e2e() {   # → the human line; orders/s taken in $ops, the saga's final orders/s in $fps
     local res
     res=$("$root/build/bench/e2e_load" --api-addr "$api" --database-url "$DATABASE_URL" --seconds "$secs" "${api_tls[@]}" "$@" || true)
     say "$(echo "$res" | head -n 1)"
     ops=$(echo "$res" | tail -n 1 | sed -n 's/.*"orders_per_s":\([0-9]*\).*/\1/p')
+    fps=$(echo "$res" | tail -n 1 | sed -n 's/.*"final_per_s":\([0-9]*\).*/\1/p')
 }
 # where the machine's time goes: CPU per order by process over the middle
 # of a run (started before it, read after it)
@@ -192,6 +216,14 @@ half=$(( (e2e_max + 1) / 2 ))
 cpu_split_start
 e2e --label e2e-half --threads 16 --rate "$half"
 cpu_split_say e2e-half
+# the saga's final orders/s against the rate offered: a quarter of full speed to a quarter over it
+echo "$half $fps" >"$curve_saga"
+for pct in 25 75 100 125; do
+    rate=$(( (e2e_max * pct + 99) / 100 ))
+    e2e --label "e2e-offered-$pct%" --threads 32 --rate "$rate"
+    echo "$rate $fps" >>"$curve_saga"
+done
+sort -n -o "$curve_saga" "$curve_saga"
 # the read model rebuilt from the store (every order event of the two runs), the services still running
 t0=$(date +%s%N)
 id_args orderquery
@@ -204,14 +236,11 @@ svc_pids=()
 stop_es
 
 # PostgreSQL ceiling last: its million rows would leave checkpoint work behind for the others
-$psql -c "CREATE TABLE bench_events (position BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE,
-  aggregate_id TEXT NOT NULL, aggregate_type TEXT NOT NULL, version BIGINT NOT NULL, event_type TEXT NOT NULL,
-  event_data JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), UNIQUE (aggregate_id, version))"
+# (into the store's own tables, as its writer writes them: bench/pg_ceiling.sql)
 tps=$(cd / && runuser -u postgres -- "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -M prepared \
       -c 4 -j 2 -T "$secs" -f "$root/bench/pg_ceiling.sql" ordo 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
 ceiling=$(awk -v t="$tps" 'BEGIN{printf "%.0f", t*100}')
-say "postgres-ceiling (pgbench, 100 rows/tx, 4 clients): rows/s=$ceiling"
-$psql -c "DROP TABLE bench_events"
+say "postgres-ceiling (pgbench, the store's rows, 100 a transaction, 4 clients): rows/s=$ceiling"
 
 binds=postgres-ceiling; bound=$ceiling
 [ "$echo_ordo" -lt "$ceiling" ] && binds=ordo-echo && bound=$echo_ordo
@@ -223,4 +252,18 @@ say "        group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceil
 say "        group-commit@64 / naive@64         = $(awk -v a="$gc64" -v b="$nv64" 'BEGIN{printf "%.2f", a/b}')"
 say "        10 events per call @64 / ceiling   = $(awk -v a="$gcb" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@1  / naive@1          = $(awk -v a="$gc1" -v b="$nv1" 'BEGIN{printf "%.2f", a/b}')"
+# the pictures (gnuplot, installed here if missing: the suite's own need)
+command -v gnuplot >/dev/null || apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null || true
+if command -v gnuplot >/dev/null; then
+    gnuplot -e "set terminal pngcairo size 800,480 font 'DejaVu Sans,10'; set output '${out%.txt}-createevent.png';
+        set title 'CreateEvent with group commit ($security, $(nproc) cores)'; set logscale x 2; set xlabel 'clients (calls in flight)';
+        set ylabel 'events/s'; set y2label 'p99 (ms)'; set ytics nomirror; set y2tics; set yrange [0:*]; set y2range [0:*];
+        set key top left; set grid;
+        plot '$curve_createevent' using 1:2 with linespoints lw 2 title 'events/s', '' using 1:3 axes x1y2 with linespoints lw 2 title 'p99 (ms)'" &&
+    gnuplot -e "set terminal pngcairo size 800,480 font 'DejaVu Sans,10'; set output '${out%.txt}-saga.png';
+        set title 'The whole saga: final orders/s against the rate offered ($security)'; set xlabel 'orders/s offered';
+        set ylabel 'final orders/s'; set xrange [0:*]; set yrange [0:*]; set key top left; set grid;
+        plot '$curve_saga' using 1:2 with linespoints lw 2 title 'final orders/s', x with lines dt 2 title 'offered'" &&
+    say "plots: ${out%.txt}-createevent.png ${out%.txt}-saga.png"
+fi
 echo "results: $out"
