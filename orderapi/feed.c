@@ -366,7 +366,8 @@ static bool parse_id(const char *id, int64_t *at, int64_t *version, char order_i
 /* Where a stream that last saw @p last_id starts (caller holds mu): after
  * that frame when the ring has it; else after the lookback before it, when
  * the ring holds that far back (a change may come twice: the version tells);
- * else at the live end, after a reset notice: the client reloads its list. */
+ * else (or before the feed's first poll) at the live end, after a reset
+ * notice: the client reloads its list. */
 static void sub_place(api_feed_t *f, sub_t *s, const char *last_id, size_t recent)
 {
     int64_t at, version, lookback = (int64_t)f->api->cfg->changes_lookback_ms * 1000;
@@ -379,14 +380,15 @@ static void sub_place(api_feed_t *f, sub_t *s, const char *last_id, size_t recen
     }
     if (!parse_id(last_id, &at, &version, order_id))
         return;
-    for (uint64_t q = f->next_seq; q > f->first_seq; q--) {
+    /* (before the feed's first poll nothing is known of what the client missed) */
+    for (uint64_t q = f->next_seq; f->started && q > f->first_seq; q--) {
         frame_t *fr = frame_at(f, q - 1);
         if (fr->applied_at == at && fr->version == version && strcmp(fr->order_id, order_id) == 0) {
             s->pos = q;
             return;
         }
     }
-    if (at - lookback > f->complete_after) {
+    if (f->started && at - lookback > f->complete_after) {
         for (s->pos = f->first_seq; s->pos < f->next_seq && frame_at(f, s->pos)->applied_at <= at - lookback;)
             s->pos++;
         return;
@@ -413,11 +415,6 @@ ordo_status api_feed_subscribe(api_feed_t *f, const ordo_http_request_t *req, co
         if (end == recent_s || *end != '\0' || recent < 0 || recent > 1000000)
             return ordo_error_set(err, ORDO_INVALID, "recent must be an integer from 0 to 1000000");
     }
-    pthread_mutex_lock(&f->mu);
-    bool started = f->started;
-    pthread_mutex_unlock(&f->mu);
-    if (!started)
-        return ordo_error_set(err, ORDO_UNAVAILABLE, "the change feed has not reached the read model yet");
     if ((s = calloc(1, sizeof *s)) == NULL || (customer != NULL && (s->customer = strdup(customer)) == NULL)) {
         free(s);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
