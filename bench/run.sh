@@ -248,7 +248,8 @@ say "transport: ordo-echo@64 / bare-echo@64    = $(awk -v a="$echo_ordo" -v b="$
 say "           eventstore-refused@64 / ordo-echo@64 = $(awk -v a="$es_refused" -v b="$echo_ordo" 'BEGIN{printf "%.2f", a/b}') (the store's own path before the database)"
 say "           the ceiling that binds: $binds ($bound/s)"
 say "ratios: group-commit@64 / $binds = $(awk -v a="$gc64" -v b="$bound" 'BEGIN{printf "%.2f", a/b}')"
-say "        group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
+[ "$binds" = postgres-ceiling ] ||
+    say "        group-commit@64 / postgres-ceiling = $(awk -v a="$gc64" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@64 / naive@64         = $(awk -v a="$gc64" -v b="$nv64" 'BEGIN{printf "%.2f", a/b}')"
 say "        10 events per call @64 / ceiling   = $(awk -v a="$gcb" -v b="$ceiling" 'BEGIN{printf "%.2f", a/b}')"
 say "        group-commit@1  / naive@1          = $(awk -v a="$gc1" -v b="$nv1" 'BEGIN{printf "%.2f", a/b}')"
