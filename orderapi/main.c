@@ -30,7 +30,7 @@ static const ordo_option_t options[] = {
     OPT("https-cert", "ORDO_HTTPS_CERT", "", ORDO_OPT_STRING, https_cert, 0, 0, "serve HTTPS with this certificate chain (PEM file), with --https-key"),
     OPT("https-key", "ORDO_HTTPS_KEY", "", ORDO_OPT_STRING, https_key, 0, 0, "the HTTPS certificate's private key (PEM file)"),
     OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics here (plain HTTP) instead of on --http-addr; empty: on --http-addr"),
-    OPT("changes-history", "ORDO_CHANGES_HISTORY", "10000", ORDO_OPT_INT, changes_history, 16, 1000000, "order changes held for GET /api/orders/changes: a stream this far behind is dropped, and a Last-Event-ID within it resumes exactly"),
+    OPT("changes-history", "ORDO_CHANGES_HISTORY", "4096", ORDO_OPT_INT, changes_history, 16, 1000000, "order changes held for GET /api/orders/changes: a stream this far behind is dropped, and a Last-Event-ID within it resumes exactly"),
     OPT("changes-max-streams", "ORDO_CHANGES_MAX_STREAMS", "512", ORDO_OPT_INT, changes_max_streams, 0, 65536, "GET /api/orders/changes streams open at once (more get 503); each is one of --http-max-connections"),
     OPT("changes-lookback-ms", "ORDO_CHANGES_LOOKBACK_MS", "3000", ORDO_OPT_INT, changes_lookback_ms, 100, 600000, "a read-model write that commits this much later than a newer one is still streamed"),
     OPT("changes-poll-ms", "ORDO_CHANGES_POLL_MS", "250", ORDO_OPT_INT, changes_poll_ms, 20, 10000, "how often the change feed reads the read model"),
