@@ -86,6 +86,7 @@ struct api_feed {
     bool failing;                    /* the last poll failed */
     int64_t high;                    /* the newest applied_at read */
     int64_t now;                     /* the database's clock at the last poll */
+    bool caught_up;                  /* that poll read every row there was (no budget or page limit stopped it) */
     int64_t complete_after;          /* every row written after this (and committed within the lookback) is or was in the ring */
     seen_map_t seen;
     sub_t *subs;
@@ -481,11 +482,11 @@ static ordo_status poll_once(api_feed_t *f, int64_t lookback_us, int *added, ord
     int64_t since;
     ordo_status st = ORDO_OK;
 
-    /* back from the newest row read, or from the clock when that is newer: a
-     * row made longer ago than the lookback is past waiting for (an idle
-     * feed reads nothing) */
+    /* back from the newest row read or, when the last poll read everything
+     * there was, from the clock if that is newer: a row made longer ago
+     * than the lookback is past waiting for (an idle feed reads nothing) */
     pthread_mutex_lock(&f->mu);
-    since = f->started ? (f->high > f->now ? f->high : f->now) - lookback_us : 0;
+    since = f->started ? (f->caught_up && f->now > f->high ? f->now : f->high) - lookback_us : 0;
     pthread_mutex_unlock(&f->mu);
     if (since <= 0) {   /* the first poll: the database's clock is where the feed starts */
         if ((st = list_changes(f, 0, &r, err)) != ORDO_OK)
@@ -500,19 +501,23 @@ static ordo_status poll_once(api_feed_t *f, int64_t lookback_us, int *added, ord
     }
     /* a quarter of the history per poll at most: the streams take it before
      * the next (a burst after an outage is fed in over several polls) */
-    for (int page = 0; page < MAX_PAGES && (size_t)*added < f->cap / 4; page++) {
+    for (int page = 0; page < MAX_PAGES; page++) {
         if ((st = list_changes(f, since, &r, err)) != ORDO_OK)
             return st;
+        size_t budget = f->cap / 4 - (size_t)*added;
         pthread_mutex_lock(&f->mu);
-        *added += take_page(f, r, f->cap / 4 - (size_t)*added);
+        int took = take_page(f, r, budget);
+        *added += took;
         if (page == 0)
             f->now = r->now;
+        /* caught up: the page had all the rows left and the budget took them all */
+        f->caught_up = r->n_orders < PAGE && (size_t)took < budget;
         pthread_mutex_unlock(&f->mu);
-        bool full = r->n_orders == PAGE;
-        if (full)   /* (rows of the same microsecond may straddle pages: seen drops the repeats) */
+        bool more = r->n_orders == PAGE && (size_t)took < budget;
+        if (more)   /* (rows of the same microsecond may straddle pages: seen drops the repeats) */
             since = r->orders[r->n_orders - 1]->applied_at - 1;
         order__list_changes_response__free_unpacked(r, NULL);
-        if (!full)
+        if (!more)
             break;
     }
     return ORDO_OK;
