@@ -39,7 +39,7 @@ def severe_logs(d):
 def place_with_form(d, preset):
     d.find_element(By.CSS_SELECTOR, f"[data-preset='{preset}']").click()
     d.find_element(By.ID, "place").click()
-    note = WebDriverWait(d, 20).until(
+    WebDriverWait(d, 20).until(
         lambda d: d.find_element(By.ID, "placed").get_attribute("data-order-id") not in (None, "", d.placed))
     oid = d.find_element(By.ID, "placed").get_attribute("data-order-id")
     d.placed = oid
