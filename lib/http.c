@@ -396,6 +396,30 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* libmicrohttpd's own messages, in our log: at debug level what a client
+ * leaving or a setting it ignores makes it say (a browser closing a stream
+ * is routine), at warn level the rest. Quotes and line ends are dropped so
+ * that the line stays one key=value line. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    static const char *const routine[] = {"Failed to send", "Closing connection", "disconnected", "is ignored",
+                                          "Connection reset", "Error receiving", "Socket is not connected"};
+    char said[300];
+    bool quiet = false;
+    (void)cls;
+
+    vsnprintf(said, sizeof said, fmt, ap);
+    for (char *p = said; *p != '\0'; p++)
+        if (*p == '"' || *p == '\n' || *p == '\r')
+            *p = *p == '"' ? '\'' : ' ';
+    for (size_t i = 0; i < sizeof routine / sizeof routine[0] && !quiet; i++)
+        quiet = strstr(said, routine[i]) != NULL;
+    if (quiet)
+        ORDO_DEBUG("http library", "said=\"%s\"", said);
+    else
+        ORDO_WARN("http library", "said=\"%s\"", said);
+}
+
 static ordo_status parse_addr(const char *addr, struct sockaddr_in *sa, ordo_error_t *err)
 {
     char host[64];
@@ -508,7 +532,8 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
     srv->daemon = srv->mhd.start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (srv->tls_cert != NULL ? MHD_USE_TLS : 0) |
             (cfg->max_streams > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0),
-        0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
+        0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* (first: it hears the rest) */
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)(cfg->max_per_address > 0 ? cfg->max_per_address : 0), MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
