@@ -41,6 +41,7 @@
 #include "ordo/buf.h"
 #include "ordo/config.h"
 #include "ordo/retry.h"
+#include "samples.h"
 
 typedef struct e2e_config {
     const char *api_addr, *database_url, *label, *ca, *api_key_file;
@@ -293,17 +294,9 @@ static void stream_line(streams_t *all, stream_t *st)
 
     st->line[st->line_len < sizeof st->line ? st->line_len : sizeof st->line - 1] = '\0';
     if (strncmp(st->line, "data: ", 6) == 0 && (at = strstr(st->line, "\"applied_at\":")) != NULL) {
-        double lat = (double)(wall_us() - strtoll(at + 13, NULL, 10)) / 1e6;
         all->events++;
-        if (all->n_lat == all->cap_lat) {
-            size_t cap = all->cap_lat ? all->cap_lat * 2 : 65536;
-            double *grown = realloc(all->lat, cap * sizeof *grown);
-            if (grown == NULL)
-                return;
-            all->lat = grown;
-            all->cap_lat = cap;
-        }
-        all->lat[all->n_lat++] = lat;
+        bench_samples_add(&all->lat, &all->n_lat, &all->cap_lat,
+                          (double)(wall_us() - strtoll(at + 13, NULL, 10)) / 1e6);
     } else if (strcmp(st->line, "event: dropped") == 0) {
         all->dropped++;
     }
@@ -451,17 +444,6 @@ static int streams_stop(streams_t *all)
     return not_ok;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-    return n ? v[(size_t)(p * (double)(n - 1) + 0.5)] : 0;
-}
-
 /* Waits until every order is final; fills lat with POST-to-final seconds and
  * *last_us with the latest final status's time (wall clock, µs). */
 static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total, double *lat, long long *last_us)
@@ -604,30 +586,30 @@ int main(int argc, char **argv)
     if (cfg.streams > 0) {   /* (the last final statuses' events: a second to arrive) */
         nanosleep(&(struct timespec){1, 0}, NULL);
         streams_bad = streams_stop(&streams);
-        qsort(streams.lat, streams.n_lat, sizeof *streams.lat, cmp_double);
+        qsort(streams.lat, streams.n_lat, sizeof *streams.lat, bench_cmp_double);
     }
     /* the saga's own throughput: finished orders over the time from the first
      * POST to the last final status (below the intake when the saga lags) */
     final_per_s = last_us > start_us ? (double)finals * 1e6 / (double)(last_us - start_us) : 0;
-    qsort(post, total, sizeof *post, cmp_double);
-    qsort(final, finals, sizeof *final, cmp_double);
+    qsort(post, total, sizeof *post, bench_cmp_double);
+    qsort(final, finals, sizeof *final, bench_cmp_double);
     printf("%-20s rate=%-6d orders/s=%-7.0f final/s=%-7.0f POST p50=%.1fms p99=%.1fms  POST-to-final p50=%.1fms p99=%.1fms p99.9=%.1fms"
            "  final=%zu/%zu errors=%ld%s\n",
-           cfg.label, cfg.rate, (double)total / elapsed, final_per_s, pct(post, total, 0.5) * 1e3,
-           pct(post, total, 0.99) * 1e3, pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3,
-           pct(final, finals, 0.999) * 1e3, finals, total, errors,
+           cfg.label, cfg.rate, (double)total / elapsed, final_per_s, bench_pct(post, total, 0.5) * 1e3,
+           bench_pct(post, total, 0.99) * 1e3, bench_pct(final, finals, 0.5) * 1e3, bench_pct(final, finals, 0.99) * 1e3,
+           bench_pct(final, finals, 0.999) * 1e3, finals, total, errors,
            errors > 0 || finals < total ? "  NOT CLEAN: errors or unfinished orders, figures not comparable" : "");
     if (cfg.streams > 0)
         printf("%-20s streams=%d (open %d, refused %d, not 200 %d, ended early %lld, dropped %lld) events=%lld (%.0f a stream)"
                "  delivery p50=%.1fms p99=%.1fms max=%.1fms\n",
                cfg.label, cfg.streams, streams.opened, streams.refused, streams_bad, streams.ended, streams.dropped,
                streams.events, streams.opened ? (double)streams.events / streams.opened : 0,
-               pct(streams.lat, streams.n_lat, 0.5) * 1e3, pct(streams.lat, streams.n_lat, 0.99) * 1e3,
+               bench_pct(streams.lat, streams.n_lat, 0.5) * 1e3, bench_pct(streams.lat, streams.n_lat, 0.99) * 1e3,
                streams.n_lat ? streams.lat[streams.n_lat - 1] * 1e3 : 0);
     printf("{\"label\":\"%s\",\"rate\":%d,\"orders_per_s\":%.0f,\"final_per_s\":%.0f,\"post_p50_ms\":%.2f,\"post_p99_ms\":%.2f,"
            "\"final_p50_ms\":%.2f,\"final_p99_ms\":%.2f,\"final\":%zu,\"accepted\":%zu,\"errors\":%ld}\n",
-           cfg.label, cfg.rate, (double)total / elapsed, final_per_s, pct(post, total, 0.5) * 1e3,
-           pct(post, total, 0.99) * 1e3, pct(final, finals, 0.5) * 1e3, pct(final, finals, 0.99) * 1e3, finals, total,
+           cfg.label, cfg.rate, (double)total / elapsed, final_per_s, bench_pct(post, total, 0.5) * 1e3,
+           bench_pct(post, total, 0.99) * 1e3, bench_pct(final, finals, 0.5) * 1e3, bench_pct(final, finals, 0.99) * 1e3, finals, total,
            errors);
     free(streams.lat);
     for (int i = 0; i < cfg.threads; i++) {

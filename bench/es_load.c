@@ -24,6 +24,7 @@
 #include "ordo/config.h"
 #include "ordo/retry.h"
 #include "ordo/uuid.h"
+#include "samples.h"
 
 typedef struct load_config {
     const char *addr, *mode, *label, *ca, *cert, *key;
@@ -73,15 +74,7 @@ typedef struct run_state {
 
 static void record(run_state_t *r, double seconds)
 {
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 65536;
-        double *grown = realloc(r->lat, cap * sizeof *grown);
-        if (grown == NULL)
-            return;
-        r->lat = grown;
-        r->cap = cap;
-    }
-    r->lat[r->n++] = seconds;
+    bench_samples_add(&r->lat, &r->n, &r->cap, seconds);
 }
 
 static int64_t version_from(const char *msg)
@@ -228,20 +221,6 @@ static void drive(run_state_t *r, slot_t *slots, double deadline)
     free(idle);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
-}
-
 static char *make_payload(int bytes)
 {
     /* {"p":"xxx...x"}: payload bytes in all (at least 8) */
@@ -310,18 +289,18 @@ int main(int argc, char **argv)
     elapsed = ordo_mono_s() - start;
     if (r.errors)
         fprintf(stderr, "es_load: %ld errors, e.g.: %s\n", r.errors, r.last_error);
-    qsort(r.lat, r.n, sizeof *r.lat, cmp_double);
+    qsort(r.lat, r.n, sizeof *r.lat, bench_cmp_double);
     /* latencies are per call; each successful call stored per_call events */
     per_call = strcmp(cfg.mode, "distinct") == 0 ? (size_t)cfg.events_per_call : 1;
     printf("%-28s mode=%-8s clients=%-4d rate=%-6d events/s=%-9.0f p50=%.2fms p99=%.2fms p99.9=%.2fms errors=%ld conflicts=%ld%s\n",
-           cfg.label, cfg.mode, cfg.clients, cfg.rate, (double)(r.n * per_call) / elapsed, pct(r.lat, r.n, 0.5) * 1e3,
-           pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts,
+           cfg.label, cfg.mode, cfg.clients, cfg.rate, (double)(r.n * per_call) / elapsed, bench_pct(r.lat, r.n, 0.5) * 1e3,
+           bench_pct(r.lat, r.n, 0.99) * 1e3, bench_pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts,
            r.errors > 0 || r.n == 0 ? "  NOT CLEAN: errors, figures not comparable" : "");
     printf("{\"label\":\"%s\",\"mode\":\"%s\",\"clients\":%d,\"events\":%zu,\"events_per_s\":%.0f,\"p50_ms\":%.3f,"
            "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"errors\":%ld,\"conflicts\":%ld}\n",
            cfg.label, cfg.mode, cfg.clients, (size_t)r.n * per_call, (double)(r.n * per_call) / elapsed,
-           pct(r.lat, r.n, 0.5) * 1e3,
-           pct(r.lat, r.n, 0.99) * 1e3, pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
+           bench_pct(r.lat, r.n, 0.5) * 1e3,
+           bench_pct(r.lat, r.n, 0.99) * 1e3, bench_pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
     free(r.lat);
     free(r.data);
     free(slots);

@@ -621,6 +621,12 @@ void api_feed_destroy(api_feed_t *f)
     free(f);
 }
 
+/* Whether the last poll answered (caller holds mu). */
+static bool feed_up_locked(const api_feed_t *f)
+{
+    return f->started && !f->failing;
+}
+
 bool api_feed_up(api_feed_t *f)
 {
     bool up;
@@ -628,47 +634,45 @@ bool api_feed_up(api_feed_t *f)
     if (f == NULL)
         return false;
     pthread_mutex_lock(&f->mu);
-    up = f->started && !f->failing;
+    up = feed_up_locked(f);
     pthread_mutex_unlock(&f->mu);
     return up;
 }
 
 void api_feed_render_metrics(api_feed_t *f, ordo_buf_t *out)
 {
-    long long v[6];
-    int streams;
+    struct {
+        const char *name, *type, *help;
+        long long value;
+    } m[] = {
+        {"ordo_changes_feed_up", "gauge", "1 when the change feed's last poll of the read model answered", 0},
+        {"ordo_changes_streams", "gauge", "open GET /api/orders/changes streams", 0},
+        {"ordo_changes_events_total", "counter", "order changes taken from the read model into the feed", 0},
+        {"ordo_changes_dropped_streams_total", "counter",
+         "streams ended because their client fell a whole history behind", 0},
+        {"ordo_changes_resets_total", "counter",
+         "resumes from a Last-Event-ID older than the history held (told to reload)", 0},
+        {"ordo_changes_late_rows_total", "counter",
+         "changes that committed after a newer one was read (caught by the lookback)", 0},
+        {"ordo_changes_poll_failures_total", "counter",
+         "polls of the read model that failed (streams wait, nothing is skipped)", 0},
+        {"ordo_changes_history", "gauge", "changes held for resuming streams", 0},
+    };
 
     if (f == NULL)
         return;
-    pthread_mutex_lock(&f->mu);
-    streams = f->n_subs;
-    v[0] = f->frames_total;
-    v[1] = f->dropped_total;
-    v[2] = f->reset_total;
-    v[3] = f->late_total;
-    v[4] = f->poll_failures;
-    v[5] = (long long)(f->next_seq - f->first_seq);
+    pthread_mutex_lock(&f->mu);   /* (one reading of them all) */
+    m[0].value = feed_up_locked(f);
+    m[1].value = f->n_subs;
+    m[2].value = f->frames_total;
+    m[3].value = f->dropped_total;
+    m[4].value = f->reset_total;
+    m[5].value = f->late_total;
+    m[6].value = f->poll_failures;
+    m[7].value = (long long)(f->next_seq - f->first_seq);
     pthread_mutex_unlock(&f->mu);
-    ordo_metrics_render_header(out, "ordo_changes_feed_up", "gauge",
-                               "1 when the change feed's last poll of the read model answered");
-    ordo_buf_printf(out, "ordo_changes_feed_up %d\n", api_feed_up(f));
-    ordo_metrics_render_header(out, "ordo_changes_streams", "gauge", "open GET /api/orders/changes streams");
-    ordo_buf_printf(out, "ordo_changes_streams %d\n", streams);
-    ordo_metrics_render_header(out, "ordo_changes_events_total", "counter",
-                               "order changes taken from the read model into the feed");
-    ordo_buf_printf(out, "ordo_changes_events_total %lld\n", v[0]);
-    ordo_metrics_render_header(out, "ordo_changes_dropped_streams_total", "counter",
-                               "streams ended because their client fell a whole history behind");
-    ordo_buf_printf(out, "ordo_changes_dropped_streams_total %lld\n", v[1]);
-    ordo_metrics_render_header(out, "ordo_changes_resets_total", "counter",
-                               "resumes from a Last-Event-ID older than the history held (told to reload)");
-    ordo_buf_printf(out, "ordo_changes_resets_total %lld\n", v[2]);
-    ordo_metrics_render_header(out, "ordo_changes_late_rows_total", "counter",
-                               "changes that committed after a newer one was read (caught by the lookback)");
-    ordo_buf_printf(out, "ordo_changes_late_rows_total %lld\n", v[3]);
-    ordo_metrics_render_header(out, "ordo_changes_poll_failures_total", "counter",
-                               "polls of the read model that failed (streams wait, nothing is skipped)");
-    ordo_buf_printf(out, "ordo_changes_poll_failures_total %lld\n", v[4]);
-    ordo_metrics_render_header(out, "ordo_changes_history", "gauge", "changes held for resuming streams");
-    ordo_buf_printf(out, "ordo_changes_history %lld\n", v[5]);
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        ordo_metrics_render_header(out, m[i].name, m[i].type, m[i].help);
+        ordo_buf_printf(out, "%s %lld\n", m[i].name, m[i].value);
+    }
 }
