@@ -584,7 +584,7 @@ int main(int argc, char **argv)
             post[k++] = w[i].post_lat[j];
     finals = collect_finals(&cfg, w, total, final, &last_us);
     if (cfg.streams > 0) {   /* (the last final statuses' events: a second to arrive) */
-        nanosleep(&(struct timespec){1, 0}, NULL);
+        ordo_sleep_ms(1000);
         streams_bad = streams_stop(&streams);
         qsort(streams.lat, streams.n_lat, sizeof *streams.lat, bench_cmp_double);
     }

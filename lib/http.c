@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "ordo/buf.h"
 #include "ordo/config.h"
 #include "ordo/log.h"
+#include "ordo/retry.h"
 
 /*
  * libmicrohttpd is loaded when a server starts, not with the binary: its
@@ -305,7 +305,7 @@ static void streams_end(ordo_http_server_t *srv)
         pthread_mutex_unlock(&srv->streams_mu);
         if (n == 0)
             break;
-        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+        ordo_sleep_ms(10);
     }
 }
 

@@ -25,11 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "order.pb-c.h"
 #include "ordo/buf.h"
 #include "ordo/log.h"
+#include "ordo/retry.h"
 #include "ordo/uuid.h"
 
 enum {
@@ -528,10 +528,9 @@ static void *feed_main(void *arg)
     api_feed_t *f = arg;
     const api_config_t *cfg = f->api->cfg;
     int64_t lookback = (int64_t)cfg->changes_lookback_ms * 1000;
-    struct timespec last_ping, now;
+    double last_ping = ordo_mono_s();
     long tick = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &last_ping);
     pthread_mutex_lock(&f->mu);
     while (!f->stop) {
         ordo_error_t err;
@@ -549,25 +548,16 @@ static void *feed_main(void *arg)
         }
         f->failing = st != ORDO_OK;
         bool failing = f->failing;
-        if (tick % 4 == 1 && f->seen.cap > 0 && f->seen.used > 0)   /* what the lookback can no longer return */
+        if (tick % 4 == 1 && f->seen.used > 0)   /* what the lookback can no longer return */
             seen_rebuild(&f->seen, f->seen.cap, f->high - lookback - 1000000);
         pthread_mutex_unlock(&f->mu);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        bool ping = now.tv_sec - last_ping.tv_sec >= PING_S;
+        bool ping = ordo_mono_s() - last_ping >= PING_S;
         if (ping)
-            last_ping = now;
+            last_ping = ordo_mono_s();
         if (added > 0 || ping)
             wake_all(f, ping);
         pthread_mutex_lock(&f->mu);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        long ms = failing ? 1000 : cfg->changes_poll_ms;
-        until.tv_sec += ms / 1000;
-        until.tv_nsec += (ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = ordo_deadline_ms(failing ? 1000 : cfg->changes_poll_ms);
         if (!f->stop)
             pthread_cond_timedwait(&f->cv, &f->mu, &until);
     }
