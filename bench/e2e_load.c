@@ -46,6 +46,7 @@
 typedef struct e2e_config {
     const char *api_addr, *database_url, *label, *ca, *api_key_file;
     int threads, rate, seconds, fail_every, reject_every, wait_s, streams;
+    bool timeline;
 } e2e_config_t;
 
 #define OPT(...) ORDO_OPTION(e2e_config_t, __VA_ARGS__)
@@ -63,6 +64,7 @@ static const ordo_option_t options[] = {
     OPT("api-key-file", "ORDO_API_KEY_FILE", "", ORDO_OPT_STRING, api_key_file, 0, 0, "file holding an API key (sent as Authorization: Bearer)"),
     OPT("wait-s", NULL, "60", ORDO_OPT_INT, wait_s, 1, 3600, "how long to wait for the saga to finish"),
     OPT("streams", NULL, "0", ORDO_OPT_INT, streams, 0, 100000, "GET /api/orders/changes streams held open during the run"),
+    OPT("timeline", NULL, "false", ORDO_OPT_BOOL, timeline, 0, 0, "print each second's orders and slowest POST on stderr (where a stall was)"),
 };
 
 typedef struct sent {
@@ -528,6 +530,23 @@ static void client_free(client_t *client)
     explicit_bzero(client->auth, sizeof client->auth);
 }
 
+/* Each second of the run (by scheduled send): orders sent and the slowest
+ * POST among them, on stderr: where in the run a stall fell. */
+static void print_timeline(const worker_t *w, int threads, long long start_us, int seconds)
+{
+    for (int s = 0; s <= seconds; s++) {
+        size_t n = 0;
+        double worst = 0;
+        for (int i = 0; i < threads; i++)
+            for (size_t j = 0; j < w[i].n; j++)
+                if ((w[i].sent[j].sent_us - start_us) / 1000000 == s) {
+                    n++;
+                    worst = w[i].post_lat[j] > worst ? w[i].post_lat[j] : worst;
+                }
+        fprintf(stderr, "timeline t=%2ds orders=%-6zu slowest POST=%.1fms\n", s, n, worst * 1e3);
+    }
+}
+
 int main(int argc, char **argv)
 {
     client_t client;
@@ -577,6 +596,8 @@ int main(int argc, char **argv)
         errors += w[i].errors;
     }
     elapsed = ordo_mono_s() - start;
+    if (cfg.timeline)
+        print_timeline(w, cfg.threads, start_us, cfg.seconds);
     post = malloc((total + 1) * sizeof *post);
     final = malloc((total + 1) * sizeof *final);
     for (int i = 0; i < cfg.threads; i++)

@@ -1,16 +1,22 @@
 /*
- * gRPC client over protobuf-c messages (gRPC C core). Each call uses its own
- * pluck completion queue, so any number of threads may share one client.
+ * gRPC client over protobuf-c messages (gRPC C core). Each blocking call uses
+ * its own pluck completion queue, so any number of threads may share one
+ * client; asynchronous calls share one queue whose thread (started at the
+ * first such call) runs their callbacks.
  */
 #include "grpc_internal.h"
 
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct ordo_grpc_client {
     grpc_channel *channel;
+    pthread_mutex_t mu;            /* guards the start of the completion thread */
+    grpc_completion_queue *cq;     /* asynchronous calls' queue; NULL until the first */
+    pthread_t thread;              /* runs their callbacks */
 };
 
 struct ordo_grpc_stream {
@@ -121,6 +127,7 @@ ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes, c
         grpc_shutdown();
         return ordo_error_set(err, ORDO_INVALID, "cannot create a channel to %s", target);
     }
+    pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return ORDO_OK;
 }
@@ -129,7 +136,13 @@ void ordo_grpc_client_destroy(ordo_grpc_client_t *c)
 {
     if (c == NULL)
         return;
+    if (c->cq != NULL) {   /* (the calls left finish by their deadlines; their callbacks run first) */
+        grpc_completion_queue_shutdown(c->cq);
+        pthread_join(c->thread, NULL);
+        grpc_completion_queue_destroy(c->cq);
+    }
     grpc_channel_destroy(c->channel);
+    pthread_mutex_destroy(&c->mu);
     free(c);
     grpc_shutdown();
 }
@@ -163,69 +176,170 @@ ordo_status ordo_grpc_client_unary(ordo_grpc_client_t *c, const char *path,
     return ordo_grpc_client_unary_traced(c, path, request, response_desc, timeout_ms, NULL, response, err);
 }
 
+/* One unary call's state, shared by the blocking form (its own pluck queue)
+ * and the asynchronous one (the client's completion thread). */
+typedef struct unary {
+    grpc_call *call;
+    grpc_metadata trace;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_byte_buffer *send, *recv;
+    grpc_status_code code;
+    grpc_slice details;
+    const char *path;
+    const ProtobufCMessageDescriptor *response_desc;
+    ordo_grpc_done_cb done;   /* (asynchronous calls) */
+    void *arg;
+} unary_t;
+
+/* Starts @p u on @p cq with @p tag: send the request (with @p traceparent,
+ * copied, as metadata), close, and receive the answer and status in one batch. */
+static ordo_status unary_start(ordo_grpc_client_t *c, grpc_completion_queue *cq, unary_t *u, const char *path,
+                               const ProtobufCMessage *request, const ProtobufCMessageDescriptor *response_desc,
+                               int timeout_ms, const char *traceparent, void *tag, ordo_error_t *err)
+{
+    grpc_op ops[6];
+
+    u->path = path;
+    u->response_desc = response_desc;
+    u->code = GRPC_STATUS_UNKNOWN;
+    u->details = grpc_empty_slice();
+    u->send = ordo_grpc_pack(request);
+    grpc_metadata_array_init(&u->initial_md);
+    grpc_metadata_array_init(&u->trailing_md);
+    u->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                       grpc_slice_from_static_string(path), NULL, ordo_grpc_deadline_ms(timeout_ms),
+                                       NULL);
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (traceparent != NULL && traceparent[0] != '\0') {
+        u->trace.key = grpc_slice_from_static_string("traceparent");
+        u->trace.value = grpc_slice_from_copied_string(traceparent);
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &u->trace;
+    }
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = u->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &u->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &u->trailing_md;
+    ops[5].data.recv_status_on_client.status = &u->code;
+    ops[5].data.recv_status_on_client.status_details = &u->details;
+    if (u->send == NULL || grpc_call_start_batch(u->call, ops, 6, tag, NULL) != GRPC_CALL_OK)
+        return ordo_error_set(err, ORDO_INTERNAL, "cannot start the call %s", path);
+    return ORDO_OK;
+}
+
+/* The finished call's outcome: its status, and on ORDO_OK the answer unpacked into *@p response. */
+static ordo_status unary_result(unary_t *u, ProtobufCMessage **response, ordo_error_t *err)
+{
+    ordo_status st = status_to_error(u->code, u->details, err);
+
+    *response = NULL;
+    if (st == ORDO_OK) {
+        if (u->recv == NULL)
+            st = ordo_error_set(err, ORDO_INTERNAL, "%s answered OK without a message", u->path);
+        else if ((*response = ordo_grpc_unpack(u->response_desc, u->recv, NULL, 0)) == NULL)
+            st = ordo_error_set(err, ORDO_INTERNAL, "%s answered a malformed %s", u->path, u->response_desc->name);
+    }
+    return st;
+}
+
+static void unary_free(unary_t *u)
+{
+    if (u->call != NULL)
+        grpc_call_unref(u->call);
+    if (u->send != NULL)
+        grpc_byte_buffer_destroy(u->send);
+    if (u->recv != NULL)
+        grpc_byte_buffer_destroy(u->recv);
+    grpc_slice_unref(u->details);
+    grpc_slice_unref(u->trace.value);   /* (the empty slice when no trace was sent) */
+    grpc_metadata_array_destroy(&u->initial_md);
+    grpc_metadata_array_destroy(&u->trailing_md);
+}
+
 ordo_status ordo_grpc_client_unary_traced(ordo_grpc_client_t *c, const char *path, const ProtobufCMessage *request,
                                           const ProtobufCMessageDescriptor *response_desc, int timeout_ms,
                                           const char *traceparent, ProtobufCMessage **response, ordo_error_t *err)
 {
-    grpc_metadata trace = {0};
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    grpc_metadata_array initial_md, trailing_md;
-    grpc_byte_buffer *send = ordo_grpc_pack(request), *recv = NULL;
-    grpc_status_code code = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    grpc_op ops[6];
+    unary_t u = {0};
     ordo_status st;
-    grpc_call *call;
-    grpc_event ev;
 
     *response = NULL;
-    grpc_metadata_array_init(&initial_md);
-    grpc_metadata_array_init(&trailing_md);
-    call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                    grpc_slice_from_static_string(path), NULL,
-                                    ordo_grpc_deadline_ms(timeout_ms), NULL);
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (traceparent != NULL && traceparent[0] != '\0') {
-        trace.key = grpc_slice_from_static_string("traceparent");
-        trace.value = grpc_slice_from_static_string(traceparent);
-        ops[0].data.send_initial_metadata.count = 1;
-        ops[0].data.send_initial_metadata.metadata = &trace;
-    }
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
-    ops[5].data.recv_status_on_client.status = &code;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) != GRPC_CALL_OK) {
-        st = ordo_error_set(err, ORDO_INTERNAL, "cannot start the call %s", path);
-        goto cleanup;
-    }
-    ev = grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    (void)ev;
-    st = status_to_error(code, details, err);
+    st = unary_start(c, cq, &u, path, request, response_desc, timeout_ms, traceparent, &u, err);
     if (st == ORDO_OK) {
-        if (recv == NULL)
-            st = ordo_error_set(err, ORDO_INTERNAL, "%s answered OK without a message", path);
-        else if ((*response = ordo_grpc_unpack(response_desc, recv, NULL, 0)) == NULL)
-            st = ordo_error_set(err, ORDO_INTERNAL, "%s answered a malformed %s", path, response_desc->name);
+        grpc_completion_queue_pluck(cq, &u, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        st = unary_result(&u, response, err);
     }
-
-cleanup:
-    grpc_call_unref(call);
+    unary_free(&u);
     cq_destroy(cq);
-    grpc_byte_buffer_destroy(send);
-    if (recv != NULL)
-        grpc_byte_buffer_destroy(recv);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&initial_md);
-    grpc_metadata_array_destroy(&trailing_md);
+    return st;
+}
+
+/* The client's completion thread: runs each finished asynchronous call's
+ * callback, until the queue is shut down (ordo_grpc_client_destroy). */
+static void *completion_thread(void *arg)
+{
+    ordo_grpc_client_t *c = arg;
+
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            return NULL;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        unary_t *u = ev.tag;
+        ProtobufCMessage *response;
+        ordo_error_t err = {0};
+        ordo_status st = unary_result(u, &response, &err);
+        ordo_grpc_done_cb done = u->done;
+        void *done_arg = u->arg;
+        unary_free(u);
+        free(u);
+        done(done_arg, st, response, &err);
+    }
+}
+
+/* The completion queue and its thread, made at the first asynchronous call. */
+static ordo_status async_ready(ordo_grpc_client_t *c, ordo_error_t *err)
+{
+    ordo_status st = ORDO_OK;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->cq == NULL) {
+        c->cq = grpc_completion_queue_create_for_next(NULL);
+        if (pthread_create(&c->thread, NULL, completion_thread, c) != 0) {
+            grpc_completion_queue_destroy(c->cq);
+            c->cq = NULL;
+            st = ordo_error_set(err, ORDO_UNAVAILABLE, "cannot start the gRPC completion thread");
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+ordo_status ordo_grpc_client_unary_async(ordo_grpc_client_t *c, const char *path, const ProtobufCMessage *request,
+                                         const ProtobufCMessageDescriptor *response_desc, int timeout_ms,
+                                         const char *traceparent, ordo_grpc_done_cb done, void *arg, ordo_error_t *err)
+{
+    unary_t *u;
+    ordo_status st;
+
+    if ((st = async_ready(c, err)) != ORDO_OK)
+        return st;
+    if ((u = calloc(1, sizeof *u)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    u->done = done;
+    u->arg = arg;
+    if ((st = unary_start(c, c->cq, u, path, request, response_desc, timeout_ms, traceparent, u, err)) != ORDO_OK) {
+        unary_free(u);
+        free(u);
+    }
     return st;
 }
 

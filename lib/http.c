@@ -53,6 +53,7 @@ struct ordo_http_server {
     ordo_http_stream_t *streams;     /* open streamed responses */
     int n_streams;
     atomic_bool stopping;            /* streams end at their next pull */
+    atomic_int n_later;              /* requests waiting for an answer given later */
 };
 
 /*
@@ -74,10 +75,28 @@ struct ordo_http_stream {
     ordo_http_stream_t *prev, *next;   /* the server's list */
 };
 
+/*
+ * An answer given later (ordo_http_respond_later). `asleep` is set under mu
+ * as the connection is suspended to wait; the answer, under mu, resumes it
+ * when set, and otherwise leaves it for the server thread to send at once.
+ * Lives in the request's state, which the connection keeps until the answer
+ * has been sent.
+ */
+struct ordo_http_later {
+    ordo_http_server_t *srv;
+    struct MHD_Connection *conn;
+    pthread_mutex_t mu;
+    bool asleep;
+    bool answered;
+    ordo_http_response_t answer;
+};
+
 typedef struct request_state {
     ordo_buf_t body;
     bool too_large;
     size_t drained;      /* bytes of an oversized body read and dropped */
+    bool deferred;       /* the handler took `later`: the answer comes from ordo_http_answer */
+    ordo_http_later_t later;
 } request_state_t;
 
 /* An oversized body is read and dropped, up to this much past the limit,
@@ -278,6 +297,77 @@ static enum MHD_Result send_stream(const mhd_api_t *mhd, struct MHD_Connection *
     return ret;
 }
 
+/* ------------------------------------------------------------ later */
+
+ordo_status ordo_http_respond_later(const ordo_http_request_t *req, ordo_http_later_t **out, ordo_error_t *err)
+{
+    request_state_t *st = req->state;
+    ordo_http_server_t *srv = req->server;
+
+    *out = NULL;
+    if (atomic_load(&srv->stopping))
+        return ordo_error_set(err, ORDO_UNAVAILABLE, "the server is stopping");
+    atomic_fetch_add(&srv->n_later, 1);
+    st->deferred = true;
+    st->later = (ordo_http_later_t){.srv = srv, .conn = req->conn};
+    pthread_mutex_init(&st->later.mu, NULL);
+    *out = &st->later;
+    return ORDO_OK;
+}
+
+void ordo_http_answer(ordo_http_later_t *l, ordo_http_response_t *resp)
+{
+    ordo_http_server_t *srv = l->srv;
+
+    pthread_mutex_lock(&l->mu);
+    l->answer = *resp;
+    l->answered = true;
+    if (l->asleep) {   /* (suspended until this call: the connection is there) */
+        l->asleep = false;
+        srv->mhd.resume_connection(l->conn);
+    }
+    pthread_mutex_unlock(&l->mu);   /* (from here the connection may send the answer and free l) */
+    resp->body = NULL;
+    atomic_fetch_sub(&srv->n_later, 1);
+}
+
+static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection *conn, ordo_http_response_t *r);
+
+/* After the handler took `later`: sends the answer if it came already, else
+ * suspends the connection until ordo_http_answer resumes it (libmicrohttpd
+ * then calls on_request again, which comes here once more). */
+static enum MHD_Result send_later(ordo_http_server_t *srv, struct MHD_Connection *conn, ordo_http_later_t *l)
+{
+    ordo_http_response_t answer;
+
+    pthread_mutex_lock(&l->mu);
+    if (!l->answered) {
+        if (!l->asleep) {
+            l->asleep = true;
+            srv->mhd.suspend_connection(conn);
+        }
+        pthread_mutex_unlock(&l->mu);
+        return MHD_YES;
+    }
+    answer = l->answer;
+    l->answer.body = NULL;
+    pthread_mutex_unlock(&l->mu);
+    return send_response(&srv->mhd, conn, &answer);
+}
+
+/* Waits, up to a minute, for the answers still to come (each call behind
+ * one has a deadline): a suspended connection must not outlive the daemon. */
+static void later_wait(ordo_http_server_t *srv)
+{
+    for (int waited = 0; atomic_load(&srv->n_later) > 0; waited++) {
+        if (waited == 6000) {
+            ORDO_WARN("http answers still pending at stop", "count=%d", atomic_load(&srv->n_later));
+            return;
+        }
+        ordo_sleep_ms(10);
+    }
+}
+
 /* Ends every stream (they end at their next pull) and waits, up to two
  * seconds, for libmicrohttpd to let them go: a suspended connection must
  * not outlive the daemon. */
@@ -360,6 +450,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
+    if (st->deferred)   /* (again, after the answer resumed the connection) */
+        return send_later(srv, conn, &st->later);
     if (*upload_data_size > 0) {
         if (!st->too_large && st->body.len + *upload_data_size <= srv->max_body) {
             ordo_buf_append(&st->body, upload_data, *upload_data_size);
@@ -374,12 +466,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (st->too_large)
         return too_large(srv, conn);
-    ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn, srv};
+    ordo_http_request_t req = {method, url, ordo_buf_str(&st->body), st->body.len, conn, srv, st};
     ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
     if (ordo_buf_failed(&st->body))
         ordo_http_fail(&resp, &(ordo_error_t){.code = ORDO_NO_MEMORY, .msg = "out of memory"});
     else
         srv->handler(srv->ctx, &req, &resp);
+    if (st->deferred) {
+        free(resp.body);
+        return send_later(srv, conn, &st->later);
+    }
     return send_response(&srv->mhd, conn, &resp);
 }
 
@@ -391,6 +487,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)t;
     if (st != NULL) {
         ordo_buf_free(&st->body);
+        if (st->deferred) {
+            free(st->later.answer.body);   /* (an answer the client left before) */
+            pthread_mutex_destroy(&st->later.mu);
+        }
         free(st);
         *con_cls = NULL;
     }
@@ -525,13 +625,14 @@ ordo_status ordo_http_start(const ordo_http_config_t *cfg, ordo_http_handler_cb 
     srv->stream_sndbuf = cfg->stream_sndbuf;
     pthread_mutex_init(&srv->streams_mu, NULL);
     atomic_init(&srv->stopping, false);
+    atomic_init(&srv->n_later, 0);
     if ((st = load_tls(cfg, srv, err)) != ORDO_OK) {
         server_free(srv);
         return st;
     }
     srv->daemon = srv->mhd.start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | (srv->tls_cert != NULL ? MHD_USE_TLS : 0) |
-            (cfg->max_streams > 0 ? MHD_ALLOW_SUSPEND_RESUME : 0),
+            MHD_ALLOW_SUSPEND_RESUME,
         0, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* (first: it hears the rest) */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)cfg->threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
@@ -557,6 +658,7 @@ void ordo_http_stop(ordo_http_server_t *srv)
     if (srv == NULL)
         return;
     streams_end(srv);
+    later_wait(srv);
     srv->mhd.stop_daemon(srv->daemon);
     server_free(srv);
 }

@@ -85,6 +85,12 @@ ordo_status api_upstream(const char *who, ordo_error_t *err)
     return err->code;
 }
 
+/* A handler's response status meaning "answered later" (ordo_http_respond_later). */
+#define API_LATER 0
+
+static void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
+                        int status);
+
 /* --------------------------------------------------------------- POST */
 
 static json_t *created_body(const char *event_json)
@@ -95,28 +101,6 @@ static json_t *created_body(const char *event_json)
         json_object_set_new(doc, "status", json_string("Pending"));
     }
     return doc;
-}
-
-/* Is the stored order-created @p event_id the same order as @p event_json? */
-static ordo_status same_as_stored(api_ctx_t *ctx, const char *event_id, const char *event_json, bool *same,
-                                  ordo_error_t *err)
-{
-    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
-    Eventstore__GetEventsResponse *resp = NULL;
-    ordo_status st;
-
-    req.event_id = (char *)event_id;
-    if ((st = ordo_es_read(ctx->store, &req, ctx->cfg->timeout_ms, &resp, err)) != ORDO_OK)
-        return st;
-    *same = false;
-    if (resp->n_events == 1) {
-        json_t *a = json_loads(resp->events[0]->event_data, 0, NULL), *b = json_loads(event_json, 0, NULL);
-        *same = a != NULL && b != NULL && json_equal(a, b);
-        json_decref(a);
-        json_decref(b);
-    }
-    eventstore__get_events_response__free_unpacked(resp, NULL);
-    return ORDO_OK;
 }
 
 static bool key_ok(const char *key)
@@ -156,13 +140,132 @@ static const char *trace_of(const ordo_http_request_t *req, char traceparent[ORD
     return state;
 }
 
+/*
+ * A POST waits on the event store without holding a server thread: the
+ * append is asynchronous, and so is the read of the stored event when the
+ * store says the order was there already (an Idempotency-Key used again).
+ * The answer goes out from the gRPC client's completion thread.
+ */
+typedef struct post_call {
+    api_ctx_t *ctx;
+    ordo_http_later_t *later;
+    struct timespec t0;                /* the request's start, for its latency */
+    char event_id[ORDO_UUID_LEN], order_id[ORDO_UUID_LEN], traceparent[ORDO_TRACEPARENT_LEN];
+    char key[129];                     /* the Idempotency-Key, "" when none */
+    char *event_json;                  /* the order-created event's data */
+    long long amount_cents;
+    bool duplicate;                    /* the store had the event already */
+} post_call_t;
+
+static void post_call_free(post_call_t *pc)
+{
+    free(pc->event_json);
+    free(pc);
+}
+
+/* The POST's answer from the store's outcome @p st (*@p err when not OK); frees @p pc. */
+static void post_answer(post_call_t *pc, ordo_status st, ordo_error_t *err)
+{
+    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
+
+    if (st == ORDO_OK)
+        st = api_json_response(&resp, 201, created_body(pc->event_json), err);
+    if (st == ORDO_OK) {
+        if (pc->duplicate) {
+            resp.header_name = "Idempotent-Replayed";
+            resp.header_value = "true";
+        }
+        ordo_metric_inc(pc->duplicate ? pc->ctx->replayed : pc->ctx->created);
+        ORDO_DEBUG(pc->duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld trace_id=%.32s",
+                   pc->order_id, pc->amount_cents, pc->traceparent + 3);
+    } else {
+        if (st != ORDO_CONFLICT && st != ORDO_NO_MEMORY)
+            api_upstream("the event store", err);
+        ordo_http_fail(&resp, err);
+    }
+    api_account(pc->ctx, API_CREATE, &pc->t0, "POST", ORDERS_PATH, resp.status);
+    ordo_http_answer(pc->later, &resp);
+    post_call_free(pc);
+}
+
+/* The stored order-created event, read back for a repeated key: the same order, or 409. */
+static void post_compared(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *call_err)
+{
+    post_call_t *pc = arg;
+    ordo_error_t err = st == ORDO_OK ? (ordo_error_t){0} : *call_err;
+
+    if (st == ORDO_OK) {
+        Eventstore__GetEventsResponse *r = (Eventstore__GetEventsResponse *)msg;
+        bool same = false;
+        if (r->n_events == 1) {
+            json_t *a = json_loads(r->events[0]->event_data, 0, NULL), *b = json_loads(pc->event_json, 0, NULL);
+            same = a != NULL && b != NULL && json_equal(a, b);
+            json_decref(a);
+            json_decref(b);
+        }
+        protobuf_c_message_free_unpacked(msg, NULL);
+        if (!same)
+            st = ordo_error_set(&err, ORDO_CONFLICT, "Idempotency-Key %s was used for a different order", pc->key);
+    }
+    post_answer(pc, st, &err);
+}
+
+static void post_appended(void *arg, ordo_status st, const ordo_es_result_t *res, const ordo_error_t *call_err)
+{
+    post_call_t *pc = arg;
+    ordo_error_t err = st == ORDO_OK ? (ordo_error_t){0} : *call_err;
+
+    if (st == ORDO_OK && res->duplicate) {   /* is the stored order-created the same order? */
+        Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+        req.event_id = pc->event_id;
+        pc->duplicate = true;
+        st = ordo_grpc_client_unary_async(pc->ctx->store, "/eventstore.EventStore/GetEvents", &req.base,
+                                          &eventstore__get_events_response__descriptor, pc->ctx->cfg->timeout_ms,
+                                          NULL, post_compared, pc, &err);
+        if (st == ORDO_OK)
+            return;
+    }
+    post_answer(pc, st, &err);
+}
+
+/* Appends @p order's order-created event, answering later (api_handle sees API_LATER). */
+static ordo_status post_append(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0,
+                               const char *key, ordo_order_t *order, ordo_http_response_t *resp, ordo_error_t *err)
+{
+    post_call_t *pc = calloc(1, sizeof *pc);
+    ordo_status st;
+
+    if (pc == NULL || (pc->event_json = ordo_order_event_json(order)) == NULL) {
+        free(pc);
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    }
+    pc->ctx = ctx;
+    pc->t0 = *t0;
+    pc->amount_cents = (long long)order->amount_cents;
+    snprintf(pc->order_id, sizeof pc->order_id, "%s", order->order_id);
+    snprintf(pc->key, sizeof pc->key, "%s", key != NULL ? key : "");
+    ordo_order_followup_id(order->order_id, ORDO_EV_ORDER_CREATED, pc->event_id);
+    const char *tracestate = trace_of(req, pc->traceparent);
+    ordo_es_event_t ev = {.event_id = pc->event_id, .event_type = ORDO_EV_ORDER_CREATED,
+                          .aggregate_id = pc->order_id, .aggregate_type = ORDO_ORDER_AGGREGATE,
+                          .data = pc->event_json, .correlation_id = pc->order_id, .traceparent = pc->traceparent,
+                          .tracestate = tracestate, .service = "orderapi"};
+    if ((st = ordo_http_respond_later(req, &pc->later, err)) != ORDO_OK) {
+        post_call_free(pc);
+        return st;
+    }
+    resp->status = API_LATER;
+    if ((st = ordo_es_append_async(ctx->store, &ev, 0, ctx->cfg->timeout_ms, post_appended, pc, err)) != ORDO_OK)
+        post_answer(pc, st, err);   /* (the later answer, at once) */
+    return ORDO_OK;
+}
+
 static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, const api_key_t *who,
-                              ordo_http_response_t *resp, ordo_error_t *err)
+                              const struct timespec *t0, ordo_http_response_t *resp, ordo_error_t *err)
 {
     const char *ctype = ordo_http_header(req, "Content-Type"), *key = ordo_http_header(req, "Idempotency-Key");
-    char event_id[ORDO_UUID_LEN], *event_json = NULL, name[300];
+    char name[300];
     ordo_order_t order;
-    ordo_es_result_t res;
     ordo_status st;
 
     if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {   /* HTTP's own: no status */
@@ -184,35 +287,7 @@ static ordo_status post_order(api_ctx_t *ctx, const ordo_http_request_t *req, co
     } else {
         ordo_uuid_v4(order.order_id);
     }
-    ordo_order_followup_id(order.order_id, ORDO_EV_ORDER_CREATED, event_id);
-    event_json = ordo_order_event_json(&order);
-    char traceparent[ORDO_TRACEPARENT_LEN];
-    const char *tracestate = trace_of(req, traceparent);
-    ordo_es_event_t ev = {.event_id = event_id, .event_type = ORDO_EV_ORDER_CREATED, .aggregate_id = order.order_id,
-                          .aggregate_type = ORDO_ORDER_AGGREGATE, .data = event_json, .correlation_id = order.order_id,
-                          .traceparent = traceparent, .tracestate = tracestate, .service = "orderapi"};
-    st = event_json == NULL ? ordo_error_set(err, ORDO_NO_MEMORY, "out of memory")
-                            : ordo_es_append(ctx->store, &ev, 0, ctx->cfg->timeout_ms, &res, err);
-    if (st == ORDO_OK && res.duplicate) {
-        bool same = false;
-        st = same_as_stored(ctx, event_id, event_json, &same, err);
-        if (st == ORDO_OK && !same)
-            st = ordo_error_set(err, ORDO_CONFLICT, "Idempotency-Key %s was used for a different order", key);
-    }
-    if (st == ORDO_OK)
-        st = api_json_response(resp, 201, created_body(event_json), err);
-    if (st == ORDO_OK) {
-        if (res.duplicate) {
-            resp->header_name = "Idempotent-Replayed";
-            resp->header_value = "true";
-        }
-        ordo_metric_inc(res.duplicate ? ctx->replayed : ctx->created);
-        ORDO_DEBUG(res.duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld trace_id=%.32s",
-                   order.order_id, (long long)order.amount_cents, traceparent + 3);
-    } else if (st != ORDO_CONFLICT && st != ORDO_NO_MEMORY) {
-        st = api_upstream("the event store", err);
-    }
-    free(event_json);
+    st = post_append(ctx, req, t0, key, &order, resp, err);
     ordo_order_free(&order);
     return st;
 }
@@ -410,8 +485,8 @@ static ordo_status method_not_allowed(ordo_http_response_t *resp, const char *al
 
 /* Runs the request's handler: ORDO_OK when it filled @p resp, else the
  * status (and *@p err) that ordo_http_fail renders. *@p op: what it was. */
-static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp, api_op *op,
-                         ordo_error_t *err)
+static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0,
+                         ordo_http_response_t *resp, api_op *op, ordo_error_t *err)
 {
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
     bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
@@ -445,7 +520,7 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     }
     if (orders) {
         if (post)
-            return post_order(ctx, req, who, resp, err);
+            return post_order(ctx, req, who, t0, resp, err);
         return get ? list_orders(ctx, req, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
     }
     if (whoami)
@@ -486,21 +561,30 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, ordo_ht
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
 }
 
+/* A request answered: its count by status class, its latency from @p t0, a debug line. */
+static void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
+                        int status)
+{
+    struct timespec t1;
+    int cls = status / 100 - 1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (cls >= 0 && cls < 5)
+        ordo_metric_inc(ctx->by_class[op][cls]);
+    ordo_metric_observe_us(ctx->latency[op], (t1.tv_sec - t0->tv_sec) * 1000000LL + (t1.tv_nsec - t0->tv_nsec) / 1000);
+    ORDO_DEBUG("http", "method=%s path=%s status=%d", method, path, status);
+}
+
 void api_handle(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
 {
     api_ctx_t *ctx = vctx;
-    struct timespec t0, t1;
+    struct timespec t0;
     ordo_error_t err;
     api_op op;
-    int cls;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (route(ctx, req, resp, &op, &err) != ORDO_OK)
+    if (route(ctx, req, &t0, resp, &op, &err) != ORDO_OK)
         ordo_http_fail(resp, &err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    cls = resp->status / 100 - 1;
-    if (cls >= 0 && cls < 5)
-        ordo_metric_inc(ctx->by_class[op][cls]);
-    ordo_metric_observe_us(ctx->latency[op], (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000);
-    ORDO_DEBUG("http", "method=%s path=%s status=%d", req->method, req->path, resp->status);
+    if (resp->status != API_LATER)   /* (else counted when the answer goes) */
+        api_account(ctx, op, &t0, req->method, req->path, resp->status);
 }

@@ -40,6 +40,16 @@ typedef struct ordo_es_result {
 ordo_status ordo_es_append(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int64_t expected, int timeout_ms,
                            ordo_es_result_t *res, ordo_error_t *err);
 
+/** An asynchronous append's outcome: @p res (when @p st is ORDO_OK) and
+ *  *@p err (otherwise), on the client's completion thread: must not block. */
+typedef void (*ordo_es_append_cb)(void *arg, ordo_status st, const ordo_es_result_t *res, const ordo_error_t *err);
+
+/** ordo_es_append() without waiting: @p done(@p arg, ...) runs once when the
+ *  call ends; not at all when this returns other than ORDO_OK. @p ev may be
+ *  freed once this returns. */
+ordo_status ordo_es_append_async(ordo_grpc_client_t *c, const ordo_es_event_t *ev, int64_t expected, int timeout_ms,
+                                 ordo_es_append_cb done, void *arg, ordo_error_t *err);
+
 /** The value of metadata @p key of a stored event; NULL when it has none. */
 const char *ordo_es_event_meta(const Eventstore__Event *e, const char *key);
 

@@ -220,6 +220,25 @@ ordo_status ordo_grpc_client_unary_traced(ordo_grpc_client_t *c, const char *pat
                                           const ProtobufCMessageDescriptor *response_desc, int timeout_ms,
                                           const char *traceparent, ProtobufCMessage **response, ordo_error_t *err);
 
+/**
+ * What an asynchronous call hands its callback: the call's status, *@p err
+ * when it is not ORDO_OK, and on ORDO_OK the answer (the callback's to free).
+ * Runs on the client's completion thread: it must not block (starting
+ * another asynchronous call is fine).
+ */
+typedef void (*ordo_grpc_done_cb)(void *arg, ordo_status st, ProtobufCMessage *response, const ordo_error_t *err);
+
+/**
+ * ordo_grpc_client_unary_traced() without waiting: @p done(@p arg, ...) runs
+ * once when the call ends (by the deadline at the latest). ORDO_OK when the
+ * call started; otherwise @p done is not called and *@p err says why. The
+ * request may be freed once this returns. Thread-safe. Calls still running
+ * when the client is destroyed end first (their callbacks run).
+ */
+ordo_status ordo_grpc_client_unary_async(ordo_grpc_client_t *c, const char *path, const ProtobufCMessage *request,
+                                         const ProtobufCMessageDescriptor *response_desc, int timeout_ms,
+                                         const char *traceparent, ordo_grpc_done_cb done, void *arg, ordo_error_t *err);
+
 /** Starts a server-streaming call. Close with ordo_grpc_stream_close(). */
 ordo_status ordo_grpc_stream_open(ordo_grpc_client_t *c, const char *path,
                                   const ProtobufCMessage *request, int timeout_ms,

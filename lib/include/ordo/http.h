@@ -24,18 +24,21 @@ typedef struct ordo_http_request {
     size_t body_len;
     void *conn;                  /**< for ordo_http_header / ordo_http_query */
     ordo_http_server_t *server;  /**< (likewise) */
+    void *state;                 /**< the server's own (ordo_http_respond_later) */
 } ordo_http_request_t;
 
 typedef struct ordo_http_response {
     int status;
     char *body;                  /**< malloc'd; the server frees it */
-    const char *content_type;    /**< default application/json */
-    const char *header_name;     /**< one extra header, or NULL */
+    const char *content_type;    /**< default application/json (a static string) */
+    const char *header_name;     /**< one extra header, or NULL (static strings) */
     const char *header_value;
     ordo_http_stream_t *stream;  /**< set by ordo_http_respond_stream: the body comes from it */
 } ordo_http_response_t;
 
-/** Handles one request. Runs on a server thread; may block. */
+/** Handles one request. Runs on a server thread; should not block for
+ *  long (the thread serves other connections too): a handler that waits on
+ *  another service answers later (ordo_http_respond_later). */
 typedef void (*ordo_http_handler_cb)(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp);
 
 typedef struct ordo_http_config {
@@ -81,6 +84,26 @@ void ordo_http_error(ordo_http_response_t *resp, int status, const char *code, c
 
 /** The one mapping from ordo_status to an HTTP status code. */
 int ordo_http_code_of(ordo_status st);
+
+/*
+ * Answers given later: a handler that calls another service starts the call,
+ * takes the request's `later` handle and returns; the connection waits
+ * (suspended, holding no server thread) until the call's callback gives the
+ * answer with ordo_http_answer, from any thread. ordo_http_stop waits for
+ * the answers still to come, so each must come (the calls behind them need
+ * deadlines).
+ */
+typedef struct ordo_http_later ordo_http_later_t;
+
+/** Takes the answer of @p req out of the handler: whatever the handler puts
+ *  in its response is dropped, and exactly one ordo_http_answer(*@p out)
+ *  must follow. ORDO_UNAVAILABLE when the server is stopping. */
+ordo_status ordo_http_respond_later(const ordo_http_request_t *req, ordo_http_later_t **out, ordo_error_t *err);
+
+/** The answer to a request taken with ordo_http_respond_later (takes
+ *  resp->body; the header and type strings must be static). Any thread;
+ *  @p later is gone once this returns. */
+void ordo_http_answer(ordo_http_later_t *later, ordo_http_response_t *resp);
 
 /*
  * Streamed responses (Server-Sent Events): the body is pulled from the
