@@ -222,6 +222,74 @@ def test_slow_clients_at_one_address(c, t):
             s.close()
 
 
+def test_waiting_posts_hold_no_thread(c, t):
+    """POSTs wait on the event store without holding an HTTP thread: with
+    --threads 1 and the event store hung (SIGSTOP), eight POSTs wait while
+    other requests on other connections are answered at once; once the store
+    runs again, every POST gets its 201 (and a repeated Idempotency-Key its
+    replay). Before, the one thread sat in the first POST's call."""
+    import os
+    import signal
+    import threading
+    import time
+    import urllib.request
+    from harness import BUILD, Service
+    args = ["--http-addr", "127.0.0.1:0", "--orderquery-addr", c.query_target(), "--eventstore-addr",
+            f"127.0.0.1:{c.es_port}", "--timeout-ms", "8000", "--threads", "1"]
+    api = Service(c, "orderapi-one-thread", os.path.join(BUILD, "orderapi", "orderapi"), args, True)
+    c.services["orderapi-one-thread"] = api
+    base = f"http://127.0.0.1:{api.port}"
+
+    def post(i, out):
+        req = urllib.request.Request(base + "/api/orders", data=with_(customer_id=f"c-wait-{i}").encode(),
+                                     method="POST", headers={"Content-Type": "application/json",
+                                                             "Idempotency-Key": f"wait-{i % 6}"})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                out[i] = (r.status, r.headers.get("Idempotent-Replayed"), time.time())
+        except urllib.error.HTTPError as e:
+            out[i] = (e.code, None, time.time())
+        except OSError as e:
+            out[i] = (str(e), None, time.time())
+
+    posts = {}
+    os.kill(c.es_proc.pid, signal.SIGSTOP)
+    try:
+        workers = [threading.Thread(target=post, args=(i, posts)) for i in range(6)]
+        for w in workers:
+            w.start()
+        time.sleep(1.0)
+        waiting = len(posts)
+        times = []
+        for path in ("/openapi.json", "/api/orders/not-a-uuid", "/api/nothing"):
+            start = time.time()
+            r = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", base + path],
+                               capture_output=True, timeout=10)
+            times.append((path, r.stdout.decode(), round(time.time() - start, 2)))
+        t.ok(waiting == 0 and all(took < 1.0 for _, _, took in times) and [c for _, c, _ in times] == ["200", "400", "404"],
+             f"while 6 POSTs waited on a hung store ({waiting} answered), one HTTP thread answered the rest at once: {times}")
+        resumed = time.time()
+    finally:
+        os.kill(c.es_proc.pid, signal.SIGCONT)
+    for w in workers:
+        w.join(timeout=30)
+    t.ok(all(posts.get(i, ("none",))[0] == 201 and posts[i][2] >= resumed for i in range(6)),
+         f"each waiting POST got its 201 once the store ran again: {[posts.get(i, ('none',))[0] for i in range(6)]}")
+    # the same key again: the store says duplicate, the stored event is read back (both without a thread)
+    again = {}
+    post(0, again)
+    t.ok(again[0][:2] == (201, "true"), f"a repeated Idempotency-Key is answered as a replay: {again[0][:2]}")
+    req = urllib.request.Request(base + "/api/orders", data=with_(customer_id="c-wait-0", item_quantity=7).encode(),
+                                 method="POST", headers={"Content-Type": "application/json", "Idempotency-Key": "wait-0"})
+    try:
+        urllib.request.urlopen(req, timeout=20)
+        code = 201
+    except urllib.error.HTTPError as e:
+        code = e.code
+    t.ok(code == 409, f"the same key for a different order: {code}")
+    t.ok(api.stop() == 0, "that orderapi stops cleanly")
+
+
 if __name__ == "__main__":
     run_tests([test_good_order, test_bad_bodies, test_paging, test_pages_read_only_their_rows, test_routes,
-               test_slow_clients_at_one_address], lambda: FlowCluster(queries=1))
+               test_slow_clients_at_one_address, test_waiting_posts_hold_no_thread], lambda: FlowCluster(queries=1))
