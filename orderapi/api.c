@@ -307,40 +307,124 @@ json_t *api_order_json(const Order__Order *o)
                      (json_int_t)o->updated_at, "order_items", items);
 }
 
-static ordo_status get_order(api_ctx_t *ctx, const char *id, const api_key_t *who, ordo_http_response_t *resp,
-                             ordo_error_t *err)
+/*
+ * A GET answered from one read-model call, without holding a server thread:
+ * the call is asynchronous and `render` makes the answer from its outcome on
+ * the client's completion thread.
+ */
+typedef struct api_read api_read_t;
+typedef ordo_status (*api_render_fn)(const api_read_t *rd, ordo_status st, ProtobufCMessage *msg,
+                                     ordo_http_response_t *resp, ordo_error_t *err);
+
+struct api_read {
+    api_ctx_t *ctx;
+    ordo_http_later_t *later;
+    api_op op;
+    struct timespec t0;                /* the request's start, for its latency */
+    char method[8], path[160];         /* for the debug line */
+    api_render_fn render;              /* takes the answer (msg: NULL unless st is ORDO_OK) */
+    char id[ORDO_UUID_LEN];            /* GET /api/orders/{id}: the id asked for */
+    const char *own_customer;          /* a customer's key: the one customer it may see (ctx->keys) */
+};
+
+static void read_done(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *call_err)
 {
-    Order__GetOrderRequest req = ORDER__GET_ORDER_REQUEST__INIT;
-    ProtobufCMessage *out = NULL;
+    api_read_t *rd = arg;
+    ordo_error_t err = st == ORDO_OK ? (ordo_error_t){0} : *call_err;
+    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
+
+    if (rd->render(rd, st, msg, &resp, &err) != ORDO_OK)
+        ordo_http_fail(&resp, &err);
+    api_account(rd->ctx, rd->op, &rd->t0, rd->method, rd->path, resp.status);
+    ordo_http_answer(rd->later, &resp);
+    free(rd);
+}
+
+/* Starts @p rd's call of @p method with @p request, answering later. */
+static ordo_status read_later(api_read_t *rd, const ordo_http_request_t *req, const char *method,
+                              const ProtobufCMessage *request, const ProtobufCMessageDescriptor *desc,
+                              ordo_http_response_t *resp, ordo_error_t *err)
+{
     ordo_status st;
 
-    if (!ordo_uuid_valid(id))
-        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
-    req.order_id = (char *)id;
-    if (ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/GetOrder", &req.base, &order__order__descriptor,
-                               ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
-        return err->code == ORDO_NOT_FOUND ? ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id)
-                                           : api_upstream("the read model", err);
+    snprintf(rd->method, sizeof rd->method, "%s", req->method);
+    snprintf(rd->path, sizeof rd->path, "%s", req->path);
+    if ((st = ordo_http_respond_later(req, &rd->later, err)) != ORDO_OK) {
+        free(rd);
+        return st;
+    }
+    resp->status = API_LATER;
+    if ((st = ordo_grpc_client_unary_async(rd->ctx->query, method, request, desc, rd->ctx->cfg->timeout_ms, NULL,
+                                           read_done, rd, err)) != ORDO_OK)
+        read_done(rd, st, NULL, err);   /* (the later answer, at once) */
+    return ORDO_OK;
+}
+
+static api_read_t *read_new(api_ctx_t *ctx, const struct timespec *t0, api_op op, api_render_fn render,
+                            const api_key_t *who)
+{
+    api_read_t *rd = calloc(1, sizeof *rd);
+    if (rd != NULL)
+        *rd = (api_read_t){.ctx = ctx, .op = op, .t0 = *t0, .render = render, .own_customer = api_own_customer(who)};
+    return rd;
+}
+
+static ordo_status render_order(const api_read_t *rd, ordo_status st, ProtobufCMessage *msg,
+                                ordo_http_response_t *resp, ordo_error_t *err)
+{
+    if (st != ORDO_OK)
+        return st == ORDO_NOT_FOUND ? ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", rd->id)
+                                    : api_upstream("the read model", err);
     /* another customer's order does not exist for this key: ids cannot be probed */
-    if (api_own_customer(who) != NULL && strcmp(((Order__Order *)out)->customer_id, api_own_customer(who)) != 0)
-        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id);
+    if (rd->own_customer != NULL && strcmp(((Order__Order *)msg)->customer_id, rd->own_customer) != 0)
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", rd->id);
     else
-        st = api_json_response(resp, 200, api_order_json((Order__Order *)out), err);
-    protobuf_c_message_free_unpacked(out, NULL);
+        st = api_json_response(resp, 200, api_order_json((Order__Order *)msg), err);
+    protobuf_c_message_free_unpacked(msg, NULL);
     return st;
 }
 
-static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, const api_key_t *who,
+static ordo_status get_order(api_ctx_t *ctx, const ordo_http_request_t *hreq, const struct timespec *t0,
+                             const char *id, const api_key_t *who, ordo_http_response_t *resp, ordo_error_t *err)
+{
+    Order__GetOrderRequest req = ORDER__GET_ORDER_REQUEST__INIT;
+    api_read_t *rd;
+
+    if (!ordo_uuid_valid(id))
+        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
+    if ((rd = read_new(ctx, t0, API_GET, render_order, who)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    snprintf(rd->id, sizeof rd->id, "%s", id);
+    req.order_id = rd->id;
+    return read_later(rd, hreq, "/order.OrderQuery/GetOrder", &req.base, &order__order__descriptor, resp, err);
+}
+
+static ordo_status render_list(const api_read_t *rd, ordo_status st, ProtobufCMessage *msg,
                                ordo_http_response_t *resp, ordo_error_t *err)
+{
+    Order__ListOrdersResponse *r = (Order__ListOrdersResponse *)msg;
+    json_t *orders, *doc;
+    (void)rd;
+
+    if (st != ORDO_OK)
+        return api_upstream("the read model", err);
+    orders = json_array();
+    for (size_t i = 0; i < r->n_orders; i++)
+        json_array_append_new(orders, api_order_json(r->orders[i]));
+    doc = json_pack("{s:o, s:s?}", "orders", orders, "next", r->next[0] ? r->next : NULL);
+    st = api_json_response(resp, 200, doc, err);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return st;
+}
+
+static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, const struct timespec *t0,
+                               const api_key_t *who, ordo_http_response_t *resp, ordo_error_t *err)
 {
     Order__ListOrdersRequest req = ORDER__LIST_ORDERS_REQUEST__INIT;
     const char *customer = ordo_http_query(hreq, "customer_id"), *status = ordo_http_query(hreq, "status");
     const char *limit = ordo_http_query(hreq, "limit"), *after = ordo_http_query(hreq, "after");
-    Order__ListOrdersResponse *r;
-    ProtobufCMessage *out = NULL;
-    json_t *orders, *doc;
+    api_read_t *rd;
     char *end = NULL;
-    ordo_status st;
 
     if (limit != NULL) {
         long v = strtol(limit, &end, 10);
@@ -359,17 +443,10 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
     req.customer_id = (char *)(customer ? customer : "");
     req.status = (char *)(status ? status : "");
     req.after = (char *)(after ? after : "");
-    if (ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/ListOrders", &req.base,
-                               &order__list_orders_response__descriptor, ctx->cfg->timeout_ms, &out, err) != ORDO_OK)
-        return api_upstream("the read model", err);
-    r = (Order__ListOrdersResponse *)out;
-    orders = json_array();
-    for (size_t i = 0; i < r->n_orders; i++)
-        json_array_append_new(orders, api_order_json(r->orders[i]));
-    doc = json_pack("{s:o, s:s?}", "orders", orders, "next", r->next[0] ? r->next : NULL);
-    st = api_json_response(resp, 200, doc, err);
-    protobuf_c_message_free_unpacked(out, NULL);
-    return st;
+    if ((rd = read_new(ctx, t0, API_LIST, render_list, who)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    return read_later(rd, hreq, "/order.OrderQuery/ListOrders", &req.base, &order__list_orders_response__descriptor,
+                      resp, err);
 }
 
 /* GET /api/whoami: what the request's key may do (the console asks, to know whose orders it shows). */
@@ -521,7 +598,7 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const s
     if (orders) {
         if (post)
             return post_order(ctx, req, who, t0, resp, err);
-        return get ? list_orders(ctx, req, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
+        return get ? list_orders(ctx, req, t0, who, resp, err) : method_not_allowed(resp, "GET, HEAD, POST");
     }
     if (whoami)
         return get ? api_json_response(resp, 200, whoami_json(ctx, who), err) : method_not_allowed(resp, "GET, HEAD");
@@ -530,7 +607,7 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const s
     if (one && get && ordo_http_query(req, "at") != NULL)
         return api_order_at(ctx, req->path + n + 1, ordo_http_query(req, "at"), who, resp, err);
     if (one)
-        return get ? get_order(ctx, req->path + n + 1, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
+        return get ? get_order(ctx, req, t0, req->path + n + 1, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
     if (events)
         return get ? api_order_events(ctx, id, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
     if (strcmp(req->path, "/healthz") == 0 || (strcmp(req->path, "/metrics") == 0 && ctx->cfg->metrics_addr[0] == '\0')) {

@@ -222,12 +222,14 @@ def test_slow_clients_at_one_address(c, t):
             s.close()
 
 
-def test_waiting_posts_hold_no_thread(c, t):
-    """POSTs wait on the event store without holding an HTTP thread: with
-    --threads 1 and the event store hung (SIGSTOP), eight POSTs wait while
-    other requests on other connections are answered at once; once the store
-    runs again, every POST gets its 201 (and a repeated Idempotency-Key its
-    replay). Before, the one thread sat in the first POST's call."""
+def test_waiting_requests_hold_no_thread(c, t):
+    """Requests wait on the event store and the read model without holding an
+    HTTP thread: with --threads 1 and the event store hung (SIGSTOP), six
+    POSTs wait while other requests on other connections are answered at
+    once; once the store runs again, every POST gets its 201 (a repeated
+    Idempotency-Key its replay, the same key for another order 409). Likewise
+    GETs of orders with orderquery hung. Before, the one thread sat in the
+    first request's call and every other waited behind it."""
     import os
     import signal
     import threading
@@ -240,56 +242,84 @@ def test_waiting_posts_hold_no_thread(c, t):
     c.services["orderapi-one-thread"] = api
     base = f"http://127.0.0.1:{api.port}"
 
-    def post(i, out):
-        req = urllib.request.Request(base + "/api/orders", data=with_(customer_id=f"c-wait-{i}").encode(),
-                                     method="POST", headers={"Content-Type": "application/json",
-                                                             "Idempotency-Key": f"wait-{i % 6}"})
+    def call(out, i, method, path, body=None, key=None):
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Idempotency-Key"] = key
+        req = urllib.request.Request(base + path, data=body.encode() if body else None, method=method, headers=h)
         try:
             with urllib.request.urlopen(req, timeout=20) as r:
-                out[i] = (r.status, r.headers.get("Idempotent-Replayed"), time.time())
+                out[i] = (r.status, r.headers.get("Idempotent-Replayed"), time.time(), json.loads(r.read()))
         except urllib.error.HTTPError as e:
-            out[i] = (e.code, None, time.time())
+            out[i] = (e.code, None, time.time(), None)
         except OSError as e:
-            out[i] = (str(e), None, time.time())
+            out[i] = (str(e), None, time.time(), None)
 
-    posts = {}
+    def while_hung(pid, what, requests):
+        """Runs @requests (method, path, body, key) at once while @pid is stopped; then lets it go on."""
+        out = {}
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            workers = [threading.Thread(target=call, args=(out, i) + r) for i, r in enumerate(requests)]
+            for w in workers:
+                w.start()
+            time.sleep(1.0)
+            waiting = len(requests) - len(out)
+            times = []
+            for path in ("/openapi.json", "/api/orders/not-a-uuid", "/api/nothing"):
+                start = time.time()
+                r = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", base + path],
+                                   capture_output=True, timeout=10)
+                times.append((path, r.stdout.decode(), round(time.time() - start, 2)))
+            t.ok(waiting == len(requests) and all(took < 1.0 for _, _, took in times)
+                 and [code for _, code, _ in times] == ["200", "400", "404"],
+                 f"while {waiting} requests waited on {what}, one HTTP thread answered the rest at once: {times}")
+            resumed = time.time()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for w in workers:
+            w.join(timeout=30)
+        return [out.get(i, ("none", None, 0, None)) for i in range(len(requests))], resumed
+
+    posts, resumed = while_hung(c.es_proc.pid, "a hung event store",
+                                [("POST", "/api/orders", with_(customer_id=f"c-wait-{i}"), f"wait-{i}") for i in range(6)])
+    t.ok(all(p[0] == 201 and p[2] >= resumed for p in posts),
+         f"each waiting POST got its 201 once the store ran again: {[p[0] for p in posts]}")
+    again = {}
+    call(again, 0, "POST", "/api/orders", with_(customer_id="c-wait-0"), "wait-0")
+    t.ok(again[0][:2] == (201, "true"), f"a repeated Idempotency-Key is answered as a replay: {again[0][:2]}")
+    call(again, 1, "POST", "/api/orders", with_(customer_id="c-wait-0", item_quantity=7), "wait-0")
+    t.ok(again[1][0] == 409, f"the same key for a different order: {again[1][0]}")
+    ids = [p[3]["order_id"] for p in posts if p[0] == 201]
+    for i in ids:
+        c.final_status(i)
+    gets, resumed = while_hung(c.services["orderquery-1"].proc.pid, "a hung read model",
+                               [("GET", f"/api/orders/{i}") for i in ids] + [("GET", "/api/orders?limit=3")])
+    t.ok(len(ids) == 6 and all(g[0] == 200 and g[2] >= resumed for g in gets)
+         and [g[3]["order_id"] for g in gets[:-1]] == ids and len(gets[-1][3]["orders"]) == 3,
+         f"each waiting GET got its order (or page) once the read model ran again: {[g[0] for g in gets]}")
+    t.ok(api.stop() == 0, "that orderapi stops cleanly")
+    # stopping with a POST waiting: the answer comes first (a 503 at the call's deadline), then the exit
+    short = Service(c, "orderapi-short", os.path.join(BUILD, "orderapi", "orderapi"),
+                    [a if a != "8000" else "1500" for a in args], True)
+    c.services["orderapi-short"] = short
+    base = f"http://127.0.0.1:{short.port}"
+    late = {}
     os.kill(c.es_proc.pid, signal.SIGSTOP)
     try:
-        workers = [threading.Thread(target=post, args=(i, posts)) for i in range(6)]
-        for w in workers:
-            w.start()
-        time.sleep(1.0)
-        waiting = len(posts)
-        times = []
-        for path in ("/openapi.json", "/api/orders/not-a-uuid", "/api/nothing"):
-            start = time.time()
-            r = subprocess.run(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", base + path],
-                               capture_output=True, timeout=10)
-            times.append((path, r.stdout.decode(), round(time.time() - start, 2)))
-        t.ok(waiting == 0 and all(took < 1.0 for _, _, took in times) and [c for _, c, _ in times] == ["200", "400", "404"],
-             f"while 6 POSTs waited on a hung store ({waiting} answered), one HTTP thread answered the rest at once: {times}")
-        resumed = time.time()
+        w = threading.Thread(target=call, args=(late, 0, "POST", "/api/orders", with_(customer_id="c-stop"), None))
+        w.start()
+        time.sleep(0.5)
+        start = time.time()
+        rc = short.stop(timeout=15)
+        took = round(time.time() - start, 1)
+        w.join(timeout=10)
     finally:
         os.kill(c.es_proc.pid, signal.SIGCONT)
-    for w in workers:
-        w.join(timeout=30)
-    t.ok(all(posts.get(i, ("none",))[0] == 201 and posts[i][2] >= resumed for i in range(6)),
-         f"each waiting POST got its 201 once the store ran again: {[posts.get(i, ('none',))[0] for i in range(6)]}")
-    # the same key again: the store says duplicate, the stored event is read back (both without a thread)
-    again = {}
-    post(0, again)
-    t.ok(again[0][:2] == (201, "true"), f"a repeated Idempotency-Key is answered as a replay: {again[0][:2]}")
-    req = urllib.request.Request(base + "/api/orders", data=with_(customer_id="c-wait-0", item_quantity=7).encode(),
-                                 method="POST", headers={"Content-Type": "application/json", "Idempotency-Key": "wait-0"})
-    try:
-        urllib.request.urlopen(req, timeout=20)
-        code = 201
-    except urllib.error.HTTPError as e:
-        code = e.code
-    t.ok(code == 409, f"the same key for a different order: {code}")
-    t.ok(api.stop() == 0, "that orderapi stops cleanly")
+    t.ok(rc == 0 and late.get(0, ("none",))[0] == 503 and took < 5,
+         f"SIGTERM with a POST waiting: the POST answered {late.get(0, ('none',))[0]}, exit {rc} after {took} s")
 
 
 if __name__ == "__main__":
     run_tests([test_good_order, test_bad_bodies, test_paging, test_pages_read_only_their_rows, test_routes,
-               test_slow_clients_at_one_address, test_waiting_posts_hold_no_thread], lambda: FlowCluster(queries=1))
+               test_slow_clients_at_one_address, test_waiting_requests_hold_no_thread], lambda: FlowCluster(queries=1))
