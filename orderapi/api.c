@@ -14,6 +14,7 @@
 #include "feed.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@
 /* Namespace of order ids derived from an Idempotency-Key (UUID v5). */
 #define IDEMPOTENCY_NS "8f4b7c2e-3d5a-5b6e-9c1f-2a7d4e8b0c31"
 #define ORDERS_PATH "/api/orders"
+/* /healthz's calls: a monitor wants an answer soon, down or not */
+#define HEALTH_TIMEOUT_MS 1000
 
 void api_init(api_ctx_t *ctx)
 {
@@ -488,33 +491,90 @@ static void health_store_figures(json_t *doc, const Eventstore__StatsResponse *s
     json_object_set_new(doc, "consumers", consumers);
 }
 
-static ordo_status healthz(api_ctx_t *ctx, ordo_http_response_t *resp, ordo_error_t *err)
+/* GET /healthz asks the store and the read model at once, each call
+ * asynchronous; whichever answers second makes the answer. */
+typedef struct health_call {
+    api_ctx_t *ctx;
+    ordo_http_later_t *later;
+    struct timespec t0;
+    char method[8];
+    atomic_int left;                       /* calls not yet ended */
+    Eventstore__StatsResponse *stats;      /* NULL: the store did not answer */
+    Order__HealthResponse *health;         /* NULL: the read model did not answer */
+} health_call_t;
+
+static void health_answer(health_call_t *hc)
+{
+    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
+    bool store = hc->stats != NULL, query = hc->health != NULL;
+    bool db = query && hc->health->database, bus = query && hc->health->bus;
+    ordo_error_t err;
+    json_t *doc;
+
+    /* degraded is an answer, not a failure: the body says what is down */
+    doc = json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded", "eventstore",
+                    store, "orderquery", query, "database", db, "bus", bus, "changes_feed",
+                    api_feed_up(hc->ctx->feed), "api_keys", hc->ctx->keys.n > 0);
+    if (store && doc != NULL)
+        health_store_figures(doc, hc->stats);
+    if (api_json_response(&resp, store && db ? 200 : 503, doc, &err) != ORDO_OK)
+        ordo_http_fail(&resp, &err);
+    api_account(hc->ctx, API_HEALTHZ, &hc->t0, hc->method, "/healthz", resp.status);
+    ordo_http_answer(hc->later, &resp);
+    if (store)
+        protobuf_c_message_free_unpacked(&hc->stats->base, NULL);
+    if (query)
+        protobuf_c_message_free_unpacked(&hc->health->base, NULL);
+    free(hc);
+}
+
+static void health_stats_done(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *err)
+{
+    health_call_t *hc = arg;
+    (void)err;
+    hc->stats = st == ORDO_OK ? (Eventstore__StatsResponse *)msg : NULL;
+    if (atomic_fetch_sub(&hc->left, 1) == 1)
+        health_answer(hc);
+}
+
+static void health_query_done(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *err)
+{
+    health_call_t *hc = arg;
+    (void)err;
+    hc->health = st == ORDO_OK ? (Order__HealthResponse *)msg : NULL;
+    if (atomic_fetch_sub(&hc->left, 1) == 1)
+        health_answer(hc);
+}
+
+static ordo_status healthz(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0,
+                           ordo_http_response_t *resp, ordo_error_t *err)
 {
     Eventstore__StatsRequest sreq = EVENTSTORE__STATS_REQUEST__INIT;
     Order__HealthRequest hreq = ORDER__HEALTH_REQUEST__INIT;
-    ProtobufCMessage *stats = NULL, *out = NULL;
-    bool store, db = false, bus = false, query;
-    json_t *doc;
+    health_call_t *hc = calloc(1, sizeof *hc);
+    ordo_error_t call_err;
+    ordo_status st;
 
-    store = ordo_grpc_client_unary(ctx->store, "/eventstore.EventStoreAdmin/GetStats", &sreq.base,
-                                   &eventstore__stats_response__descriptor, 1000, &stats, err) == ORDO_OK;
-    query = ordo_grpc_client_unary(ctx->query, "/order.OrderQuery/Health", &hreq.base,
-                                   &order__health_response__descriptor, 1000, &out, err) == ORDO_OK;
-    if (query) {
-        db = ((Order__HealthResponse *)out)->database;
-        bus = ((Order__HealthResponse *)out)->bus;
-        protobuf_c_message_free_unpacked(out, NULL);
+    if (hc == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    hc->ctx = ctx;
+    hc->t0 = *t0;
+    snprintf(hc->method, sizeof hc->method, "%s", req->method);
+    atomic_init(&hc->left, 2);
+    if ((st = ordo_http_respond_later(req, &hc->later, err)) != ORDO_OK) {
+        free(hc);
+        return st;
     }
-    /* degraded is an answer, not a failure: the body says what is down */
-    doc = json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded", "eventstore",
-                    store, "orderquery", query, "database", db, "bus", bus, "changes_feed", api_feed_up(ctx->feed),
-                    "api_keys", ctx->keys.n > 0);
-    if (store) {
-        if (doc != NULL)
-            health_store_figures(doc, (const Eventstore__StatsResponse *)stats);
-        protobuf_c_message_free_unpacked(stats, NULL);
-    }
-    return api_json_response(resp, store && db ? 200 : 503, doc, err);
+    resp->status = API_LATER;
+    if (ordo_grpc_client_unary_async(ctx->store, "/eventstore.EventStoreAdmin/GetStats", &sreq.base,
+                                     &eventstore__stats_response__descriptor, HEALTH_TIMEOUT_MS, NULL,
+                                     health_stats_done, hc, &call_err) != ORDO_OK)
+        health_stats_done(hc, call_err.code, NULL, &call_err);
+    if (ordo_grpc_client_unary_async(ctx->query, "/order.OrderQuery/Health", &hreq.base,
+                                     &order__health_response__descriptor, HEALTH_TIMEOUT_MS, NULL, health_query_done,
+                                     hc, &call_err) != ORDO_OK)
+        health_query_done(hc, call_err.code, NULL, &call_err);
+    return ORDO_OK;
 }
 
 void api_render_metrics(void *vctx, ordo_buf_t *out)
@@ -615,7 +675,7 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const s
             return method_not_allowed(resp, "GET, HEAD");
         if (req->path[1] == 'h') {
             *op = API_HEALTHZ;
-            return healthz(ctx, resp, err);
+            return healthz(ctx, req, t0, resp, err);
         }
         *op = API_METRICS;
         ordo_http_metrics_page(&ctx->metrics_endpoint, resp);
