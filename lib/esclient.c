@@ -121,3 +121,10 @@ ordo_status ordo_es_read(ordo_grpc_client_t *c, const Eventstore__GetEventsReque
                                   &eventstore__get_events_response__descriptor, timeout_ms,
                                   (ProtobufCMessage **)out, err);
 }
+
+ordo_status ordo_es_read_async(ordo_grpc_client_t *c, const Eventstore__GetEventsRequest *req, int timeout_ms,
+                               ordo_grpc_done_cb done, void *arg, ordo_error_t *err)
+{
+    return ordo_grpc_client_unary_async(c, "/eventstore.EventStore/GetEvents", &req->base,
+                                        &eventstore__get_events_response__descriptor, timeout_ms, NULL, done, arg, err);
+}

@@ -88,12 +88,6 @@ ordo_status api_upstream(const char *who, ordo_error_t *err)
     return err->code;
 }
 
-/* A handler's response status meaning "answered later" (ordo_http_respond_later). */
-#define API_LATER 0
-
-static void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
-                        int status);
-
 /* --------------------------------------------------------------- POST */
 
 static json_t *created_body(const char *event_json)
@@ -222,9 +216,7 @@ static void post_appended(void *arg, ordo_status st, const ordo_es_result_t *res
         Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
         req.event_id = pc->event_id;
         pc->duplicate = true;
-        st = ordo_grpc_client_unary_async(pc->ctx->store, "/eventstore.EventStore/GetEvents", &req.base,
-                                          &eventstore__get_events_response__descriptor, pc->ctx->cfg->timeout_ms,
-                                          NULL, post_compared, pc, &err);
+        st = ordo_es_read_async(pc->ctx->store, &req, pc->ctx->cfg->timeout_ms, post_compared, pc, &err);
         if (st == ORDO_OK)
             return;
     }
@@ -665,11 +657,11 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const s
     if (changes)   /* (a stream has no HEAD: its headers alone say nothing) */
         return strcmp(req->method, "GET") == 0 ? follow_changes(ctx, req, who, resp, err) : method_not_allowed(resp, "GET");
     if (one && get && ordo_http_query(req, "at") != NULL)
-        return api_order_at(ctx, req->path + n + 1, ordo_http_query(req, "at"), who, resp, err);
+        return api_order_at(ctx, req, t0, req->path + n + 1, ordo_http_query(req, "at"), who, resp, err);
     if (one)
         return get ? get_order(ctx, req, t0, req->path + n + 1, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
     if (events)
-        return get ? api_order_events(ctx, id, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
+        return get ? api_order_events(ctx, req, t0, id, who, resp, err) : method_not_allowed(resp, "GET, HEAD");
     if (strcmp(req->path, "/healthz") == 0 || (strcmp(req->path, "/metrics") == 0 && ctx->cfg->metrics_addr[0] == '\0')) {
         if (!get)
             return method_not_allowed(resp, "GET, HEAD");
@@ -698,9 +690,8 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const s
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
 }
 
-/* A request answered: its count by status class, its latency from @p t0, a debug line. */
-static void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
-                        int status)
+void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
+                 int status)
 {
     struct timespec t1;
     int cls = status / 100 - 1;

@@ -3,6 +3,7 @@
 #define API_H
 
 #include <jansson.h>
+#include <time.h>
 
 #include "keys.h"
 #include "order.pb-c.h"
@@ -70,11 +71,18 @@ ordo_status api_json_response(ordo_http_response_t *resp, int status, json_t *do
 /* The read model's order as the API shows it. */
 json_t *api_order_json(const Order__Order *o);
 
-/* history.c: GET /api/orders/{id}/events, and GET /api/orders/{id}?at= */
-ordo_status api_order_events(api_ctx_t *ctx, const char *id, const api_key_t *who, ordo_http_response_t *resp,
-                             ordo_error_t *err);
-ordo_status api_order_at(api_ctx_t *ctx, const char *id, const char *at, const api_key_t *who,
-                         ordo_http_response_t *resp, ordo_error_t *err);
+/* A handler's response status meaning "answered later" (ordo_http_respond_later). */
+#define API_LATER 0
+
+/* A request answered: its count by status class, its latency from @p t0, a debug line. */
+void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
+                 int status);
+
+/* history.c: GET /api/orders/{id}/events, and GET /api/orders/{id}?at= (both answered later) */
+ordo_status api_order_events(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0, const char *id,
+                             const api_key_t *who, ordo_http_response_t *resp, ordo_error_t *err);
+ordo_status api_order_at(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0, const char *id,
+                         const char *at, const api_key_t *who, ordo_http_response_t *resp, ordo_error_t *err);
 
 /* Registers the metrics; call once before serving. */
 void api_init(api_ctx_t *ctx);

@@ -49,49 +49,39 @@ static const Eventstore__Event *event_at(const stream_t *s, size_t i)
     return NULL;
 }
 
-/* Reads every event of order @p id, in version order. ORDO_NOT_FOUND when it has none. */
-static ordo_status read_stream(api_ctx_t *ctx, const char *id, stream_t *s, ordo_error_t *err)
-{
-    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
-    bool more = true;
+/*
+ * One history request: the stream is read page by page with asynchronous
+ * calls (no server thread waits), each page's completion asking for the
+ * next; the last renders the answer.
+ */
+typedef struct history_call {
+    api_ctx_t *ctx;
+    ordo_http_later_t *later;
+    struct timespec t0;
+    api_op op;
+    char method[8], path[160];        /* for the debug line */
+    char id[ORDO_UUID_LEN];
+    const char *own_customer;         /* a customer's key: the one customer it may see */
+    char at[64];                      /* ?at= as given ("" for /events) */
+    bool by_position;                 /* ?at= is a position, else a time (unix µs) */
+    int64_t limit;
+    int64_t from_position;            /* the next page starts after this */
+    stream_t s;
+} history_call_t;
 
-    memset(s, 0, sizeof *s);
-    req.aggregate_id = (char *)id;
-    req.limit = PAGE;
-    while (more) {
-        Eventstore__GetEventsResponse *page = NULL;
-        if (s->n_pages == (int)(sizeof s->pages / sizeof s->pages[0])) {
-            stream_free(s);
-            return ordo_error_set(err, ORDO_TOO_LARGE, "order %s has more than %d events", id, MAX_EVENTS);
-        }
-        if (ordo_es_read(ctx->store, &req, ctx->cfg->timeout_ms, &page, err) != ORDO_OK) {
-            stream_free(s);
-            return api_upstream("the event store", err);
-        }
-        s->pages[s->n_pages++] = page;
-        s->n_events += page->n_events;
-        more = page->more && page->n_events > 0;
-        if (page->n_events > 0)
-            req.from_position = page->events[page->n_events - 1]->position;
-    }
-    if (s->n_events == 0)
-        return ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id);
-    return ORDO_OK;
-}
-
-/* Whether the key may see the order whose first event is @p first: staff
- * and no keys see every order, a customer its own. */
-static bool may_see(const api_key_t *who, const Eventstore__Event *first)
+/* Whether a key may see the order whose first event is @p first: staff
+ * and no keys (@p own_customer NULL) see every order, a customer its own. */
+static bool may_see(const char *own_customer, const Eventstore__Event *first)
 {
     ordo_order_t order;
     ordo_error_t err;
     bool mine;
 
-    if (api_own_customer(who) == NULL)
+    if (own_customer == NULL)
         return true;
     if (ordo_order_from_event(first->event_data, strlen(first->event_data), &order, &err) != ORDO_OK)
         return false;
-    mine = strcmp(order.customer_id, api_own_customer(who)) == 0;
+    mine = strcmp(order.customer_id, own_customer) == 0;
     ordo_order_free(&order);
     return mine;
 }
@@ -124,26 +114,14 @@ static json_t *event_json(const Eventstore__Event *e)
                      "data", data != NULL ? data : json_string(e->event_data));
 }
 
-ordo_status api_order_events(api_ctx_t *ctx, const char *id, const api_key_t *who, ordo_http_response_t *resp,
-                             ordo_error_t *err)
+/* GET /api/orders/{id}/events: every event of the stream. */
+static ordo_status render_events(const history_call_t *hc, ordo_http_response_t *resp, ordo_error_t *err)
 {
-    stream_t s;
-    json_t *events;
-    ordo_status st;
+    json_t *events = json_array();
 
-    if (!ordo_uuid_valid(id))
-        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
-    if ((st = read_stream(ctx, id, &s, err)) != ORDO_OK)
-        return st;
-    if (!may_see(who, event_at(&s, 0))) {
-        stream_free(&s);
-        return ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id);
-    }
-    events = json_array();
-    for (size_t i = 0; i < s.n_events; i++)
-        json_array_append_new(events, event_json(event_at(&s, i)));
-    stream_free(&s);
-    return api_json_response(resp, 200, json_pack("{s:s, s:o}", "order_id", id, "events", events), err);
+    for (size_t i = 0; i < hc->s.n_events; i++)
+        json_array_append_new(events, event_json(event_at(&hc->s, i)));
+    return api_json_response(resp, 200, json_pack("{s:s, s:o}", "order_id", hc->id, "events", events), err);
 }
 
 /* Parses "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)" into unix µs. */
@@ -241,42 +219,153 @@ static json_t *state_json(const ordo_order_state_t *st, int64_t position)
     return doc;
 }
 
-ordo_status api_order_at(api_ctx_t *ctx, const char *id, const char *at, const api_key_t *who,
-                         ordo_http_response_t *resp, ordo_error_t *err)
+/* GET /api/orders/{id}?at=: the stream folded up to the position or time. */
+static ordo_status render_at(const history_call_t *hc, ordo_http_response_t *resp, ordo_error_t *err)
 {
     ordo_order_state_t state;
-    int64_t limit = 0, position = 0;
-    bool by_position = true;
-    stream_t s;
-    ordo_status st;
+    int64_t position = 0;
+    ordo_status st = ORDO_OK;
 
-    if (!ordo_uuid_valid(id))
-        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
-    if ((st = parse_at(at, &by_position, &limit, err)) != ORDO_OK || (st = read_stream(ctx, id, &s, err)) != ORDO_OK)
-        return st;
-    if (!may_see(who, event_at(&s, 0))) {
-        stream_free(&s);
-        return ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", id);
-    }
     ordo_order_state_init(&state);
-    for (size_t i = 0; i < s.n_events && st == ORDO_OK; i++) {
-        const Eventstore__Event *e = event_at(&s, i);
-        if ((by_position ? e->position : e->created_at) > limit)
+    for (size_t i = 0; i < hc->s.n_events && st == ORDO_OK; i++) {
+        const Eventstore__Event *e = event_at(&hc->s, i);
+        if ((hc->by_position ? e->position : e->created_at) > hc->limit)
             break;
         st = ordo_order_state_apply(&state, e->event_type, e->event_data, strlen(e->event_data), e->version,
                                     e->created_at, err);
         position = e->position;
     }
-    stream_free(&s);
     if (st == ORDO_OK && state.version == 0)
-        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s did not exist yet at %s", id, at);
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s did not exist yet at %s", hc->id, hc->at);
     else if (st != ORDO_OK) {
         char why[sizeof err->msg];
         snprintf(why, sizeof why, "%s", err->msg);
-        st = ordo_error_set(err, ORDO_INTERNAL, "order %s cannot be folded: %s", id, why);
+        st = ordo_error_set(err, ORDO_INTERNAL, "order %s cannot be folded: %s", hc->id, why);
     }
     if (st == ORDO_OK)
         st = api_json_response(resp, 200, state_json(&state, position), err);
     ordo_order_state_free(&state);
     return st;
+}
+
+/* ------------------------------------------------------------ reading */
+
+/* The stream read, the answer made and given; frees @p hc. */
+static void history_answer(history_call_t *hc, ordo_status st, ordo_error_t *err)
+{
+    ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
+
+    if (st == ORDO_OK && hc->s.n_events == 0)
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", hc->id);
+    /* another customer's order does not exist for this key */
+    if (st == ORDO_OK && !may_see(hc->own_customer, event_at(&hc->s, 0)))
+        st = ordo_error_set(err, ORDO_NOT_FOUND, "order %s not found", hc->id);
+    if (st == ORDO_OK)
+        st = hc->at[0] != '\0' ? render_at(hc, &resp, err) : render_events(hc, &resp, err);
+    if (st != ORDO_OK)
+        ordo_http_fail(&resp, err);
+    api_account(hc->ctx, hc->op, &hc->t0, hc->method, hc->path, resp.status);
+    ordo_http_answer(hc->later, &resp);
+    stream_free(&hc->s);
+    free(hc);
+}
+
+static void page_read(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *call_err);
+
+/* Asks for the next page of the stream (after hc->from_position). */
+static ordo_status read_page(history_call_t *hc, ordo_error_t *err)
+{
+    Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
+
+    if (hc->s.n_pages == (int)(sizeof hc->s.pages / sizeof hc->s.pages[0]))
+        return ordo_error_set(err, ORDO_TOO_LARGE, "order %s has more than %d events", hc->id, MAX_EVENTS);
+    req.aggregate_id = hc->id;
+    req.limit = PAGE;
+    req.from_position = hc->from_position;
+    return ordo_es_read_async(hc->ctx->store, &req, hc->ctx->cfg->timeout_ms, page_read, hc, err);
+}
+
+/* A page came: keeps it, and asks for the next while the store says there is more. */
+static void page_read(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *call_err)
+{
+    history_call_t *hc = arg;
+    ordo_error_t err = st == ORDO_OK ? (ordo_error_t){0} : *call_err;
+    Eventstore__GetEventsResponse *page = (Eventstore__GetEventsResponse *)msg;
+
+    if (st != ORDO_OK) {
+        history_answer(hc, api_upstream("the event store", &err), &err);
+        return;
+    }
+    hc->s.pages[hc->s.n_pages++] = page;
+    hc->s.n_events += page->n_events;
+    if (!page->more || page->n_events == 0) {
+        history_answer(hc, ORDO_OK, &err);
+        return;
+    }
+    hc->from_position = page->events[page->n_events - 1]->position;
+    if ((st = read_page(hc, &err)) != ORDO_OK)
+        history_answer(hc, st == ORDO_TOO_LARGE ? st : api_upstream("the event store", &err), &err);
+}
+
+/* Reads order @p id's stream and answers later (the handler's resp says API_LATER). */
+static ordo_status history_start(history_call_t *hc, const ordo_http_request_t *req, ordo_http_response_t *resp,
+                                 ordo_error_t *err)
+{
+    ordo_status st;
+
+    snprintf(hc->method, sizeof hc->method, "%s", req->method);
+    snprintf(hc->path, sizeof hc->path, "%s", req->path);
+    if ((st = ordo_http_respond_later(req, &hc->later, err)) != ORDO_OK) {
+        free(hc);
+        return st;
+    }
+    resp->status = API_LATER;
+    if ((st = read_page(hc, err)) != ORDO_OK)
+        history_answer(hc, st == ORDO_TOO_LARGE ? st : api_upstream("the event store", err), err);
+    return ORDO_OK;
+}
+
+static history_call_t *history_new(api_ctx_t *ctx, const struct timespec *t0, api_op op, const char *id,
+                                   const api_key_t *who)
+{
+    history_call_t *hc = calloc(1, sizeof *hc);
+
+    if (hc != NULL) {
+        hc->ctx = ctx;
+        hc->t0 = *t0;
+        hc->op = op;
+        hc->own_customer = api_own_customer(who);
+        snprintf(hc->id, sizeof hc->id, "%s", id);
+    }
+    return hc;
+}
+
+ordo_status api_order_events(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0, const char *id,
+                             const api_key_t *who, ordo_http_response_t *resp, ordo_error_t *err)
+{
+    history_call_t *hc;
+
+    if (!ordo_uuid_valid(id))
+        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
+    if ((hc = history_new(ctx, t0, API_EVENTS, id, who)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    return history_start(hc, req, resp, err);
+}
+
+ordo_status api_order_at(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0, const char *id,
+                         const char *at, const api_key_t *who, ordo_http_response_t *resp, ordo_error_t *err)
+{
+    history_call_t *hc;
+    ordo_status st;
+
+    if (!ordo_uuid_valid(id))
+        return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
+    if ((hc = history_new(ctx, t0, API_GET, id, who)) == NULL)
+        return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    if ((st = parse_at(at, &hc->by_position, &hc->limit, err)) != ORDO_OK) {
+        free(hc);
+        return st;
+    }
+    snprintf(hc->at, sizeof hc->at, "%s", at);   /* (parsed: short) */
+    return history_start(hc, req, resp, err);
 }

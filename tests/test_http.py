@@ -228,7 +228,8 @@ def test_waiting_requests_hold_no_thread(c, t):
     POSTs wait while other requests on other connections are answered at
     once; once the store runs again, every POST gets its 201 (a repeated
     Idempotency-Key its replay, the same key for another order 409). Likewise
-    GETs of orders with orderquery hung. Before, the one thread sat in the
+    GETs of orders with orderquery hung, and an order's history with the store
+    hung again. Before, the one thread sat in the
     first request's call and every other waited behind it."""
     import os
     import signal
@@ -298,6 +299,13 @@ def test_waiting_requests_hold_no_thread(c, t):
     t.ok(len(ids) == 6 and all(g[0] == 200 and g[2] >= resumed for g in gets)
          and [g[3]["order_id"] for g in gets[:-1]] == ids and len(gets[-1][3]["orders"]) == 3,
          f"each waiting GET got its order (or page) once the read model ran again: {[g[0] for g in gets]}")
+    hist, resumed = while_hung(c.es_proc.pid, "a hung event store (history)",
+                               [("GET", f"/api/orders/{i}/events") for i in ids[:3]]
+                               + [("GET", f"/api/orders/{i}?at=2100-01-01T00:00:00Z") for i in ids[3:]])
+    t.ok(all(h[0] == 200 and h[2] >= resumed for h in hist)
+         and all(h[3]["events"][0]["type"] == "order-created" for h in hist[:3])
+         and [h[3]["order_id"] for h in hist[3:]] == ids[3:] and all(h[3]["as_of_position"] > 0 for h in hist[3:]),
+         f"each waiting history request got its events (or its folded order) once the store ran again: {[h[0] for h in hist]}")
     t.ok(api.stop() == 0, "that orderapi stops cleanly")
     # stopping with a POST waiting: the answer comes first (a 503 at the call's deadline), then the exit
     short = Service(c, "orderapi-short", os.path.join(BUILD, "orderapi", "orderapi"),

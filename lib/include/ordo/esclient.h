@@ -57,4 +57,9 @@ const char *ordo_es_event_meta(const Eventstore__Event *e, const char *key);
 ordo_status ordo_es_read(ordo_grpc_client_t *c, const Eventstore__GetEventsRequest *req, int timeout_ms,
                          Eventstore__GetEventsResponse **out, ordo_error_t *err);
 
+/** GetEvents without waiting: @p done gets the Eventstore__GetEventsResponse
+ *  (its to free) as in ordo_grpc_client_unary_async. */
+ordo_status ordo_es_read_async(ordo_grpc_client_t *c, const Eventstore__GetEventsRequest *req, int timeout_ms,
+                               ordo_grpc_done_cb done, void *arg, ordo_error_t *err);
+
 #endif
