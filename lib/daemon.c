@@ -10,6 +10,7 @@
 
 #include "ordo/grpc.h"
 #include "ordo/log.h"
+#include "ordo/saga.h"
 
 /* libpq loads GnuTLS (through libldap, for LDAP service lookups), and
  * GnuTLS's constructor initialised it at load: ~0.6-1 MB of pages a daemon
@@ -86,11 +87,35 @@ int ordo_daemon_wait(void)
     return sig;
 }
 
+/* A saga service's lanes: each lane's messages through ordo_saga_run. */
+typedef struct saga_service {
+    ordo_saga_decide_cb decide;
+    void *ctx;
+    ordo_grpc_client_t *store;
+    int timeout_ms;
+} saga_service_t;
+
+static void saga_lane(void *arg, int lane, const ordo_bus_event_t *events, int n, ordo_msg_action *actions)
+{
+    const saga_service_t *s = arg;
+    (void)lane;
+    ordo_saga_run(s->store, s->timeout_ms, s->decide, s->ctx, events, n, actions);
+}
+
+/* (the consumer's per-event handler; unused beside a batch handler) */
+static ordo_msg_action saga_one(void *arg, int lane, const ordo_bus_event_t *ev)
+{
+    ordo_msg_action action;
+    saga_lane(arg, lane, ev, 1, &action);
+    return action;
+}
+
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
                               const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
-                              const ordo_grpc_tls_t *tls, const char *metrics_addr, ordo_event_cb handler,
-                              void *ctx, ordo_grpc_client_t **store)
+                              const ordo_grpc_tls_t *tls, const char *metrics_addr, int timeout_ms,
+                              ordo_saga_decide_cb decide, void *ctx, ordo_grpc_client_t **store)
 {
+    saga_service_t saga = {decide, ctx, NULL, timeout_ms};
     ordo_consumer_t *running[ORDO_DAEMON_MAX_CONSUMERS] = {NULL};
     ordo_consumer_config_t ccfg[ORDO_DAEMON_MAX_CONSUMERS];
     ordo_service_metrics_t *metrics = calloc(1, sizeof *metrics);
@@ -110,12 +135,14 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
             ccfg[i].durable = consumers[i].durable;
             ccfg[i].filter_subject = consumers[i].subject;
             ccfg[i].concurrency = consumers[i].concurrency;
+            ccfg[i].batch_handler = saga_lane;
         }
+        saga.store = *store;
         ordo_service_metrics_init(metrics, ccfg, n);
         bool serving = !ordo_opt_given(metrics_addr) ||
                        ordo_service_metrics_serve(metrics, metrics_addr, &http, &port, &err) == ORDO_OK;
         for (; serving && started < n; started++) {
-            if (ordo_consumer_start(&ccfg[started], handler, ctx, &running[started], &err) != ORDO_OK)
+            if (ordo_consumer_start(&ccfg[started], saga_one, &saga, &running[started], &err) != ORDO_OK)
                 break;
             ordo_service_metrics_watch(metrics, started, running[started]);
         }

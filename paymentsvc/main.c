@@ -38,5 +38,5 @@ int main(int argc, char **argv)
         {"paymentsvc-order-created", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_ORDER_CREATED, cfg.concurrency},
         {"paymentsvc-order-rejected", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_ORDER_REJECTED, cfg.concurrency},
     };
-    return ordo_daemon_run_consumers(consumers, 2, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, cfg.metrics_addr, pay_handle, &ctx, &ctx.store);
+    return ordo_daemon_run_consumers(consumers, 2, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, cfg.metrics_addr, cfg.timeout_ms, pay_decide, &ctx, &ctx.store);
 }

@@ -4,6 +4,7 @@
 
 #include "ordo/consumer.h"
 #include "ordo/grpc.h"
+#include "ordo/saga.h"
 
 typedef struct pay_config {
     const char *nats_url;
@@ -22,7 +23,7 @@ typedef struct pay_ctx {
     ordo_grpc_client_t *store;
 } pay_ctx_t;
 
-/* The consumer's handler: order-created → debit or fail; order-rejected → refund. */
-ordo_msg_action pay_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
+/* The saga step (ordo_saga_run): order-created → debit or fail; order-rejected → refund. */
+void pay_decide(void *ctx, const ordo_bus_event_t *ev, ordo_saga_step_t *out);
 
 #endif

@@ -32,5 +32,5 @@ int main(int argc, char **argv)
     ORDO_INFO("restaurant rule", "unavailable=%s", cfg.unavailable);
     const ordo_daemon_consumer_t consumer = {"restaurantsvc", "events." ORDO_ORDER_AGGREGATE "." ORDO_EV_PAYMENT_DEBITED,
                                              cfg.concurrency};
-    return ordo_daemon_run_consumers(&consumer, 1, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, cfg.metrics_addr, rest_handle, &ctx, &ctx.store);
+    return ordo_daemon_run_consumers(&consumer, 1, cfg.nats_url, &cfg.nats, cfg.eventstore_addr, &cfg.tls, cfg.metrics_addr, cfg.timeout_ms, rest_decide, &ctx, &ctx.store);
 }

@@ -58,7 +58,7 @@ static const char *unavailable_item(const rest_config_t *cfg, const ordo_order_t
     return NULL;
 }
 
-ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
+void rest_decide(void *ctx, const ordo_bus_event_t *ev, ordo_saga_step_t *out)
 {
     rest_ctx_t *r = ctx;
     ordo_order_t order;
@@ -66,30 +66,24 @@ ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev)
     ordo_status st;
     const char *missing;
     char reason[160];
-    char *data;
-    ordo_msg_action action;
 
-    (void)lane;
     if (strcmp(ev->event_type, ORDO_EV_PAYMENT_DEBITED) != 0)
-        return ORDO_MSG_ACK;
+        return;   /* ACK */
+    /* (a debit without the order's items, from before they came with it: read from the store, on this thread) */
     if (ordo_order_from_event(ev->data, (size_t)ev->data_len, &order, &err) != ORDO_OK &&
         (st = load_order(r, ev->aggregate_id, &order, &err)) != ORDO_OK) {
-        action = ordo_msg_action_of(st);
-        if (action != ORDO_MSG_WAIT || ev->round == 1)   /* a held message says why once */
+        out->action = ordo_msg_action_of(st);
+        if (out->action != ORDO_MSG_WAIT || ev->round == 1)   /* a held message says why once */
             ORDO_WARN("cannot load the order", "order_id=%s err=\"%s\"", ev->aggregate_id, err.msg);
-        return action;
+        return;
     }
     missing = unavailable_item(r->cfg, &order);
     if (missing != NULL)
         snprintf(reason, sizeof reason, "item %.64s is not available", missing);
-    data = ordo_order_outcome_json(&(ordo_order_outcome_t){
+    out->data = ordo_order_outcome_json(&(ordo_order_outcome_t){
         .order_id = ev->aggregate_id, .customer_id = order.customer_id, .restaurant_id = order.restaurant_id,
         .amount_cents = order.amount_cents, .reason = missing != NULL ? reason : NULL});
-    action = data == NULL ? ORDO_MSG_RETRY
-                          : ordo_saga_followup(r->store, ev, "restaurant",
-                                               missing ? ORDO_EV_ORDER_REJECTED : ORDO_EV_ORDER_APPROVED, data,
-                                               r->cfg->timeout_ms);
-    free(data);
+    out->step = "restaurant";
+    out->event_type = missing ? ORDO_EV_ORDER_REJECTED : ORDO_EV_ORDER_APPROVED;
     ordo_order_free(&order);
-    return action;
 }

@@ -4,6 +4,7 @@
 
 #include "ordo/consumer.h"
 #include "ordo/grpc.h"
+#include "ordo/saga.h"
 
 typedef struct rest_config {
     const char *nats_url;
@@ -22,8 +23,8 @@ typedef struct rest_ctx {
     ordo_grpc_client_t *store;
 } rest_ctx_t;
 
-/* The consumer's handler: order-payment-debited → order-approved or order-rejected. */
-ordo_msg_action rest_handle(void *ctx, int lane, const ordo_bus_event_t *ev);
+/* The saga step (ordo_saga_run): order-payment-debited → order-approved or order-rejected. */
+void rest_decide(void *ctx, const ordo_bus_event_t *ev, ordo_saga_step_t *out);
 
 /* True when @p code is in the comma-separated @p list. */
 bool rest_code_listed(const char *list, const char *code);

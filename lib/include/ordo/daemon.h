@@ -11,6 +11,7 @@
 
 #include "ordo/config.h"
 #include "ordo/consumer.h"
+#include "ordo/saga.h"
 #include "ordo/grpc.h"
 
 /** The gRPC TLS options of a daemon whose config type @p T has an
@@ -62,16 +63,18 @@ typedef struct ordo_daemon_consumer {
 } ordo_daemon_consumer_t;
 
 /**
- * The whole life of a saga service: opens *@p store (an event store client
- * the handler uses through its context), runs the @p n consumers (each its
- * own durable, subject and lanes; all feed @p handler), serves their
+ * The whole life of a saga service: opens *@p store (an event store client,
+ * also the decider's through its context if it reads the store), runs the
+ * @p n consumers (each its own durable, subject and lanes; every lane's
+ * messages go through ordo_saga_run with @p decide and calls of
+ * @p timeout_ms), serves their
  * /metrics on @p metrics_addr unless it is "" (ordo/svcmetrics.h; prints
  * metrics_port=N), and on SIGTERM finishes the messages in hand and stops.
  * @return the exit code for main.
  */
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
                               const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
-                              const ordo_grpc_tls_t *tls, const char *metrics_addr, ordo_event_cb handler,
-                              void *ctx, struct ordo_grpc_client **store);
+                              const ordo_grpc_tls_t *tls, const char *metrics_addr, int timeout_ms,
+                              ordo_saga_decide_cb decide, void *ctx, struct ordo_grpc_client **store);
 
 #endif
