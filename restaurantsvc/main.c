@@ -17,7 +17,7 @@ static const ordo_option_t options[] = {
     OPT("metrics-addr", "METRICS_ADDR", "", ORDO_OPT_STRING, metrics_addr, 0, 0, "serve GET /metrics (Prometheus) here, a loopback address; port 0: any (printed as metrics_port=N); empty: off"),
     ORDO_NATS_OPTIONS(rest_config_t, nats),
     OPT("unavailable", "RESTAURANT_UNAVAILABLE", "SOLD-OUT", ORDO_OPT_STRING, unavailable, 0, 0, "comma-separated item codes that get an order rejected"),
-    OPT("concurrency", "ORDO_CONCURRENCY", "16", ORDO_OPT_INT, concurrency, 1, 256, "messages handled in parallel (one aggregate's stay in order)"),
+    OPT("concurrency", "ORDO_CONCURRENCY", "4", ORDO_OPT_INT, concurrency, 1, 256, "messages handled in parallel (one aggregate's stay in order)"),
     OPT("timeout-ms", "ORDO_TIMEOUT_MS", "5000", ORDO_OPT_INT, timeout_ms, 100, 600000, "deadline of event store calls"),
 };
 

@@ -545,9 +545,34 @@ def test_read_only_database(c, t):
     t.ok("paymentsvc" in holding and len(holding) >= 2,
          f"paymentsvc and orderquery held their messages while the database was read-only ({holding})")
 
+def test_a_lane_appends_its_batch_at_once(c, t):
+    """paymentsvc paused while 60 orders come in, then resumed: its lanes each
+    take a batch of the waiting messages and append the batch's follow-ups
+    together (ordo_saga_run); every order reaches its final status through
+    the right path, each step appended once."""
+    import signal
+    pay = c.services["paymentsvc"].proc
+    pay.send_signal(signal.SIGSTOP)
+    try:
+        orders = []
+        for i in range(60):
+            code, price = ("SOLD-OUT", 9.99) if i % 7 == 0 else ("CAVIAR", 400) if i % 10 == 0 else ("PIZZA", 12.5)
+            st, _, doc = c.order(f"c-batch-{i}", code, price, 2 if code == "CAVIAR" else 1)
+            orders.append((doc["order_id"], code))
+        t.eq(st, 201, "60 orders accepted while paymentsvc was paused")
+    finally:
+        pay.send_signal(signal.SIGCONT)
+    want = {"SOLD-OUT": ("Refunded", ["order-created", "order-payment-debited", "order-rejected", "order-payment-refunded"]),
+            "CAVIAR": ("PaymentFailed", ["order-created", "order-payment-failed"]),
+            "PIZZA": ("Approved", ["order-created", "order-payment-debited", "order-approved"])}
+    wrong = [(oid, code) for oid, code in orders
+             if c.final_status(oid)["status"] != want[code][0] or events_of(c, oid) != want[code][1]]
+    t.eq(wrong, [], "every batched order reached its final status, each step appended once and in order")
+
+
 if __name__ == "__main__":
     import sys
-    tests = [test_saga_paths, test_routine_steps_are_not_logged, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
+    tests = [test_saga_paths, test_a_lane_appends_its_batch_at_once, test_routine_steps_are_not_logged, test_idempotency_key, test_consumer_lag_in_stats, test_redelivery_changes_nothing,
              test_malformed_order_event, test_rebuild_while_orders_flow, test_two_instances_under_load, test_projection_connections_cut,
              test_kill_one_orderquery,
              test_nats_outage, test_nats_loses_its_state, test_eventstore_down, test_sigterm_under_load_is_prompt,
