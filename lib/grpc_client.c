@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ordo/log.h"
+
 struct ordo_grpc_client {
     grpc_channel *channel;
     pthread_mutex_t mu;            /* guards the start of the completion thread */
@@ -317,6 +319,8 @@ static ordo_status async_ready(ordo_grpc_client_t *c, ordo_error_t *err)
             grpc_completion_queue_destroy(c->cq);
             c->cq = NULL;
             st = ordo_error_set(err, ORDO_UNAVAILABLE, "cannot start the gRPC completion thread");
+        } else {
+            ordo_thread_name(c->thread, "grpc-done", -1);
         }
     }
     pthread_mutex_unlock(&c->mu);

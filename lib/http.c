@@ -49,7 +49,7 @@ struct ordo_http_server {
     void *ctx;
     size_t max_body;
     int max_streams, stream_sndbuf;
-    pthread_mutex_t streams_mu;      /* guards the list and its count */
+    pthread_mutex_t streams_mu;      /* guards the list and its count; stopping is set, and n_later raised, under it */
     ordo_http_stream_t *streams;     /* open streamed responses */
     int n_streams;
     atomic_bool stopping;            /* streams end at their next pull */
@@ -305,9 +305,13 @@ ordo_status ordo_http_respond_later(const ordo_http_request_t *req, ordo_http_la
     ordo_http_server_t *srv = req->server;
 
     *out = NULL;
-    if (atomic_load(&srv->stopping))
+    pthread_mutex_lock(&srv->streams_mu);   /* (a stop sets stopping under it: then it sees this count) */
+    if (atomic_load(&srv->stopping)) {
+        pthread_mutex_unlock(&srv->streams_mu);
         return ordo_error_set(err, ORDO_UNAVAILABLE, "the server is stopping");
+    }
     atomic_fetch_add(&srv->n_later, 1);
+    pthread_mutex_unlock(&srv->streams_mu);
     st->deferred = true;
     st->later = (ordo_http_later_t){.srv = srv, .conn = req->conn};
     pthread_mutex_init(&st->later.mu, NULL);
@@ -376,8 +380,8 @@ static void streams_end(ordo_http_server_t *srv)
     ordo_http_stream_t **all = NULL;
     int n = 0;
 
-    atomic_store(&srv->stopping, true);
     pthread_mutex_lock(&srv->streams_mu);
+    atomic_store(&srv->stopping, true);
     if (srv->n_streams > 0 && (all = calloc((size_t)srv->n_streams, sizeof *all)) != NULL)
         for (ordo_http_stream_t *s = srv->streams; s != NULL; s = s->next) {
             ordo_http_stream_hold(s);
