@@ -18,7 +18,7 @@ static const ordo_option_t options[] = {
     OPT("eventstore-addr", "EVENTSTORE_ADDR", "127.0.0.1:50051", ORDO_OPT_STRING, eventstore_addr, 0, 0, "event store"),
     OPT("orderquery-addr", "ORDERQUERY_ADDR", "127.0.0.1:50052", ORDO_OPT_STRING, orderquery_addr, 0, 0, "read model (orderquery); several as ipv4:a:p1,b:p2"),
     OPT("log-level", "LOG_LEVEL", "info", ORDO_OPT_STRING, log_level, 0, 0, "debug, info, warn or error"),
-    OPT("threads", "ORDO_HTTP_THREADS", "32", ORDO_OPT_INT, threads, 1, 256, "HTTP worker threads (a request waiting on the event store or orderquery holds none)"),
+    OPT("threads", "ORDO_HTTP_THREADS", "4", ORDO_OPT_INT, threads, 1, 256, "HTTP worker threads (a request waiting on the event store or orderquery holds none)"),
     OPT("max-body", "ORDO_MAX_BODY", "65536", ORDO_OPT_INT, max_body, 256, 16 << 20, "largest request body (413 above)"),
     OPT("max-items", "ORDO_MAX_ITEMS", "100", ORDO_OPT_INT, max_items, 1, 10000, "most order items in one order"),
     OPT("http-idle-s", "ORDO_HTTP_IDLE_S", "10", ORDO_OPT_INT, http_idle_s, 1, 3600, "an HTTP connection that sends nothing for this long is closed"),
