@@ -144,9 +144,7 @@ static const char *trace_of(const ordo_http_request_t *req, char traceparent[ORD
  * The answer goes out from the gRPC client's completion thread.
  */
 typedef struct post_call {
-    api_ctx_t *ctx;
-    ordo_http_later_t *later;
-    struct timespec t0;                /* the request's start, for its latency */
+    api_pending_t p;
     char event_id[ORDO_UUID_LEN], order_id[ORDO_UUID_LEN], traceparent[ORDO_TRACEPARENT_LEN];
     char key[129];                     /* the Idempotency-Key, "" when none */
     char *event_json;                  /* the order-created event's data */
@@ -172,7 +170,7 @@ static void post_answer(post_call_t *pc, ordo_status st, ordo_error_t *err)
             resp.header_name = "Idempotent-Replayed";
             resp.header_value = "true";
         }
-        ordo_metric_inc(pc->duplicate ? pc->ctx->replayed : pc->ctx->created);
+        ordo_metric_inc(pc->duplicate ? pc->p.ctx->replayed : pc->p.ctx->created);
         ORDO_DEBUG(pc->duplicate ? "order replayed" : "order created", "order_id=%s amount_cents=%lld trace_id=%.32s",
                    pc->order_id, pc->amount_cents, pc->traceparent + 3);
     } else {
@@ -180,8 +178,7 @@ static void post_answer(post_call_t *pc, ordo_status st, ordo_error_t *err)
             api_upstream("the event store", err);
         ordo_http_fail(&resp, err);
     }
-    api_account(pc->ctx, API_CREATE, &pc->t0, "POST", ORDERS_PATH, resp.status);
-    ordo_http_answer(pc->later, &resp);
+    api_pending_answer(&pc->p, &resp);
     post_call_free(pc);
 }
 
@@ -216,14 +213,14 @@ static void post_appended(void *arg, ordo_status st, const ordo_es_result_t *res
         Eventstore__GetEventsRequest req = EVENTSTORE__GET_EVENTS_REQUEST__INIT;
         req.event_id = pc->event_id;
         pc->duplicate = true;
-        st = ordo_es_read_async(pc->ctx->store, &req, pc->ctx->cfg->timeout_ms, post_compared, pc, &err);
+        st = ordo_es_read_async(pc->p.ctx->store, &req, pc->p.ctx->cfg->timeout_ms, post_compared, pc, &err);
         if (st == ORDO_OK)
             return;
     }
     post_answer(pc, st, &err);
 }
 
-/* Appends @p order's order-created event, answering later (api_handle sees API_LATER). */
+/* Appends @p order's order-created event, answering later. */
 static ordo_status post_append(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0,
                                const char *key, ordo_order_t *order, ordo_http_response_t *resp, ordo_error_t *err)
 {
@@ -234,8 +231,6 @@ static ordo_status post_append(api_ctx_t *ctx, const ordo_http_request_t *req, c
         free(pc);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
-    pc->ctx = ctx;
-    pc->t0 = *t0;
     pc->amount_cents = (long long)order->amount_cents;
     snprintf(pc->order_id, sizeof pc->order_id, "%s", order->order_id);
     snprintf(pc->key, sizeof pc->key, "%s", key != NULL ? key : "");
@@ -245,11 +240,10 @@ static ordo_status post_append(api_ctx_t *ctx, const ordo_http_request_t *req, c
                           .aggregate_id = pc->order_id, .aggregate_type = ORDO_ORDER_AGGREGATE,
                           .data = pc->event_json, .correlation_id = pc->order_id, .traceparent = pc->traceparent,
                           .tracestate = tracestate, .service = "orderapi"};
-    if ((st = ordo_http_respond_later(req, &pc->later, err)) != ORDO_OK) {
+    if ((st = api_pending_take(&pc->p, ctx, req, t0, API_CREATE, resp, err)) != ORDO_OK) {
         post_call_free(pc);
         return st;
     }
-    resp->status = API_LATER;
     if ((st = ordo_es_append_async(ctx->store, &ev, 0, ctx->cfg->timeout_ms, post_appended, pc, err)) != ORDO_OK)
         post_answer(pc, st, err);   /* (the later answer, at once) */
     return ORDO_OK;
@@ -312,11 +306,7 @@ typedef ordo_status (*api_render_fn)(const api_read_t *rd, ordo_status st, Proto
                                      ordo_http_response_t *resp, ordo_error_t *err);
 
 struct api_read {
-    api_ctx_t *ctx;
-    ordo_http_later_t *later;
-    api_op op;
-    struct timespec t0;                /* the request's start, for its latency */
-    char method[8], path[160];         /* for the debug line */
+    api_pending_t p;
     api_render_fn render;              /* takes the answer (msg: NULL unless st is ORDO_OK) */
     char id[ORDO_UUID_LEN];            /* GET /api/orders/{id}: the id asked for */
     const char *own_customer;          /* a customer's key: the one customer it may see (ctx->keys) */
@@ -330,37 +320,33 @@ static void read_done(void *arg, ordo_status st, ProtobufCMessage *msg, const or
 
     if (rd->render(rd, st, msg, &resp, &err) != ORDO_OK)
         ordo_http_fail(&resp, &err);
-    api_account(rd->ctx, rd->op, &rd->t0, rd->method, rd->path, resp.status);
-    ordo_http_answer(rd->later, &resp);
+    api_pending_answer(&rd->p, &resp);
     free(rd);
 }
 
 /* Starts @p rd's call of @p method with @p request, answering later. */
-static ordo_status read_later(api_read_t *rd, const ordo_http_request_t *req, const char *method,
+static ordo_status read_later(api_read_t *rd, api_ctx_t *ctx, const ordo_http_request_t *req,
+                              const struct timespec *t0, api_op op, const char *method,
                               const ProtobufCMessage *request, const ProtobufCMessageDescriptor *desc,
                               ordo_http_response_t *resp, ordo_error_t *err)
 {
     ordo_status st;
 
-    snprintf(rd->method, sizeof rd->method, "%s", req->method);
-    snprintf(rd->path, sizeof rd->path, "%s", req->path);
-    if ((st = ordo_http_respond_later(req, &rd->later, err)) != ORDO_OK) {
+    if ((st = api_pending_take(&rd->p, ctx, req, t0, op, resp, err)) != ORDO_OK) {
         free(rd);
         return st;
     }
-    resp->status = API_LATER;
-    if ((st = ordo_grpc_client_unary_async(rd->ctx->query, method, request, desc, rd->ctx->cfg->timeout_ms, NULL,
-                                           read_done, rd, err)) != ORDO_OK)
+    if ((st = ordo_grpc_client_unary_async(ctx->query, method, request, desc, ctx->cfg->timeout_ms, NULL, read_done,
+                                           rd, err)) != ORDO_OK)
         read_done(rd, st, NULL, err);   /* (the later answer, at once) */
     return ORDO_OK;
 }
 
-static api_read_t *read_new(api_ctx_t *ctx, const struct timespec *t0, api_op op, api_render_fn render,
-                            const api_key_t *who)
+static api_read_t *read_new(api_render_fn render, const api_key_t *who)
 {
     api_read_t *rd = calloc(1, sizeof *rd);
     if (rd != NULL)
-        *rd = (api_read_t){.ctx = ctx, .op = op, .t0 = *t0, .render = render, .own_customer = api_own_customer(who)};
+        *rd = (api_read_t){.render = render, .own_customer = api_own_customer(who)};
     return rd;
 }
 
@@ -387,11 +373,12 @@ static ordo_status get_order(api_ctx_t *ctx, const ordo_http_request_t *hreq, co
 
     if (!ordo_uuid_valid(id))
         return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
-    if ((rd = read_new(ctx, t0, API_GET, render_order, who)) == NULL)
+    if ((rd = read_new(render_order, who)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     snprintf(rd->id, sizeof rd->id, "%s", id);
     req.order_id = rd->id;
-    return read_later(rd, hreq, "/order.OrderQuery/GetOrder", &req.base, &order__order__descriptor, resp, err);
+    return read_later(rd, ctx, hreq, t0, API_GET, "/order.OrderQuery/GetOrder", &req.base, &order__order__descriptor,
+                      resp, err);
 }
 
 static ordo_status render_list(const api_read_t *rd, ordo_status st, ProtobufCMessage *msg,
@@ -438,10 +425,10 @@ static ordo_status list_orders(api_ctx_t *ctx, const ordo_http_request_t *hreq, 
     req.customer_id = (char *)(customer ? customer : "");
     req.status = (char *)(status ? status : "");
     req.after = (char *)(after ? after : "");
-    if ((rd = read_new(ctx, t0, API_LIST, render_list, who)) == NULL)
+    if ((rd = read_new(render_list, who)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    return read_later(rd, hreq, "/order.OrderQuery/ListOrders", &req.base, &order__list_orders_response__descriptor,
-                      resp, err);
+    return read_later(rd, ctx, hreq, t0, API_LIST, "/order.OrderQuery/ListOrders", &req.base,
+                      &order__list_orders_response__descriptor, resp, err);
 }
 
 /* GET /api/whoami: what the request's key may do (the console asks, to know whose orders it shows). */
@@ -486,56 +473,57 @@ static void health_store_figures(json_t *doc, const Eventstore__StatsResponse *s
 /* GET /healthz asks the store and the read model at once, each call
  * asynchronous; whichever answers second makes the answer. */
 typedef struct health_call {
-    api_ctx_t *ctx;
-    ordo_http_later_t *later;
-    struct timespec t0;
-    char method[8];
+    api_pending_t p;
     atomic_int left;                       /* calls not yet ended */
-    Eventstore__StatsResponse *stats;      /* NULL: the store did not answer */
-    Order__HealthResponse *health;         /* NULL: the read model did not answer */
+    ProtobufCMessage *stats;               /* Eventstore__StatsResponse; NULL: the store did not answer */
+    ProtobufCMessage *health;              /* Order__HealthResponse; NULL: the read model did not answer */
 } health_call_t;
 
 static void health_answer(health_call_t *hc)
 {
     ordo_http_response_t resp = {500, NULL, NULL, NULL, NULL, NULL};
-    bool store = hc->stats != NULL, query = hc->health != NULL;
-    bool db = query && hc->health->database, bus = query && hc->health->bus;
+    const Order__HealthResponse *health = (const Order__HealthResponse *)hc->health;
+    bool store = hc->stats != NULL, query = health != NULL;
+    bool db = query && health->database, bus = query && health->bus;
     ordo_error_t err;
     json_t *doc;
 
     /* degraded is an answer, not a failure: the body says what is down */
     doc = json_pack("{s:s, s:b, s:b, s:b, s:b, s:b, s:b}", "status", store && db ? "ok" : "degraded", "eventstore",
                     store, "orderquery", query, "database", db, "bus", bus, "changes_feed",
-                    api_feed_up(hc->ctx->feed), "api_keys", hc->ctx->keys.n > 0);
+                    api_feed_up(hc->p.ctx->feed), "api_keys", hc->p.ctx->keys.n > 0);
     if (store && doc != NULL)
-        health_store_figures(doc, hc->stats);
+        health_store_figures(doc, (const Eventstore__StatsResponse *)hc->stats);
     if (api_json_response(&resp, store && db ? 200 : 503, doc, &err) != ORDO_OK)
         ordo_http_fail(&resp, &err);
-    api_account(hc->ctx, API_HEALTHZ, &hc->t0, hc->method, "/healthz", resp.status);
-    ordo_http_answer(hc->later, &resp);
+    api_pending_answer(&hc->p, &resp);
     if (store)
-        protobuf_c_message_free_unpacked(&hc->stats->base, NULL);
+        protobuf_c_message_free_unpacked(hc->stats, NULL);
     if (query)
-        protobuf_c_message_free_unpacked(&hc->health->base, NULL);
+        protobuf_c_message_free_unpacked(hc->health, NULL);
     free(hc);
+}
+
+/* One of the two calls ended: its answer into @p slot; the second to end answers. */
+static void health_part(health_call_t *hc, ProtobufCMessage **slot, ordo_status st, ProtobufCMessage *msg)
+{
+    *slot = st == ORDO_OK ? msg : NULL;
+    if (atomic_fetch_sub(&hc->left, 1) == 1)
+        health_answer(hc);
 }
 
 static void health_stats_done(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *err)
 {
     health_call_t *hc = arg;
     (void)err;
-    hc->stats = st == ORDO_OK ? (Eventstore__StatsResponse *)msg : NULL;
-    if (atomic_fetch_sub(&hc->left, 1) == 1)
-        health_answer(hc);
+    health_part(hc, &hc->stats, st, msg);
 }
 
 static void health_query_done(void *arg, ordo_status st, ProtobufCMessage *msg, const ordo_error_t *err)
 {
     health_call_t *hc = arg;
     (void)err;
-    hc->health = st == ORDO_OK ? (Order__HealthResponse *)msg : NULL;
-    if (atomic_fetch_sub(&hc->left, 1) == 1)
-        health_answer(hc);
+    health_part(hc, &hc->health, st, msg);
 }
 
 static ordo_status healthz(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0,
@@ -549,15 +537,11 @@ static ordo_status healthz(api_ctx_t *ctx, const ordo_http_request_t *req, const
 
     if (hc == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    hc->ctx = ctx;
-    hc->t0 = *t0;
-    snprintf(hc->method, sizeof hc->method, "%s", req->method);
     atomic_init(&hc->left, 2);
-    if ((st = ordo_http_respond_later(req, &hc->later, err)) != ORDO_OK) {
+    if ((st = api_pending_take(&hc->p, ctx, req, t0, API_HEALTHZ, resp, err)) != ORDO_OK) {
         free(hc);
         return st;
     }
-    resp->status = API_LATER;
     if (ordo_grpc_client_unary_async(ctx->store, "/eventstore.EventStoreAdmin/GetStats", &sreq.base,
                                      &eventstore__stats_response__descriptor, HEALTH_TIMEOUT_MS, NULL,
                                      health_stats_done, hc, &call_err) != ORDO_OK)
@@ -690,8 +674,12 @@ static ordo_status route(api_ctx_t *ctx, const ordo_http_request_t *req, const s
     return ordo_error_set(err, ORDO_NOT_FOUND, "no route for %.200s", req->path);
 }
 
-void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
-                 int status)
+/* A handler's response status meaning "answered later" (api_pending_take). */
+#define API_LATER 0
+
+/* A request answered: its count by status class, its latency from @p t0, a debug line. */
+static void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
+                        int status)
 {
     struct timespec t1;
     int cls = status / 100 - 1;
@@ -701,6 +689,25 @@ void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const cha
         ordo_metric_inc(ctx->by_class[op][cls]);
     ordo_metric_observe_us(ctx->latency[op], (t1.tv_sec - t0->tv_sec) * 1000000LL + (t1.tv_nsec - t0->tv_nsec) / 1000);
     ORDO_DEBUG("http", "method=%s path=%s status=%d", method, path, status);
+}
+
+ordo_status api_pending_take(api_pending_t *p, api_ctx_t *ctx, const ordo_http_request_t *req,
+                             const struct timespec *t0, api_op op, ordo_http_response_t *resp, ordo_error_t *err)
+{
+    ordo_status st;
+
+    *p = (api_pending_t){.ctx = ctx, .op = op, .t0 = *t0};
+    snprintf(p->method, sizeof p->method, "%s", req->method);
+    snprintf(p->path, sizeof p->path, "%s", req->path);
+    if ((st = ordo_http_respond_later(req, &p->later, err)) == ORDO_OK)
+        resp->status = API_LATER;
+    return st;
+}
+
+void api_pending_answer(api_pending_t *p, ordo_http_response_t *resp)
+{
+    api_account(p->ctx, p->op, &p->t0, p->method, p->path, resp->status);
+    ordo_http_answer(p->later, resp);
 }
 
 void api_handle(void *vctx, const ordo_http_request_t *req, ordo_http_response_t *resp)

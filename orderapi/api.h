@@ -71,12 +71,25 @@ ordo_status api_json_response(ordo_http_response_t *resp, int status, json_t *do
 /* The read model's order as the API shows it. */
 json_t *api_order_json(const Order__Order *o);
 
-/* A handler's response status meaning "answered later" (ordo_http_respond_later). */
-#define API_LATER 0
+/* A request answered later (ordo_http_respond_later): what every kind of
+ * such request (POST, one read, /healthz, history) keeps for its answer,
+ * the first member of its own state. */
+typedef struct api_pending {
+    api_ctx_t *ctx;
+    ordo_http_later_t *later;
+    api_op op;
+    struct timespec t0;                /* the request's start, for its latency */
+    char method[8], path[160];         /* for the debug line */
+} api_pending_t;
 
-/* A request answered: its count by status class, its latency from @p t0, a debug line. */
-void api_account(api_ctx_t *ctx, api_op op, const struct timespec *t0, const char *method, const char *path,
-                 int status);
+/* Takes @p req's answer out of the handler into @p p (resp then says so to
+ * api_handle). On failure the caller frees its state and returns the status. */
+ordo_status api_pending_take(api_pending_t *p, api_ctx_t *ctx, const ordo_http_request_t *req,
+                             const struct timespec *t0, api_op op, ordo_http_response_t *resp, ordo_error_t *err);
+
+/* Counts the answer (by class, latency, debug line) and gives it; @p p's
+ * connection is gone after this (the caller then frees its state). */
+void api_pending_answer(api_pending_t *p, ordo_http_response_t *resp);
 
 /* history.c: GET /api/orders/{id}/events, and GET /api/orders/{id}?at= (both answered later) */
 ordo_status api_order_events(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0, const char *id,

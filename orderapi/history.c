@@ -55,11 +55,7 @@ static const Eventstore__Event *event_at(const stream_t *s, size_t i)
  * next; the last renders the answer.
  */
 typedef struct history_call {
-    api_ctx_t *ctx;
-    ordo_http_later_t *later;
-    struct timespec t0;
-    api_op op;
-    char method[8], path[160];        /* for the debug line */
+    api_pending_t p;
     char id[ORDO_UUID_LEN];
     const char *own_customer;         /* a customer's key: the one customer it may see */
     char at[64];                      /* ?at= as given ("" for /events) */
@@ -264,8 +260,7 @@ static void history_answer(history_call_t *hc, ordo_status st, ordo_error_t *err
         st = hc->at[0] != '\0' ? render_at(hc, &resp, err) : render_events(hc, &resp, err);
     if (st != ORDO_OK)
         ordo_http_fail(&resp, err);
-    api_account(hc->ctx, hc->op, &hc->t0, hc->method, hc->path, resp.status);
-    ordo_http_answer(hc->later, &resp);
+    api_pending_answer(&hc->p, &resp);
     stream_free(&hc->s);
     free(hc);
 }
@@ -282,7 +277,7 @@ static ordo_status read_page(history_call_t *hc, ordo_error_t *err)
     req.aggregate_id = hc->id;
     req.limit = PAGE;
     req.from_position = hc->from_position;
-    return ordo_es_read_async(hc->ctx->store, &req, hc->ctx->cfg->timeout_ms, page_read, hc, err);
+    return ordo_es_read_async(hc->p.ctx->store, &req, hc->p.ctx->cfg->timeout_ms, page_read, hc, err);
 }
 
 /* A page came: keeps it, and asks for the next while the store says there is more. */
@@ -307,33 +302,26 @@ static void page_read(void *arg, ordo_status st, ProtobufCMessage *msg, const or
         history_answer(hc, st == ORDO_TOO_LARGE ? st : api_upstream("the event store", &err), &err);
 }
 
-/* Reads order @p id's stream and answers later (the handler's resp says API_LATER). */
-static ordo_status history_start(history_call_t *hc, const ordo_http_request_t *req, ordo_http_response_t *resp,
-                                 ordo_error_t *err)
+/* Reads order hc->id's stream and answers later. */
+static ordo_status history_start(history_call_t *hc, api_ctx_t *ctx, const ordo_http_request_t *req,
+                                 const struct timespec *t0, api_op op, ordo_http_response_t *resp, ordo_error_t *err)
 {
     ordo_status st;
 
-    snprintf(hc->method, sizeof hc->method, "%s", req->method);
-    snprintf(hc->path, sizeof hc->path, "%s", req->path);
-    if ((st = ordo_http_respond_later(req, &hc->later, err)) != ORDO_OK) {
+    if ((st = api_pending_take(&hc->p, ctx, req, t0, op, resp, err)) != ORDO_OK) {
         free(hc);
         return st;
     }
-    resp->status = API_LATER;
     if ((st = read_page(hc, err)) != ORDO_OK)
         history_answer(hc, st == ORDO_TOO_LARGE ? st : api_upstream("the event store", err), err);
     return ORDO_OK;
 }
 
-static history_call_t *history_new(api_ctx_t *ctx, const struct timespec *t0, api_op op, const char *id,
-                                   const api_key_t *who)
+static history_call_t *history_new(const char *id, const api_key_t *who)
 {
     history_call_t *hc = calloc(1, sizeof *hc);
 
     if (hc != NULL) {
-        hc->ctx = ctx;
-        hc->t0 = *t0;
-        hc->op = op;
         hc->own_customer = api_own_customer(who);
         snprintf(hc->id, sizeof hc->id, "%s", id);
     }
@@ -347,9 +335,9 @@ ordo_status api_order_events(api_ctx_t *ctx, const ordo_http_request_t *req, con
 
     if (!ordo_uuid_valid(id))
         return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
-    if ((hc = history_new(ctx, t0, API_EVENTS, id, who)) == NULL)
+    if ((hc = history_new(id, who)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    return history_start(hc, req, resp, err);
+    return history_start(hc, ctx, req, t0, API_EVENTS, resp, err);
 }
 
 ordo_status api_order_at(api_ctx_t *ctx, const ordo_http_request_t *req, const struct timespec *t0, const char *id,
@@ -360,12 +348,12 @@ ordo_status api_order_at(api_ctx_t *ctx, const ordo_http_request_t *req, const s
 
     if (!ordo_uuid_valid(id))
         return ordo_error_set(err, ORDO_INVALID, "order id must be a UUID");
-    if ((hc = history_new(ctx, t0, API_GET, id, who)) == NULL)
+    if ((hc = history_new(id, who)) == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     if ((st = parse_at(at, &hc->by_position, &hc->limit, err)) != ORDO_OK) {
         free(hc);
         return st;
     }
     snprintf(hc->at, sizeof hc->at, "%s", at);   /* (parsed: short) */
-    return history_start(hc, req, resp, err);
+    return history_start(hc, ctx, req, t0, API_GET, resp, err);
 }
