@@ -13,7 +13,10 @@
 # (bench/tls_cost_e2e.sh runs one checkout plain against secured this way).
 # OLD_LOAD / NEW_LOAD: more bench/e2e_load arguments for that side; API_ARGS:
 # more orderapi arguments for both (bench/streams_cost.sh runs one checkout
-# without and with open change streams this way).
+# without and with open change streams this way). PERF_DIR (environment):
+# record every CPU's call graphs (perf) over the run's middle into
+# PERF_DIR/LABEL.N.data, to compare where the two sides' time goes
+# (PERF_ARGS: what to record instead of call graphs, e.g. "-e sched:sched_switch").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,11p' "$0"; exit 2; }
@@ -68,10 +71,17 @@ one() {   # one LABEL ROOT SECURE
     /usr/bin/python3 bench/cpu_split.py --delay 2 --seconds $(( secs > 6 ? secs - 4 : 2 )) --unit order \
         --count-sql "SELECT count(*) FROM orders WHERE created_at BETWEEN %s AND %s" --database-url "$DATABASE_URL" \
         >"$dir/cpu.txt" 2>&1 &
-    local split=$! res
+    local split=$! res perf=
+    if [ -n "${PERF_DIR:-}" ]; then
+        mkdir -p "$PERF_DIR"
+        (sleep 3; perf record -a ${PERF_ARGS:--g} -q -o "$PERF_DIR/$label.$(ls "$PERF_DIR" | grep -c "^$label\\.").data" \
+             -- sleep $(( secs > 8 ? secs - 6 : 2 )) >/dev/null 2>&1) &
+        perf=$!
+    fi
     res=$(build/bench/e2e_load --api-addr "$api" --database-url "$DATABASE_URL" --seconds "$secs" --threads 16 \
           --rate "$rate" --label "$label" "${load_opts[@]}" "${extra[@]}")
     wait "$split"
+    [ -z "$perf" ] || wait "$perf"
     echo "$res" | grep -v '^{' 
     echo "  $(cat "$dir/cpu.txt")"
     echo "$res" | tail -1 | sed -n 's/.*"orders_per_s":\([0-9]*\).*/\1/p' >>"$dir/$label.ops"

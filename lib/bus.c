@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "ordo/log.h"
+#include "ordo/uuid.h"
 
 struct ordo_bus {
     natsConnection *nc;
     jsCtx *js;
+    char inbox_prefix[160];   /* replies to this connection come under it */
     atomic_uint reconnects;   /* counted by cnats' reconnected callback */
 };
 
@@ -70,6 +72,16 @@ static char *read_secret(const char *path, const char *what, ordo_error_t *err)
     return NULL;
 }
 
+/* Where replies to a connection with @p auth come: a user's under its own
+ * prefix, which its permissions may allow alone. */
+static void inbox_prefix(const ordo_bus_auth_t *auth, char *out, size_t cap)
+{
+    if (auth != NULL && ordo_opt_given(auth->user))
+        snprintf(out, cap, "_INBOX_%s", auth->user);
+    else
+        snprintf(out, cap, "_INBOX");
+}
+
 /* Credentials and TLS of @p auth into @p opts. */
 static natsStatus set_auth(natsOptions *opts, const ordo_bus_auth_t *auth, ordo_error_t *err)
 {
@@ -87,8 +99,7 @@ static natsStatus set_auth(natsOptions *opts, const ordo_bus_auth_t *auth, ordo_
             return NATS_INVALID_ARG;
         s = natsOptions_SetUserInfo(opts, auth->user, secret);
         ordo_secret_free(secret);
-        /* replies to this user come under its own prefix, which its permissions may allow alone */
-        snprintf(inbox, sizeof inbox, "_INBOX_%s", auth->user);
+        inbox_prefix(auth, inbox, sizeof inbox);
         if (s == NATS_OK)
             s = natsOptions_SetCustomInboxPrefix(opts, inbox);
     } else if (ordo_opt_given(auth->token_file)) {
@@ -118,6 +129,7 @@ ordo_status ordo_bus_connect(const ordo_bus_config_t *cfg, ordo_bus_t **out, ord
     bus = calloc(1, sizeof *bus);
     if (bus == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
+    inbox_prefix(cfg->auth, bus->inbox_prefix, sizeof bus->inbox_prefix);
     s = natsOptions_Create(&opts);
     if (s == NATS_OK)
         s = natsOptions_SetURL(opts, cfg->url);
@@ -169,6 +181,18 @@ void ordo_bus_destroy(ordo_bus_t *bus)
 bool ordo_bus_connected(ordo_bus_t *bus)
 {
     return bus != NULL && natsConnection_Status(bus->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+natsConnection *ordo_bus_nc(ordo_bus_t *bus)
+{
+    return bus->nc;
+}
+
+void ordo_bus_inbox(ordo_bus_t *bus, char *out, size_t cap)
+{
+    char id[ORDO_UUID_LEN];
+    ordo_uuid_v4(id);
+    snprintf(out, cap, "%s.%s", bus->inbox_prefix, id);
 }
 
 jsCtx *ordo_bus_js(ordo_bus_t *bus)

@@ -15,6 +15,11 @@ enum {
     WAIT_SLICE_MS = 100,        /* ORDO_MSG_WAIT's pauses are slept in slices, so that a stop is not held up */
     IDLE_CHECK_POLLS = 20,      /* empty long polls in a row after which an idle consumer checks that its durable exists */
     PARK_WAIT_MS = 5000,        /* JetStream's acknowledgement of a parked copy */
+    /* A pull request is taken as ended this long after its expiry even when
+     * JetStream did not say so: nats-server 2.9 drops an expired request
+     * silently when a message comes before its expiry timer, and that
+     * message then waits for the next request. */
+    REQUEST_GRACE_MS = 20,
 };
 
 /*
@@ -25,6 +30,18 @@ enum {
  * queued for it at once (the batch handler's share). A fetch of a single
  * message for an idle lane is handled on the fetch thread itself (one
  * thread hand-off less per message at moderate loads).
+ *
+ * Messages come on a standing pull request: one request asks JetStream for
+ * as many messages as there is room for, and JetStream sends each as it
+ * arrives, until the request has them all or expires (FETCH_WAIT_MS); only
+ * then does the next request go. (cnats' Fetch asks anew for every batch:
+ * below full load one request, one JetStream reply and one thread wake-up
+ * more per message, and a round trip before each.) The consumer reads its
+ * own inbox and settles each message on its acknowledgement subject.
+ * A request asks for the room left, so messages in hand never exceed
+ * cfg.batch, and with those the request may still bring they exceed it only
+ * by messages in flight when a request was taken as ended (which wait in
+ * the inbox for room).
  */
 typedef struct lane {
     struct ordo_consumer *owner;
@@ -56,24 +73,51 @@ struct ordo_consumer {
     pthread_mutex_t mu;           /* the lanes' queues and in_hand */
     pthread_cond_t room;          /* in_hand went down */
     int in_hand;                  /* fetched and not yet settled */
-    uint64_t pending;             /* fetch thread only: what the server said was waiting after the last fetch */
     int empty_polls;              /* fetch thread only: long polls in a row that found nothing */
     unsigned reconnects;          /* fetch thread only: the bus's reconnect count when the durable was last known */
     bool quit, started;
     atomic_llong parked;          /* messages this consumer parked */
-    atomic_llong pending_seen;    /* c->pending, for the metrics thread */
-    _Atomic(ordo_bus_t *) bus;    /* the fetch thread's connection while messages are in hand (parking) */
+    atomic_llong pending_seen;    /* what JetStream still had for the consumer when it sent the last message taken */
+    _Atomic(ordo_bus_t *) bus;    /* the fetch thread's connection while messages are in hand (settling, parking) */
+    /* The standing pull request (fetch thread only): JetStream sends up to
+     * credit more messages to inbox.<request_no> until request_end_us. */
+    char inbox[200];
+    uint64_t request_no;
+    int credit;
+    int got;                      /* messages the request brought so far */
+    int64_t request_end_us;       /* monotonic: by then it has surely ended */
+    int64_t quiet_until_us;       /* monotonic: no request before (nobody served the last) */
+    natsMsg **fetched;            /* cfg.batch: one round's messages */
 };
 
 static void event_of(natsMsg *m, ordo_bus_event_t *ev)
 {
-    jsMsgMetaData *meta = NULL;
+    ordo_delivery_t d;
 
     ordo_envelope_decode(m, ev);
-    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
-        ev->delivered = meta->NumDelivered;
-        jsMsgMetaData_Destroy(meta);
-    }
+    if (ordo_delivery_of_reply(natsMsg_GetReply(m), &d))
+        ev->delivered = d.delivered;
+}
+
+/* Tells JetStream what became of @p m, on its acknowledgement subject:
+ * "+ACK", "-NAK" or "+WPI" (in progress); false when it cannot be sent (then
+ * AckWait redelivers it; handlers are idempotent). */
+static natsStatus tell(ordo_consumer_t *c, natsMsg *m, const char *what)
+{
+    ordo_bus_t *bus = atomic_load(&c->bus);
+    const char *reply = natsMsg_GetReply(m);
+
+    if (bus == NULL || reply == NULL || *reply == '\0')
+        return NATS_ILLEGAL_STATE;
+    return natsConnection_PublishString(ordo_bus_nc(bus), reply, what);
+}
+
+/* A nak that asks JetStream to deliver @p m again after cfg.retry_delay_ms. */
+static natsStatus nak_later(ordo_consumer_t *c, natsMsg *m)
+{
+    char body[64];
+    snprintf(body, sizeof body, "-NAK {\"delay\":%lld}", (long long)c->cfg.retry_delay_ms * 1000000LL);
+    return tell(c, m, body);
 }
 
 void ordo_consumer_config_init(ordo_consumer_config_t *cfg)
@@ -96,21 +140,17 @@ ordo_msg_action ordo_msg_settle_action(ordo_msg_action action, uint64_t delivere
 static ordo_status park(ordo_consumer_t *c, natsMsg *m, const char *reason, uint64_t *seq, ordo_error_t *err)
 {
     ordo_bus_t *bus = atomic_load(&c->bus);
-    jsMsgMetaData *meta = NULL;
     natsMsg *copy = NULL;
     jsPubAck *pa = NULL;
     jsPubOptions po;
     jsErrCode jerr = 0;
-    uint64_t stream_seq = 0;
+    ordo_delivery_t d;
     natsStatus s;
 
     if (bus == NULL)
         return ordo_error_set(err, ORDO_UNAVAILABLE, "no connection to NATS");
-    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
-        stream_seq = meta->Sequence.Stream;
-        jsMsgMetaData_Destroy(meta);
-    }
-    if ((s = ordo_envelope_parked_copy(m, c->cfg.durable, reason, stream_seq, &copy)) != NATS_OK)
+    ordo_delivery_of_reply(natsMsg_GetReply(m), &d);
+    if ((s = ordo_envelope_parked_copy(m, c->cfg.durable, reason, d.stream_seq, &copy)) != NATS_OK)
         return ordo_status_of_nats(s, 0, "cannot copy the message", err);
     jsPubOptions_Init(&po);
     po.MaxWait = PARK_WAIT_MS;
@@ -151,14 +191,14 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
     switch (final) {
     case ORDO_MSG_ACK:
         /* the effect is committed; a lost ack only means an idempotent redelivery */
-        s = natsMsg_Ack(m, NULL);
+        s = tell(c, m, "+ACK");
         ordo_metric_inc(COUNTER(c, handled));
         break;
     case ORDO_MSG_RETRY:
-        s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
+        s = nak_later(c, m);
         break;
     case ORDO_MSG_WAIT:   /* still waiting when the consumer stops: another instance may take it now */
-        s = natsMsg_Nak(m, NULL);
+        s = tell(c, m, "-NAK");
         break;
     default: {
         /* Poison: parked with its reason, then acknowledged; while it cannot
@@ -170,7 +210,7 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
         if (park(c, m, reason, &seq, &err) != ORDO_OK) {
             ORDO_WARN("cannot park a message; it stays and is tried again", "consumer=%s event_id=%s err=\"%s\"",
                       c->cfg.durable, ev->event_id, err.msg);
-            s = natsMsg_NakWithDelay(m, c->cfg.retry_delay_ms, NULL);
+            s = nak_later(c, m);
             break;
         }
         atomic_fetch_add(&c->parked, 1);
@@ -180,7 +220,7 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
                    " parked_seq=%llu reason=\"%s\"", c->cfg.durable, ev->event_id, ev->event_type, ev->aggregate_id,
                    ordo_trace_id_of(ev->traceparent, trace_id), (unsigned long long)ev->delivered,
                    (unsigned long long)seq, reason);
-        s = natsMsg_Ack(m, NULL);
+        s = tell(c, m, "+ACK");
     }
     }
     if (s != NATS_OK)   /* it will be redelivered after AckWait; handlers are idempotent */
@@ -188,11 +228,13 @@ static void settle(ordo_consumer_t *c, natsMsg *m, const ordo_bus_event_t *ev, o
                   natsStatus_GetText(s));
 }
 
+/* Makes sure the durable exists with this configuration, and subscribes to
+ * a new inbox of the consumer's own for what its pull requests bring. */
 static ordo_status bind(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription **sub, ordo_error_t *err)
 {
     jsConsumerConfig cc;
     jsConsumerInfo *ci = NULL;
-    jsSubOptions so;
+    char wildcard[sizeof c->inbox + 2];
     jsErrCode jerr = 0;
     natsStatus s;
 
@@ -221,12 +263,12 @@ static ordo_status bind(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription **
         jsConsumerInfo_Destroy(ci);
     else
         return ordo_status_of_nats(s, jerr, "cannot create the consumer", err);
-    jsSubOptions_Init(&so);
-    so.Stream = ORDO_BUS_STREAM;
-    so.Consumer = c->cfg.durable;
-    so.ManualAck = true;
-    s = js_PullSubscribe(sub, ordo_bus_js(bus), c->cfg.filter_subject, c->cfg.durable, NULL, &so, &jerr);
-    return ordo_status_of_nats(s, jerr, "cannot bind to the consumer", err);
+    ordo_bus_inbox(bus, c->inbox, sizeof c->inbox);
+    snprintf(wildcard, sizeof wildcard, "%s.*", c->inbox);
+    c->credit = 0;
+    c->quiet_until_us = 0;
+    s = natsConnection_SubscribeSync(sub, ordo_bus_nc(bus), wildcard);
+    return ordo_status_of_nats(s, 0, "cannot subscribe to the consumer's inbox", err);
 }
 
 static ordo_bus_t *connect_and_bind(ordo_consumer_t *c, natsSubscription **sub, bool *warned)
@@ -369,7 +411,7 @@ static void handle_lane(lane_t *l)
     while (waiting > 0 && pause_unless_stopping(c, ordo_backoff_ms(&hold, round++))) {
         for (int i = 0; i < l->n; i++)
             if (l->actions[i] == ORDO_MSG_WAIT) {
-                natsMsg_InProgress(l->msgs[i], NULL);   /* lost: AckWait redelivers it, handlers are idempotent */
+                tell(c, l->msgs[i], "+WPI");   /* lost: AckWait redelivers it, handlers are idempotent */
                 l->events[i].round++;
             }
         run_waiting(l);
@@ -427,14 +469,14 @@ static int lane_of(natsMsg *m, int n)
     return ordo_lane_of(natsMsgHeader_Get(m, ORDO_HDR_AGGREGATE_ID, &id) == NATS_OK && id != NULL ? id : "", n);
 }
 
-/* Queues the fetched messages on their lanes (which own them from here). */
-static void dispatch(ordo_consumer_t *c, natsMsgList *list)
+/* Queues the @p count fetched messages on their lanes (which own them from here). */
+static void dispatch(ordo_consumer_t *c, natsMsg **msgs, int count)
 {
     int n = c->cfg.concurrency;
 
     pthread_mutex_lock(&c->mu);
-    if (list->Count == 1) {
-        lane_t *l = &c->lanes[lane_of(list->Msgs[0], n)];
+    if (count == 1) {
+        lane_t *l = &c->lanes[lane_of(msgs[0], n)];
         if (!l->busy && l->count == 0) {
             /* One message for an idle lane (the usual fetch below full load):
              * handled here, in the lane's place, without waking its thread.
@@ -443,9 +485,8 @@ static void dispatch(ordo_consumer_t *c, natsMsgList *list)
              * spent 1.09-1.15 ms of CPU per order waking the lane, 0.93-1.00
              * without.) */
             l->busy = true;
-            l->msgs[0] = list->Msgs[0];
+            l->msgs[0] = msgs[0];
             l->n = 1;
-            list->Msgs[0] = NULL;
             c->in_hand += 1;
             pthread_mutex_unlock(&c->mu);
             handle_lane(l);
@@ -453,13 +494,12 @@ static void dispatch(ordo_consumer_t *c, natsMsgList *list)
             return;
         }
     }
-    for (int i = 0; i < list->Count; i++) {
-        lane_t *l = &c->lanes[lane_of(list->Msgs[i], n)];
-        l->queue[(l->head + l->count++) % c->cfg.batch] = list->Msgs[i];
-        list->Msgs[i] = NULL;
+    for (int i = 0; i < count; i++) {
+        lane_t *l = &c->lanes[lane_of(msgs[i], n)];
+        l->queue[(l->head + l->count++) % c->cfg.batch] = msgs[i];
         pthread_cond_signal(&l->ready);
     }
-    c->in_hand += list->Count;
+    c->in_hand += count;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -487,68 +527,137 @@ static void wait_settled(ordo_consumer_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* What the consumer has ready now, up to @p max, without waiting: NATS_OK
- * with messages, or NATS_NOT_FOUND/NATS_TIMEOUT when there are none. */
-static natsStatus fetch_ready(natsSubscription *sub, int max, natsMsgList *list)
+/* Asks JetStream for up to @p n messages on a new standing request. */
+static natsStatus request_more(ordo_consumer_t *c, ordo_bus_t *bus, int n)
 {
-    jsFetchRequest req;
-    jsFetchRequest_Init(&req);
-    req.Batch = max;
-    req.NoWait = true;
-    req.Expires = (int64_t)FETCH_WAIT_MS * 1000000;
-    return natsSubscription_FetchRequest(list, sub, &req);
+    char subject[256], reply[sizeof c->inbox + 24], body[96];
+    natsStatus s;
+
+    snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", ORDO_BUS_STREAM, c->cfg.durable);
+    snprintf(reply, sizeof reply, "%s.%llu", c->inbox, (unsigned long long)++c->request_no);
+    snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", n, (long long)FETCH_WAIT_MS * 1000000LL);
+    if ((s = natsConnection_PublishRequestString(ordo_bus_nc(bus), subject, reply, body)) == NATS_OK) {
+        c->credit = n;
+        c->got = 0;
+        c->request_end_us = ordo_mono_us() + (int64_t)(FETCH_WAIT_MS + REQUEST_GRACE_MS) * 1000;
+    }
+    return s;
 }
 
-/* How many messages the server still had for the consumer when it sent the
- * last one of @p list (0 when unknown). */
-static uint64_t pending_after(natsMsgList *list)
+/* The standing request is over: one that brought nothing counts as an empty poll. */
+static void request_over(ordo_consumer_t *c)
 {
-    jsMsgMetaData *meta = NULL;
-    uint64_t n = 0;
-    if (list->Count > 0 && natsMsg_GetMetaData(&meta, list->Msgs[list->Count - 1]) == NATS_OK) {
-        n = meta->NumPending;
-        jsMsgMetaData_Destroy(meta);
+    if (c->credit > 0 && c->got == 0)
+        c->empty_polls++;
+    c->credit = 0;
+}
+
+/* A status JetStream sent instead of a message (e.g. 408: the request
+ * expired; 409: the durable was deleted or too many requests wait); false
+ * when @p m is a message. The request it is about is over. */
+static bool took_status(ordo_consumer_t *c, natsMsg *m)
+{
+    char reply[sizeof c->inbox + 24];
+    const char *code = NULL, *why = NULL;
+
+    if (natsMsg_GetDataLength(m) > 0 || natsMsgHeader_Get(m, "Status", &code) != NATS_OK || code == NULL)
+        return false;
+    snprintf(reply, sizeof reply, "%s.%llu", c->inbox, (unsigned long long)c->request_no);
+    if (strcmp(code, "100") != 0 && strcmp(natsMsg_GetSubject(m), reply) == 0) {   /* not an older request's */
+        request_over(c);
+        if (strcmp(code, "409") == 0 && natsMsgHeader_Get(m, "Description", &why) == NATS_OK && why != NULL &&
+            strstr(why, "Deleted") != NULL)
+            c->empty_polls = IDLE_CHECK_POLLS;   /* the durable was deleted: checked at once */
     }
-    return n;
+    natsMsg_Destroy(m);
+    return true;
+}
+
+/* Takes what the standing request brought, up to @p max messages into
+ * c->fetched, waiting up to @p wait_ms for the first. */
+static natsStatus take_delivered(ordo_consumer_t *c, natsSubscription *sub, int max, int64_t wait_ms, int *n)
+{
+    natsMsg *m = NULL;
+    int queued = 0;
+    natsStatus s = natsSubscription_NextMsg(&m, sub, wait_ms);
+
+    *n = 0;
+    while (s == NATS_OK) {
+        if (!took_status(c, m)) {
+            c->fetched[(*n)++] = m;
+            c->got++;
+            if (c->credit > 0)
+                c->credit--;   /* at 0 the request has brought all it asked for */
+        }
+        if (*n >= max || natsSubscription_GetPending(sub, &queued, NULL) != NATS_OK || queued == 0)
+            break;
+        s = natsSubscription_NextMsg(&m, sub, 0);
+    }
+    return s == NATS_TIMEOUT ? NATS_OK : s;
 }
 
 /* Fetches what there is room for and queues it on the lanes; false when the
- * subscription is broken. A plain Fetch of a whole batch would hold the
- * first message that arrives at an idle consumer until the batch is full or
- * the wait is over (up to FETCH_WAIT_MS on every hop of the saga), so a
- * consumer that has caught up waits for one message only, and takes more
- * without waiting only when the server said more were waiting (each pull
- * request is work for the server, and one that finds nothing costs a reply
- * too: asking blindly doubled the requests at a moderate load). */
+ * subscription is broken. A new request goes only when the last one is
+ * over and what it brought was taken; it asks for the room left. */
 static bool fetch_round(ordo_consumer_t *c, ordo_bus_t *bus, natsSubscription *sub)
 {
-    natsMsgList list = {NULL, 0};
-    jsErrCode jerr = 0;
-    int max = room(c);
-    natsStatus s;
+    int max = room(c), queued = 0, n = 0;
+    int64_t now = ordo_mono_us(), wait_ms = FETCH_WAIT_MS;
+    natsStatus s = NATS_OK;
 
     if (max <= 0)
         return true;
-    if (c->pending > 0)
-        s = fetch_ready(sub, c->pending < (uint64_t)max ? (int)c->pending : max, &list);
-    else
-        s = natsSubscription_Fetch(&list, sub, 1, FETCH_WAIT_MS, &jerr);
-    if (s == NATS_NOT_FOUND || s == NATS_TIMEOUT) {
-        c->pending = 0;
-        c->empty_polls++;
-        return true;
+    if (c->credit > 0 && now >= c->request_end_us)
+        request_over(c);   /* expired, and JetStream did not say so */
+    if (c->credit == 0 && now >= c->quiet_until_us &&
+        natsSubscription_GetPending(sub, &queued, NULL) == NATS_OK && queued == 0)
+        s = request_more(c, bus, max);
+    if (c->credit > 0)
+        wait_ms = (c->request_end_us - now) / 1000;
+    else if (c->quiet_until_us > now)
+        wait_ms = (c->quiet_until_us - now) / 1000;
+    if (s == NATS_OK)
+        s = take_delivered(c, sub, max, wait_ms < 1 ? 1 : wait_ms > FETCH_WAIT_MS ? FETCH_WAIT_MS : wait_ms, &n);
+    if (s == NATS_NO_RESPONDERS) {   /* nobody serves the durable's requests: gone, or JetStream not ready */
+        request_over(c);
+        c->empty_polls = IDLE_CHECK_POLLS;
+        c->quiet_until_us = ordo_mono_us() + (int64_t)FETCH_WAIT_MS * 1000;
+        s = NATS_OK;
     }
-    c->empty_polls = 0;
+    if (n > 0) {
+        ordo_delivery_t d;
+        c->empty_polls = 0;
+        if (ordo_delivery_of_reply(natsMsg_GetReply(c->fetched[n - 1]), &d))
+            atomic_store(&c->pending_seen, (long long)d.pending);
+        dispatch(c, c->fetched, n);
+    }
     if (s != NATS_OK) {
-        c->pending = 0;
+        c->credit = 0;
         ORDO_WARN("fetch failed", "consumer=%s err=%s", c->cfg.durable, natsStatus_GetText(s));
         return ordo_bus_connected(bus);
     }
-    c->pending = pending_after(&list);
-    atomic_store(&c->pending_seen, (long long)c->pending);
-    dispatch(c, &list);
-    natsMsgList_Destroy(&list);   /* the array only: the lanes own the messages */
     return true;
+}
+
+/* Before the subscription goes: what the standing request brought and was
+ * not taken yet, and what it still brings until it is over (at most its
+ * expiry), is handed back (nak: another instance may take it at once). */
+static void hand_back(ordo_consumer_t *c, natsSubscription *sub)
+{
+    int n = 0, queued = 0;
+
+    for (;;) {
+        int64_t left_us = c->credit > 0 ? c->request_end_us - ordo_mono_us() : 0;
+        if (left_us <= 0 && (natsSubscription_GetPending(sub, &queued, NULL) != NATS_OK || queued == 0))
+            break;
+        if (take_delivered(c, sub, c->cfg.batch, left_us > 0 ? left_us / 1000 + 1 : 1, &n) != NATS_OK)
+            break;
+        for (int i = 0; i < n; i++) {
+            tell(c, c->fetched[i], "-NAK");
+            natsMsg_Destroy(c->fetched[i]);
+        }
+    }
+    c->credit = 0;
 }
 
 /* Whether the durable is gone and must be created again. A pull request to
@@ -596,6 +705,7 @@ static void *consumer_thread(void *arg)
         atomic_store(&c->connected, ordo_bus_connected(bus));
         if (durable_gone(c, bus) || !fetch_round(c, bus, sub)) {
             wait_settled(c);
+            hand_back(c, sub);
             atomic_store(&c->bus, NULL);
             natsSubscription_Destroy(sub);
             sub = NULL;
@@ -605,9 +715,11 @@ static void *consumer_thread(void *arg)
         }
     }
     wait_settled(c);
+    if (sub != NULL)
+        hand_back(c, sub);
     atomic_store(&c->bus, NULL);
     atomic_store(&c->connected, false);
-    natsSubscription_Destroy(sub);   /* not Unsubscribe: the durable stays */
+    natsSubscription_Destroy(sub);   /* the durable stays */
     ordo_bus_destroy(bus);
     return NULL;
 }
@@ -620,7 +732,10 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     size_t batch = (size_t)(cfg->batch < 1 ? 1 : cfg->batch);
 
     *out = NULL;
-    if (c == NULL || (c->lanes = calloc((size_t)n, sizeof *c->lanes)) == NULL) {
+    if (c == NULL || (c->lanes = calloc((size_t)n, sizeof *c->lanes)) == NULL ||
+        (c->fetched = calloc(batch, sizeof *c->fetched)) == NULL) {
+        if (c != NULL)
+            free(c->lanes);
         free(c);
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
     }
@@ -715,6 +830,7 @@ void ordo_consumer_destroy(ordo_consumer_t *c)
         free(l->sub_actions);
     }
     free(c->lanes);
+    free(c->fetched);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->room);
     free(c);

@@ -213,3 +213,49 @@ int ordo_lane_of(const char *aggregate_id, int n)
         h = (h ^ *p) * 16777619u;
     return (int)(h % (uint32_t)n);
 }
+
+/* The decimal number of @p tok (up to @p end); false when it is none. */
+static bool token_number(const char *tok, const char *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (tok == end)
+        return false;
+    for (const char *p = tok; p < end; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool ordo_delivery_of_reply(const char *reply, ordo_delivery_t *out)
+{
+    enum { MAX_TOKENS = 13 };
+    const char *tok[MAX_TOKENS + 1];
+    int n = 0, first;
+
+    *out = (ordo_delivery_t){0};
+    if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
+        return false;
+    for (const char *p = reply; n < MAX_TOKENS; p++) {
+        tok[n++] = p;
+        if ((p = strchr(p, '.')) == NULL)
+            break;
+    }
+    tok[n] = reply + strlen(reply) + 1;   /* each token ends one before the next begins */
+    if (n == 9)
+        first = 4;                        /* $JS.ACK.<stream>.<consumer>.<delivered>... */
+    else if (n == 11 || n == 12)
+        first = 6;                        /* $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>... */
+    else
+        return false;
+    if (!token_number(tok[first], tok[first + 1] - 1, &out->delivered) ||
+        !token_number(tok[first + 1], tok[first + 2] - 1, &out->stream_seq) ||
+        !token_number(tok[first + 2], tok[first + 3] - 1, &out->consumer_seq) ||
+        !token_number(tok[first + 4], tok[first + 5] - 1, &out->pending)) {
+        *out = (ordo_delivery_t){0};
+        return false;
+    }
+    return true;
+}

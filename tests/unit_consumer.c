@@ -6,7 +6,8 @@
  * parked after the last; a poison one (TERM) is parked at once and never
  * redelivered; a message that is no Ordo event is parked unseen; a replay
  * for another durable is acknowledged unseen; a batch handler sees only
- * what still waits; one aggregate's messages keep their order (cmocka). */
+ * what still waits; one aggregate's messages keep their order; a consumer
+ * that stops hands back what its standing pull request brought (cmocka). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,6 +43,8 @@ typedef struct seen {
 
 static ordo_msg_action decide(seen_t *s, const ordo_bus_event_t *ev)
 {
+    if (strncmp(ev->aggregate_id, "slow-", 5) == 0)
+        ordo_sleep_ms(1000);
     if (strncmp(ev->aggregate_id, "wait-", 5) == 0)
         return ev->round <= s->wait_rounds ? ORDO_MSG_WAIT : ORDO_MSG_ACK;
     if (strncmp(ev->aggregate_id, "retry-", 6) == 0)
@@ -360,6 +363,32 @@ static void batch_handler_gets_only_the_waiting(void **state)
     stop(c, &s);
 }
 
+/* Messages the standing pull request brought while the consumer was busy
+ * are handed back when it stops: the next consumer of the durable gets them
+ * at once, not after AckWait (30 s). */
+static void a_stop_hands_back_what_came(void **state)
+{
+    fixture_t *f = *state;
+    seen_t first = {0}, second = {0};
+    ordo_consumer_t *a = start(f, "unit-handback", "handback", &first, false, 1), *b;
+    int64_t t0;
+
+    publish(f, "handback", "slow-1", 1);
+    wait_calls(&first, "slow-1", 1, 10000);   /* its handler is busy for a second now */
+    for (int v = 1; v <= 20; v++)
+        publish(f, "handback", "later-1", v);
+    ordo_sleep_ms(200);                       /* they reached the consumer's inbox */
+    stop(a, &first);
+    t0 = ordo_mono_ms();
+    b = start(f, "unit-handback", "handback", &second, false, 1);
+    wait_calls(&second, "later-1", 20 - calls_for(&first, "later-1", NULL, NULL), 5000);
+    assert_int_equal(calls_for(&first, "later-1", NULL, NULL) + calls_for(&second, "later-1", NULL, NULL), 20);
+    assert_true(calls_for(&second, "later-1", NULL, NULL) > 0);   /* the first stopped while they waited */
+    assert_true(ordo_mono_ms() - t0 < 5000);
+    assert_int_equal(settled(f, "unit-handback").ack_pending, 0);
+    stop(b, &second);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +397,7 @@ int main(void)
         cmocka_unit_test(foreign_messages_are_parked_or_skipped),
         cmocka_unit_test(poison_is_not_redelivered),
         cmocka_unit_test(batch_handler_gets_only_the_waiting),
+        cmocka_unit_test(a_stop_hands_back_what_came),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

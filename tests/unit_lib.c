@@ -13,6 +13,7 @@
 #include "ordo/bus.h"
 #include "ordo/config.h"
 #include "ordo/consumer.h"
+#include "ordo/envelope.h"
 #include "ordo/grpc.h"
 #include "ordo/json.h"
 #include "ordo/log.h"
@@ -334,6 +335,32 @@ static void urls_redacted(void **state)
 }
 
 /* W3C traceparent: the well-formed ones parse, the rest are refused; a child keeps the trace. */
+/* What JetStream's acknowledgement subject says of a delivery, in both of its forms. */
+static void delivery_of_reply(void **state)
+{
+    ordo_delivery_t d;
+    (void)state;
+    assert_true(ordo_delivery_of_reply("$JS.ACK.EVENTS.paymentsvc.3.1042.977.1733350000000000000.12", &d));
+    assert_int_equal(d.delivered, 3);
+    assert_int_equal(d.stream_seq, 1042);
+    assert_int_equal(d.consumer_seq, 977);
+    assert_int_equal(d.pending, 12);
+    assert_true(ordo_delivery_of_reply("$JS.ACK.hub.ACCHASH.EVENTS.orderquery.1.7.6.1733350000000000000.0.xyz", &d));
+    assert_int_equal(d.delivered, 1);
+    assert_int_equal(d.stream_seq, 7);
+    assert_int_equal(d.pending, 0);
+    assert_true(ordo_delivery_of_reply("$JS.ACK.hub.ACCHASH.EVENTS.orderquery.2.8.9.1733350000000000000.5", &d));
+    assert_int_equal(d.delivered, 2);
+    assert_int_equal(d.pending, 5);
+    assert_false(ordo_delivery_of_reply("_INBOX.abc.1", &d));
+    assert_int_equal(d.delivered, 0);
+    assert_false(ordo_delivery_of_reply("$JS.ACK.EVENTS.paymentsvc.x.1042.977.1.12", &d));
+    assert_false(ordo_delivery_of_reply("$JS.ACK.EVENTS.paymentsvc.3..977.1.12", &d));
+    assert_false(ordo_delivery_of_reply("$JS.ACK.EVENTS.paymentsvc.3.1042.977.1", &d));
+    assert_false(ordo_delivery_of_reply("$JS.ACK.EVENTS.p.99999999999999999999999.1.1.1.1", &d));
+    assert_false(ordo_delivery_of_reply(NULL, &d));
+}
+
 static void trace_context(void **state)
 {
     ordo_trace_t t, child;
@@ -371,6 +398,7 @@ int main(void)
         cmocka_unit_test(json_and_utf8),     cmocka_unit_test(json_check_agrees_with_jansson), cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
         cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions), cmocka_unit_test(settle_actions),
         cmocka_unit_test(sqlstates),         cmocka_unit_test(urls_redacted), cmocka_unit_test(trace_context),
+        cmocka_unit_test(delivery_of_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,6 +76,11 @@ void ordo_bus_destroy(ordo_bus_t *bus);
 
 bool ordo_bus_connected(ordo_bus_t *bus);
 jsCtx *ordo_bus_js(ordo_bus_t *bus);
+natsConnection *ordo_bus_nc(ordo_bus_t *bus);
+
+/** A new subject for replies to this connection, under the inbox prefix its
+ *  user may subscribe to (wildcards below it are the caller's). */
+void ordo_bus_inbox(ordo_bus_t *bus, char *out, size_t cap);
 
 /**
  * How many times the connection has reconnected. A server may come back

@@ -112,6 +112,22 @@ const char *ordo_envelope_header(natsMsg *m, const char *key);
 /** The Ordo-Position of @p m, -1 when it has none. */
 int64_t ordo_envelope_position(natsMsg *m);
 
+/** What JetStream says of a delivered message in its acknowledgement subject. */
+typedef struct ordo_delivery {
+    uint64_t delivered;     /**< deliveries so far, this one included */
+    uint64_t stream_seq;
+    uint64_t consumer_seq;
+    uint64_t pending;       /**< messages still waiting for the consumer after this one */
+} ordo_delivery_t;
+
+/**
+ * Reads @p reply, a delivered message's "$JS.ACK.<stream>.<consumer>.
+ * <delivered>.<stream seq>.<consumer seq>.<time>.<pending>" (or the form with
+ * domain and account hash before the stream, and a token after): false, and
+ * *@p out zero, when it is not such a subject.
+ */
+bool ordo_delivery_of_reply(const char *reply, ordo_delivery_t *out);
+
 /**
  * The lane (0..@p n-1) of an aggregate: FNV-1a of its id, so that one
  * aggregate's events always meet the same lane, in order. @p n >= 1.
