@@ -29,6 +29,7 @@
 typedef struct load_config {
     const char *addr, *mode, *label, *ca, *cert, *key;
     int clients, seconds, hot, payload, rate, events_per_call;
+    bool timeline;
 } load_config_t;
 
 #define OPT(...) ORDO_OPTION(load_config_t, __VA_ARGS__)
@@ -46,6 +47,7 @@ static const ordo_option_t options[] = {
     OPT("payload", NULL, "200", ORDO_OPT_INT, payload, 2, 100000, "bytes of event_data"),
     OPT("rate", NULL, "0", ORDO_OPT_INT, rate, 0, 10000000, "calls/s to start, at most --clients in flight (0: as fast as they complete)"),
     OPT("events-per-call", NULL, "1", ORDO_OPT_INT, events_per_call, 1, 100, "distinct mode: events of one new aggregate per call (the events batch form when > 1)"),
+    OPT("timeline", NULL, "false", ORDO_OPT_BOOL, timeline, 0, 0, "print each second's calls, slowest call, calls over 10 ms and how late the driver started calls, on stderr"),
 };
 
 /* One call slot: a call in flight at a time, its buffers, and its results. */
@@ -70,11 +72,39 @@ typedef struct run_state {
     size_t n, cap;
     long errors, conflicts;
     char last_error[256];
+    /* --timeline: per second of the run (by the time each call was due) */
+    double start;
+    int n_secs;
+    long *sec_calls, *sec_slow;
+    double *sec_worst, *sec_late;
 } run_state_t;
 
-static void record(run_state_t *r, double seconds)
+enum { SLOW_MS = 10 };
+
+/* The second of the run @p t (monotonic seconds) falls in, clamped. */
+static int second_of(const run_state_t *r, double t)
+{
+    int sec = (int)(t - r->start);
+    return sec < 0 ? 0 : sec >= r->n_secs ? r->n_secs - 1 : sec;
+}
+
+static void record(run_state_t *r, double t0, double seconds)
 {
     bench_samples_add(&r->lat, &r->n, &r->cap, seconds);
+    if (r->sec_calls != NULL) {
+        int sec = second_of(r, t0);
+        r->sec_calls[sec]++;
+        r->sec_slow[sec] += seconds * 1e3 > SLOW_MS;
+        if (seconds > r->sec_worst[sec])
+            r->sec_worst[sec] = seconds;
+    }
+}
+
+static void print_timeline(const run_state_t *r)
+{
+    for (int sec = 0; sec < r->n_secs; sec++)
+        fprintf(stderr, "timeline t=%2ds calls=%-6ld slowest=%.1fms over %dms=%-5ld driver late by up to %.1fms\n", sec,
+                r->sec_calls[sec], r->sec_worst[sec] * 1e3, SLOW_MS, r->sec_slow[sec], r->sec_late[sec] * 1e3);
 }
 
 static int64_t version_from(const char *msg)
@@ -142,6 +172,8 @@ static void start_call(run_state_t *r, slot_t *s, double sched)
     ops[5].data.recv_status_on_client.status = &s->status;
     ops[5].data.recv_status_on_client.status_details = &s->details;
     s->t0 = ordo_mono_s();
+    if (sched > 0 && r->sec_late != NULL && s->t0 - sched > r->sec_late[second_of(r, sched)])
+        r->sec_late[second_of(r, sched)] = s->t0 - sched;
     if (sched > 0 && sched < s->t0)   /* at a fixed rate, from the time it was due: a call started late because */
         s->t0 = sched;                /* every slot was busy counts its wait (no coordinated omission) */
     grpc_call_start_batch(s->call, ops, 6, s, NULL);
@@ -156,7 +188,7 @@ static void finish_call(run_state_t *r, slot_t *s)
         grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
         Eventstore__CreateEventResponse *resp =
             eventstore__create_event_response__unpack(NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-        record(r, ordo_mono_s() - s->t0);
+        record(r, s->t0, ordo_mono_s() - s->t0);
         if (resp != NULL)
             s->expected = resp->version;
         eventstore__create_event_response__free_unpacked(resp, NULL);
@@ -165,7 +197,7 @@ static void finish_call(run_state_t *r, slot_t *s)
     } else {
         char *msg = grpc_slice_to_c_string(s->details);
         if (s->status == GRPC_STATUS_INVALID_ARGUMENT && strcmp(r->cfg->mode, "invalid") == 0) {
-            record(r, ordo_mono_s() - s->t0);
+            record(r, s->t0, ordo_mono_s() - s->t0);
         } else if (s->status == GRPC_STATUS_FAILED_PRECONDITION && strcmp(r->cfg->mode, "hot") == 0) {
             r->conflicts++;
             s->expected = version_from(msg);
@@ -284,7 +316,16 @@ int main(int argc, char **argv)
         slots[i].id = i;
         snprintf(slots[i].agg, sizeof slots[i].agg, "hot-%d", i % cfg.hot);
     }
-    start = ordo_mono_s();
+    start = r.start = ordo_mono_s();
+    if (cfg.timeline) {
+        r.n_secs = cfg.seconds + 1;
+        r.sec_calls = calloc((size_t)r.n_secs, sizeof *r.sec_calls);
+        r.sec_slow = calloc((size_t)r.n_secs, sizeof *r.sec_slow);
+        r.sec_worst = calloc((size_t)r.n_secs, sizeof *r.sec_worst);
+        r.sec_late = calloc((size_t)r.n_secs, sizeof *r.sec_late);
+        if (!r.sec_calls || !r.sec_slow || !r.sec_worst || !r.sec_late)
+            return 2;
+    }
     drive(&r, slots, start + cfg.seconds);
     elapsed = ordo_mono_s() - start;
     if (r.errors)
@@ -301,6 +342,12 @@ int main(int argc, char **argv)
            cfg.label, cfg.mode, cfg.clients, (size_t)r.n * per_call, (double)(r.n * per_call) / elapsed,
            bench_pct(r.lat, r.n, 0.5) * 1e3,
            bench_pct(r.lat, r.n, 0.99) * 1e3, bench_pct(r.lat, r.n, 0.999) * 1e3, r.errors, r.conflicts);
+    if (cfg.timeline)
+        print_timeline(&r);
+    free(r.sec_calls);
+    free(r.sec_slow);
+    free(r.sec_worst);
+    free(r.sec_late);
     free(r.lat);
     free(r.data);
     free(slots);

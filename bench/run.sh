@@ -151,7 +151,7 @@ load group-commit --clients 16; echo "16 $eps $p99" >>"$curve_createevent"
 load group-commit --clients 64; gc64=$eps
 echo "64 $eps $p99" >>"$curve_createevent"
 load group-commit --clients 256; echo "256 $eps $p99" >>"$curve_createevent"
-load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 ))
+load group-commit-half --clients 64 --rate $(( (gc64 + 1) / 2 )) --timeline 2>"$dir/half-timeline.log"
 load group-commit-hot --clients 64 --mode hot --hot 8
 load group-commit-batch10 --clients 64 --events-per-call 10; gcb=$eps
 # a new subscriber catching up: one GetEventsStream over everything the runs above stored

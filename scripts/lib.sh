@@ -27,7 +27,10 @@ ordo_wait_port() {
 }
 
 # ordo_pg_start DIR [FSYNC]: initdb + start on a free port; sets PG_PORT and DATABASE_URL.
-# FSYNC=off relaxes durability (tests only); benchmarks keep it on.
+# FSYNC=off relaxes durability (tests only); benchmarks keep it on. WAL: room
+# for 4 GB between checkpoints (the default 1 GB forced one every ~50 s of a
+# full-speed write load, and the full-page images after each slowed every
+# commit for a while).
 ordo_pg_start() {
     local dir=$1 fsync=${2:-on} try
     mkdir -p "$dir"
@@ -39,7 +42,7 @@ ordo_pg_start() {
     for try in 1 2 3 4 5; do
         PG_PORT=$(ordo_free_port)
         if (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 30 \
-            -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=$fsync -c max_connections=200" \
+            -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=$fsync -c max_connections=200 -c max_wal_size=4GB" \
             start >/dev/null); then
             DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/ordo"
             runuser -u postgres -- psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
