@@ -138,7 +138,7 @@ static int bare_main(const echo_config_t *cfg)
     grpc_server_credentials *creds;
     int port, rc;
 
-    grpc_init();
+    ordo_grpc_library_init();
     b.server = grpc_server_create(NULL, NULL);
     b.cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(b.server, b.cq, NULL);

@@ -22,6 +22,7 @@
 
 #include "eventstore.pb-c.h"
 #include "ordo/config.h"
+#include "ordo/grpc.h"
 #include "ordo/retry.h"
 #include "ordo/uuid.h"
 #include "samples.h"
@@ -302,7 +303,7 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     if ((rc = ordo_config_cli("es_load", options, sizeof options / sizeof options[0], &cfg, argc, argv)) >= 0)
         return rc;
-    grpc_init();
+    ordo_grpc_library_init();
     memset(&r, 0, sizeof r);
     r.cfg = &cfg;
     r.data = make_payload(cfg.payload);

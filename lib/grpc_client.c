@@ -108,7 +108,7 @@ ordo_status ordo_grpc_client_create(const char *target, int max_message_bytes, c
     *out = NULL;
     if (c == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    grpc_init();
+    ordo_grpc_library_init();
     if ((st = channel_credentials(tls, &creds, err)) != ORDO_OK) {
         free(c);
         grpc_shutdown();

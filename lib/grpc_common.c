@@ -1,12 +1,35 @@
 /* Status mapping and byte-buffer <-> protobuf-c helpers shared by the gRPC server and client. */
 #include "grpc_internal.h"
 
+#include <dlfcn.h>
 #include <grpc/byte_buffer_reader.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ordo/config.h"
+
+/* Debian's abseil (20220623) is built without NDEBUG, so every absl::Mutex
+ * that gRPC locks also goes through abseil's deadlock detection: a graph of
+ * which locks were held when, kept under one process-wide spinlock (at full
+ * speed GraphCycles alone was 1% of the machine's samples). abseil's own
+ * switch turns it off; it is looked up by name, as abseil is C++, and
+ * skipped where another build lacks it. */
+static void absl_deadlock_detection_off(void)
+{
+    void (*set_mode)(int);
+    *(void **)&set_mode = dlsym(RTLD_DEFAULT, "_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE");
+    if (set_mode != NULL)
+        set_mode(0);   /* absl::OnDeadlockCycle::kIgnore */
+}
+
+void ordo_grpc_library_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, absl_deadlock_detection_off);
+    grpc_init();
+}
 
 int ordo_grpc_code_of(ordo_status st)
 {

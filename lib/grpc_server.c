@@ -483,7 +483,7 @@ ordo_status ordo_grpc_server_create(const ordo_grpc_server_config_t *cfg,
     srv = calloc(1, sizeof *srv);
     if (srv == NULL)
         return ordo_error_set(err, ORDO_NO_MEMORY, "out of memory");
-    grpc_init();
+    ordo_grpc_library_init();
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     atomic_init(&srv->stopping, false);

@@ -63,6 +63,10 @@ typedef struct ordo_grpc_tls {
  *  option and the file at fault (never their content). */
 bool ordo_grpc_tls_on(const ordo_grpc_tls_t *tls);
 
+/** grpc_init(), with abseil's debug-build deadlock detection turned off
+ *  first (once per process); pair with grpc_shutdown() as grpc_init(). */
+void ordo_grpc_library_init(void);
+
 /** Receives a new call. @p request is owned by @p call. Must not block. */
 typedef void (*ordo_grpc_handler_cb)(void *ctx, ordo_grpc_call_t *call,
                                      const ProtobufCMessage *request);
