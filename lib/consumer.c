@@ -13,7 +13,7 @@
 enum {
     FETCH_WAIT_MS = 500,        /* an idle consumer's long poll, and the stop check's period */
     WAIT_SLICE_MS = 100,        /* ORDO_MSG_WAIT's pauses are slept in slices, so that a stop is not held up */
-    IDLE_CHECK_POLLS = 20,      /* empty long polls in a row after which an idle consumer checks that its durable exists */
+    IDLE_CHECK_POLLS = 20,      /* pull requests in a row that ended empty, after which an idle consumer checks that its durable exists */
     PARK_WAIT_MS = 5000,        /* JetStream's acknowledgement of a parked copy */
     /* A pull request is taken as ended this long after its expiry even when
      * JetStream did not say so: nats-server 2.9 drops an expired request
@@ -73,7 +73,7 @@ struct ordo_consumer {
     pthread_mutex_t mu;           /* the lanes' queues and in_hand */
     pthread_cond_t room;          /* in_hand went down */
     int in_hand;                  /* fetched and not yet settled */
-    int empty_polls;              /* fetch thread only: long polls in a row that found nothing */
+    int empty_polls;              /* fetch thread only: pull requests in a row that ended empty */
     unsigned reconnects;          /* fetch thread only: the bus's reconnect count when the durable was last known */
     bool quit, started;
     atomic_llong parked;          /* messages this consumer parked */
@@ -100,8 +100,8 @@ static void event_of(natsMsg *m, ordo_bus_event_t *ev)
 }
 
 /* Tells JetStream what became of @p m, on its acknowledgement subject:
- * "+ACK", "-NAK" or "+WPI" (in progress); false when it cannot be sent (then
- * AckWait redelivers it; handlers are idempotent). */
+ * "+ACK", "-NAK" or "+WPI" (in progress). Not NATS_OK when it cannot be
+ * sent: then AckWait redelivers the message (handlers are idempotent). */
 static natsStatus tell(ordo_consumer_t *c, natsMsg *m, const char *what)
 {
     ordo_bus_t *bus = atomic_load(&c->bus);
