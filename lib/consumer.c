@@ -20,6 +20,7 @@ enum {
      * silently when a message comes before its expiry timer, and that
      * message then waits for the next request. */
     REQUEST_GRACE_MS = 20,
+    INBOX_CAP = 200,            /* the consumer's inbox subject */
 };
 
 /*
@@ -81,8 +82,9 @@ struct ordo_consumer {
     _Atomic(ordo_bus_t *) bus;    /* the fetch thread's connection while messages are in hand (settling, parking) */
     /* The standing pull request (fetch thread only): JetStream sends up to
      * credit more messages to inbox.<request_no> until request_end_us. */
-    char inbox[200];
+    char inbox[INBOX_CAP];
     uint64_t request_no;
+    char reply[INBOX_CAP + 24];   /* inbox.<request_no>: where the request's answers come */
     int credit;
     int got;                      /* messages the request brought so far */
     int64_t request_end_us;       /* monotonic: by then it has surely ended */
@@ -530,13 +532,13 @@ static void wait_settled(ordo_consumer_t *c)
 /* Asks JetStream for up to @p n messages on a new standing request. */
 static natsStatus request_more(ordo_consumer_t *c, ordo_bus_t *bus, int n)
 {
-    char subject[256], reply[sizeof c->inbox + 24], body[96];
+    char subject[256], body[96];
     natsStatus s;
 
     snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", ORDO_BUS_STREAM, c->cfg.durable);
-    snprintf(reply, sizeof reply, "%s.%llu", c->inbox, (unsigned long long)++c->request_no);
+    snprintf(c->reply, sizeof c->reply, "%s.%llu", c->inbox, (unsigned long long)++c->request_no);
     snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", n, (long long)FETCH_WAIT_MS * 1000000LL);
-    if ((s = natsConnection_PublishRequestString(ordo_bus_nc(bus), subject, reply, body)) == NATS_OK) {
+    if ((s = natsConnection_PublishRequestString(ordo_bus_nc(bus), subject, c->reply, body)) == NATS_OK) {
         c->credit = n;
         c->got = 0;
         c->request_end_us = ordo_mono_us() + (int64_t)(FETCH_WAIT_MS + REQUEST_GRACE_MS) * 1000;
@@ -557,13 +559,11 @@ static void request_over(ordo_consumer_t *c)
  * when @p m is a message. The request it is about is over. */
 static bool took_status(ordo_consumer_t *c, natsMsg *m)
 {
-    char reply[sizeof c->inbox + 24];
     const char *code = NULL, *why = NULL;
 
     if (natsMsg_GetDataLength(m) > 0 || natsMsgHeader_Get(m, "Status", &code) != NATS_OK || code == NULL)
         return false;
-    snprintf(reply, sizeof reply, "%s.%llu", c->inbox, (unsigned long long)c->request_no);
-    if (strcmp(code, "100") != 0 && strcmp(natsMsg_GetSubject(m), reply) == 0) {   /* not an older request's */
+    if (strcmp(code, "100") != 0 && strcmp(natsMsg_GetSubject(m), c->reply) == 0) {   /* not an older request's */
         request_over(c);
         if (strcmp(code, "409") == 0 && natsMsgHeader_Get(m, "Description", &why) == NATS_OK && why != NULL &&
             strstr(why, "Deleted") != NULL)
@@ -732,6 +732,10 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
     size_t batch = (size_t)(cfg->batch < 1 ? 1 : cfg->batch);
 
     *out = NULL;
+    if (handler == NULL && cfg->batch_handler == NULL) {
+        free(c);
+        return ordo_error_set(err, ORDO_INVALID, "a consumer needs a handler or a batch handler");
+    }
     if (c == NULL || (c->lanes = calloc((size_t)n, sizeof *c->lanes)) == NULL ||
         (c->fetched = calloc(batch, sizeof *c->fetched)) == NULL) {
         if (c != NULL)

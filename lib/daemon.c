@@ -102,14 +102,6 @@ static void saga_lane(void *arg, int lane, const ordo_bus_event_t *events, int n
     ordo_saga_run(s->store, s->timeout_ms, s->decide, s->ctx, events, n, actions);
 }
 
-/* (the consumer's per-event handler; unused beside a batch handler) */
-static ordo_msg_action saga_one(void *arg, int lane, const ordo_bus_event_t *ev)
-{
-    ordo_msg_action action;
-    saga_lane(arg, lane, ev, 1, &action);
-    return action;
-}
-
 int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, const char *nats_url,
                               const ordo_bus_auth_t *nats_auth, const char *eventstore_addr,
                               const ordo_grpc_tls_t *tls, const char *metrics_addr, int timeout_ms,
@@ -142,7 +134,7 @@ int ordo_daemon_run_consumers(const ordo_daemon_consumer_t *consumers, int n, co
         bool serving = !ordo_opt_given(metrics_addr) ||
                        ordo_service_metrics_serve(metrics, metrics_addr, &http, &port, &err) == ORDO_OK;
         for (; serving && started < n; started++) {
-            if (ordo_consumer_start(&ccfg[started], saga_one, &saga, &running[started], &err) != ORDO_OK)
+            if (ordo_consumer_start(&ccfg[started], NULL, &saga, &running[started], &err) != ORDO_OK)
                 break;
             ordo_service_metrics_watch(metrics, started, running[started]);
         }

@@ -100,7 +100,8 @@ typedef struct ordo_consumer ordo_consumer_t;
 
 /**
  * Starts a thread that connects (retrying while NATS is down), creates or
- * binds the durable and feeds @p handler. Free with ordo_consumer_destroy().
+ * binds the durable and feeds @p handler, or cfg->batch_handler when it is
+ * set (then @p handler may be NULL). Free with ordo_consumer_destroy().
  */
 ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb handler, void *ctx,
                                 ordo_consumer_t **out, ordo_error_t *err);
@@ -108,7 +109,7 @@ ordo_status ordo_consumer_start(const ordo_consumer_config_t *cfg, ordo_event_cb
 /** Messages this consumer has parked since it started. */
 long long ordo_consumer_parked(ordo_consumer_t *c);
 
-/** Stream messages JetStream had not handed over yet, after the last fetch. */
+/** Stream messages JetStream still had for the consumer when it sent the last message taken. */
 long long ordo_consumer_pending(ordo_consumer_t *c);
 
 /** True while the consumer has a live NATS connection and subscription. */
