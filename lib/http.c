@@ -53,7 +53,7 @@ struct ordo_http_server {
     ordo_http_stream_t *streams;     /* open streamed responses */
     int n_streams;
     atomic_bool stopping;            /* streams end at their next pull */
-    atomic_int n_later;              /* requests waiting for an answer given later */
+    atomic_int n_later;              /* requests answered later whose answer is not yet sent (or the client gone) */
 };
 
 /*
@@ -332,7 +332,6 @@ void ordo_http_answer(ordo_http_later_t *l, ordo_http_response_t *resp)
     }
     pthread_mutex_unlock(&l->mu);   /* (from here the connection may send the answer and free l) */
     resp->body = NULL;
-    atomic_fetch_sub(&srv->n_later, 1);
 }
 
 static enum MHD_Result send_response(const mhd_api_t *mhd, struct MHD_Connection *conn, ordo_http_response_t *r);
@@ -360,7 +359,9 @@ static enum MHD_Result send_later(ordo_http_server_t *srv, struct MHD_Connection
 }
 
 /* Waits, up to a minute, for the answers still to come (each call behind
- * one has a deadline): a suspended connection must not outlive the daemon. */
+ * one has a deadline) and to be sent: a suspended connection must not
+ * outlive the daemon, and neither may an answer resumed but not yet written
+ * (stopping the daemon then would close it unanswered). */
 static void later_wait(ordo_http_server_t *srv)
 {
     for (int waited = 0; atomic_load(&srv->n_later) > 0; waited++) {
@@ -494,6 +495,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (st->deferred) {
             free(st->later.answer.body);   /* (an answer the client left before) */
             pthread_mutex_destroy(&st->later.mu);
+            atomic_fetch_sub(&st->later.srv->n_later, 1);   /* (sent, or the client left: a stop may go on) */
         }
         free(st);
         *con_cls = NULL;

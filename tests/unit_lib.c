@@ -1,10 +1,16 @@
 /* Unit tests of libordo's pure logic (cmocka). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -15,6 +21,7 @@
 #include "ordo/consumer.h"
 #include "ordo/envelope.h"
 #include "ordo/grpc.h"
+#include "ordo/http.h"
 #include "ordo/json.h"
 #include "ordo/log.h"
 #include "ordo/pg.h"
@@ -391,6 +398,78 @@ static void trace_context(void **state)
     assert_string_equal(ordo_trace_id_of("garbage", id), "");
 }
 
+/* A handler that takes its answer out of the request and hands the
+ * `later` handle to the test. */
+typedef struct held {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    ordo_http_later_t *later;
+} held_t;
+
+static void hold_request(void *ctx, const ordo_http_request_t *req, ordo_http_response_t *resp)
+{
+    held_t *h = ctx;
+    ordo_http_later_t *l;
+    ordo_error_t err;
+
+    (void)resp;
+    assert_int_equal(ordo_http_respond_later(req, &l, &err), ORDO_OK);
+    pthread_mutex_lock(&h->mu);
+    h->later = l;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* A request on 127.0.0.1:port, its connection open (receives time out
+ * after 5 s). */
+static int http_send(int port, const char *request)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct timeval tv = {.tv_sec = 5};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+    return fd;
+}
+
+/* Stopping the server the moment a later answer is given: the answer is
+ * still sent (the stop waits for it to be written, not only given). */
+static void later_answer_sent_before_stop(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        held_t h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        ordo_http_config_t cfg = {.addr = "127.0.0.1:0", .threads = 1, .max_body = 1024, .connection_timeout_s = 10,
+                                  .max_connections = 4};
+        ordo_http_response_t resp = {.status = 200};
+        ordo_http_server_t *srv;
+        ordo_error_t err;
+        char got[512] = "";
+        ssize_t n, at = 0;
+        int port, fd;
+
+        assert_int_equal(ordo_http_start(&cfg, hold_request, &h, &srv, &port, &err), ORDO_OK);
+        fd = http_send(port, "GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        pthread_mutex_lock(&h.mu);
+        while (h.later == NULL)
+            pthread_cond_wait(&h.cv, &h.mu);
+        pthread_mutex_unlock(&h.mu);
+        resp.body = strdup("{\"answered\":true}");
+        ordo_http_answer(h.later, &resp);
+        ordo_http_stop(srv);
+        while (at < (ssize_t)sizeof got - 1 && (n = read(fd, got + at, sizeof got - 1 - (size_t)at)) > 0)
+            at += n;
+        close(fd);
+        got[at] = '\0';
+        assert_true(strncmp(got, "HTTP/1.1 200", 12) == 0);
+        assert_non_null(strstr(got, "{\"answered\":true}"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,7 +477,7 @@ int main(void)
         cmocka_unit_test(json_and_utf8),     cmocka_unit_test(json_check_agrees_with_jansson), cmocka_unit_test(buffers),        cmocka_unit_test(subjects),
         cmocka_unit_test(status_mapping),    cmocka_unit_test(message_actions), cmocka_unit_test(settle_actions),
         cmocka_unit_test(sqlstates),         cmocka_unit_test(urls_redacted), cmocka_unit_test(trace_context),
-        cmocka_unit_test(delivery_of_reply),
+        cmocka_unit_test(delivery_of_reply), cmocka_unit_test(later_answer_sent_before_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,8 +90,8 @@ int ordo_http_code_of(ordo_status st);
  * takes the request's `later` handle and returns; the connection waits
  * (suspended, holding no server thread) until the call's callback gives the
  * answer with ordo_http_answer, from any thread. ordo_http_stop waits for
- * the answers still to come, so each must come (the calls behind them need
- * deadlines).
+ * the answers still to come, and for them to be sent, so each must come
+ * (the calls behind them need deadlines).
  */
 typedef struct ordo_http_later ordo_http_later_t;
 
