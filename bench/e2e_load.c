@@ -64,12 +64,13 @@ static const ordo_option_t options[] = {
     OPT("api-key-file", "ORDO_API_KEY_FILE", "", ORDO_OPT_STRING, api_key_file, 0, 0, "file holding an API key (sent as Authorization: Bearer)"),
     OPT("wait-s", NULL, "60", ORDO_OPT_INT, wait_s, 1, 3600, "how long to wait for the saga to finish"),
     OPT("streams", NULL, "0", ORDO_OPT_INT, streams, 0, 100000, "GET /api/orders/changes streams held open during the run"),
-    OPT("timeline", NULL, "false", ORDO_OPT_BOOL, timeline, 0, 0, "print each second's orders and slowest POST on stderr (where a stall was)"),
+    OPT("timeline", NULL, "false", ORDO_OPT_BOOL, timeline, 0, 0, "print each second's orders, slowest POST and slowest saga on stderr (where a stall was)"),
 };
 
 typedef struct sent {
     char order_id[37];
     long long sent_us;
+    long long created_us, final_us;   /* the read model's created_at and applied_at once final (0: not final) */
 } sent_t;
 
 /* What every connection shares: the TLS context (NULL: plain HTTP) and the
@@ -199,8 +200,8 @@ static void keep(worker_t *w, const char *id, long long sent_us, double lat)
         w->post_lat = realloc(w->post_lat, cap * sizeof *w->post_lat);
         w->cap = cap;
     }
+    w->sent[w->n] = (sent_t){.sent_us = sent_us};
     snprintf(w->sent[w->n].order_id, 37, "%s", id);
-    w->sent[w->n].sent_us = sent_us;
     w->post_lat[w->n++] = lat;
 }
 
@@ -475,18 +476,22 @@ static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total,
             break;
         usleep(200000);
     }
-    PGresult *res = PQexecParams(pg, "SELECT order_id, applied_at FROM orders WHERE order_id = ANY($1::text[]) AND status IN"
-                                     " ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(pg, "SELECT order_id, applied_at, created_at FROM orders WHERE order_id = ANY($1::text[])"
+                                     " AND status IN ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL, NULL, 0);
     k = 0;
     for (int r = 0; PQresultStatus(res) == PGRES_TUPLES_OK && r < PQntuples(res); r++) {
         const char *id = PQgetvalue(res, r, 0);
         long long applied = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        long long created = strtoll(PQgetvalue(res, r, 2), NULL, 10);
         if (applied > *last_us)
             *last_us = applied;
         for (int t = 0; t < cfg->threads; t++)
             for (size_t i = 0; i < w[t].n; i++)
-                if (strcmp(w[t].sent[i].order_id, id) == 0)
+                if (strcmp(w[t].sent[i].order_id, id) == 0) {
                     lat[k++] = (double)(applied - w[t].sent[i].sent_us) / 1e6;
+                    w[t].sent[i].created_us = created;
+                    w[t].sent[i].final_us = applied;
+                }
     }
     PQclear(res);
     PQfinish(pg);
@@ -530,20 +535,36 @@ static void client_free(client_t *client)
     explicit_bzero(client->auth, sizeof client->auth);
 }
 
-/* Each second of the run (by scheduled send): orders sent and the slowest
- * POST among them, on stderr: where in the run a stall fell. */
+static double later_of(double a, double b)
+{
+    return a > b ? a : b;
+}
+
+/* Each second of the run (by scheduled send), on stderr: orders sent, the
+ * slowest POST among them, and of those that became final the slowest
+ * POST-to-final and its two parts, send to order-created's commit (the
+ * intake) and that commit to the final status (the saga): where in the run
+ * a stall fell, and in which half. */
 static void print_timeline(const worker_t *w, int threads, long long start_us, int seconds)
 {
     for (int s = 0; s <= seconds; s++) {
         size_t n = 0;
-        double worst = 0;
+        double worst = 0, final = 0, intake = 0, saga = 0;
         for (int i = 0; i < threads; i++)
-            for (size_t j = 0; j < w[i].n; j++)
-                if ((w[i].sent[j].sent_us - start_us) / 1000000 == s) {
-                    n++;
-                    worst = w[i].post_lat[j] > worst ? w[i].post_lat[j] : worst;
-                }
-        fprintf(stderr, "timeline t=%2ds orders=%-6zu slowest POST=%.1fms\n", s, n, worst * 1e3);
+            for (size_t j = 0; j < w[i].n; j++) {
+                const sent_t *o = &w[i].sent[j];
+                if ((o->sent_us - start_us) / 1000000 != s)
+                    continue;
+                n++;
+                worst = later_of(worst, w[i].post_lat[j]);
+                if (o->final_us == 0)
+                    continue;
+                final = later_of(final, (double)(o->final_us - o->sent_us) / 1e6);
+                intake = later_of(intake, (double)(o->created_us - o->sent_us) / 1e6);
+                saga = later_of(saga, (double)(o->final_us - o->created_us) / 1e6);
+            }
+        fprintf(stderr, "timeline t=%2ds orders=%-6zu slowest POST=%.1fms POST-to-final=%.1fms (intake %.1fms, saga %.1fms)\n",
+                s, n, worst * 1e3, final * 1e3, intake * 1e3, saga * 1e3);
     }
 }
 
@@ -596,14 +617,14 @@ int main(int argc, char **argv)
         errors += w[i].errors;
     }
     elapsed = ordo_mono_s() - start;
-    if (cfg.timeline)
-        print_timeline(w, cfg.threads, start_us, cfg.seconds);
     post = malloc((total + 1) * sizeof *post);
     final = malloc((total + 1) * sizeof *final);
     for (int i = 0; i < cfg.threads; i++)
         for (size_t j = 0; j < w[i].n; j++)
             post[k++] = w[i].post_lat[j];
     finals = collect_finals(&cfg, w, total, final, &last_us);
+    if (cfg.timeline)
+        print_timeline(w, cfg.threads, start_us, cfg.seconds);
     if (cfg.streams > 0) {   /* (the last final statuses' events: a second to arrive) */
         ordo_sleep_ms(1000);
         streams_bad = streams_stop(&streams);

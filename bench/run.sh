@@ -216,7 +216,7 @@ cpu_split_say e2e-max
 say "rss under load: $(rss_all)"
 half=$(( (e2e_max + 1) / 2 ))
 cpu_split_start
-e2e --label e2e-half --threads 32 --rate "$half"
+e2e --label e2e-half --threads 32 --rate "$half" --timeline 2>"$dir/e2e-half-timeline.log"
 cpu_split_say e2e-half
 # the saga's final orders/s against the rate offered: a quarter of full speed to half over it
 echo "$half $fps" >"$curve_saga"
