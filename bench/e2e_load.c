@@ -476,24 +476,32 @@ static size_t collect_finals(const e2e_config_t *cfg, worker_t *w, size_t total,
             break;
         usleep(200000);
     }
-    PGresult *res = PQexecParams(pg, "SELECT order_id, applied_at, created_at FROM orders WHERE order_id = ANY($1::text[])"
-                                     " AND status IN ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL, NULL, 0);
+    /* each final order with its place in the array sent (1-based): the
+     * orders in the workers' order, thread by thread */
+    sent_t **all = malloc((total + 1) * sizeof *all);
+    size_t n_all = 0;
+    for (int t = 0; t < cfg->threads; t++)
+        for (size_t i = 0; i < w[t].n; i++)
+            all[n_all++] = &w[t].sent[i];
+    PGresult *res = PQexecParams(pg, "SELECT s.n, o.applied_at, o.created_at FROM unnest($1::text[]) WITH ORDINALITY"
+                                     " AS s(id, n) JOIN orders o ON o.order_id = s.id"
+                                     " WHERE o.status IN ('Approved','PaymentFailed','Refunded')", 1, NULL, params, NULL,
+                                 NULL, 0);
     k = 0;
     for (int r = 0; PQresultStatus(res) == PGRES_TUPLES_OK && r < PQntuples(res); r++) {
-        const char *id = PQgetvalue(res, r, 0);
+        size_t at = strtoull(PQgetvalue(res, r, 0), NULL, 10);
         long long applied = strtoll(PQgetvalue(res, r, 1), NULL, 10);
-        long long created = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        if (at < 1 || at > n_all)
+            continue;
+        sent_t *o = all[at - 1];
         if (applied > *last_us)
             *last_us = applied;
-        for (int t = 0; t < cfg->threads; t++)
-            for (size_t i = 0; i < w[t].n; i++)
-                if (strcmp(w[t].sent[i].order_id, id) == 0) {
-                    lat[k++] = (double)(applied - w[t].sent[i].sent_us) / 1e6;
-                    w[t].sent[i].created_us = created;
-                    w[t].sent[i].final_us = applied;
-                }
+        o->created_us = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        o->final_us = applied;
+        lat[k++] = (double)(applied - o->sent_us) / 1e6;
     }
     PQclear(res);
+    free(all);
     PQfinish(pg);
     ordo_buf_free(&ids);
     return k;
