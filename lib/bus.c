@@ -55,6 +55,17 @@ ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, 
     return ordo_error_set(err, st, "%s: %s (jetstream error %d)", what, natsStatus_GetText(s), (int)jerr);
 }
 
+ordo_status ordo_bus_status(ordo_bus_t *bus, natsStatus s, jsErrCode jerr, const char *what, ordo_error_t *err)
+{
+    const char *said = NULL;
+
+    if (s != NATS_OK && bus != NULL && bus->nc != NULL &&
+        natsConnection_GetLastError(bus->nc, &said) == NATS_NOT_PERMITTED)
+        return ordo_error_set(err, ORDO_FORBIDDEN, "%s: NATS does not permit it to this user (%.200s)", what,
+                              said != NULL ? said : "");
+    return ordo_status_of_nats(s, jerr, what, err);
+}
+
 /* The first line of the secret file @p path (malloc'd: wipe and free it
  * with ordo_secret_free); NULL (with *@p err naming @p what and the file, not
  * the content) when it cannot be read or is empty. */

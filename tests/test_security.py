@@ -247,7 +247,8 @@ def test_nats_secrets_not_logged(c, t):
     t.ok(r.returncode == 0 and '"name":"orderquery"' in r.stdout, f"ordoctl consumers as the read-only user: {r.stdout[:120]}")
     r = subprocess.run([ORDOCTL, "consumer-reset", "--durable", "orderquery", "--nats-url", c.nats_url] + reader,
                        capture_output=True, text=True, timeout=30)
-    t.ok(r.returncode != 0, f"but it may not delete a durable: {r.stdout.strip()[:160]}")
+    t.ok(r.returncode != 0 and '"permission_denied"' in r.stdout and "does not permit" in r.stdout,
+         f"but it may not delete a durable, and is told so (not a timeout): {r.stdout.strip()[:200]}")
     r = subprocess.run([ORDOCTL, "consumers", "--nats-url", c.nats_url] + reader[:4], capture_output=True, text=True,
                        timeout=30)
     t.ok(r.returncode != 0, f"NATS is TLS only: without --nats-ca no connection: {r.stdout.strip()[:160]}")

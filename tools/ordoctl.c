@@ -390,10 +390,10 @@ static json_t *msg_json(natsMsg *m, uint64_t seq)
     return doc;
 }
 
-static int fail_nats(natsStatus s, jsErrCode jerr, const char *what)
+static int fail_nats(ordo_bus_t *bus, natsStatus s, jsErrCode jerr, const char *what)
 {
     ordo_error_t err;
-    ordo_status_of_nats(s, jerr, what, &err);
+    ordo_bus_status(bus, s, jerr, what, &err);
     return fail(&err);
 }
 
@@ -406,7 +406,7 @@ static int cmd_bus_dump(ordo_bus_t *bus, const ctl_config_t *cfg)
     (void)cfg;
     s = js_GetStreamInfo(&si, ordo_bus_js(bus), ORDO_BUS_STREAM, NULL, &jerr);
     if (s != NATS_OK)
-        return fail_nats(s, jerr, "cannot read the EVENTS stream");
+        return fail_nats(bus, s, jerr, "cannot read the EVENTS stream");
     for (uint64_t seq = si->State.FirstSeq; seq > 0 && seq <= si->State.LastSeq; seq++) {
         natsMsg *m = NULL;
         if (js_GetMsg(&m, ordo_bus_js(bus), ORDO_BUS_STREAM, seq, NULL, &jerr) != NATS_OK)
@@ -424,7 +424,7 @@ static int cmd_consumer_reset(ordo_bus_t *bus, const ctl_config_t *cfg)
     natsStatus s = js_DeleteConsumer(ordo_bus_js(bus), ORDO_BUS_STREAM, cfg->durable, NULL, &jerr);
 
     if (s != NATS_OK)
-        return fail_nats(s, jerr, "cannot delete the consumer");
+        return fail_nats(bus, s, jerr, "cannot delete the consumer");
     print_json(json_pack("{s:s}", "deleted", cfg->durable));
     return 0;
 }

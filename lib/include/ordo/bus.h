@@ -131,6 +131,12 @@ ordo_status ordo_bus_lags(ordo_bus_t *bus, ordo_bus_lag_t **out, size_t *n, ordo
 /** Maps a cnats status (and JetStream error code, or 0) to ordo_status, with @p what as context. */
 ordo_status ordo_status_of_nats(natsStatus s, jsErrCode jerr, const char *what, ordo_error_t *err);
 
+/** ordo_status_of_nats for a call on @p bus that failed with @p s: when
+ *  the server has refused this connection something for its user's
+ *  permissions (a JetStream request it may not send goes unanswered, and
+ *  cnats then reports a timeout), ORDO_FORBIDDEN with the server's words. */
+ordo_status ordo_bus_status(ordo_bus_t *bus, natsStatus s, jsErrCode jerr, const char *what, ordo_error_t *err);
+
 /**
  * Writes the subject events.<aggregate_type>.<event_type> into @p out, with
  * the characters NATS reserves in a token (space, '*', '>', control
