@@ -101,6 +101,19 @@ static void record(run_state_t *r, double t0, double seconds)
     }
 }
 
+/* --timeline: how late the driver started a call that was due at @p sched
+ * (0: not paced), in the second it was due. */
+static void record_late(run_state_t *r, double sched, double started)
+{
+    double *late;
+
+    if (r->sec_late == NULL || sched <= 0)
+        return;
+    late = &r->sec_late[second_of(r, sched)];
+    if (started - sched > *late)
+        *late = started - sched;
+}
+
 static void print_timeline(const run_state_t *r)
 {
     for (int sec = 0; sec < r->n_secs; sec++)
@@ -173,8 +186,7 @@ static void start_call(run_state_t *r, slot_t *s, double sched)
     ops[5].data.recv_status_on_client.status = &s->status;
     ops[5].data.recv_status_on_client.status_details = &s->details;
     s->t0 = ordo_mono_s();
-    if (sched > 0 && r->sec_late != NULL && s->t0 - sched > r->sec_late[second_of(r, sched)])
-        r->sec_late[second_of(r, sched)] = s->t0 - sched;
+    record_late(r, sched, s->t0);
     if (sched > 0 && sched < s->t0)   /* at a fixed rate, from the time it was due: a call started late because */
         s->t0 = sched;                /* every slot was busy counts its wait (no coordinated omission) */
     grpc_call_start_batch(s->call, ops, 6, s, NULL);
